@@ -1,0 +1,309 @@
+//! One scheduled fault as written in a scenario's `[[faults]]` table, and its validation.
+//!
+//! ```toml
+//! [[faults]]
+//! at = "10s"                # when to inject, from the start of measurement
+//! duration = "5s"           # when to heal (omit: lasts until the run ends)
+//! kind = "latency"          # see FaultKind
+//! target = "client-node*"   # a link name (globs allowed) or a node id
+//! latency = "100ms"
+//! jitter = "10ms"
+//! stream = "downstream"     # downstream (default) | upstream | both
+//! toxicity = 1.0
+//! ```
+//!
+//! Link names are fixed by the harness: `client-node<i>` (load generator → node i),
+//! `node<i>-redis` and `node<i>-postgres`. Node ids are `node<i>`, 1-based.
+//! Raw parameters are parsed leniently per kind and checked by [`FaultSpec::validate`], so
+//! a parameter that does not belong to the kind is an error rather than silently ignored.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The kind of a fault: a Toxiproxy toxic on links, a partition, or a process fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Delay every chunk by `latency` ± `jitter`.
+    Latency,
+    /// Cap throughput to `rate` KB/s.
+    Bandwidth,
+    /// Stop all data and close after `timeout` (0: hold forever).
+    Timeout,
+    /// Reset connections (TCP RST) after `timeout`.
+    ResetPeer,
+    /// Delay the close of connections by `delay`.
+    SlowClose,
+    /// Slice data into chunks of `average_size` ± `size_variation` bytes, `delay` apart.
+    Slicer,
+    /// Close connections after `bytes` bytes.
+    LimitData,
+    /// Partition: the link is disabled, live connections cut and new ones refused.
+    Down,
+    /// One-way partition: bytes in `stream` are silently dropped, the other way flows.
+    Blackhole,
+    /// SIGKILL the node; restart it after `restart_after` if given.
+    Kill,
+    /// SIGSTOP the node for the duration, then SIGCONT.
+    Pause,
+}
+
+impl FaultKind {
+    /// Whether this kind targets processes (node ids) rather than links.
+    pub fn is_process(self) -> bool {
+        matches!(self, FaultKind::Kill | FaultKind::Pause)
+    }
+
+    /// Name of the kind as written in scenarios and in Toxiproxy's `type` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Latency => "latency",
+            FaultKind::Bandwidth => "bandwidth",
+            FaultKind::Timeout => "timeout",
+            FaultKind::ResetPeer => "reset_peer",
+            FaultKind::SlowClose => "slow_close",
+            FaultKind::Slicer => "slicer",
+            FaultKind::LimitData => "limit_data",
+            FaultKind::Down => "down",
+            FaultKind::Blackhole => "blackhole",
+            FaultKind::Kill => "kill",
+            FaultKind::Pause => "pause",
+        }
+    }
+}
+
+/// Which direction of a link a toxic applies to. Downstream is server → client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamSel {
+    #[default]
+    Downstream,
+    Upstream,
+    Both,
+}
+
+/// A fault of a scenario's schedule, as parsed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// Injection time, from the start of measurement (after warm-up).
+    #[serde(with = "humantime_serde")]
+    pub at: Duration,
+    /// How long the fault lasts; `None` until the end of the run.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub duration: Option<Duration>,
+    pub kind: FaultKind,
+    /// Link name glob (`client-node*`, `node2-redis`) or node id glob (`node2`).
+    pub target: String,
+    /// Optional label shown in reports (defaults to `<kind> <target>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamSel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toxicity: Option<f32>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub latency: Option<Duration>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub jitter: Option<Duration>,
+    /// Bandwidth in KB/s (Toxiproxy's unit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u64>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub delay: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_variation: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub restart_after: Option<Duration>,
+    /// Allow a target that resolves to a non-loopback address.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_non_loopback: bool,
+}
+
+/// A fault entry that does not make sense.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("fault #{index} ({kind} on {target:?}): {reason}")]
+pub struct FaultError {
+    /// Position in `[[faults]]`, 1-based.
+    pub index: usize,
+    pub kind: &'static str,
+    pub target: String,
+    pub reason: String,
+}
+
+impl FaultSpec {
+    /// Names of the parameters that are set, as written in the scenario.
+    fn params_set(&self) -> Vec<&'static str> {
+        let mut set = Vec::new();
+        let mut push = |name, present: bool| {
+            if present {
+                set.push(name);
+            }
+        };
+        push("stream", self.stream.is_some());
+        push("toxicity", self.toxicity.is_some());
+        push("latency", self.latency.is_some());
+        push("jitter", self.jitter.is_some());
+        push("rate", self.rate.is_some());
+        push("timeout", self.timeout.is_some());
+        push("delay", self.delay.is_some());
+        push("average_size", self.average_size.is_some());
+        push("size_variation", self.size_variation.is_some());
+        push("bytes", self.bytes.is_some());
+        push("restart_after", self.restart_after.is_some());
+        set
+    }
+
+    /// (allowed parameters, required parameters) of the kind.
+    fn kind_params(kind: FaultKind) -> (&'static [&'static str], &'static [&'static str]) {
+        const TOXIC: [&str; 2] = ["stream", "toxicity"];
+        match kind {
+            FaultKind::Latency => (&["stream", "toxicity", "latency", "jitter"], &["latency"]),
+            FaultKind::Bandwidth => (&["stream", "toxicity", "rate"], &["rate"]),
+            FaultKind::Timeout => (&["stream", "toxicity", "timeout"], &["timeout"]),
+            FaultKind::ResetPeer => (&["stream", "toxicity", "timeout"], &[]),
+            FaultKind::SlowClose => (&["stream", "toxicity", "delay"], &["delay"]),
+            FaultKind::Slicer => (
+                &[
+                    "stream",
+                    "toxicity",
+                    "average_size",
+                    "size_variation",
+                    "delay",
+                ],
+                &["average_size"],
+            ),
+            FaultKind::LimitData => (&["stream", "toxicity", "bytes"], &["bytes"]),
+            FaultKind::Down => (&[], &[]),
+            FaultKind::Blackhole => (&TOXIC, &[]),
+            FaultKind::Kill => (&["restart_after"], &[]),
+            FaultKind::Pause => (&[], &[]),
+        }
+    }
+
+    /// Check that the parameters fit the kind. `index` is the entry's 1-based position.
+    pub fn validate(&self, index: usize) -> Result<(), FaultError> {
+        let err = |reason: String| FaultError {
+            index,
+            kind: self.kind.as_str(),
+            target: self.target.clone(),
+            reason,
+        };
+        if self.target.trim().is_empty() {
+            return Err(err("target is empty".into()));
+        }
+        let (allowed, required) = Self::kind_params(self.kind);
+        for p in self.params_set() {
+            if !allowed.contains(&p) {
+                return Err(err(format!(
+                    "parameter `{p}` does not apply to this kind (allowed: {})",
+                    if allowed.is_empty() {
+                        "none".to_string()
+                    } else {
+                        allowed.join(", ")
+                    }
+                )));
+            }
+        }
+        let set = self.params_set();
+        for r in required {
+            if !set.contains(r) {
+                return Err(err(format!("parameter `{r}` is required")));
+            }
+        }
+        if let Some(t) = self.toxicity
+            && !(0.0..=1.0).contains(&t)
+        {
+            return Err(err(format!("toxicity must be within 0.0..=1.0, got {t}")));
+        }
+        if self.kind == FaultKind::Pause && self.duration.is_none() {
+            return Err(err(
+                "a pause needs a duration (the node is resumed when it ends)".into(),
+            ));
+        }
+        if self.duration == Some(Duration::ZERO) {
+            return Err(err("duration must be positive".into()));
+        }
+        Ok(())
+    }
+
+    /// The label shown in events and reports.
+    pub fn display_label(&self) -> String {
+        self.label
+            .clone()
+            .unwrap_or_else(|| format!("{} {}", self.kind.as_str(), self.target))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The chaos crate does not depend on `toml`; JSON exercises the same serde derive.
+    fn parse(s: &str) -> FaultSpec {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn latency_fault_parses_and_validates() {
+        let f = parse(
+            r#"{"at":"10s","duration":"5s","kind":"latency","target":"client-node*","latency":"100ms","jitter":"10ms"}"#,
+        );
+        assert_eq!(f.at, Duration::from_secs(10));
+        assert_eq!(f.latency, Some(Duration::from_millis(100)));
+        f.validate(1).unwrap();
+        assert_eq!(f.display_label(), "latency client-node*");
+    }
+
+    #[test]
+    fn wrong_parameter_for_kind_is_refused() {
+        let f = parse(r#"{"at":"1s","kind":"down","target":"node1-redis","latency":"1s"}"#);
+        let e = f.validate(3).unwrap_err();
+        assert!(e.to_string().contains("`latency` does not apply"), "{e}");
+        assert_eq!(e.index, 3);
+    }
+
+    #[test]
+    fn missing_required_parameter_is_refused() {
+        let f = parse(r#"{"at":"1s","kind":"bandwidth","target":"client-node1"}"#);
+        assert!(f.validate(1).unwrap_err().reason.contains("`rate`"));
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let r: Result<FaultSpec, _> =
+            serde_json::from_str(r#"{"at":"1s","kind":"down","target":"x","latncy":"1s"}"#);
+        assert!(r.unwrap_err().to_string().contains("latncy"));
+    }
+}

@@ -1,0 +1,1 @@
+//! The `flowline` harness: runs scenarios against a cluster it brings up (work in progress).

@@ -1,0 +1,67 @@
+//! The `flowline` binary: parses the command line and dispatches to the crates' entry points.
+//!
+//! Exit status: whatever the subcommand returns; an error that escapes a subcommand is
+//! printed once with its chain of causes and exits 2 ("could not be carried out").
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Flowline: a load-testing and chaos harness with a reference chat cluster.
+#[derive(Debug, Parser)]
+#[command(name = "flowline", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one reference chat node (HTTP API + WebSocket).
+    Server(flowline_server::cli::Args),
+    /// Run a share of a scenario's simulated users (one worker process).
+    Loadgen(flowline_loadgen::cli::Args),
+    /// Work with scenario files (check them).
+    Scenario(flowline_loadgen::cli::ScenarioArgs),
+    /// Fault injection: a Toxiproxy-compatible proxy and fault schedules.
+    Chaos(flowline_chaos::cli::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLOWLINE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("flowline: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => flowline_server::cli::main(args).await,
+            Command::Loadgen(args) => flowline_loadgen::cli::main(args).await,
+            Command::Scenario(args) => flowline_loadgen::cli::scenario_main(args).await,
+            Command::Chaos(args) => flowline_chaos::cli::main(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("flowline: error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}

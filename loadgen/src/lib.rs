@@ -1,0 +1,3 @@
+//! Flowline's load generator (work in progress).
+
+pub mod cli;
