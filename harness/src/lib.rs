@@ -1,1 +1,4 @@
-//! The `flowline` harness: runs scenarios against a cluster it brings up (work in progress).
+//! The `flowline` harness: brings a cluster up, runs a scenario against it, injects faults,
+//! and writes the run folder and its report (`flowline run / compare / replay`).
+
+pub mod supervisor;
