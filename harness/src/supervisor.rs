@@ -411,10 +411,10 @@ mod tests {
         let sup = Supervisor::new(dir.path()).unwrap();
         // The shell ignores SIGTERM and starts a grandchild; both must go.
         let mut s = sup
-            .spawn(Spec::new("stubborn", "/bin/sh").args([
-                "-c",
-                "trap '' TERM; sleep 60 & echo $!; wait",
-            ]))
+            .spawn(
+                Spec::new("stubborn", "/bin/sh")
+                    .args(["-c", "trap '' TERM; sleep 60 & echo $!; wait"]),
+            )
             .unwrap();
         let grandchild: u32 = s.lines.recv().await.unwrap().trim().parse().unwrap();
         assert!(proc_alive(s.pid) && proc_alive(grandchild));
@@ -450,7 +450,10 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(e.contains("exited before it was ready") && e.contains("bad config"), "{e}");
+        assert!(
+            e.contains("exited before it was ready") && e.contains("bad config"),
+            "{e}"
+        );
         let mut s = sup
             .spawn(Spec::new("slow", "/bin/sleep").args(["60"]))
             .unwrap();
