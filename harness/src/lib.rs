@@ -1,5 +1,10 @@
 //! The `flowline` harness: brings a cluster up, runs a scenario against it, injects faults,
-//! and writes the run folder and its report (`flowline run / compare / replay`).
+//! and writes the run folder and its report (`flowline run / compare / replay / report`).
 
+pub mod cli;
+pub mod compare;
+pub mod report;
+pub mod runfolder;
 pub mod services;
 pub mod supervisor;
+pub mod svg;

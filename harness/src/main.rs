@@ -25,6 +25,10 @@ enum Command {
     Scenario(flowline_loadgen::cli::ScenarioArgs),
     /// Fault injection: a Toxiproxy-compatible proxy and fault schedules.
     Chaos(flowline_chaos::cli::Args),
+    /// Compare finished runs side by side (table + compare.html).
+    Compare(flowline_harness::cli::CompareArgs),
+    /// Write report.html of a run folder again from its files.
+    Report(flowline_harness::cli::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +56,8 @@ fn main() -> ExitCode {
             Command::Loadgen(args) => flowline_loadgen::cli::main(args).await,
             Command::Scenario(args) => flowline_loadgen::cli::scenario_main(args).await,
             Command::Chaos(args) => flowline_chaos::cli::main(args).await,
+            Command::Compare(args) => flowline_harness::cli::compare_main(args).await,
+            Command::Report(args) => flowline_harness::cli::report_main(args).await,
         }
     });
     match result {

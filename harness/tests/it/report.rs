@@ -1,0 +1,73 @@
+//! report.html and compare.html from run folders, without running anything.
+
+use crate::util::{run, stderr, synthetic_run};
+
+#[test]
+fn report_renders_every_section_from_a_run_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("20261128-030000-synthetic");
+    synthetic_run(&dir);
+    let o = run(&["report", dir.to_str().unwrap()], tmp.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    if let Ok(keep) = std::env::var("FLOWLINE_KEEP_REPORT") {
+        std::fs::copy(dir.join("report.html"), keep).unwrap();
+    }
+    for needle in [
+        "delivery latency percentiles, per second",
+        "ack latency percentiles, per second",
+        "Connected users",
+        "Send rate (sent and acked)",
+        "Delivery rate",
+        "Errors",
+        "delivery: percentile distribution",
+        "connect: percentile distribution",
+        "<h2>Correctness</h2>",
+        "<h2>Thresholds</h2>",
+        "lost == 0",
+        "FAILED",
+        "latency client-node*",
+        "seed <b>42</b>",
+        "phase <b>single</b>",
+        "revision <b>abc1234</b>",
+        "synthetic",
+    ] {
+        assert!(html.contains(needle), "report.html lacks {needle:?}");
+    }
+    // Self-contained: no scripts, no external resources.
+    assert!(!html.contains("<script"));
+    assert!(!html.contains("http://") && !html.contains("https://"));
+    // The fault window is shaded from 10 s to 15 s on the time charts.
+    assert!(html.matches("fill-opacity=\"0.10\"").count() >= 4);
+}
+
+#[test]
+fn compare_prints_a_table_and_writes_overlaid_curves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("runs/a");
+    let b = tmp.path().join("runs/b");
+    synthetic_run(&a);
+    synthetic_run(&b);
+    let o = run(
+        &["compare", a.to_str().unwrap(), b.to_str().unwrap()],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("delivery p99 (ms)"), "{table}");
+    assert!(
+        table.contains("lost") && table.contains("thresholds held"),
+        "{table}"
+    );
+    let html = std::fs::read_to_string(tmp.path().join("runs/compare.html")).unwrap();
+    assert!(html.contains("run 1") && html.contains("run 2"));
+    assert!(html.contains("delivery: percentile distribution"));
+}
+
+#[test]
+fn compare_of_a_missing_folder_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = run(&["compare", "nope"], tmp.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not a run folder"), "{}", stderr(&o));
+}
