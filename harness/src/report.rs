@@ -525,8 +525,11 @@ fn thresholds_table(run: &RunFolder) -> String {
             .find_map(|k| t.get(*k))
             .map(|v| match v {
                 Value::String(s) => s.clone(),
-                Value::Number(n) => n.as_f64().map(fmt_num).unwrap_or_else(|| n.to_string()),
-                Value::Null => "n/a".into(),
+                Value::Number(n) => match n.as_f64() {
+                    Some(x) => threshold_value(expr, x),
+                    None => n.to_string(),
+                },
+                Value::Null => "not measured".into(),
                 other => other.to_string(),
             })
             .unwrap_or_default();
@@ -547,6 +550,24 @@ fn thresholds_table(run: &RunFolder) -> String {
     }
     s.push_str("</table>");
     s
+}
+
+/// A threshold's measured value in the unit people read: latencies (recorded in µs) in ms,
+/// rates as percentages or per second, counts as they are.
+pub fn threshold_value(expr: &str, v: f64) -> String {
+    let metric = expr.split_whitespace().next().unwrap_or("");
+    let is_latency = metric.split_once('.').is_some_and(|(l, stat)| {
+        ["connect", "hello", "ack", "delivery"].contains(&l) && stat != "rate"
+    });
+    if is_latency {
+        format!("{:.2} ms", v / 1000.0)
+    } else if metric == "errors.rate" {
+        format!("{:.3}%", v * 100.0)
+    } else if metric.ends_with(".rate") {
+        format!("{} /s", fmt_num(v))
+    } else {
+        fmt_num(v)
+    }
 }
 
 fn totals_table(run: &RunFolder) -> String {
@@ -668,5 +689,15 @@ mod tests {
         );
         assert_eq!(latency_column("p50"), Some(("latency".into(), "p50", 1.0)));
         assert_eq!(latency_column("users"), None);
+    }
+
+    #[test]
+    fn threshold_values_are_shown_in_reading_units() {
+        assert_eq!(
+            threshold_value("delivery.p99 < 250ms", 110_000.0),
+            "110.00 ms"
+        );
+        assert_eq!(threshold_value("errors.rate < 0.1%", 0.0005), "0.050%");
+        assert_eq!(threshold_value("lost == 0", 10.0), "10");
     }
 }
