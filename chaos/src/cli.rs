@@ -1,12 +1,137 @@
-//! `flowline chaos`: flags and entry point.
+//! `flowline chaos`: serve the Toxiproxy API, heal a running server, list its proxies.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
-/// Fault injection: serve the Toxiproxy API.
+use anyhow::Context;
+use flowline_protocol::announce::Announce;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::ToxiproxyClient;
+use crate::controller::Controller;
+
+/// Fault injection: a Toxiproxy-compatible proxy and fault schedules.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands of `flowline chaos`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Serve the Toxiproxy HTTP API (and the proxies it creates) until Ctrl-C / SIGTERM.
+    Serve(ServeArgs),
+    /// Heal everything on a running Toxiproxy-compatible server (POST /reset).
+    Heal(UrlArgs),
+    /// Print the proxies of a running server as JSON.
+    List(UrlArgs),
+}
+
+/// Flags of `flowline chaos serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address of the HTTP API (port 0 picks a free port; see the announcement line).
+    #[arg(long, default_value = "127.0.0.1:8474")]
+    pub listen: SocketAddr,
+    /// Let proxies listen on / forward to non-loopback addresses.
+    #[arg(long)]
+    pub allow_non_loopback: bool,
+}
+
+/// Flags naming a running server.
+#[derive(Debug, clap::Args)]
+pub struct UrlArgs {
+    /// Base URL of the Toxiproxy API.
+    #[arg(long, default_value = "http://127.0.0.1:8474", env = "TOXIPROXY_URL")]
+    pub url: String,
+    /// Allow a non-loopback URL.
+    #[arg(long)]
+    pub allow_non_loopback: bool,
+}
 
 /// Entry point of `flowline chaos`.
-pub async fn main(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::Serve(a) => serve(a).await,
+        Command::Heal(a) => {
+            let client = ToxiproxyClient::new(&a.url, a.allow_non_loopback)?;
+            client
+                .reset()
+                .await
+                .with_context(|| format!("healing {}", a.url))?;
+            tracing::info!(url = %a.url, "chaos: every proxy enabled, every toxic removed");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::List(a) => {
+            let client = ToxiproxyClient::new(&a.url, a.allow_non_loopback)?;
+            let proxies = client
+                .proxies()
+                .await
+                .with_context(|| format!("listing proxies of {}", a.url))?;
+            for p in proxies {
+                println!(
+                    "{}",
+                    serde_json::json!({"name": p.name, "listen": p.listen,
+                        "upstream": p.upstream, "enabled": p.enabled})
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    if !a.allow_non_loopback && !a.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "--listen {} is not a loopback address; pass --allow-non-loopback to serve on it",
+            a.listen
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("binding the chaos API on {}", a.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let announce = Announce::ChaosListening {
+        api: format!("http://{addr}"),
+        pid: std::process::id(),
+    };
+    println!("{}", serde_json::to_string(&announce)?);
+    tracing::info!(api = %addr, "chaos: serving the Toxiproxy API");
+
+    let controller = Controller::with_policy(a.allow_non_loopback);
+    let shutdown = CancellationToken::new();
+    let signal_token = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signal_token.cancel();
+    });
+    let served = crate::api::serve_api(controller.clone(), listener, shutdown).await;
+    // Whatever ended the server, leave no proxy or fault behind.
+    controller.shutdown().await;
+    served.context("serving the chaos API")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

@@ -1,4 +1,63 @@
-//! Flowline's Toxiproxy-compatible fault proxy (work in progress).
+//! Flowline's fault injection: a Toxiproxy-compatible fault proxy, process faults, and
+//! fault schedules that fire on time, are recorded, and are always healed.
+//!
+//! - [`Controller`]: an in-process set of TCP proxies with toxics (latency, bandwidth,
+//!   slow_close, timeout, reset_peer, slicer, limit_data, and `blackhole`, a one-way
+//!   partition), enable/disable (a partition), and [`Controller::heal_all`].
+//! - [`api`]: the Toxiproxy 2.x HTTP API over a controller (`flowline chaos serve`).
+//! - [`ProcessTarget`]: SIGKILL (+ restart by the owner), SIGSTOP/SIGCONT.
+//! - [`Schedule`]: a scenario's `[[faults]]` ([`fault::FaultSpec`]) run against
+//!   [`Targets`] (local controller or a remote Toxiproxy via [`ToxiproxyClient`], plus
+//!   nodes), written to events.jsonl ([`EventLog`]).
+//!
+//! # Usage (what the harness does)
+//!
+//! ```no_run
+//! # async fn demo(faults: Vec<flowline_chaos::fault::FaultSpec>) -> Result<(), flowline_chaos::Error> {
+//! use std::sync::Arc;
+//! use flowline_chaos::{Controller, EventLog, Links, PidProcess, Schedule, Targets};
+//!
+//! let chaos = Controller::new();
+//! // One proxy per link; port 0 picks a free port, `info.listen` says which.
+//! let info = chaos
+//!     .create_proxy("node1-redis", "127.0.0.1:0".parse().unwrap(), "127.0.0.1:6379")
+//!     .await?;
+//! println!("point node1 at redis://{}", info.listen);
+//!
+//! let events = EventLog::create("runs/x/events.jsonl".as_ref(), std::time::Instant::now())?;
+//! events.node_event("start", "node1", serde_json::json!({"pid": 4242}))?;
+//! let targets = Targets::new(Links::Local(chaos.clone()))
+//!     .with_node(Arc::new(PidProcess { node_id: "node1".into(), pid: 4242 }));
+//! let mut schedule = Schedule::new(faults, targets, events)?.run(tokio::time::Instant::now());
+//! // ... run the load ...
+//! schedule.wait().await; // or stop early:
+//! schedule.shutdown().await?; // heals every active fault (dropping it heals too)
+//! chaos.shutdown().await; // removes every proxy (dropping the last clone does too)
+//! # Ok(()) }
+//! ```
+//!
+//! For `flowline chaos serve`, see [`cli`]; to serve the API in-process, bind a listener
+//! and call [`api::serve_api`].
 
+pub mod api;
 pub mod cli;
+pub mod client;
+pub mod controller;
+pub mod error;
+pub mod events;
 pub mod fault;
+mod link;
+pub mod process;
+mod proxy;
+pub mod schedule;
+pub mod toxic;
+
+pub use api::serve_api;
+pub use client::ToxiproxyClient;
+pub use controller::{Controller, ProxyConfig, ProxyUpdate};
+pub use error::{Error, Result};
+pub use events::{Event, EventLog};
+pub use process::{PidProcess, ProcessTarget};
+pub use proxy::ProxyInfo;
+pub use schedule::{Links, Schedule, ScheduleHandle, Targets};
+pub use toxic::{Direction, ToxicKind, ToxicSpec};

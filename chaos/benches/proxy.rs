@@ -1,0 +1,2 @@
+//! Proxy overhead benchmark (filled in later).
+fn main() {}

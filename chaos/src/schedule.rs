@@ -1,0 +1,622 @@
+//! Fault schedules: a scenario's `[[faults]]` fired at their time, healed when their
+//! duration ends, recorded in events.jsonl, and always healed when the run ends.
+//!
+//! One task per fault sleeps until `zero + at`, injects, sleeps until the end, heals.
+//! Injections and heals are serialised through one async lock over the set of active
+//! faults, and every injection first checks the cancellation token under that lock, so
+//! [`ScheduleHandle::heal_all`] (cancel, then take the lock and heal the set) cannot
+//! miss a fault injected concurrently. Dropping the handle heals too: synchronously
+//! what can be (local toxics, paused processes), the rest on a spawned task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use crate::client::ToxiproxyClient;
+use crate::controller::Controller;
+use crate::error::{Error, Result};
+use crate::events::EventLog;
+use crate::fault::{FaultKind, FaultSpec, StreamSel};
+use crate::process::ProcessTarget;
+use crate::toxic::{Direction, ToxicKind, ToxicSpec};
+
+/// Where link faults go: the in-process controller, a remote Toxiproxy, or nowhere.
+#[derive(Debug, Clone)]
+pub enum Links {
+    /// No proxies: link faults fail to resolve.
+    None,
+    /// Proxies of this process.
+    Local(Controller),
+    /// Proxies of an external Toxiproxy (or another `flowline chaos serve`).
+    Remote(ToxiproxyClient),
+}
+
+/// A proxy as the schedule sees it.
+#[derive(Debug, Clone)]
+struct LinkInfo {
+    name: String,
+    listen: String,
+    upstream: String,
+}
+
+impl Links {
+    async fn list(&self) -> Result<Vec<LinkInfo>> {
+        Ok(match self {
+            Links::None => Vec::new(),
+            Links::Local(c) => c
+                .list()
+                .into_iter()
+                .map(|p| LinkInfo {
+                    name: p.name,
+                    listen: p.listen.to_string(),
+                    upstream: p.upstream,
+                })
+                .collect(),
+            Links::Remote(r) => r
+                .proxies()
+                .await?
+                .into_iter()
+                .map(|p| LinkInfo {
+                    name: p.name,
+                    listen: p.listen,
+                    upstream: p.upstream,
+                })
+                .collect(),
+        })
+    }
+
+    async fn add_toxic(&self, proxy: &str, toxic: &ToxicSpec) -> Result<()> {
+        match self {
+            Links::None => Err(Error::ProxyNotFound),
+            Links::Local(c) => c.add_toxic(proxy, toxic.clone()).map(drop),
+            Links::Remote(r) => r.add_toxic(proxy, toxic).await,
+        }
+    }
+
+    async fn remove_toxic(&self, proxy: &str, name: &str) -> Result<()> {
+        match self {
+            Links::None => Err(Error::ProxyNotFound),
+            Links::Local(c) => c.remove_toxic(proxy, name),
+            Links::Remote(r) => r.remove_toxic(proxy, name).await,
+        }
+    }
+
+    async fn set_enabled(&self, proxy: &str, enabled: bool) -> Result<()> {
+        match self {
+            Links::None => Err(Error::ProxyNotFound),
+            Links::Local(c) => c.set_enabled(proxy, enabled).await.map(drop),
+            Links::Remote(r) => r.set_enabled(proxy, enabled).await,
+        }
+    }
+}
+
+/// What faults can reach: links (proxies) and nodes (processes).
+#[derive(Clone)]
+pub struct Targets {
+    links: Links,
+    nodes: Vec<Arc<dyn ProcessTarget>>,
+}
+
+impl std::fmt::Debug for Targets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Targets")
+            .field("links", &self.links)
+            .field(
+                "nodes",
+                &self.nodes.iter().map(|n| n.node_id()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Targets {
+    /// Targets with these links and no nodes yet.
+    pub fn new(links: Links) -> Self {
+        Targets {
+            links,
+            nodes: Vec::new(),
+        }
+    }
+
+    /// Add a node that process faults may target (by its `node_id`).
+    pub fn with_node(mut self, node: Arc<dyn ProcessTarget>) -> Self {
+        self.nodes.push(node);
+        self
+    }
+}
+
+/// What an injected fault changed, so it can be undone.
+enum Applied {
+    /// Toxics added: (proxy, toxic name).
+    Toxics(Vec<(String, String)>),
+    /// Proxies disabled.
+    Disabled(Vec<String>),
+    /// Processes stopped with SIGSTOP.
+    Paused(Vec<Arc<dyn ProcessTarget>>),
+    /// Processes killed, to be restarted when the fault ends.
+    Killed(Vec<Arc<dyn ProcessTarget>>),
+}
+
+struct Active {
+    index: usize,
+    spec: FaultSpec,
+    targets: Vec<String>,
+    applied: Applied,
+}
+
+struct Shared {
+    targets: Targets,
+    events: EventLog,
+    active: tokio::sync::Mutex<Vec<Active>>,
+    cancel: CancellationToken,
+    errors: parking_lot::Mutex<Vec<String>>,
+}
+
+/// A validated list of faults with their targets, ready to run.
+#[derive(Debug)]
+pub struct Schedule {
+    faults: Vec<FaultSpec>,
+    targets: Targets,
+    events: EventLog,
+}
+
+/// The fault's parameters for events.jsonl: the entry without kind, target and label.
+fn params_of(spec: &FaultSpec) -> Value {
+    let mut v = serde_json::to_value(spec).unwrap_or(Value::Null);
+    if let Some(m) = v.as_object_mut() {
+        for k in ["kind", "target", "label"] {
+            m.remove(k);
+        }
+    }
+    v
+}
+
+fn millis(d: Option<Duration>) -> u64 {
+    d.map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The toxics a link fault adds, one per direction. `None` for `down` (a disable).
+pub fn toxics_for(index: usize, spec: &FaultSpec) -> Option<Vec<ToxicSpec>> {
+    let kind = match spec.kind {
+        FaultKind::Latency => ToxicKind::Latency {
+            latency: millis(spec.latency),
+            jitter: millis(spec.jitter),
+        },
+        FaultKind::Bandwidth => ToxicKind::Bandwidth {
+            rate: spec.rate.unwrap_or(0),
+        },
+        FaultKind::Timeout => ToxicKind::Timeout {
+            timeout: millis(spec.timeout),
+        },
+        FaultKind::ResetPeer => ToxicKind::ResetPeer {
+            timeout: millis(spec.timeout),
+        },
+        FaultKind::SlowClose => ToxicKind::SlowClose {
+            delay: millis(spec.delay),
+        },
+        FaultKind::Slicer => ToxicKind::Slicer {
+            average_size: spec.average_size.unwrap_or(1),
+            size_variation: spec.size_variation.unwrap_or(0),
+            delay: spec.delay.map_or(0, |d| d.as_micros() as u64),
+        },
+        FaultKind::LimitData => ToxicKind::LimitData {
+            bytes: spec.bytes.unwrap_or(0),
+        },
+        FaultKind::Blackhole => ToxicKind::Blackhole,
+        FaultKind::Down | FaultKind::Kill | FaultKind::Pause => return None,
+    };
+    let dirs: &[Direction] = match spec.stream.unwrap_or_default() {
+        StreamSel::Downstream => &[Direction::Downstream],
+        StreamSel::Upstream => &[Direction::Upstream],
+        StreamSel::Both => &[Direction::Upstream, Direction::Downstream],
+    };
+    Some(
+        dirs.iter()
+            .map(|&d| {
+                let mut t = ToxicSpec::new(kind.clone(), d).named(format!(
+                    "flowline_f{index}_{}_{}",
+                    spec.kind.as_str(),
+                    d.as_str()
+                ));
+                t.toxicity = spec.toxicity.unwrap_or(1.0);
+                t
+            })
+            .collect(),
+    )
+}
+
+async fn is_loopback_target(link: &LinkInfo) -> bool {
+    for addr in [&link.listen, &link.upstream] {
+        match tokio::net::lookup_host(addr.as_str()).await {
+            Ok(mut it) => {
+                if !it.all(|a| a.ip().is_loopback()) {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+impl Schedule {
+    /// Validate `faults` (parameters and target globs) against `targets`; events go to `events`.
+    pub fn new(faults: Vec<FaultSpec>, targets: Targets, events: EventLog) -> Result<Self> {
+        for (i, f) in faults.iter().enumerate() {
+            f.validate(i + 1)?;
+            if let Err(e) = glob::Pattern::new(&f.target) {
+                return Err(Error::Fault(crate::fault::FaultError {
+                    index: i + 1,
+                    kind: f.kind.as_str(),
+                    target: f.target.clone(),
+                    reason: format!("bad target glob: {e}"),
+                }));
+            }
+        }
+        Ok(Schedule {
+            faults,
+            targets,
+            events,
+        })
+    }
+
+    /// Start firing: each fault at `zero + at`. Returns at once.
+    pub fn run(self, zero: Instant) -> ScheduleHandle {
+        let shared = Arc::new(Shared {
+            targets: self.targets,
+            events: self.events,
+            active: tokio::sync::Mutex::new(Vec::new()),
+            cancel: CancellationToken::new(),
+            errors: parking_lot::Mutex::new(Vec::new()),
+        });
+        let mut tasks = JoinSet::new();
+        for (i, spec) in self.faults.into_iter().enumerate() {
+            tasks.spawn(run_fault(shared.clone(), i + 1, spec, zero));
+        }
+        ScheduleHandle { shared, tasks }
+    }
+}
+
+async fn run_fault(shared: Arc<Shared>, index: usize, spec: FaultSpec, zero: Instant) {
+    tokio::select! {
+        () = sleep_until(zero + spec.at) => {}
+        () = shared.cancel.cancelled() => return,
+    }
+    {
+        let mut active = shared.active.lock().await;
+        if shared.cancel.is_cancelled() {
+            return;
+        }
+        match shared.inject(index, &spec).await {
+            Ok(a) => {
+                shared.record("inject", &a.spec, a.targets.clone(), params_of(&a.spec));
+                active.push(a);
+            }
+            Err(e) => {
+                shared.fail(&spec, format!("fault #{index} not injected: {e}"));
+                return;
+            }
+        }
+    }
+    let end = match spec.kind {
+        FaultKind::Kill => spec.restart_after.or(spec.duration),
+        _ => spec.duration,
+    };
+    let Some(end) = end else { return };
+    tokio::select! {
+        () = sleep_until(zero + spec.at + end) => {}
+        () = shared.cancel.cancelled() => return,
+    }
+    let mut active = shared.active.lock().await;
+    if shared.cancel.is_cancelled() {
+        return;
+    }
+    if let Some(pos) = active.iter().position(|a| a.index == index) {
+        let a = active.swap_remove(pos);
+        if matches!(a.applied, Applied::Killed(_)) {
+            // A restart can take seconds; other faults must keep firing on time.
+            drop(active);
+        }
+        let _ = shared.heal(a, true).await;
+    }
+}
+
+impl Shared {
+    fn record(&self, action: &str, spec: &FaultSpec, targets: Vec<String>, params: Value) {
+        if let Err(e) = self.events.record(
+            action,
+            spec.kind.as_str(),
+            targets,
+            &spec.display_label(),
+            params,
+        ) {
+            tracing::error!(error = %e, "chaos: cannot record event");
+        }
+    }
+
+    fn fail(&self, spec: &FaultSpec, msg: String) {
+        tracing::error!("chaos: {msg}");
+        self.record(
+            "error",
+            spec,
+            Vec::new(),
+            serde_json::json!({ "error": msg }),
+        );
+        self.errors.lock().push(msg);
+    }
+
+    async fn inject(&self, index: usize, spec: &FaultSpec) -> Result<Active> {
+        let pattern = glob::Pattern::new(&spec.target).map_err(|e| {
+            Error::BadRequestBody(format!("bad target glob {:?}: {e}", spec.target))
+        })?;
+        if spec.kind.is_process() {
+            let nodes: Vec<_> = self
+                .targets
+                .nodes
+                .iter()
+                .filter(|n| pattern.matches(n.node_id()))
+                .cloned()
+                .collect();
+            if nodes.is_empty() {
+                return Err(Error::NoTarget {
+                    index,
+                    target: spec.target.clone(),
+                    what: "node",
+                });
+            }
+            let names = nodes.iter().map(|n| n.node_id().to_string()).collect();
+            let mut done: Vec<Arc<dyn ProcessTarget>> = Vec::new();
+            for n in &nodes {
+                let r = if spec.kind == FaultKind::Kill {
+                    n.kill()
+                } else {
+                    n.pause()
+                };
+                if let Err(e) = r {
+                    if spec.kind == FaultKind::Pause {
+                        for d in &done {
+                            let _ = d.resume();
+                        }
+                    }
+                    return Err(e);
+                }
+                done.push(n.clone());
+            }
+            let applied = if spec.kind == FaultKind::Kill {
+                Applied::Killed(nodes)
+            } else {
+                Applied::Paused(nodes)
+            };
+            return Ok(Active {
+                index,
+                spec: spec.clone(),
+                targets: names,
+                applied,
+            });
+        }
+
+        let links: Vec<LinkInfo> = self
+            .targets
+            .links
+            .list()
+            .await?
+            .into_iter()
+            .filter(|l| pattern.matches(&l.name))
+            .collect();
+        if links.is_empty() {
+            return Err(Error::NoTarget {
+                index,
+                target: spec.target.clone(),
+                what: "link",
+            });
+        }
+        if !spec.allow_non_loopback {
+            for l in &links {
+                if !is_loopback_target(l).await {
+                    return Err(Error::NotLoopback(format!(
+                        "link {} ({} -> {})",
+                        l.name, l.listen, l.upstream
+                    )));
+                }
+            }
+        }
+        let names: Vec<String> = links.iter().map(|l| l.name.clone()).collect();
+        let applied = match toxics_for(index, spec) {
+            None => {
+                let mut done: Vec<String> = Vec::new();
+                for n in &names {
+                    if let Err(e) = self.targets.links.set_enabled(n, false).await {
+                        for d in &done {
+                            let _ = self.targets.links.set_enabled(d, true).await;
+                        }
+                        return Err(e);
+                    }
+                    done.push(n.clone());
+                }
+                Applied::Disabled(done)
+            }
+            Some(toxics) => {
+                let mut done: Vec<(String, String)> = Vec::new();
+                for n in &names {
+                    for t in &toxics {
+                        if let Err(e) = self.targets.links.add_toxic(n, t).await {
+                            for (p, t) in &done {
+                                let _ = self.targets.links.remove_toxic(p, t).await;
+                            }
+                            return Err(e);
+                        }
+                        done.push((n.clone(), t.name.clone()));
+                    }
+                }
+                Applied::Toxics(done)
+            }
+        };
+        Ok(Active {
+            index,
+            spec: spec.clone(),
+            targets: names,
+            applied,
+        })
+    }
+
+    /// Undo a fault. `restart`: restart killed processes (false when the run is ending).
+    async fn heal(&self, a: Active, restart: bool) -> Result<()> {
+        let mut first_err = None;
+        let mut note = |r: Result<()>| {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "chaos: heal step failed");
+                first_err.get_or_insert(e);
+            }
+        };
+        match &a.applied {
+            Applied::Toxics(list) => {
+                for (p, t) in list {
+                    note(self.targets.links.remove_toxic(p, t).await);
+                }
+            }
+            Applied::Disabled(list) => {
+                for p in list {
+                    note(self.targets.links.set_enabled(p, true).await);
+                }
+            }
+            Applied::Paused(nodes) => {
+                for n in nodes {
+                    note(n.resume());
+                }
+            }
+            Applied::Killed(nodes) => {
+                if !restart {
+                    return Ok(()); // the run is ending: nothing to bring back
+                }
+                for n in nodes {
+                    note(n.restart().await);
+                }
+            }
+        }
+        let mut params = params_of(&a.spec);
+        if let (Some(m), Some(e)) = (params.as_object_mut(), &first_err) {
+            m.insert("error".into(), Value::from(e.to_string()));
+        }
+        self.record("heal", &a.spec, a.targets.clone(), params);
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// A running schedule. Heal with [`heal_all`](Self::heal_all) or
+/// [`shutdown`](Self::shutdown); dropping it heals as well.
+pub struct ScheduleHandle {
+    shared: Arc<Shared>,
+    tasks: JoinSet<()>,
+}
+
+impl std::fmt::Debug for ScheduleHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScheduleHandle")
+            .field("pending_tasks", &self.tasks.len())
+            .finish()
+    }
+}
+
+impl ScheduleHandle {
+    /// Wait until every fault has been injected and (if it has an end) healed.
+    pub async fn wait(&mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Stop firing and heal every active fault (killed processes are not restarted).
+    /// Every fault is attempted; the first failure is returned.
+    pub async fn heal_all(&self) -> Result<()> {
+        self.shared.cancel.cancel();
+        let mut active = self.shared.active.lock().await;
+        let mut first_err = None;
+        for a in active.drain(..) {
+            if let Err(e) = self.shared.heal(a, false).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Heal everything and stop the schedule's tasks.
+    pub async fn shutdown(mut self) -> Result<()> {
+        let r = self.heal_all().await;
+        self.tasks.abort_all();
+        r
+    }
+
+    /// The events log.
+    pub fn events(&self) -> &EventLog {
+        &self.shared.events
+    }
+
+    /// Faults that could not be injected, as messages (also in events.jsonl as `error`).
+    pub fn errors(&self) -> Vec<String> {
+        self.shared.errors.lock().clone()
+    }
+}
+
+impl Drop for ScheduleHandle {
+    fn drop(&mut self) {
+        self.shared.cancel.cancel();
+        self.tasks.abort_all();
+        let rest: Vec<Active> = match self.shared.active.try_lock() {
+            Ok(mut active) => active.drain(..).collect(),
+            Err(_) => {
+                // An injection is in flight; it sees the cancellation when it resumes.
+                // Heal what ends up active on a task, if there is a runtime left.
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    let shared = self.shared.clone();
+                    rt.spawn(async move {
+                        let mut active = shared.active.lock().await;
+                        for a in active.drain(..) {
+                            let _ = shared.heal(a, false).await;
+                        }
+                    });
+                }
+                return;
+            }
+        };
+        let mut later = Vec::new();
+        for a in rest {
+            // Heal synchronously what can be: a dying runtime may never run a task.
+            let sync_ok = match (&a.applied, &self.shared.targets.links) {
+                (Applied::Toxics(list), Links::Local(c)) => {
+                    for (p, t) in list {
+                        let _ = c.remove_toxic(p, t);
+                    }
+                    true
+                }
+                (Applied::Paused(nodes), _) => {
+                    for n in nodes {
+                        let _ = n.resume();
+                    }
+                    true
+                }
+                (Applied::Killed(_), _) => continue,
+                _ => false,
+            };
+            if sync_ok {
+                self.shared
+                    .record("heal", &a.spec, a.targets.clone(), params_of(&a.spec));
+            } else {
+                later.push(a);
+            }
+        }
+        if !later.is_empty() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let shared = self.shared.clone();
+                rt.spawn(async move {
+                    for a in later {
+                        let _ = shared.heal(a, false).await;
+                    }
+                });
+            } else {
+                tracing::error!("chaos: no runtime left to heal {} fault(s)", later.len());
+            }
+        }
+    }
+}
