@@ -1,21 +1,295 @@
 //! `flowline loadgen` and `flowline scenario`: flags and entry points.
 
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use tokio_util::sync::CancellationToken;
+
+use crate::aggregate::{Aggregator, RunMeta};
+use crate::plan::{self, Plan, Shard};
+use crate::scenario::{Overrides, Scenario};
+use crate::worker::{self, WorkerConfig};
 
 /// Run a share of a scenario's simulated users as one worker process.
+///
+/// Worker mode (what `flowline run` starts): `--scenario FILE --plan plan.json --shard I/N
+/// --targets ws://…/ws[,…]`. Prints one JSON `tick` line per second and a final `done` line
+/// on stdout; logs go to stderr.
+///
+/// Standalone mode: `--scenario FILE --target http://127.0.0.1:8080 --admin-secret S
+/// --out DIR` provisions the users itself, runs them in this process, and writes
+/// scenario.toml, plan.json, summary.json, histograms.hlog and timeline.csv into DIR.
+/// Exit status: 0 thresholds held, 1 a threshold failed, 2 the run could not be carried out.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Scenario file (TOML).
+    #[arg(long, value_name = "FILE")]
+    pub scenario: PathBuf,
+    /// Plan written by the harness (users, tokens, channels). Without it, provision
+    /// through `--target` (standalone mode).
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+    /// This worker's share: I/N, 0-based (users with index % N == I).
+    #[arg(long, value_name = "I/N", default_value = "0/1")]
+    pub shard: String,
+    /// Node WebSocket URLs, comma-separated (worker mode; default: derived from --target).
+    #[arg(long, value_name = "URL[,URL]", value_delimiter = ',')]
+    pub targets: Vec<String>,
+    /// Node HTTP base URLs, comma-separated (standalone mode: the first one provisions).
+    #[arg(long, value_name = "URL[,URL]", value_delimiter = ',')]
+    pub target: Vec<String>,
+    /// Admin secret of the node (standalone mode).
+    #[arg(long, env = "FLOWLINE_ADMIN_SECRET", hide_env_values = true)]
+    pub admin_secret: Option<String>,
+    /// Run folder for standalone mode (default: runs/<unix time>-<scenario>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Common start time of all workers, Unix milliseconds (default: now).
+    #[arg(long, value_name = "UNIX_MS")]
+    pub start_at: Option<u64>,
+    /// Runtime threads (default: available cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Override the scenario's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Override the number of users.
+    #[arg(long)]
+    pub users: Option<u32>,
+    /// Override the measured duration (e.g. 30s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+}
 
 /// Entry point of `flowline loadgen`.
-pub async fn main(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
+    let base = Scenario::from_path(&args.scenario)?;
+    let overrides = Overrides {
+        seed: args.seed,
+        users: args.users,
+        duration: args.duration,
+        ..Overrides::default()
+    };
+    let scenario = Arc::new(base.apply(&overrides)?);
+    let shard = Shard::parse(&args.shard)?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let start_at = args
+        .start_at
+        .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
+    let cancel = CancellationToken::new();
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::warn!("interrupted: closing connections");
+                cancel.cancel();
+            }
+        });
+    }
+    if let Some(plan_path) = &args.plan {
+        let plan = Arc::new(Plan::read(plan_path)?);
+        if args.targets.is_empty() {
+            bail!("--targets (node WebSocket URLs) is required with --plan");
+        }
+        let cfg = WorkerConfig {
+            scenario,
+            plan,
+            shard,
+            targets: args.targets.clone(),
+            start_at,
+            threads,
+        };
+        let mut stdout = std::io::stdout();
+        worker::run(cfg, cancel, |line| {
+            // A closed stdout means the harness is gone; nothing useful to do about it.
+            let _ = writeln!(stdout, "{line}");
+            let _ = stdout.flush();
+        })
+        .await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    standalone(args, scenario, shard, threads, start_at, cancel).await
+}
+
+async fn standalone(
+    args: Args,
+    scenario: Arc<Scenario>,
+    shard: Shard,
+    threads: usize,
+    start_at: Option<SystemTime>,
+    cancel: CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let http = match (&args.target, &scenario.cluster.external) {
+        (t, _) if !t.is_empty() => t.clone(),
+        (_, Some(ext)) => ext.http.clone(),
+        _ => bail!("give --plan (worker mode) or --target http://… (standalone mode)"),
+    };
+    let secret = args
+        .admin_secret
+        .clone()
+        .or_else(|| scenario.cluster.external.as_ref()?.admin_secret.clone())
+        .context("standalone mode needs --admin-secret (or cluster.admin_secret)")?;
+    let targets = if !args.targets.is_empty() {
+        args.targets.clone()
+    } else if let Some(ext) = scenario
+        .cluster
+        .external
+        .as_ref()
+        .filter(|_| args.target.is_empty())
+    {
+        ext.ws.clone()
+    } else {
+        http.iter()
+            .map(|h| format!("{}/ws", h.trim_end_matches('/').replacen("http", "ws", 1)))
+            .collect()
+    };
+    let stamp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{stamp}-{}", scenario.name)));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(out.join("scenario.toml"), scenario.to_toml())
+        .with_context(|| format!("writing {}", out.join("scenario.toml").display()))?;
+    tracing::info!(users = scenario.population.users, node = %http[0], "provisioning");
+    let plan = plan::provision(&scenario, &http[0], &secret)
+        .await
+        .context("provisioning the users")?;
+    plan.write(&out.join("plan.json"))?;
+    if shard.count == 1 && plan.users.len() > plan::MAX_USERS_PER_WORKER {
+        bail!(
+            "{} users need {} worker processes: use `flowline run`",
+            plan.users.len(),
+            plan.workers_needed()
+        );
+    }
+    let cfg = WorkerConfig {
+        scenario: scenario.clone(),
+        plan: Arc::new(plan),
+        shard,
+        targets,
+        start_at,
+        threads,
+    };
+    let mut agg = Aggregator::new(&scenario, 1);
+    let tty = std::io::stderr().is_terminal();
+    let mut bad_line = None;
+    worker::run(cfg, cancel, |line| {
+        if let Err(e) = agg.ingest(0, line) {
+            bad_line.get_or_insert(e);
+        }
+        if line.contains("\"type\":\"tick\"") {
+            let p = agg.progress();
+            if tty {
+                eprint!("\r{p}");
+            } else {
+                eprintln!("{p}");
+            }
+        }
+    })
+    .await?;
+    if tty {
+        eprintln!();
+    }
+    if let Some(e) = bad_line {
+        return Err(e).context("reading the worker's lines");
+    }
+    let meta = RunMeta {
+        started_at: format!("{stamp}"),
+        phase: scenario.cluster.phase.as_str().to_string(),
+        nodes: http.len() as u32,
+        notes: vec!["standalone loadgen against an external cluster".into()],
+    };
+    let summary = agg.finish(&out, meta)?;
+    let c = &summary.correctness;
+    eprintln!(
+        "{}: sent {} acked {} delivered {}; lost {} duplicated {} reordered {} gaps {}; results in {}",
+        if summary.passed { "PASSED" } else { "FAILED" },
+        summary.totals.sent,
+        summary.totals.acked,
+        summary.totals.delivered,
+        c.lost,
+        c.duplicated,
+        c.reordered,
+        c.gaps,
+        out.display()
+    );
+    for t in &summary.thresholds {
+        eprintln!(
+            "  {} {} (actual {})",
+            if t.passed { "ok  " } else { "FAIL" },
+            t.expr,
+            t.actual.map_or("not measured".into(), |v| format!("{v}"))
+        );
+    }
+    Ok(if summary.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Work with scenario files.
 #[derive(Debug, clap::Args)]
-pub struct ScenarioArgs {}
+pub struct ScenarioArgs {
+    #[command(subcommand)]
+    command: ScenarioCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ScenarioCommand {
+    /// Validate scenario files: prints `OK` and a summary, or every problem with its
+    /// line and column. Exit status 0 when all are valid, 2 otherwise.
+    Check {
+        /// Scenario files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print a scenario as it would run (defaults and seed filled in) as TOML.
+    Print {
+        /// Scenario file.
+        file: PathBuf,
+        /// Override the seed.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+}
 
 /// Entry point of `flowline scenario`.
-pub async fn scenario_main(_args: ScenarioArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+pub async fn scenario_main(args: ScenarioArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        ScenarioCommand::Check { files } => {
+            let mut ok = true;
+            for f in files {
+                match Scenario::from_path(&f) {
+                    Ok(s) => println!("OK {}: {}", f.display(), s.summary()),
+                    Err(e) => {
+                        ok = false;
+                        println!("{e}");
+                    }
+                }
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        ScenarioCommand::Print { file, seed } => {
+            let s = Scenario::from_path(&file)?.apply(&Overrides {
+                seed,
+                ..Overrides::default()
+            })?;
+            print!("{}", s.to_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -1,0 +1,657 @@
+//! The aggregator the harness feeds with worker stdout lines: merges interval histograms
+//! and counters, shows progress, and at the end runs the correctness checker, evaluates the
+//! thresholds and writes `summary.json`, `histograms.hlog` and `timeline.csv`.
+//!
+//! ```text
+//! worker 0 ─┐ tick/done lines
+//! worker 1 ─┼──▶ ingest() ──▶ per-second intervals (merged over workers) ──▶ timeline.csv
+//! worker N ─┘        │                         └──────────────────────────▶ histograms.hlog
+//!                    └──▶ done lines ──▶ checker ──┐
+//!                         measured totals ─────────┴──▶ thresholds ──▶ summary.json
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use serde::{Deserialize, Serialize};
+
+use crate::checker::{self, CorrectnessReport};
+use crate::error::{LoadgenError, Result};
+use crate::metrics::{self, Metric};
+use crate::scenario::Scenario;
+use crate::threshold::ThresholdResult;
+use crate::wire::{Counters, Done, Tick, WorkerLine};
+
+/// Facts about the run that the harness knows and the workers do not.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunMeta {
+    /// When the run started (RFC 3339 or any text the harness chooses).
+    pub started_at: String,
+    /// Phase actually run.
+    pub phase: String,
+    /// Nodes actually started.
+    pub nodes: u32,
+    /// Free notes (e.g. "node2 was killed at 20s").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// Percentiles of a latency metric, µs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: u64,
+    /// Smallest.
+    pub min: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// 99.99th percentile.
+    pub p9999: u64,
+    /// Largest.
+    pub max: u64,
+    /// Mean (never read alone).
+    pub mean: f64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Self {
+        Percentiles {
+            count: h.len(),
+            min: h.min(),
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            p9999: h.value_at_quantile(0.9999),
+            max: h.max(),
+            mean: h.mean(),
+        }
+    }
+}
+
+/// The run's result, written as `summary.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Every threshold held and every worker finished.
+    pub passed: bool,
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed used.
+    pub seed: u64,
+    /// What the harness told us.
+    pub meta: RunMeta,
+    /// Workers started.
+    pub workers: usize,
+    /// Workers that sent their `done` line.
+    pub workers_done: usize,
+    /// Seconds of measurement (ticks flagged `measuring`).
+    pub measured_s: f64,
+    /// Counters over the measured window.
+    pub measured: Counters,
+    /// Counters over the whole run (warm-up and drain included).
+    pub totals: Counters,
+    /// Peak users connected at once.
+    pub peak_users: u64,
+    /// Sends per second over the measured window.
+    pub sends_per_s: f64,
+    /// Deliveries per second over the measured window.
+    pub deliveries_per_s: f64,
+    /// Latency percentiles over the measured window, µs, by metric.
+    pub latency_us: BTreeMap<String, Percentiles>,
+    /// Correctness checker's verdict (all acked messages of the run).
+    pub correctness: CorrectnessReport,
+    /// Threshold outcomes.
+    pub thresholds: Vec<ThresholdResult>,
+    /// Reasons the run is incomplete, if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+/// A live view of the run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    /// Time since the run's start (latest tick).
+    pub elapsed: Duration,
+    /// Users connected now (sum over workers).
+    pub users: u64,
+    /// Sends in the latest second.
+    pub sends_per_s: u64,
+    /// Deliveries in the latest second.
+    pub deliveries_per_s: u64,
+    /// p99 delivery latency of the latest second, µs.
+    pub p99_delivery_us: Option<u64>,
+    /// Errors so far.
+    pub errors: u64,
+}
+
+impl fmt::Display for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p99 = self.p99_delivery_us.map_or_else(
+            || "-".to_string(),
+            |us| format!("{:.1}ms", us as f64 / 1000.0),
+        );
+        write!(
+            f,
+            "{:>5.0}s  users {:>6}  sends/s {:>6}  deliveries/s {:>7}  p99 delivery {:>8}  errors {}",
+            self.elapsed.as_secs_f64(),
+            self.users,
+            self.sends_per_s,
+            self.deliveries_per_s,
+            p99,
+            self.errors
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Interval {
+    hists: [Histogram<u64>; 4],
+    counters: Counters,
+    users: u64,
+    measuring: bool,
+    reports: usize,
+}
+
+impl Default for Interval {
+    fn default() -> Self {
+        Interval {
+            hists: std::array::from_fn(|_| metrics::new_histogram()),
+            counters: Counters::default(),
+            users: 0,
+            measuring: false,
+            reports: 0,
+        }
+    }
+}
+
+/// Merges the stdout lines of a run's workers.
+#[derive(Debug)]
+pub struct Aggregator {
+    scenario: Scenario,
+    workers: usize,
+    started: SystemTime,
+    intervals: BTreeMap<u64, Interval>,
+    users_now: Vec<u64>,
+    errors: u64,
+    dones: Vec<Option<Done>>,
+}
+
+impl Aggregator {
+    /// An aggregator for `workers` worker processes of `scenario`.
+    pub fn new(scenario: &Scenario, workers: usize) -> Self {
+        Aggregator {
+            scenario: scenario.clone(),
+            workers,
+            started: SystemTime::now(),
+            intervals: BTreeMap::new(),
+            users_now: vec![0; workers],
+            errors: 0,
+            dones: vec![None; workers],
+        }
+    }
+
+    /// Feed one stdout line of worker `worker`. Lines that are not JSON objects of type
+    /// `tick`/`done` are ignored; a malformed tick/done line is an error.
+    pub fn ingest(&mut self, worker: usize, line: &str) -> Result<()> {
+        let line = line.trim();
+        if !line.starts_with('{') {
+            return Ok(());
+        }
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
+            return Ok(());
+        };
+        if !matches!(
+            value.get("type").and_then(|t| t.as_str()),
+            Some("tick" | "done")
+        ) {
+            return Ok(());
+        }
+        if worker >= self.workers {
+            return Err(LoadgenError::Worker {
+                worker,
+                message: format!("only {} workers were announced", self.workers),
+            });
+        }
+        let parsed: WorkerLine =
+            serde_json::from_value(value).map_err(|e| LoadgenError::Worker {
+                worker,
+                message: format!("malformed line: {e}"),
+            })?;
+        match parsed {
+            WorkerLine::Tick(t) => self.ingest_tick(worker, t),
+            WorkerLine::Done(d) => {
+                self.dones[worker] = Some(*d);
+                Ok(())
+            }
+        }
+    }
+
+    fn ingest_tick(&mut self, worker: usize, t: Tick) -> Result<()> {
+        let iv = self.intervals.entry(t.t).or_default();
+        for (name, enc) in &t.hist {
+            let Some(m) = Metric::ALL.iter().find(|m| m.name() == name) else {
+                continue;
+            };
+            let h = metrics::decode(enc).map_err(|e| LoadgenError::Worker {
+                worker,
+                message: format!("tick {}: {e}", t.t),
+            })?;
+            iv.hists[*m as usize]
+                .add(&h)
+                .map_err(|e| LoadgenError::Histogram(format!("merge: {e:?}")))?;
+        }
+        iv.counters.add(&t.counters);
+        iv.users += t.users;
+        iv.measuring |= t.measuring;
+        iv.reports += 1;
+        self.users_now[worker] = t.users;
+        self.errors += t.counters.errors;
+        Ok(())
+    }
+
+    /// Workers that have sent their `done` line.
+    pub fn workers_done(&self) -> usize {
+        self.dones.iter().filter(|d| d.is_some()).count()
+    }
+
+    /// The live view: the latest complete second.
+    pub fn progress(&self) -> Progress {
+        let latest = self
+            .intervals
+            .iter()
+            .rev()
+            .find(|(_, iv)| iv.reports >= self.workers)
+            .or_else(|| self.intervals.iter().next_back());
+        let mut p = Progress {
+            users: self.users_now.iter().sum(),
+            errors: self.errors,
+            ..Progress::default()
+        };
+        if let Some((&t, iv)) = latest {
+            p.elapsed = Duration::from_secs(t);
+            p.sends_per_s = iv.counters.sent;
+            p.deliveries_per_s = iv.counters.delivered;
+            let h = &iv.hists[Metric::Delivery as usize];
+            p.p99_delivery_us = (!h.is_empty()).then(|| h.value_at_quantile(0.99));
+        }
+        p
+    }
+
+    /// Check correctness, evaluate thresholds and write the run folder's files.
+    pub fn finish(&self, run_dir: &Path, meta: RunMeta) -> Result<Summary> {
+        let summary = self.summarize(meta);
+        std::fs::create_dir_all(run_dir)
+            .map_err(|e| LoadgenError::io(format!("creating {}", run_dir.display()), e))?;
+        let json =
+            serde_json::to_vec_pretty(&summary).map_err(|e| LoadgenError::json("summary", e))?;
+        write_file(&run_dir.join("summary.json"), &json)?;
+        write_file(&run_dir.join("histograms.hlog"), &self.hlog()?)?;
+        write_file(&run_dir.join("timeline.csv"), self.timeline().as_bytes())?;
+        Ok(summary)
+    }
+
+    /// The summary without writing anything.
+    pub fn summarize(&self, meta: RunMeta) -> Summary {
+        let mut problems = Vec::new();
+        let mut acked = Vec::new();
+        let mut recipients = Vec::new();
+        let mut totals = Counters::default();
+        let mut peak_done = 0;
+        for (i, d) in self.dones.iter().enumerate() {
+            match d {
+                Some(d) => {
+                    acked.extend_from_slice(&d.acked);
+                    recipients.extend_from_slice(&d.recipients);
+                    totals.add(&d.totals);
+                    peak_done += d.peak_users;
+                }
+                None => problems.push(format!("worker {i} did not finish (no done line)")),
+            }
+        }
+        let correctness = checker::check(&acked, &recipients);
+
+        let mut measured = Counters::default();
+        let mut hists: [Histogram<u64>; 4] = std::array::from_fn(|_| metrics::new_histogram());
+        let mut measured_s = 0.0;
+        let mut peak_users = 0;
+        for iv in self.intervals.values() {
+            peak_users = peak_users.max(iv.users);
+            if !iv.measuring {
+                continue;
+            }
+            measured_s += 1.0;
+            measured.add(&iv.counters);
+            for (a, b) in hists.iter_mut().zip(iv.hists.iter()) {
+                let _ = a.add(b);
+            }
+        }
+        let peak_users = peak_users.max(peak_done);
+        if self.dones.iter().all(Option::is_none) {
+            totals = self
+                .intervals
+                .values()
+                .fold(Counters::default(), |mut c, iv| {
+                    c.add(&iv.counters);
+                    c
+                });
+        }
+        let per_s = |n: u64| {
+            if measured_s > 0.0 {
+                n as f64 / measured_s
+            } else {
+                0.0
+            }
+        };
+        let mut latency_us = BTreeMap::new();
+        for m in Metric::ALL {
+            let h = &hists[m as usize];
+            if !h.is_empty() {
+                latency_us.insert(m.name().to_string(), Percentiles::of(h));
+            }
+        }
+
+        let mut values: BTreeMap<String, f64> = BTreeMap::new();
+        for (name, p) in &latency_us {
+            for (stat, v) in [
+                ("p50", p.p50 as f64),
+                ("p90", p.p90 as f64),
+                ("p99", p.p99 as f64),
+                ("p999", p.p999 as f64),
+                ("p9999", p.p9999 as f64),
+                ("max", p.max as f64),
+                ("min", p.min as f64),
+                ("mean", p.mean),
+            ] {
+                values.insert(format!("{name}.{stat}"), v);
+            }
+        }
+        let ops = measured.sent + measured.connects + measured.history;
+        for (k, v) in [
+            ("sent", measured.sent as f64),
+            ("acked", measured.acked as f64),
+            ("delivered", measured.delivered as f64),
+            ("errors", measured.errors as f64),
+            ("disconnects", measured.disconnects as f64),
+            ("reconnects", measured.reconnects as f64),
+            ("users", peak_users as f64),
+            ("expected", correctness.expected as f64),
+            ("lost", correctness.lost as f64),
+            ("duplicated", correctness.duplicated as f64),
+            ("reordered", correctness.reordered as f64),
+            ("gaps", correctness.gaps as f64),
+            (
+                "errors.rate",
+                if ops > 0 {
+                    measured.errors as f64 / ops as f64
+                } else {
+                    0.0
+                },
+            ),
+            ("deliveries.rate", per_s(measured.delivered)),
+            ("sends.rate", per_s(measured.sent)),
+        ] {
+            values.insert(k.to_string(), v);
+        }
+        // Correctness needs every worker's history: without it, those values are unknown.
+        if !problems.is_empty() {
+            for k in ["expected", "lost", "duplicated", "reordered", "gaps"] {
+                values.remove(k);
+            }
+        }
+        let thresholds: Vec<ThresholdResult> = self
+            .scenario
+            .thresholds
+            .iter()
+            .map(|t| t.eval(&values))
+            .collect();
+        Summary {
+            passed: problems.is_empty() && thresholds.iter().all(|t| t.passed),
+            scenario: self.scenario.name.clone(),
+            seed: self.scenario.seed,
+            meta,
+            workers: self.workers,
+            workers_done: self.workers_done(),
+            measured_s,
+            sends_per_s: per_s(measured.sent),
+            deliveries_per_s: per_s(measured.delivered),
+            measured,
+            totals,
+            peak_users,
+            latency_us,
+            correctness,
+            thresholds,
+            problems,
+        }
+    }
+
+    /// The interval log: one histogram per metric per second, tagged by metric name.
+    fn hlog(&self) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        let mut ser = V2DeflateSerializer::new();
+        {
+            let mut w = IntervalLogWriterBuilder::new()
+                .add_comment(&format!(
+                    "Flowline run of scenario {} (seed {}); values in microseconds",
+                    self.scenario.name, self.scenario.seed
+                ))
+                .with_start_time(self.started)
+                .with_base_time(self.started)
+                .begin_log_with(&mut buf, &mut ser)
+                .map_err(|e| LoadgenError::io("hlog header", e))?;
+            for (&t, iv) in &self.intervals {
+                for m in Metric::ALL {
+                    let h = &iv.hists[m as usize];
+                    if h.is_empty() {
+                        continue;
+                    }
+                    let tag = Tag::new(m.name());
+                    w.write_histogram(
+                        h,
+                        Duration::from_secs(t.saturating_sub(1)),
+                        Duration::from_secs(1),
+                        tag,
+                    )
+                    .map_err(|e| LoadgenError::Histogram(format!("hlog: {e}")))?;
+                }
+            }
+        }
+        Ok(buf)
+    }
+
+    /// One CSV row per second.
+    fn timeline(&self) -> String {
+        let mut out = String::from(
+            "t_s,measuring,users,sent,acked,delivered,errors,disconnects,reconnects,delivery_p50_us,delivery_p99_us,ack_p99_us\n",
+        );
+        for (&t, iv) in &self.intervals {
+            let q = |m: Metric, q: f64| {
+                let h = &iv.hists[m as usize];
+                if !h.is_empty() {
+                    h.value_at_quantile(q).to_string()
+                } else {
+                    String::new()
+                }
+            };
+            let c = &iv.counters;
+            out.push_str(&format!(
+                "{t},{},{},{},{},{},{},{},{},{},{},{}\n",
+                u8::from(iv.measuring),
+                iv.users,
+                c.sent,
+                c.acked,
+                c.delivered,
+                c.errors,
+                c.disconnects,
+                c.reconnects,
+                q(Metric::Delivery, 0.5),
+                q(Metric::Delivery, 0.99),
+                q(Metric::Ack, 0.99),
+            ));
+        }
+        out
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = std::fs::File::create(path)
+        .map_err(|e| LoadgenError::io(format!("creating {}", path.display()), e))?;
+    f.write_all(bytes)
+        .map_err(|e| LoadgenError::io(format!("writing {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Recorder;
+    use crate::wire::{Chain, RecipientRecord};
+
+    fn scenario() -> Scenario {
+        Scenario::parse(
+            "t",
+            "[run]\nname = \"agg\"\nduration = \"2s\"\nseed = 1\n[population]\nusers = 4\n[[thresholds]]\nexpr = \"delivery.p99 < 10ms\"\n[[thresholds]]\nexpr = \"lost == 0\"\n",
+        )
+        .unwrap()
+    }
+
+    fn tick_line(worker: usize, t: u64, measuring: bool, delivery_us: &[u64]) -> String {
+        let mut r = Recorder::default();
+        for &us in delivery_us {
+            r.record(Metric::Delivery, us);
+        }
+        r.counters.delivered = delivery_us.len() as u64;
+        r.counters.sent = 1;
+        let tick = Tick {
+            worker,
+            t,
+            elapsed_ms: t * 1000,
+            measuring,
+            users: 2,
+            counters: r.counters.clone(),
+            hist: r.encode_hists().unwrap(),
+        };
+        serde_json::to_string(&WorkerLine::Tick(tick)).unwrap()
+    }
+
+    fn done_line(worker: usize, lose: bool) -> String {
+        let done = Done {
+            worker,
+            peak_users: 2,
+            acked: if worker == 0 {
+                vec![(1, 1, 11, 0), (1, 2, 12, 0)]
+            } else {
+                vec![]
+            },
+            recipients: if worker == 1 {
+                vec![RecipientRecord {
+                    user: 1,
+                    channel: 1,
+                    chains: vec![Chain {
+                        from: 0,
+                        open: true,
+                    }],
+                    received: if lose { vec![(1, 1)] } else { vec![(1, 2)] },
+                    ..RecipientRecord::default()
+                }]
+            } else {
+                vec![]
+            },
+            ..Done::default()
+        };
+        serde_json::to_string(&WorkerLine::Done(Box::new(done))).unwrap()
+    }
+
+    #[test]
+    fn merges_workers_and_writes_files() {
+        let mut a = Aggregator::new(&scenario(), 2);
+        a.ingest(0, "some log noise").unwrap();
+        a.ingest(0, r#"{"event":"listening"}"#).unwrap();
+        a.ingest(0, &tick_line(0, 1, false, &[50_000])).unwrap();
+        a.ingest(1, &tick_line(1, 1, false, &[])).unwrap();
+        a.ingest(0, &tick_line(0, 2, true, &[1000, 2000])).unwrap();
+        a.ingest(1, &tick_line(1, 2, true, &[3000])).unwrap();
+        let p = a.progress();
+        assert_eq!((p.users, p.deliveries_per_s, p.sends_per_s), (4, 3, 2));
+        assert!(p.to_string().contains("users      4"), "{p}");
+        a.ingest(0, &done_line(0, false)).unwrap();
+        a.ingest(1, &done_line(1, false)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let s = a.finish(dir.path(), RunMeta::default()).unwrap();
+        // The warm-up second (50 ms) is outside the measured window.
+        assert_eq!(s.latency_us["delivery"].count, 3);
+        assert!(s.latency_us["delivery"].max < 4000);
+        assert_eq!(s.measured.delivered, 3);
+        assert_eq!((s.correctness.expected, s.correctness.lost), (2, 0));
+        assert!(s.passed, "{s:?}");
+        let hlog = std::fs::read_to_string(dir.path().join("histograms.hlog")).unwrap();
+        assert!(hlog.contains("Tag=delivery,"), "{hlog}");
+        let csv = std::fs::read_to_string(dir.path().join("timeline.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 3);
+        let back: Summary =
+            serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            (back.passed, &back.correctness, &back.measured),
+            (s.passed, &s.correctness, &s.measured)
+        );
+    }
+
+    #[test]
+    fn hlog_round_trips_through_the_reader() {
+        use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+        let mut a = Aggregator::new(&scenario(), 1);
+        a.ingest(0, &tick_line(0, 1, true, &[100, 200])).unwrap();
+        a.ingest(0, &tick_line(0, 2, true, &[300])).unwrap();
+        let log = a.hlog().unwrap();
+        let mut counts = Vec::new();
+        for e in IntervalLogIterator::new(&log) {
+            if let LogEntry::Interval(h) = e.unwrap() {
+                assert_eq!(h.tag().unwrap().as_str(), "delivery");
+                let bytes = base64::Engine::decode(
+                    &base64::engine::general_purpose::STANDARD,
+                    h.encoded_histogram(),
+                )
+                .unwrap();
+                let hist: Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+                    .deserialize(&mut bytes.as_slice())
+                    .unwrap();
+                counts.push(hist.len());
+            }
+        }
+        assert_eq!(counts, [2, 1]);
+    }
+
+    #[test]
+    fn loss_and_missing_workers_fail_the_run() {
+        let mut a = Aggregator::new(&scenario(), 2);
+        a.ingest(0, &tick_line(0, 1, true, &[1000])).unwrap();
+        a.ingest(0, &done_line(0, true)).unwrap();
+        a.ingest(1, &done_line(1, true)).unwrap();
+        let s = a.summarize(RunMeta::default());
+        assert_eq!(s.correctness.lost, 1);
+        assert!(!s.passed);
+        assert!(!s.thresholds[1].passed);
+
+        let mut a = Aggregator::new(&scenario(), 2);
+        a.ingest(0, &tick_line(0, 1, true, &[1000])).unwrap();
+        a.ingest(0, &done_line(0, false)).unwrap();
+        let s = a.summarize(RunMeta::default());
+        assert!(!s.passed);
+        assert_eq!(s.problems.len(), 1);
+        // `lost` is unknown without worker 1's history, so its threshold fails.
+        assert_eq!(s.thresholds[1].actual, None);
+        assert!(a.ingest(5, &done_line(0, false)).is_err());
+        assert!(a.ingest(0, r#"{"type":"tick","t":"x"}"#).is_err());
+    }
+}

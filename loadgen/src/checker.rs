@@ -1,0 +1,391 @@
+//! The correctness checker: decides from the workers' `done` lines whether every
+//! acknowledged message reached every member that was due to receive it.
+//!
+//! A recipient is *due* a message of channel `c` with seq `s` when its last subscription
+//! chain on `c` began at a seq `< s` (from `ready`/`subscribed`, continued across resumed
+//! reconnects) and was still open when the drain ended. The author itself is never due its
+//! own message (the echo is optional). Senders and recipients may live in different
+//! worker processes: the checker only needs the merged lists.
+//!
+//! Reports lost (due, never received), duplicated (received twice), reordered (received
+//! after a larger seq) and gaps (seqs missing between received ranges of an open chain,
+//! acked or not), per channel, plus the first [`MAX_OFFENDERS`] offenders.
+
+use std::collections::{BTreeMap, HashMap};
+
+use flowline_protocol::{ChannelId, MessageId, Seq};
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{AckedMessage, RecipientRecord};
+
+/// Most offenders listed in the report.
+pub const MAX_OFFENDERS: usize = 100;
+
+/// What went wrong with one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Offence {
+    /// Due and never received.
+    Lost,
+    /// Received more than once.
+    Duplicated,
+    /// Received after a message with a larger seq.
+    Reordered,
+    /// A seq missing between received ones.
+    Gap,
+}
+
+/// One offending delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offender {
+    /// What went wrong.
+    pub offence: Offence,
+    /// Channel id.
+    pub channel: ChannelId,
+    /// Seq in the channel.
+    pub seq: Seq,
+    /// Message id, when the message was acked to one of the simulated users.
+    pub id: Option<MessageId>,
+    /// Recipient user index.
+    pub recipient: u32,
+}
+
+/// Counts of one channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelReport {
+    /// Due deliveries.
+    pub expected: u64,
+    /// Due and never received.
+    pub lost: u64,
+    /// Received twice or more.
+    pub duplicated: u64,
+    /// Received out of order.
+    pub reordered: u64,
+    /// Seqs missing between received ones.
+    pub gaps: u64,
+}
+
+impl ChannelReport {
+    fn is_clean(&self) -> bool {
+        self.lost == 0 && self.duplicated == 0 && self.reordered == 0 && self.gaps == 0
+    }
+}
+
+/// The checker's verdict.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorrectnessReport {
+    /// Acked messages considered.
+    pub acked: u64,
+    /// Due deliveries (acked message × due recipient).
+    pub expected: u64,
+    /// Due deliveries that arrived.
+    pub delivered: u64,
+    /// Due deliveries that never arrived.
+    pub lost: u64,
+    /// Deliveries received more than once.
+    pub duplicated: u64,
+    /// Deliveries received out of order.
+    pub reordered: u64,
+    /// Seqs missing between received ones.
+    pub gaps: u64,
+    /// Channels with at least one problem.
+    pub channels: BTreeMap<ChannelId, ChannelReport>,
+    /// The first offenders (lost first).
+    pub offenders: Vec<Offender>,
+}
+
+impl CorrectnessReport {
+    /// No loss, duplicate, reordering or gap.
+    pub fn is_clean(&self) -> bool {
+        self.lost == 0 && self.duplicated == 0 && self.reordered == 0 && self.gaps == 0
+    }
+}
+
+fn contains(ranges: &[(Seq, Seq)], s: Seq) -> bool {
+    let i = ranges.partition_point(|&(_, hi)| hi < s);
+    ranges.get(i).is_some_and(|&(lo, _)| lo <= s)
+}
+
+/// Check merged histories.
+pub fn check(acked: &[AckedMessage], recipients: &[RecipientRecord]) -> CorrectnessReport {
+    let mut by_channel: HashMap<ChannelId, Vec<(Seq, MessageId, u32)>> = HashMap::new();
+    for &(c, s, id, author) in acked {
+        by_channel.entry(c).or_default().push((s, id, author));
+    }
+    for v in by_channel.values_mut() {
+        v.sort_unstable();
+        v.dedup_by_key(|m| m.0);
+    }
+    let mut rep = CorrectnessReport {
+        acked: by_channel.values().map(|v| v.len() as u64).sum(),
+        ..CorrectnessReport::default()
+    };
+    let mut channels: BTreeMap<ChannelId, ChannelReport> = BTreeMap::new();
+    let mut lost_list = Vec::new();
+    let mut other_list = Vec::new();
+    let empty = Vec::new();
+    for r in recipients {
+        let msgs = by_channel.get(&r.channel).unwrap_or(&empty);
+        let id_of = |s: Seq| {
+            msgs.binary_search_by_key(&s, |m| m.0)
+                .ok()
+                .map(|i| (msgs[i].1, msgs[i].2))
+        };
+        let ch = channels.entry(r.channel).or_default();
+        let open_from = r.chains.last().filter(|c| c.open).map(|c| c.from);
+        if let Some(from) = open_from {
+            let start = msgs.partition_point(|m| m.0 <= from);
+            for &(s, id, author) in &msgs[start..] {
+                if author == r.user {
+                    continue;
+                }
+                ch.expected += 1;
+                if contains(&r.received, s) {
+                    rep.delivered += 1;
+                } else {
+                    ch.lost += 1;
+                    if lost_list.len() < MAX_OFFENDERS {
+                        lost_list.push(Offender {
+                            offence: Offence::Lost,
+                            channel: r.channel,
+                            seq: s,
+                            id: Some(id),
+                            recipient: r.user,
+                        });
+                    }
+                }
+            }
+            for w in r.received.windows(2) {
+                for s in (w[0].1 + 1).max(from + 1)..w[1].0 {
+                    // The author's own messages need not be echoed back to it.
+                    if id_of(s).is_some_and(|(_, a)| a == r.user) {
+                        continue;
+                    }
+                    ch.gaps += 1;
+                    if other_list.len() < MAX_OFFENDERS {
+                        other_list.push(Offender {
+                            offence: Offence::Gap,
+                            channel: r.channel,
+                            seq: s,
+                            id: id_of(s).map(|x| x.0),
+                            recipient: r.user,
+                        });
+                    }
+                }
+            }
+        }
+        ch.duplicated += r.duplicates;
+        ch.reordered += r.reordered;
+        for (offence, seqs) in [
+            (Offence::Duplicated, &r.dup_seqs),
+            (Offence::Reordered, &r.reordered_seqs),
+        ] {
+            for &s in seqs {
+                if other_list.len() < MAX_OFFENDERS {
+                    other_list.push(Offender {
+                        offence,
+                        channel: r.channel,
+                        seq: s,
+                        id: id_of(s).map(|x| x.0),
+                        recipient: r.user,
+                    });
+                }
+            }
+        }
+    }
+    for ch in channels.values() {
+        rep.expected += ch.expected;
+        rep.lost += ch.lost;
+        rep.duplicated += ch.duplicated;
+        rep.reordered += ch.reordered;
+        rep.gaps += ch.gaps;
+    }
+    channels.retain(|_, c| !c.is_clean());
+    rep.channels = channels;
+    lost_list.extend(other_list);
+    lost_list.truncate(MAX_OFFENDERS);
+    rep.offenders = lost_list;
+    rep
+}
+
+/// Records what one recipient receives on one channel (used by the worker's user tasks).
+#[derive(Debug, Clone, Default)]
+pub struct Receipts {
+    /// Received seqs as sorted disjoint inclusive ranges.
+    pub ranges: Vec<(Seq, Seq)>,
+    /// Highest seq received.
+    pub max: Seq,
+    /// Duplicates seen.
+    pub duplicates: u64,
+    /// Out-of-order arrivals seen.
+    pub reordered: u64,
+    /// First few duplicated seqs.
+    pub dup_seqs: Vec<Seq>,
+    /// First few reordered seqs.
+    pub reordered_seqs: Vec<Seq>,
+}
+
+const KEEP_SEQS: usize = 10;
+
+impl Receipts {
+    /// Note seq `s`; returns false if it was a duplicate.
+    pub fn add(&mut self, s: Seq) -> bool {
+        // Fast path: the next seq in order.
+        if let Some(last) = self.ranges.last_mut()
+            && s == last.1 + 1
+        {
+            last.1 = s;
+            self.max = s;
+            return true;
+        }
+        let i = self.ranges.partition_point(|&(_, hi)| hi < s);
+        if self.ranges.get(i).is_some_and(|&(lo, _)| lo <= s) {
+            self.duplicates += 1;
+            if self.dup_seqs.len() < KEEP_SEQS {
+                self.dup_seqs.push(s);
+            }
+            return false;
+        }
+        if s < self.max {
+            self.reordered += 1;
+            if self.reordered_seqs.len() < KEEP_SEQS {
+                self.reordered_seqs.push(s);
+            }
+        }
+        self.max = self.max.max(s);
+        // Insert at i, merging with neighbours.
+        let join_prev = i > 0 && self.ranges[i - 1].1 + 1 == s;
+        let join_next = self.ranges.get(i).is_some_and(|&(lo, _)| lo == s + 1);
+        match (join_prev, join_next) {
+            (true, true) => {
+                self.ranges[i - 1].1 = self.ranges[i].1;
+                self.ranges.remove(i);
+            }
+            (true, false) => self.ranges[i - 1].1 = s,
+            (false, true) => self.ranges[i].0 = s,
+            (false, false) => self.ranges.insert(i, (s, s)),
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Chain;
+
+    fn rec(user: u32, channel: ChannelId, from: Seq, open: bool, got: &[Seq]) -> RecipientRecord {
+        let mut r = Receipts::default();
+        for &s in got {
+            r.add(s);
+        }
+        RecipientRecord {
+            user,
+            channel,
+            chains: vec![Chain { from, open }],
+            received: r.ranges,
+            duplicates: r.duplicates,
+            reordered: r.reordered,
+            dup_seqs: r.dup_seqs,
+            reordered_seqs: r.reordered_seqs,
+        }
+    }
+
+    fn acked(
+        channel: ChannelId,
+        seqs: impl Iterator<Item = Seq>,
+        author: u32,
+    ) -> Vec<AckedMessage> {
+        seqs.map(|s| (channel, s, 1000 + s, author)).collect()
+    }
+
+    #[test]
+    fn clean_history() {
+        let a = acked(1, 1..=10, 0);
+        let r = check(
+            &a,
+            &[
+                rec(1, 1, 0, true, &(1..=10).collect::<Vec<_>>()),
+                rec(0, 1, 0, true, &[]),
+            ],
+        );
+        assert!(r.is_clean(), "{r:?}");
+        // The author (user 0) is not due its own messages.
+        assert_eq!((r.acked, r.expected, r.delivered), (10, 10, 10));
+    }
+
+    #[test]
+    fn lost_messages_are_counted_and_listed() {
+        let a = acked(1, 1..=10, 0);
+        let got: Vec<Seq> = (1..=10).filter(|s| *s != 4 && *s != 10).collect();
+        let r = check(&a, &[rec(2, 1, 0, true, &got)]);
+        assert_eq!(r.lost, 2);
+        assert_eq!(r.gaps, 1); // 4 lies between received ranges; 10 is a lost tail
+        assert_eq!(r.channels[&1].lost, 2);
+        let lost: Vec<_> = r
+            .offenders
+            .iter()
+            .filter(|o| o.offence == Offence::Lost)
+            .map(|o| (o.seq, o.id, o.recipient))
+            .collect();
+        assert_eq!(lost, [(4, Some(1004), 2), (10, Some(1010), 2)]);
+    }
+
+    #[test]
+    fn only_messages_after_subscription_and_open_windows_are_due() {
+        let a = acked(1, 1..=10, 0);
+        // Subscribed at seq 6: 7..=10 due.
+        let r = check(&a, &[rec(2, 1, 6, true, &[7, 8, 9, 10])]);
+        assert!(r.is_clean() && r.expected == 4, "{r:?}");
+        // Disconnected before the end without resuming: nothing due.
+        let r = check(&a, &[rec(2, 1, 0, false, &[1, 2])]);
+        assert!(r.is_clean() && r.expected == 0, "{r:?}");
+    }
+
+    #[test]
+    fn duplicates_and_reordering() {
+        let a = acked(1, 1..=5, 0);
+        let r = check(&a, &[rec(2, 1, 0, true, &[1, 2, 2, 4, 3, 5, 5])]);
+        assert_eq!((r.lost, r.duplicated, r.reordered, r.gaps), (0, 2, 1, 0));
+        let kinds: Vec<_> = r.offenders.iter().map(|o| (o.offence, o.seq)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (Offence::Duplicated, 2),
+                (Offence::Duplicated, 5),
+                (Offence::Reordered, 3)
+            ]
+        );
+    }
+
+    #[test]
+    fn gaps_count_unacked_missing_seqs_but_not_own_messages() {
+        // Seq 3 was never acked (its sender disconnected); 4 is the recipient's own.
+        let mut a = acked(1, [1, 2, 5].into_iter(), 0);
+        a.push((1, 4, 1004, 2));
+        let r = check(&a, &[rec(2, 1, 0, true, &[1, 2, 5])]);
+        assert_eq!((r.lost, r.gaps), (0, 1));
+        assert_eq!(r.offenders[0].seq, 3);
+        assert_eq!(r.offenders[0].id, None);
+    }
+
+    #[test]
+    fn offenders_are_capped() {
+        let a = acked(1, 1..=500, 0);
+        let r = check(&a, &[rec(2, 1, 0, true, &[])]);
+        assert_eq!(r.lost, 500);
+        assert_eq!(r.offenders.len(), MAX_OFFENDERS);
+    }
+
+    #[test]
+    fn receipts_merge_ranges() {
+        let mut r = Receipts::default();
+        for s in [1, 2, 3, 7, 5, 6, 4, 9] {
+            assert!(r.add(s));
+        }
+        assert!(!r.add(5));
+        assert_eq!(r.ranges, [(1, 7), (9, 9)]);
+        assert_eq!((r.duplicates, r.reordered), (1, 3));
+        assert!(contains(&r.ranges, 4) && !contains(&r.ranges, 8) && !contains(&r.ranges, 10));
+    }
+}

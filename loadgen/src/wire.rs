@@ -1,0 +1,203 @@
+//! The worker's stdout lines: one `tick` JSON line per second and a final `done` line.
+//!
+//! ```text
+//! {"type":"tick","worker":0,"t":3,"elapsed_ms":3001,"measuring":true,"users":1000,
+//!  "sent":120,"acked":120,"delivered":5880,"connects":0,"disconnects":0,"reconnects":0,
+//!  "errors":0,"errors_by_kind":{},"hist":{"delivery":"HISTFAAAA…","ack":"…"}}
+//! {"type":"done","worker":0,"totals":{…counters…},"acked":[[channel,seq,id,author],…],
+//!  "recipients":[{"user":7,"channel":3,"chains":[{"from":0,"open":true}],
+//!                 "received":[[1,40]],"duplicates":0,"reordered":0,"dup_seqs":[]}]}
+//! ```
+//! `hist` values are base64 (standard alphabet) of HdrHistogram V2 *compressed* (deflate)
+//! interval histograms in µs, for the second that just ended. Counters in `tick` are
+//! per-interval deltas; `totals` in `done` are whole-run sums (warm-up included).
+
+use std::collections::BTreeMap;
+
+use flowline_protocol::{ChannelId, MessageId, Seq};
+use serde::{Deserialize, Serialize};
+
+/// Counters of one interval (tick) or of a whole run (done).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// `send` operations written.
+    pub sent: u64,
+    /// `ack`s received.
+    pub acked: u64,
+    /// `message` events received for messages sent by simulated users (echo to the
+    /// author excluded).
+    pub delivered: u64,
+    /// Successful WebSocket sessions (ready received), first ones and reconnects.
+    pub connects: u64,
+    /// Sessions that ended other than by the worker's own close at the end.
+    pub disconnects: u64,
+    /// Sessions opened again after a disconnect or a churn close.
+    pub reconnects: u64,
+    /// `history` requests answered.
+    pub history: u64,
+    /// Errors of every kind.
+    pub errors: u64,
+    /// Errors by kind (`connect`, `hello_timeout`, `ack_timeout`, `server:<code>`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors_by_kind: BTreeMap<String, u64>,
+}
+
+impl Counters {
+    /// Add another set of counters.
+    pub fn add(&mut self, o: &Counters) {
+        self.sent += o.sent;
+        self.acked += o.acked;
+        self.delivered += o.delivered;
+        self.connects += o.connects;
+        self.disconnects += o.disconnects;
+        self.reconnects += o.reconnects;
+        self.history += o.history;
+        self.errors += o.errors;
+        for (k, v) in &o.errors_by_kind {
+            *self.errors_by_kind.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    /// Count one error of `kind`.
+    pub fn error(&mut self, kind: &str) {
+        self.errors += 1;
+        *self.errors_by_kind.entry(kind.to_string()).or_default() += 1;
+    }
+}
+
+/// One second of a worker's measurements.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tick {
+    /// Shard index of the worker.
+    pub worker: usize,
+    /// Interval number: this tick covers `[t-1, t)` seconds since the run's start.
+    pub t: u64,
+    /// Milliseconds since the run's start.
+    pub elapsed_ms: u64,
+    /// Whether the interval lies in the measured window (after warm-up, before drain end).
+    pub measuring: bool,
+    /// Users connected (ready) at the end of the interval.
+    pub users: u64,
+    /// Interval counters.
+    #[serde(flatten)]
+    pub counters: Counters,
+    /// Interval histograms by metric (`connect`, `hello`, `ack`, `delivery`), base64 V2
+    /// compressed; metrics with no samples are left out.
+    pub hist: BTreeMap<String, String>,
+}
+
+/// Whether a subscription window of a recipient lasted to the end of the drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chain {
+    /// Seq of the channel when the subscription began (from `ready`/`subscribed`); every
+    /// message with a larger seq is due while the chain lasts. Resumed sessions continue
+    /// their chain.
+    pub from: Seq,
+    /// Connected and subscribed at the end of the drain.
+    pub open: bool,
+}
+
+/// What one recipient saw of one channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientRecord {
+    /// User index (position in the plan).
+    pub user: u32,
+    /// Channel.
+    pub channel: ChannelId,
+    /// Subscription windows, oldest first.
+    pub chains: Vec<Chain>,
+    /// Received seqs as sorted, disjoint, inclusive ranges.
+    pub received: Vec<(Seq, Seq)>,
+    /// Messages received more than once.
+    pub duplicates: u64,
+    /// Messages received after one with a larger seq.
+    pub reordered: u64,
+    /// The first few duplicated seqs (for the offender list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dup_seqs: Vec<Seq>,
+    /// The first few reordered seqs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reordered_seqs: Vec<Seq>,
+}
+
+/// An acknowledged message: (channel, seq, message id, author user index).
+pub type AckedMessage = (ChannelId, Seq, MessageId, u32);
+
+/// The final line of a worker: totals and what the correctness checker needs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Done {
+    /// Shard index of the worker.
+    pub worker: usize,
+    /// Whole-run counters.
+    pub totals: Counters,
+    /// Peak users connected at once.
+    pub peak_users: u64,
+    /// Every message this worker's users sent that was acked.
+    pub acked: Vec<AckedMessage>,
+    /// Every (recipient, channel) this worker's users subscribed to.
+    pub recipients: Vec<RecipientRecord>,
+}
+
+/// A worker stdout line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerLine {
+    /// Once per second.
+    Tick(Tick),
+    /// Once, at the end.
+    Done(Box<Done>),
+}
+
+/// Nonce carried by every `send`: `"<user>:<n>:<unix µs>"`. The time is the intended send
+/// time (open model) or the actual one (closed), so a recipient in any worker process on
+/// this machine measures send→delivery with the same clock.
+pub fn nonce(user: u32, n: u64, unix_us: u64) -> String {
+    format!("{user}:{n}:{unix_us}")
+}
+
+/// Parse a nonce made by [`nonce`]: (user, n, unix µs).
+pub fn parse_nonce(s: &str) -> Option<(u32, u64, u64)> {
+    let mut it = s.splitn(3, ':');
+    let user = it.next()?.parse().ok()?;
+    let n = it.next()?.parse().ok()?;
+    let t = it.next()?.parse().ok()?;
+    Some((user, n, t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonce_round_trip() {
+        let n = nonce(17, 3, 1_700_000_000_123_456);
+        assert_eq!(parse_nonce(&n), Some((17, 3, 1_700_000_000_123_456)));
+        assert_eq!(parse_nonce("x:1:2"), None);
+        assert_eq!(parse_nonce("1:2"), None);
+    }
+
+    #[test]
+    fn lines_round_trip() {
+        let tick = WorkerLine::Tick(Tick {
+            worker: 1,
+            t: 2,
+            users: 5,
+            counters: Counters {
+                sent: 3,
+                ..Counters::default()
+            },
+            ..Tick::default()
+        });
+        let s = serde_json::to_string(&tick).unwrap();
+        assert!(s.starts_with(r#"{"type":"tick","worker":1"#), "{s}");
+        assert!(s.contains(r#""sent":3"#), "{s}");
+        assert_eq!(serde_json::from_str::<WorkerLine>(&s).unwrap(), tick);
+        let done = WorkerLine::Done(Box::new(Done {
+            worker: 0,
+            acked: vec![(1, 2, 3, 4)],
+            ..Done::default()
+        }));
+        let s = serde_json::to_string(&done).unwrap();
+        assert_eq!(serde_json::from_str::<WorkerLine>(&s).unwrap(), done);
+    }
+}

@@ -1,0 +1,3 @@
+//! Integration tests of the load generator: one binary, modules per area.
+
+mod util;
