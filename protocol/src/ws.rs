@@ -218,6 +218,8 @@ pub enum ErrorCode {
     Unavailable,
     /// Anything else; details are in the node's log.
     Internal,
+    /// Log in refused: unknown user or wrong password (HTTP 401).
+    InvalidCredentials,
 }
 
 /// WebSocket close codes used by the node (4000–4999 is the range reserved for

@@ -1,12 +1,179 @@
 //! `flowline server`: flags and entry point of a chat node process.
+//!
+//! Binds `--listen`, opens storage, prints one [`Announce::Listening`] JSON line on stdout
+//! once ready, and serves until SIGTERM/SIGINT (then closes WebSockets with 1001, drains
+//! and exits 0).
 
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use flowline_protocol::announce::Announce;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Argon2Cost, Config, Limits, Phase};
 
 /// Run one reference chat node.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Architecture phase: `single` (in memory) or `postgres`; `pubsub` and `queue` are
+    /// accepted but not built yet (exit 2).
+    #[arg(long, value_enum, default_value = "single")]
+    pub phase: Phase,
+    /// Address to listen on; port 0 picks a free port (announced on stdout).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Postgres URL (phases other than `single`).
+    #[arg(long, env = "FLOWLINE_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// This node's id (`node<i>` in clusters).
+    #[arg(long, default_value = "node1")]
+    pub node_id: String,
+    /// Enables `POST /api/v1/admin/provision` for callers sending this value in
+    /// `x-flowline-admin`. Without it the admin API answers 404.
+    #[arg(long, env = "FLOWLINE_ADMIN_SECRET", hide_env_values = true)]
+    pub admin_secret: Option<String>,
+    /// Redis URL for phases `pubsub`/`queue` (later issue).
+    #[arg(long, env = "FLOWLINE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Cluster id shared by the nodes of one cluster (phases `pubsub`/`queue`).
+    #[arg(long)]
+    pub cluster_id: Option<String>,
+    /// Argon2id memory per password hash, KiB. Trade-off: every sign-up and log-in costs
+    /// this much memory and proportional CPU on the node; lower it (e.g. 64) for load-test
+    /// clusters that sign up many users, keep the default (OWASP's 19456) for anything
+    /// holding real passwords. Existing hashes keep the cost they were made with.
+    #[arg(long, default_value_t = Argon2Cost::default().memory_kib)]
+    pub argon2_memory_kib: u32,
+    /// Argon2id passes (time cost); same trade-off as the memory cost.
+    #[arg(long, default_value_t = Argon2Cost::default().iterations)]
+    pub argon2_iterations: u32,
+    /// Argon2id lanes (parallelism).
+    #[arg(long, default_value_t = Argon2Cost::default().parallelism)]
+    pub argon2_parallelism: u32,
+    /// Largest WebSocket message, bytes (larger: close 1009).
+    #[arg(long, default_value_t = Limits::default().max_frame_bytes)]
+    pub max_frame_bytes: usize,
+    /// Longest message body, characters.
+    #[arg(long, default_value_t = Limits::default().max_body_chars)]
+    pub max_body_chars: usize,
+    /// Deepest JSON nesting in a frame (deeper: error + close 4010).
+    #[arg(long, default_value_t = Limits::default().max_json_depth)]
+    pub max_json_depth: usize,
+    /// Outbound frames queued per connection before it is cut off as a slow consumer (4008).
+    #[arg(long, default_value_t = Limits::default().outbound_queue)]
+    pub outbound_queue: usize,
+    /// Most concurrent WebSocket sessions (more: 503).
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    pub max_connections: usize,
+    /// Largest HTTP request body, bytes (the admin API allows 64×).
+    #[arg(long, default_value_t = Limits::default().max_http_body)]
+    pub max_http_body: usize,
+    /// Server ping interval, ms; a peer silent for twice this is dropped (4009).
+    #[arg(long, default_value_t = 15_000)]
+    pub heartbeat_ms: u64,
+    /// Time a new WebSocket has to authenticate, ms (then 4001).
+    #[arg(long, default_value_t = 5_000)]
+    pub auth_timeout_ms: u64,
+    /// Time given to sessions to close on shutdown, ms.
+    #[arg(long, default_value_t = 5_000)]
+    pub drain_timeout_ms: u64,
+    /// Postgres pool size.
+    #[arg(long, default_value_t = 16)]
+    pub db_pool_size: u32,
+}
+
+impl Args {
+    /// The node configuration these flags describe (not yet validated).
+    pub fn to_config(&self) -> Config {
+        let mut c = Config::new(self.node_id.clone(), self.phase);
+        c.database_url = self.database_url.clone();
+        c.admin_secret = self.admin_secret.clone();
+        c.db_pool_size = self.db_pool_size;
+        c.argon2 = Argon2Cost {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            parallelism: self.argon2_parallelism,
+        };
+        c.limits = Limits {
+            max_frame_bytes: self.max_frame_bytes,
+            max_body_chars: self.max_body_chars,
+            max_json_depth: self.max_json_depth,
+            outbound_queue: self.outbound_queue,
+            max_connections: self.max_connections,
+            max_http_body: self.max_http_body,
+            ..Limits::default()
+        };
+        c.heartbeat = Duration::from_millis(self.heartbeat_ms);
+        c.auth_timeout = Duration::from_millis(self.auth_timeout_ms);
+        c.drain_timeout = Duration::from_millis(self.drain_timeout_ms);
+        c
+    }
+}
 
 /// Entry point of `flowline server`.
-pub async fn main(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
+    if matches!(args.phase, Phase::Pubsub | Phase::Queue) {
+        anyhow::bail!(
+            "phase `{}` is not built yet: it needs the Redis fan-out of a later issue; use `single` or `postgres`",
+            args.phase.as_str()
+        );
+    }
+    let config = args
+        .to_config()
+        .validate()
+        .context("invalid server flags")?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let shutdown = CancellationToken::new();
+    let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
+    let node_id = config.node_id.clone();
+    let result = crate::run_with_ready(config, listener, shutdown.clone(), move |addr| {
+        let line = Announce::Listening {
+            node_id,
+            addr: addr.to_string(),
+            http: format!("http://{addr}"),
+            ws: format!("ws://{addr}/ws"),
+            metrics: format!("http://{addr}/metrics"),
+            pid: std::process::id(),
+        };
+        match serde_json::to_string(&line) {
+            Ok(text) => {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{text}");
+                let _ = out.flush();
+            }
+            Err(e) => tracing::error!(error = %e, "cannot encode the announce line"),
+        }
+    })
+    .await;
+    signals.abort();
+    result.context("the node failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the node");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    shutdown.cancel();
 }

@@ -1,3 +1,19 @@
-//! Flowline's reference chat node (work in progress: see issue "The reference chat node").
+//! Flowline's reference chat node: HTTP API and WebSocket protocol (see
+//! `docs/protocol.md`), in-memory or Postgres storage, bounded local fan-out.
+//!
+//! Start one in-process with [`run`] (tests do); `flowline server` ([`cli`]) wraps it.
 
+mod app;
+pub mod auth;
 pub mod cli;
+pub mod config;
+pub mod error;
+mod http;
+pub mod hub;
+pub mod metrics;
+mod session;
+pub mod storage;
+
+pub use app::{run, run_with_ready};
+pub use config::{Argon2Cost, Config, Limits, Phase};
+pub use error::{Error, StorageError};

@@ -1,0 +1,180 @@
+//! Typed, validated configuration of one node ([`Config`]).
+
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// Architecture phase of the node (see DESIGN.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    /// One node, in-memory storage.
+    Single,
+    /// One node, Postgres storage (ack after commit).
+    Postgres,
+    /// Several nodes fanned out through Redis pub/sub (not built yet).
+    Pubsub,
+    /// Several nodes with a durable queue (not built yet).
+    Queue,
+}
+
+impl Phase {
+    /// The phase's name as written on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Single => "single",
+            Phase::Postgres => "postgres",
+            Phase::Pubsub => "pubsub",
+            Phase::Queue => "queue",
+        }
+    }
+}
+
+/// Argon2id cost parameters for password hashes.
+///
+/// Higher cost makes stolen hashes harder to crack but makes every sign-up and log-in
+/// spend that much CPU and memory on the node; load-test clusters that create thousands
+/// of users use a cheap setting (or the admin provisioning API, which hashes nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Cost {
+    /// Memory per hash, KiB (OWASP minimum for argon2id: 19456).
+    pub memory_kib: u32,
+    /// Number of passes.
+    pub iterations: u32,
+    /// Degree of parallelism.
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Cost {
+    fn default() -> Self {
+        Self {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+/// Limits protecting the node from oversized or abusive input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest WebSocket message (and frame) accepted, bytes; larger closes with 1009.
+    pub max_frame_bytes: usize,
+    /// Longest message body, in characters.
+    pub max_body_chars: usize,
+    /// Longest user, space or channel name, in characters.
+    pub max_name_chars: usize,
+    /// Deepest JSON nesting accepted in a WebSocket frame.
+    pub max_json_depth: usize,
+    /// Outbound frames queued per connection before it counts as a slow consumer.
+    pub outbound_queue: usize,
+    /// Largest HTTP request body, bytes (the admin provisioning API allows 64× this).
+    pub max_http_body: usize,
+    /// Most concurrent WebSocket sessions.
+    pub max_connections: usize,
+    /// Largest `history` page.
+    pub max_history: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 64 * 1024,
+            max_body_chars: 4000,
+            max_name_chars: 100,
+            max_json_depth: 16,
+            outbound_queue: 256,
+            max_http_body: 1024 * 1024,
+            max_connections: 200_000,
+            max_history: 200,
+        }
+    }
+}
+
+/// Everything a node needs to run. Build one with [`Config::new`], adjust the public
+/// fields, and pass it to [`crate::run`], which validates it.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The node's id, e.g. `node1`.
+    pub node_id: String,
+    /// Architecture phase.
+    pub phase: Phase,
+    /// Postgres URL (required for every phase but `single`).
+    pub database_url: Option<String>,
+    /// Most Postgres connections in the pool.
+    pub db_pool_size: u32,
+    /// Secret enabling `/api/v1/admin/*`; `None` disables it (404).
+    pub admin_secret: Option<String>,
+    /// Password hashing cost.
+    pub argon2: Argon2Cost,
+    /// Input and queue limits.
+    pub limits: Limits,
+    /// Interval of server pings; a peer silent for twice this is dropped.
+    pub heartbeat: Duration,
+    /// Time a new WebSocket has to send a valid `hello`.
+    pub auth_timeout: Duration,
+    /// Time a write to one socket may take before the peer is dropped.
+    pub write_timeout: Duration,
+    /// Time given to sessions to close on shutdown.
+    pub drain_timeout: Duration,
+    /// WebSocket read buffer per connection, bytes (dominates idle memory).
+    pub ws_read_buffer: usize,
+}
+
+impl Config {
+    /// A configuration with defaults for the given node and phase.
+    pub fn new(node_id: impl Into<String>, phase: Phase) -> Self {
+        Self {
+            node_id: node_id.into(),
+            phase,
+            database_url: None,
+            db_pool_size: 16,
+            admin_secret: None,
+            argon2: Argon2Cost::default(),
+            limits: Limits::default(),
+            heartbeat: Duration::from_secs(15),
+            auth_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(5),
+            ws_read_buffer: 4096,
+        }
+    }
+
+    /// Check the values for consistency.
+    pub fn validate(self) -> Result<Self, Error> {
+        let bad = |m: &str| Err(Error::Config(m.to_owned()));
+        if self.node_id.is_empty() {
+            return bad("node id must not be empty");
+        }
+        if self.phase != Phase::Single && self.database_url.is_none() {
+            return bad("this phase needs --database-url (or FLOWLINE_DATABASE_URL)");
+        }
+        if self.admin_secret.as_deref() == Some("") {
+            return bad("admin secret must not be empty");
+        }
+        let l = &self.limits;
+        if l.max_frame_bytes < 256
+            || l.max_body_chars == 0
+            || l.max_name_chars == 0
+            || l.max_json_depth < 2
+            || l.outbound_queue == 0
+            || l.max_http_body < 1024
+            || l.max_connections == 0
+            || l.max_history == 0
+        {
+            return bad("limits out of range");
+        }
+        if self.argon2.memory_kib < 8 * self.argon2.parallelism.max(1)
+            || self.argon2.iterations == 0
+            || self.argon2.parallelism == 0
+        {
+            return bad("argon2 cost out of range");
+        }
+        if self.heartbeat.is_zero() || self.auth_timeout.is_zero() || self.write_timeout.is_zero() {
+            return bad("timeouts must be positive");
+        }
+        if self.db_pool_size == 0 || self.ws_read_buffer < 256 {
+            return bad("pool size or read buffer out of range");
+        }
+        Ok(self)
+    }
+}

@@ -1,0 +1,39 @@
+//! Error types of the chat node library: start-up errors ([`Error`]) and storage errors
+//! ([`StorageError`]).
+
+/// Why the node could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The requested phase is not implemented by this build.
+    #[error("phase `{0}` is not built yet (it needs the cross-node bus of a later issue)")]
+    PhaseNotBuilt(&'static str),
+    /// Storage could not be opened.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// Applying database migrations failed.
+    #[error("applying database migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Serving failed (accept loop).
+    #[error("serving failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The referenced row does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A unique name is already taken.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The request is inconsistent (e.g. an index out of range).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The database failed or is unreachable.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}

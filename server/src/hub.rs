@@ -1,0 +1,216 @@
+//! Local fan-out: which sessions are subscribed to which channel, and the per-channel
+//! ordering lock.
+//!
+//! ```text
+//!  send op ──► Hub::post ──lock(channel)──► Storage::append (seq n, durable)
+//!                                   │
+//!                                   ├─► serialize `message` event ONCE
+//!                                   └─► Hub::deliver: try_send(Arc bytes) into every
+//!                                       subscriber's bounded queue ──► writer task ──► socket
+//!                                       (queue full ⇒ kick with 4008, never block)
+//! ```
+//!
+//! Seq assignment and delivery happen under the channel's async mutex, so every
+//! subscriber's queue receives a channel's messages in seq order. A cross-node bus (phases
+//! `pubsub`/`queue`, a later issue) slots in at [`Hub::deliver`]: a node publishes the
+//! serialized event on the bus after commit, and every node (itself included) calls
+//! `deliver` for what the bus hands it, in seq order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+
+use axum::extract::ws::Utf8Bytes;
+use dashmap::DashMap;
+use tokio::sync::{Mutex, Notify, mpsc};
+
+use flowline_protocol::ws::{Message, ServerEvent, close};
+use flowline_protocol::{ChannelId, Seq};
+
+use crate::error::StorageError;
+use crate::metrics::Metrics;
+use crate::storage::{NewMessage, Storage};
+
+/// Identifier of one WebSocket session within a node.
+pub type SessionId = u64;
+
+/// What a session's writer task is asked to do, in order.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A live `message` event of a subscribed channel.
+    Live {
+        /// Channel of the message.
+        channel: ChannelId,
+        /// Its seq, used to drop duplicates after a resume.
+        seq: Seq,
+        /// The serialized event, shared by every recipient.
+        text: Utf8Bytes,
+    },
+    /// Any other event (ack, error, ready, ...), written as is.
+    Direct(Utf8Bytes),
+    /// Hold live messages of this channel until its `Replay` arrives.
+    Hold(ChannelId),
+    /// Write these stored messages, then the held live ones with seq above both
+    /// `floor` and the replayed ones, then continue live.
+    Replay {
+        /// The channel.
+        channel: ChannelId,
+        /// Live messages at or below this seq are already known to the client.
+        floor: Seq,
+        /// Stored messages to write first, ascending.
+        frames: Vec<(Seq, Utf8Bytes)>,
+    },
+}
+
+/// State a session shares with the hub and its own tasks.
+#[derive(Debug, Default)]
+pub struct SessionShared {
+    close: Notify,
+    close_code: AtomicU16,
+    /// Unix ms of the last frame received from the peer.
+    pub last_seen_ms: AtomicU64,
+}
+
+impl SessionShared {
+    /// Ask the writer to close the socket with `code` (0: close without a frame).
+    /// The first request wins; returns whether this one did.
+    pub fn kick(&self, code: u16) -> bool {
+        let first = self
+            .close_code
+            .compare_exchange(u16::MAX, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        self.close.notify_one();
+        first
+    }
+
+    /// Wait until someone calls [`kick`](Self::kick); returns the close code.
+    pub async fn kicked(&self) -> u16 {
+        loop {
+            let code = self.close_code.load(Ordering::Acquire);
+            if code != u16::MAX {
+                return code;
+            }
+            self.close.notified().await;
+        }
+    }
+
+    /// A fresh shared state.
+    pub fn new(now_ms: u64) -> Self {
+        Self {
+            close: Notify::new(),
+            close_code: AtomicU16::new(u16::MAX),
+            last_seen_ms: AtomicU64::new(now_ms),
+        }
+    }
+}
+
+/// A subscribed session as the hub sees it.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    /// The session's bounded outbound queue.
+    pub tx: mpsc::Sender<Outbound>,
+    /// To kick it when the queue is full.
+    pub shared: Arc<SessionShared>,
+}
+
+/// Queue `item` for a session; a full queue makes it a slow consumer (kicked, counted).
+/// Returns false if the item was not queued.
+pub fn offer(sub: &Subscriber, item: Outbound, metrics: &Metrics) -> bool {
+    match sub.tx.try_send(item) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            if sub.shared.kick(close::SLOW_CONSUMER) {
+                metrics.slow_consumer_disconnects.increment(1);
+            }
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+/// Why posting a message failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    /// Storage refused or failed; nothing was delivered.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The event could not be serialized (a bug).
+    #[error("serializing the message event: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Local subscriptions and per-channel ordering.
+pub struct Hub {
+    subs: DashMap<ChannelId, HashMap<SessionId, Subscriber>>,
+    order: DashMap<ChannelId, Arc<Mutex<()>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    /// An empty hub reporting into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            subs: DashMap::new(),
+            order: DashMap::new(),
+            metrics,
+        }
+    }
+
+    /// Subscribe a session to channels (idempotent).
+    pub fn subscribe(&self, session: SessionId, sub: &Subscriber, channels: &[ChannelId]) {
+        for &c in channels {
+            self.subs.entry(c).or_default().insert(session, sub.clone());
+        }
+    }
+
+    /// Unsubscribe a session from channels.
+    pub fn unsubscribe(&self, session: SessionId, channels: &[ChannelId]) {
+        for c in channels {
+            let now_empty = self.subs.get_mut(c).is_some_and(|mut m| {
+                m.remove(&session);
+                m.is_empty()
+            });
+            if now_empty {
+                self.subs.remove_if(c, |_, m| m.is_empty());
+            }
+        }
+    }
+
+    /// Number of sessions subscribed to a channel.
+    pub fn subscriber_count(&self, channel: ChannelId) -> usize {
+        self.subs.get(&channel).map_or(0, |m| m.len())
+    }
+
+    /// Store a message and deliver it to the channel's subscribers, in seq order.
+    /// Returns once the message is durable (and queued to local subscribers).
+    pub async fn post(&self, storage: &dyn Storage, msg: NewMessage) -> Result<Message, PostError> {
+        let lock = self.order.entry(msg.channel).or_default().clone();
+        let _ordered = lock.lock().await;
+        let stored = storage.append_message(msg).await?;
+        let text: Utf8Bytes = serde_json::to_string(&ServerEvent::Message(stored.clone()))?.into();
+        self.deliver(stored.channel, stored.seq, &text);
+        Ok(stored)
+    }
+
+    /// Queue one serialized `message` event to every local subscriber of `channel`.
+    /// Callers deliver a channel's messages in seq order. Returns the number queued.
+    pub fn deliver(&self, channel: ChannelId, seq: Seq, text: &Utf8Bytes) -> usize {
+        let Some(subs) = self.subs.get(&channel) else {
+            return 0;
+        };
+        let mut n = 0;
+        for sub in subs.values() {
+            let item = Outbound::Live {
+                channel,
+                seq,
+                text: text.clone(),
+            };
+            if offer(sub, item, &self.metrics) {
+                n += 1;
+            }
+        }
+        drop(subs);
+        self.metrics.deliveries.increment(n as u64);
+        n
+    }
+}

@@ -1,0 +1,177 @@
+//! Storage behind one trait with two implementations: [`MemoryStorage`] (phase `single`)
+//! and `PgStorage` (phase `postgres`).
+//!
+//! The trait is object-safe (boxed futures) so the node holds an `Arc<dyn Storage>` and
+//! the HTTP and WebSocket code is written once. Authorization rules live here, in
+//! [`Storage::can_read`], so both implementations answer identically:
+//!
+//! * public channel: readable by every member of its space;
+//! * private channel: readable by its explicit members who are still space members;
+//! * DM: readable by its two users.
+
+mod memory;
+
+use futures_util::future::BoxFuture;
+
+pub use memory::MemoryStorage;
+
+use flowline_protocol::api::{Channel, ChannelKind, Provision, ProvisionedSpace, Space, User};
+use flowline_protocol::ws::Message;
+use flowline_protocol::{ChannelId, Seq, SpaceId, UserId};
+
+use crate::auth::TokenHash;
+use crate::error::StorageError;
+
+/// A user and their password hash (PHC string; `None` for provisioned users).
+pub type Credentials = (User, Option<String>);
+
+/// Result of a storage call.
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// A message to append; storage assigns its id and seq.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Target channel.
+    pub channel: ChannelId,
+    /// Author.
+    pub author: UserId,
+    /// Text.
+    pub body: String,
+    /// Client nonce, echoed.
+    pub nonce: Option<String>,
+    /// Creation time, Unix ms.
+    pub created_at: i64,
+}
+
+/// Ids created by [`Storage::provision`], in request order.
+#[derive(Debug, Clone, Default)]
+pub struct ProvisionedIds {
+    /// One id per user index.
+    pub users: Vec<UserId>,
+    /// One entry per space.
+    pub spaces: Vec<ProvisionedSpace>,
+    /// One channel per DM pair.
+    pub dms: Vec<ChannelId>,
+}
+
+/// Where a chat node keeps users, sessions, spaces, channels and messages.
+pub trait Storage: Send + Sync + 'static {
+    /// Is storage reachable?
+    fn ping(&self) -> BoxFuture<'_, Result<()>>;
+    /// Create a user; `Conflict` if the name is taken.
+    fn create_user<'a>(
+        &'a self,
+        username: &'a str,
+        password_hash: &'a str,
+    ) -> BoxFuture<'a, Result<User>>;
+    /// A user and their password hash (PHC string; `None` for provisioned users).
+    fn user_credentials<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Credentials>>>;
+    /// A user by id.
+    fn user(&self, id: UserId) -> BoxFuture<'_, Result<Option<User>>>;
+    /// Remember a session token (by hash) for a user.
+    fn insert_token(&self, user: UserId, hash: TokenHash) -> BoxFuture<'_, Result<()>>;
+    /// The user a token belongs to.
+    fn user_by_token(&self, hash: TokenHash) -> BoxFuture<'_, Result<Option<User>>>;
+    /// Revoke a token; `true` if it existed.
+    fn delete_token(&self, hash: TokenHash) -> BoxFuture<'_, Result<bool>>;
+    /// Create a space owned (and joined) by `owner`.
+    fn create_space<'a>(&'a self, owner: UserId, name: &'a str) -> BoxFuture<'a, Result<Space>>;
+    /// A space by id.
+    fn space(&self, id: SpaceId) -> BoxFuture<'_, Result<Option<Space>>>;
+    /// Spaces a user belongs to, by id.
+    fn spaces_of(&self, user: UserId) -> BoxFuture<'_, Result<Vec<Space>>>;
+    /// Add a member (idempotent); `NotFound` if the space does not exist.
+    fn join_space(&self, space: SpaceId, user: UserId) -> BoxFuture<'_, Result<()>>;
+    /// Remove a member (idempotent).
+    fn leave_space(&self, space: SpaceId, user: UserId) -> BoxFuture<'_, Result<()>>;
+    /// Members of a space, by id.
+    fn space_members(&self, space: SpaceId) -> BoxFuture<'_, Result<Vec<User>>>;
+    /// Is `user` a member of `space`?
+    fn is_space_member(&self, space: SpaceId, user: UserId) -> BoxFuture<'_, Result<bool>>;
+    /// Create a public (`members` empty and `kind` public) or private channel in a space.
+    fn create_channel<'a>(
+        &'a self,
+        space: SpaceId,
+        name: &'a str,
+        kind: ChannelKind,
+        members: &'a [UserId],
+    ) -> BoxFuture<'a, Result<Channel>>;
+    /// Channels of a space that `user` can read, by id.
+    fn space_channels(&self, space: SpaceId, user: UserId) -> BoxFuture<'_, Result<Vec<Channel>>>;
+    /// The DM channel of two distinct users, created if missing; `true` if created.
+    fn open_dm(&self, a: UserId, b: UserId) -> BoxFuture<'_, Result<(Channel, bool)>>;
+    /// A channel by id.
+    fn channel(&self, id: ChannelId) -> BoxFuture<'_, Result<Option<Channel>>>;
+    /// May `user` read (and so subscribe to and post in) `channel`? `false` if missing.
+    fn can_read(&self, channel: ChannelId, user: UserId) -> BoxFuture<'_, Result<bool>>;
+    /// Every channel `user` can read, by id.
+    fn readable_channels(&self, user: UserId) -> BoxFuture<'_, Result<Vec<ChannelId>>>;
+    /// Latest seq of each existing channel in `channels`.
+    fn last_seqs<'a>(
+        &'a self,
+        channels: &'a [ChannelId],
+    ) -> BoxFuture<'a, Result<Vec<(ChannelId, Seq)>>>;
+    /// Append a message, assigning the channel's next seq; durable when this returns.
+    fn append_message(&self, msg: NewMessage) -> BoxFuture<'_, Result<Message>>;
+    /// Messages by seq range, oldest first: with `after`, the first `limit` messages
+    /// with seq > after (and < before if given); otherwise the last `limit` with
+    /// seq < before (or the latest).
+    fn messages(
+        &self,
+        channel: ChannelId,
+        before: Option<Seq>,
+        after: Option<Seq>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<Message>>>;
+    /// Bulk provisioning: users (with the given token hashes, one per user, and no
+    /// usable password), spaces with members and channels, DMs.
+    fn provision<'a>(
+        &'a self,
+        req: &'a Provision,
+        tokens: &'a [TokenHash],
+    ) -> BoxFuture<'a, Result<ProvisionedIds>>;
+}
+
+/// Check a provisioning request's indices before touching storage.
+pub(crate) fn check_provision(req: &Provision, tokens: usize) -> Result<()> {
+    let n = req.users;
+    if tokens != n as usize {
+        return Err(StorageError::Invalid("one token per user".into()));
+    }
+    let bad = |i: u32| i >= n;
+    for s in &req.spaces {
+        if s.members.is_empty() {
+            return Err(StorageError::Invalid(format!(
+                "space {:?} needs at least its owner as member",
+                s.name
+            )));
+        }
+        if s.members.iter().copied().any(bad) {
+            return Err(StorageError::Invalid(format!(
+                "space {:?}: user index out of range",
+                s.name
+            )));
+        }
+        for c in &s.channels {
+            if let Some(m) = &c.members
+                && m.iter().copied().any(bad)
+            {
+                return Err(StorageError::Invalid(format!(
+                    "channel {:?}: user index out of range",
+                    c.name
+                )));
+            }
+        }
+    }
+    for &(a, b) in &req.dms {
+        if bad(a) || bad(b) || a == b {
+            return Err(StorageError::Invalid(format!(
+                "dm ({a}, {b}): needs two distinct user indices in range"
+            )));
+        }
+    }
+    Ok(())
+}

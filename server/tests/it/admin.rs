@@ -1,0 +1,167 @@
+//! Admin bulk provisioning: secret checks, users with working tokens, spaces, channels, DMs.
+
+use flowline_protocol::api::{
+    ADMIN_HEADER, Provision, ProvisionChannel, ProvisionSpace, Provisioned,
+};
+use flowline_protocol::ws::ServerEvent;
+use flowline_server::Phase;
+
+use crate::util::{ADMIN, Node, Ws, test_config};
+
+pub fn plan(prefix: &str, users: u32) -> Provision {
+    Provision {
+        username_prefix: prefix.into(),
+        users,
+        spaces: vec![ProvisionSpace {
+            name: "load".into(),
+            members: (0..users).collect(),
+            channels: vec![
+                ProvisionChannel {
+                    name: "general".into(),
+                    members: None,
+                },
+                ProvisionChannel {
+                    name: "secret".into(),
+                    members: Some(vec![0, 1]),
+                },
+            ],
+        }],
+        dms: vec![(0, 2)],
+    }
+}
+
+pub async fn provision_works(node: &Node) {
+    let url = node.url("/admin/provision");
+    let no_header = node
+        .client
+        .post(&url)
+        .json(&plan("p", 3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_header.status(), 403);
+    let wrong = node
+        .client
+        .post(&url)
+        .header(ADMIN_HEADER, "nope")
+        .json(&plan("p", 3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 403);
+    let out_of_range = Provision {
+        dms: vec![(0, 9)],
+        ..plan("q", 3)
+    };
+    let resp = node
+        .client
+        .post(&url)
+        .header(ADMIN_HEADER, ADMIN)
+        .json(&out_of_range)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+
+    let resp = node
+        .client
+        .post(&url)
+        .header(ADMIN_HEADER, ADMIN)
+        .json(&plan("p", 3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let got: Provisioned = resp.json().await.unwrap();
+    assert_eq!(got.users.len(), 3);
+    assert_eq!(got.spaces.len(), 1);
+    assert_eq!(got.spaces[0].channels.len(), 2);
+    assert_eq!(got.dms.len(), 1);
+    // Same prefix again: names taken.
+    let again = node
+        .client
+        .post(&url)
+        .header(ADMIN_HEADER, ADMIN)
+        .json(&plan("p", 3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+
+    let (general, secret, dm) = (
+        got.spaces[0].channels[0],
+        got.spaces[0].channels[1],
+        got.dms[0],
+    );
+    // User 2 reads general and the DM, not the private channel; user 1 reads general + secret.
+    let (_ws, ready) = Ws::hello(&node.ws, &got.users[2].token).await;
+    let ServerEvent::Ready {
+        channels, user_id, ..
+    } = ready
+    else {
+        panic!()
+    };
+    assert_eq!(user_id, got.users[2].id);
+    assert_eq!(channels.keys().copied().collect::<Vec<_>>(), {
+        let mut v = vec![general, dm];
+        v.sort();
+        v
+    });
+    let (_ws, ready) = Ws::hello(&node.ws, &got.users[1].token).await;
+    let ServerEvent::Ready { channels, .. } = ready else {
+        panic!()
+    };
+    assert_eq!(
+        channels.keys().copied().collect::<Vec<_>>(),
+        vec![general, secret]
+    );
+}
+
+#[tokio::test]
+async fn provision_memory() {
+    let node = Node::start(test_config(Phase::Single)).await;
+    provision_works(&node).await;
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn provision_disabled_without_secret() {
+    let mut config = test_config(Phase::Single);
+    config.admin_secret = None;
+    let node = Node::start(config).await;
+    let resp = node
+        .client
+        .post(node.url("/admin/provision"))
+        .header(ADMIN_HEADER, "x")
+        .json(&plan("p", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn provision_ten_thousand_users() {
+    let node = Node::start(test_config(Phase::Single)).await;
+    let mut p = plan("big", 10_000);
+    p.spaces[0].channels = (0..300)
+        .map(|i| ProvisionChannel {
+            name: format!("c{i}"),
+            members: None,
+        })
+        .collect();
+    let resp = node
+        .client
+        .post(node.url("/admin/provision"))
+        .header(ADMIN_HEADER, ADMIN)
+        .json(&p)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let got: Provisioned = resp.json().await.unwrap();
+    assert_eq!(got.users.len(), 10_000);
+    assert_eq!(got.spaces[0].channels.len(), 300);
+    node.stop().await;
+}

@@ -1,0 +1,6 @@
+//! Integration tests of the chat node: real sockets on 127.0.0.1:0, real WebSocket
+//! client (tokio-tungstenite), real Postgres for the `postgres` phase.
+
+mod admin;
+mod basic;
+mod util;

@@ -1,0 +1,246 @@
+//! Test helpers: start a node in-process on 127.0.0.1:0, an HTTP client, and a
+//! WebSocket client (tokio-tungstenite) speaking the protocol.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use flowline_protocol::api::{Channel, CreateChannel, CreateSpace, Credentials, Session, Space};
+use flowline_protocol::ws::{ClientOp, ServerEvent};
+use flowline_server::{Argon2Cost, Config, Phase};
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+/// How long a test waits for one expected event.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// Admin secret used by test nodes.
+pub const ADMIN: &str = "test-admin-secret";
+
+/// A config for tests: cheap argon2, admin API on.
+pub fn test_config(phase: Phase) -> Config {
+    let mut c = Config::new("node1", phase);
+    c.argon2 = Argon2Cost {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+    c.admin_secret = Some(ADMIN.into());
+    c
+}
+
+/// A node running in this process.
+pub struct Node {
+    pub http: String,
+    pub ws: String,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), flowline_server::Error>>,
+    pub client: reqwest::Client,
+}
+
+impl Node {
+    pub async fn start(config: Config) -> Node {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(flowline_server::run(config, listener, shutdown.clone()));
+        let node = Node {
+            http: format!("http://{addr}"),
+            ws: format!("ws://{addr}/ws"),
+            shutdown,
+            task,
+            client: reqwest::Client::new(),
+        };
+        // Wait until it answers (storage opened).
+        for _ in 0..100 {
+            if let Ok(r) = node
+                .client
+                .get(format!("{}/readyz", node.http))
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                return node;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("node did not become ready");
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("node stops in time")
+            .unwrap()
+            .unwrap();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.http)
+    }
+
+    /// POST JSON, expecting `status`, returning the parsed body.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &B,
+        status: u16,
+    ) -> T {
+        let mut req = self.client.post(self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let got = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        assert_eq!(got, status, "POST {path}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("POST {path}: {e}: {text}"))
+    }
+
+    /// GET, returning status and body.
+    pub async fn get_raw(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut req = self.client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    /// Sign up and log in a user; returns the session.
+    pub async fn user(&self, name: &str) -> Session {
+        let creds = Credentials {
+            username: name.into(),
+            password: "hunter22".into(),
+        };
+        let _: serde_json::Value = self.post("/auth/signup", None, &creds, 201).await;
+        self.post("/auth/login", None, &creds, 200).await
+    }
+
+    pub async fn space(&self, owner: &Session, name: &str) -> Space {
+        self.post(
+            "/spaces",
+            Some(&owner.token),
+            &CreateSpace { name: name.into() },
+            201,
+        )
+        .await
+    }
+
+    pub async fn join(&self, who: &Session, space: &Space) {
+        let _: Space = self
+            .post(
+                &format!("/spaces/{}/join", space.id),
+                Some(&who.token),
+                &(),
+                200,
+            )
+            .await;
+    }
+
+    pub async fn channel(
+        &self,
+        who: &Session,
+        space: &Space,
+        name: &str,
+        members: Option<Vec<i64>>,
+    ) -> Channel {
+        self.post(
+            &format!("/spaces/{}/channels", space.id),
+            Some(&who.token),
+            &CreateChannel {
+                name: name.into(),
+                members,
+            },
+            201,
+        )
+        .await
+    }
+}
+
+/// A WebSocket client.
+pub struct Ws {
+    pub inner: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Ws {
+    pub async fn connect(url: &str) -> Ws {
+        let (inner, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Ws { inner }
+    }
+
+    /// Connect and send `hello` (subscribe_all), returning the `ready` event.
+    pub async fn hello(url: &str, token: &str) -> (Ws, ServerEvent) {
+        let mut ws = Ws::connect(url).await;
+        ws.op(&ClientOp::Hello {
+            token: token.into(),
+            v: flowline_protocol::PROTOCOL_VERSION,
+            resume: Default::default(),
+            subscribe_all: true,
+        })
+        .await;
+        let ready = ws.next().await.unwrap();
+        assert!(matches!(ready, ServerEvent::Ready { .. }), "{ready:?}");
+        (ws, ready)
+    }
+
+    pub async fn op(&mut self, op: &ClientOp) {
+        self.raw(&serde_json::to_string(op).unwrap()).await;
+    }
+
+    pub async fn raw(&mut self, text: &str) {
+        self.inner.send(WsMessage::text(text)).await.unwrap();
+    }
+
+    /// Next event (skipping pings), or an error on close/timeout.
+    pub async fn next(&mut self) -> anyhow::Result<ServerEvent> {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.inner.next())
+                .await
+                .context("timed out waiting for an event")?;
+            match msg {
+                Some(Ok(WsMessage::Text(t))) => {
+                    return serde_json::from_str(&t).with_context(|| format!("bad event {t}"));
+                }
+                Some(Ok(WsMessage::Close(f))) => bail!("closed: {f:?}"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => bail!("socket error: {e}"),
+                None => bail!("socket ended"),
+            }
+        }
+    }
+
+    /// Read until the close frame; returns its code (events before it are returned too).
+    pub async fn close_code(&mut self) -> (u16, Vec<ServerEvent>) {
+        let mut events = Vec::new();
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(10), self.inner.next())
+                .await
+                .expect("timed out waiting for close");
+            match msg {
+                Some(Ok(WsMessage::Text(t))) => events.push(serde_json::from_str(&t).unwrap()),
+                Some(Ok(WsMessage::Close(Some(f)))) => return (u16::from(f.code), events),
+                Some(Ok(WsMessage::Close(None))) => return (0, events),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("socket error before close: {e}; events {events:?}"),
+                None => panic!("socket ended without a close frame; events {events:?}"),
+            }
+        }
+    }
+
+    pub async fn send(&mut self, req_id: u64, channel: i64, body: &str) {
+        self.op(&ClientOp::Send {
+            req_id,
+            channel,
+            body: body.into(),
+            nonce: Some(format!("n{req_id}")),
+        })
+        .await;
+    }
+}
