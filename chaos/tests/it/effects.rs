@@ -1,0 +1,322 @@
+//! Effects of toxics measured on real TCP through the proxy.
+
+use std::time::Duration;
+
+use flowline_chaos::{Controller, Direction, ToxicKind, ToxicSpec};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+
+use crate::util::{
+    assert_within, echo_server, greeter_server, proxy, read_to_end, round_trip, source_server,
+};
+
+fn toxic(kind: ToxicKind, stream: Direction) -> ToxicSpec {
+    ToxicSpec::new(kind, stream)
+}
+
+#[tokio::test]
+async fn latency_adds_its_delay_on_a_live_connection_and_heals() {
+    let c = Controller::new();
+    let addr = proxy(&c, "l", echo_server().await).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let base = round_trip(&mut s, b"x").await;
+    assert!(base < Duration::from_millis(20), "baseline {base:?}");
+
+    // Added while the connection is open.
+    c.add_toxic(
+        "l",
+        toxic(
+            ToxicKind::Latency {
+                latency: 100,
+                jitter: 0,
+            },
+            Direction::Downstream,
+        ),
+    )
+    .unwrap();
+    for _ in 0..3 {
+        let rtt = round_trip(&mut s, b"hello").await;
+        assert_within("latency", rtt, Duration::from_millis(100), 10.0);
+    }
+    // Latency on both directions adds up.
+    c.add_toxic(
+        "l",
+        toxic(
+            ToxicKind::Latency {
+                latency: 50,
+                jitter: 0,
+            },
+            Direction::Upstream,
+        ),
+    )
+    .unwrap();
+    let rtt = round_trip(&mut s, b"hello").await;
+    assert_within("both directions", rtt, Duration::from_millis(150), 10.0);
+
+    c.remove_toxic("l", "latency_downstream").unwrap();
+    c.remove_toxic("l", "latency_upstream").unwrap();
+    let rtt = round_trip(&mut s, b"x").await;
+    assert!(rtt < Duration::from_millis(20), "healed rtt {rtt:?}");
+}
+
+#[tokio::test]
+async fn jitter_spreads_latency_within_its_bounds() {
+    let c = Controller::new();
+    let addr = proxy(&c, "j", echo_server().await).await;
+    c.add_toxic(
+        "j",
+        toxic(
+            ToxicKind::Latency {
+                latency: 60,
+                jitter: 40,
+            },
+            Direction::Downstream,
+        ),
+    )
+    .unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut rtts = Vec::new();
+    for _ in 0..15 {
+        rtts.push(round_trip(&mut s, b"j").await);
+    }
+    let min = *rtts.iter().min().unwrap();
+    let max = *rtts.iter().max().unwrap();
+    assert!(min >= Duration::from_millis(20), "min {min:?}");
+    assert!(max <= Duration::from_millis(110), "max {max:?}");
+    assert!(
+        max - min >= Duration::from_millis(20),
+        "jitter should spread round trips: {rtts:?}"
+    );
+}
+
+#[tokio::test]
+async fn bandwidth_caps_throughput() {
+    let c = Controller::new();
+    let n = 400_000;
+    let addr = proxy(&c, "b", source_server(n).await).await;
+    c.add_toxic(
+        "b",
+        toxic(ToxicKind::Bandwidth { rate: 1000 }, Direction::Downstream),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let (data, err) = read_to_end(&mut s).await;
+    let took = t.elapsed();
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(data.len(), n);
+    // 400 kB at 1000 KB/s = 400 ms.
+    assert_within("bandwidth", took, Duration::from_millis(400), 10.0);
+}
+
+#[tokio::test]
+async fn disabled_proxy_cuts_live_connections_and_refuses_new_ones() {
+    let c = Controller::new();
+    let addr = proxy(&c, "d", echo_server().await).await;
+    let mut live = TcpStream::connect(addr).await.unwrap();
+    round_trip(&mut live, b"ok").await;
+
+    c.set_enabled("d", false).await.unwrap();
+    let mut buf = [0u8; 8];
+    let r = timeout(Duration::from_secs(2), live.read(&mut buf))
+        .await
+        .expect("live connection must be cut promptly");
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    let e = TcpStream::connect(addr).await.unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+
+    c.set_enabled("d", true).await.unwrap();
+    let mut again = TcpStream::connect(addr).await.unwrap();
+    round_trip(&mut again, b"back").await;
+}
+
+#[tokio::test]
+async fn reset_peer_resets_the_connection() {
+    let c = Controller::new();
+    let addr = proxy(&c, "r", echo_server().await).await;
+    c.add_toxic(
+        "r",
+        toxic(ToxicKind::ResetPeer { timeout: 0 }, Direction::Upstream),
+    )
+    .unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"boom").await.unwrap();
+    let mut buf = [0u8; 8];
+    let r = timeout(Duration::from_secs(2), s.read(&mut buf))
+        .await
+        .unwrap();
+    let e = r.expect_err("a reset, not data or a clean close");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+
+    // With a timeout, the reset comes that much later.
+    c.update_toxic("r", "reset_peer_upstream", |t| {
+        t.updated_from_json(br#"{"attributes":{"timeout":200}}"#)
+    })
+    .unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let t = Instant::now();
+    s.write_all(b"boom").await.unwrap();
+    let r = timeout(Duration::from_secs(2), s.read(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::ConnectionReset);
+    assert_within(
+        "reset_peer timeout",
+        t.elapsed(),
+        Duration::from_millis(200),
+        10.0,
+    );
+}
+
+#[tokio::test]
+async fn limit_data_closes_after_the_byte_count() {
+    let c = Controller::new();
+    let addr = proxy(&c, "ld", source_server(10_000).await).await;
+    c.add_toxic(
+        "ld",
+        toxic(ToxicKind::LimitData { bytes: 1234 }, Direction::Downstream),
+    )
+    .unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let (data, _err) = timeout(Duration::from_secs(2), read_to_end(&mut s))
+        .await
+        .unwrap();
+    assert_eq!(data.len(), 1234);
+    let expect: Vec<u8> = (0..1234).map(|i| (i % 251) as u8).collect();
+    assert_eq!(data, expect);
+}
+
+#[tokio::test]
+async fn timeout_drops_data_then_closes() {
+    let c = Controller::new();
+    let addr = proxy(&c, "t", echo_server().await).await;
+    c.add_toxic(
+        "t",
+        toxic(ToxicKind::Timeout { timeout: 300 }, Direction::Downstream),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"anyone?").await.unwrap();
+    let (data, _err) = timeout(Duration::from_secs(2), read_to_end(&mut s))
+        .await
+        .unwrap();
+    assert!(data.is_empty(), "timeout lets nothing through: {data:?}");
+    assert_within("timeout", t.elapsed(), Duration::from_millis(300), 10.0);
+
+    // timeout 0 holds the connection open until the toxic goes.
+    c.update_toxic("t", "timeout_downstream", |t| {
+        t.updated_from_json(br#"{"attributes":{"timeout":0}}"#)
+    })
+    .unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"held").await.unwrap();
+    let mut buf = [0u8; 8];
+    assert!(
+        timeout(Duration::from_millis(300), s.read(&mut buf))
+            .await
+            .is_err(),
+        "held: no data and no close"
+    );
+    c.remove_toxic("t", "timeout_downstream").unwrap();
+    round_trip(&mut s, b"free").await;
+}
+
+#[tokio::test]
+async fn blackhole_drops_one_direction_only_and_heals_live() {
+    let c = Controller::new();
+    let (up, mut received) = greeter_server().await;
+    let addr = proxy(&c, "bh", up).await;
+    c.add_toxic("bh", toxic(ToxicKind::Blackhole, Direction::Upstream))
+        .unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut hello = [0u8; 5];
+    timeout(Duration::from_secs(2), s.read_exact(&mut hello))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&hello, b"hello", "downstream still flows");
+    s.write_all(b"ping").await.unwrap();
+    assert!(
+        timeout(Duration::from_millis(200), received.recv())
+            .await
+            .is_err(),
+        "upstream bytes must be dropped"
+    );
+    c.remove_toxic("bh", "blackhole_upstream").unwrap();
+    s.write_all(b"pong").await.unwrap();
+    let got = timeout(Duration::from_secs(2), received.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, b"pong", "the dropped ping stays dropped; pong arrives");
+}
+
+#[tokio::test]
+async fn slicer_and_slow_close() {
+    let c = Controller::new();
+    let addr = proxy(&c, "s", source_server(1000).await).await;
+    c.add_toxic(
+        "s",
+        toxic(
+            ToxicKind::Slicer {
+                average_size: 100,
+                size_variation: 10,
+                delay: 5000,
+            },
+            Direction::Downstream,
+        ),
+    )
+    .unwrap();
+    c.add_toxic(
+        "s",
+        toxic(ToxicKind::SlowClose { delay: 200 }, Direction::Downstream),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut reads = 0;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut last_data_at = t;
+    loop {
+        let n = s.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        reads += 1;
+        last_data_at = Instant::now();
+        data.extend_from_slice(&buf[..n]);
+    }
+    let closed_at = Instant::now();
+    let expect: Vec<u8> = (0..1000).map(|i| (i % 251) as u8).collect();
+    assert_eq!(data, expect);
+    assert!(reads >= 5, "slices arrive separately: {reads} reads");
+    assert!(
+        closed_at - last_data_at >= Duration::from_millis(150),
+        "close delayed by slow_close: {:?}",
+        closed_at - last_data_at
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_bytes_per_direction() {
+    let c = Controller::new();
+    let addr = proxy(&c, "m", echo_server().await).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    round_trip(&mut s, &[7u8; 1000]).await;
+    let text = c.metrics_text();
+    for dir in ["upstream", "downstream"] {
+        for m in ["received", "sent"] {
+            let needle = format!("toxiproxy_proxy_{m}_bytes_total{{direction=\"{dir}\"");
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&needle))
+                .unwrap_or_else(|| panic!("{needle} missing:\n{text}"));
+            assert!(line.ends_with(" 1000"), "{line}");
+        }
+    }
+}
