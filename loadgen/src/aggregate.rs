@@ -108,7 +108,7 @@ pub struct Summary {
     pub sends_per_s: f64,
     /// Deliveries per second over the measured window.
     pub deliveries_per_s: f64,
-    /// Latency percentiles over the measured window, µs, by metric.
+    /// Latency percentiles over the measured window and the drain, µs, by metric.
     pub latency_us: BTreeMap<String, Percentiles>,
     /// Correctness checker's verdict (all acked messages of the run).
     pub correctness: CorrectnessReport,
@@ -161,6 +161,7 @@ struct Interval {
     counters: Counters,
     users: u64,
     measuring: bool,
+    drain: bool,
     reports: usize,
 }
 
@@ -171,6 +172,7 @@ impl Default for Interval {
             counters: Counters::default(),
             users: 0,
             measuring: false,
+            drain: false,
             reports: 0,
         }
     }
@@ -255,6 +257,7 @@ impl Aggregator {
         iv.counters.add(&t.counters);
         iv.users += t.users;
         iv.measuring |= t.measuring;
+        iv.drain |= t.drain;
         iv.reports += 1;
         self.users_now[worker] = t.users;
         self.errors += t.counters.errors;
@@ -328,13 +331,15 @@ impl Aggregator {
         let mut peak_users = 0;
         for iv in self.intervals.values() {
             peak_users = peak_users.max(iv.users);
-            if !iv.measuring {
-                continue;
+            if iv.measuring {
+                measured_s += 1.0;
+                measured.add(&iv.counters);
             }
-            measured_s += 1.0;
-            measured.add(&iv.counters);
-            for (a, b) in hists.iter_mut().zip(iv.hists.iter()) {
-                let _ = a.add(b);
+            // Latency of messages sent in the window includes deliveries during the drain.
+            if iv.measuring || iv.drain {
+                for (a, b) in hists.iter_mut().zip(iv.hists.iter()) {
+                    let _ = a.add(b);
+                }
             }
         }
         let peak_users = peak_users.max(peak_done);
@@ -473,7 +478,7 @@ impl Aggregator {
     /// One CSV row per second.
     fn timeline(&self) -> String {
         let mut out = String::from(
-            "t_s,measuring,users,sent,acked,delivered,errors,disconnects,reconnects,delivery_p50_us,delivery_p99_us,ack_p99_us\n",
+            "t_s,measuring,drain,users,sent,acked,delivered,errors,disconnects,reconnects,delivery_p50_us,delivery_p99_us,ack_p99_us\n",
         );
         for (&t, iv) in &self.intervals {
             let q = |m: Metric, q: f64| {
@@ -486,8 +491,9 @@ impl Aggregator {
             };
             let c = &iv.counters;
             out.push_str(&format!(
-                "{t},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{t},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 u8::from(iv.measuring),
+                u8::from(iv.drain),
                 iv.users,
                 c.sent,
                 c.acked,
@@ -537,6 +543,7 @@ mod tests {
             t,
             elapsed_ms: t * 1000,
             measuring,
+            drain: false,
             users: 2,
             counters: r.counters.clone(),
             hist: r.encode_hists().unwrap(),

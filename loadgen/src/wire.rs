@@ -1,7 +1,7 @@
 //! The worker's stdout lines: one `tick` JSON line per second and a final `done` line.
 //!
 //! ```text
-//! {"type":"tick","worker":0,"t":3,"elapsed_ms":3001,"measuring":true,"users":1000,
+//! {"type":"tick","worker":0,"t":3,"elapsed_ms":3000,"measuring":true,"drain":false,"users":1000,
 //!  "sent":120,"acked":120,"delivered":5880,"connects":0,"disconnects":0,"reconnects":0,
 //!  "errors":0,"errors_by_kind":{},"hist":{"delivery":"HISTFAAAA…","ack":"…"}}
 //! {"type":"done","worker":0,"totals":{…counters…},"acked":[[channel,seq,id,author],…],
@@ -74,8 +74,12 @@ pub struct Tick {
     pub t: u64,
     /// Milliseconds since the run's start.
     pub elapsed_ms: u64,
-    /// Whether the interval lies in the measured window (after warm-up, before drain end).
+    /// Whether the interval lies in the measured window (after warm-up, before the drain).
     pub measuring: bool,
+    /// Whether the interval lies in the drain (no new sends; deliveries still counted in
+    /// the latency histograms).
+    #[serde(default)]
+    pub drain: bool,
     /// Users connected (ready) at the end of the interval.
     pub users: u64,
     /// Interval counters.

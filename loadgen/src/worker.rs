@@ -1,13 +1,46 @@
-//! The worker engine: runs one shard of a plan's users (being written).
+//! The worker engine: runs one shard of a plan's users, each a lightweight task holding
+//! one WebSocket, and reports once a second.
+//!
+//! ```text
+//!  thread 1 (current-thread runtime + LocalSet)      thread 2 ...
+//!   user tasks ──record──▶ Recorder (RefCell, no lock)
+//!   ticker: every second swap the Recorder ──┐
+//!                                            │ bounded mpsc (per-thread intervals)
+//!                                            ▼
+//!  caller's runtime: merge intervals of second t from every thread
+//!                    ──▶ on_line({"type":"tick",…})  … at the end ──▶ on_line({"type":"done",…})
+//! ```
+//! Each user: sleep until its start (ramp) → connect (TCP from a chosen source address +
+//! WebSocket handshake with a 4 KiB read buffer) → `hello` (resuming its channels after a
+//! reconnect) → `ready` → send on schedule, record acks and deliveries → at the end of the
+//! drain, note which subscriptions were still open and close.
 
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::Rc;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
+use flowline_protocol::ws::{ClientOp, ServerEvent};
+use flowline_protocol::{ChannelId, MessageId, Seq};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 use tokio_util::sync::CancellationToken;
 
+use crate::checker::Receipts;
 use crate::error::{LoadgenError, Result};
-use crate::plan::{Plan, Shard};
-use crate::scenario::Scenario;
+use crate::metrics::{Metric, Recorder};
+use crate::plan::{Plan, PlanUser, Shard};
+use crate::scenario::{LoadModel, Scenario};
+use crate::schedule::{RateCurve, UserSchedule, closed_window};
+use crate::wire::{self, AckedMessage, Chain, Counters, Done, RecipientRecord, Tick, WorkerLine};
 
 /// What one worker runs.
 #[derive(Debug, Clone)]
@@ -26,6 +59,116 @@ pub struct WorkerConfig {
     pub threads: usize,
 }
 
+/// WebSocket read buffer per connection: tungstenite's default (128 KiB, zeroed before
+/// every read) would cost ~135 KiB per connection.
+const READ_BUFFER: usize = 4 * 1024;
+/// Users per source address: one (source, destination) pair has ~28k ephemeral ports and
+/// an explicitly bound source shares its ports across destinations.
+const USERS_PER_SOURCE: u32 = 20_000;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Where the run is in time, shared by a thread's tasks.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    start: Instant,
+    start_unix_us: u64,
+    send_end: Instant,
+    end: Instant,
+}
+
+impl Clock {
+    fn at(&self, secs: f64) -> Instant {
+        self.start + Duration::from_secs_f64(secs.max(0.0))
+    }
+
+    fn unix_us(&self, t: Instant) -> u64 {
+        let d = t.saturating_duration_since(self.start).as_micros() as u64;
+        self.start_unix_us + d
+    }
+
+    fn secs(&self, t: Instant) -> f64 {
+        t.saturating_duration_since(self.start).as_secs_f64()
+    }
+}
+
+/// A resolved node.
+#[derive(Debug, Clone)]
+struct Target {
+    url: String,
+    addr: SocketAddr,
+}
+
+/// Per-thread state: the recorder the user tasks write into, and what the checker needs.
+struct ThreadCtx {
+    scenario: Arc<Scenario>,
+    clock: Clock,
+    targets: Vec<Target>,
+    curve: Option<RateCurve>,
+    cancel: CancellationToken,
+    heartbeat: Cell<Duration>,
+    rec: RefCell<Recorder>,
+    connected: Cell<u64>,
+    peak: Cell<u64>,
+    acked: RefCell<Vec<AckedMessage>>,
+    records: RefCell<Vec<RecipientRecord>>,
+}
+
+impl ThreadCtx {
+    fn error(&self, kind: &str) {
+        self.rec.borrow_mut().counters.error(kind);
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Counters)) {
+        f(&mut self.rec.borrow_mut().counters);
+    }
+
+    fn record(&self, m: Metric, us: u64) {
+        self.rec.borrow_mut().record(m, us);
+    }
+
+    fn set_connected(&self, up: bool) {
+        let n = if up {
+            self.connected.get() + 1
+        } else {
+            self.connected.get().saturating_sub(1)
+        };
+        self.connected.set(n);
+        self.peak.set(self.peak.get().max(n));
+    }
+}
+
+enum ThreadMsg {
+    Tick {
+        t: u64,
+        rec: Box<Recorder>,
+        users: u64,
+    },
+    Done {
+        acked: Vec<AckedMessage>,
+        records: Vec<RecipientRecord>,
+        peak: u64,
+    },
+}
+
+async fn resolve(url: &str) -> Result<Target> {
+    let rest = url.strip_prefix("ws://").ok_or_else(|| {
+        LoadgenError::Invalid(format!("target {url:?}: only ws:// URLs are supported"))
+    })?;
+    let hostport = rest.split('/').next().unwrap_or_default();
+    let addr = tokio::net::lookup_host(hostport)
+        .await
+        .map_err(|e| LoadgenError::io(format!("resolving {hostport}"), e))?
+        .next()
+        .ok_or_else(|| LoadgenError::Invalid(format!("target {url:?}: no address")))?;
+    Ok(Target {
+        url: url.to_string(),
+        addr,
+    })
+}
+
 /// Run the shard to the end of the drain, calling `on_line` with every stdout line
 /// (tick lines, then the done line).
 pub async fn run(
@@ -33,8 +176,816 @@ pub async fn run(
     cancel: CancellationToken,
     mut on_line: impl FnMut(&str),
 ) -> Result<()> {
-    let _ = (&cfg, &cancel, &mut on_line);
-    Err(LoadgenError::Invalid(
-        "the worker engine is not built yet".into(),
-    ))
+    if cfg.targets.is_empty() {
+        return Err(LoadgenError::Invalid("no target node URLs".into()));
+    }
+    let mut targets = Vec::new();
+    for t in &cfg.targets {
+        targets.push(resolve(t).await?);
+    }
+    let s = cfg.scenario.clone();
+    let now_sys = SystemTime::now();
+    let now = Instant::now();
+    let start_sys = cfg.start_at.unwrap_or(now_sys);
+    let start = match start_sys.duration_since(now_sys) {
+        Ok(ahead) => now + ahead,
+        Err(behind) => now.checked_sub(behind.duration()).unwrap_or(now),
+    };
+    let start_unix_us = start_sys
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let clock = Clock {
+        start,
+        start_unix_us,
+        send_end: start + s.warmup + s.duration,
+        end: start + s.total_time(),
+    };
+    let users: Vec<PlanUser> = cfg.plan.shard_users(cfg.shard).cloned().collect();
+    if users.len() > crate::plan::MAX_USERS_PER_WORKER {
+        return Err(LoadgenError::Invalid(format!(
+            "shard {} has {} users, more than {} per worker",
+            cfg.shard,
+            users.len(),
+            crate::plan::MAX_USERS_PER_WORKER
+        )));
+    }
+    let threads = cfg.threads.clamp(1, 64).min(users.len().max(1));
+    tracing::info!(
+        shard = %cfg.shard, users = users.len(), threads,
+        "worker starting: {} target(s)", targets.len()
+    );
+    let (tx, mut rx) = mpsc::channel::<ThreadMsg>(threads * 8);
+    let mut per_thread: Vec<Vec<PlanUser>> = vec![Vec::new(); threads];
+    for (i, u) in users.into_iter().enumerate() {
+        per_thread[i % threads].push(u);
+    }
+    let mut handles = Vec::new();
+    for (k, users) in per_thread.into_iter().enumerate() {
+        let tx = tx.clone();
+        let scenario = s.clone();
+        let targets = targets.clone();
+        let cancel = cancel.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("loadgen-{k}"))
+            .spawn(move || thread_main(scenario, clock, targets, users, cancel, tx))
+            .map_err(|e| LoadgenError::io("spawning a worker thread", e))?;
+        handles.push(handle);
+    }
+    drop(tx);
+
+    // Merge the threads' intervals second by second.
+    let warm = s.warmup.as_secs_f64();
+    let send_end = warm + s.duration.as_secs_f64();
+    let mut pending: BTreeMap<u64, (usize, Recorder, u64)> = BTreeMap::new();
+    let mut totals = Counters::default();
+    let mut done = Done {
+        worker: cfg.shard.index,
+        ..Done::default()
+    };
+    let emit = |t: u64, rec: &Recorder, users: u64, on_line: &mut dyn FnMut(&str)| -> Result<()> {
+        let tick = Tick {
+            worker: cfg.shard.index,
+            t,
+            elapsed_ms: t * 1000,
+            measuring: (t as f64 - 1.0) >= warm - 1e-9 && (t as f64) <= send_end + 1e-9,
+            drain: (t as f64 - 1.0) >= send_end - 1e-9,
+            users,
+            counters: rec.counters.clone(),
+            hist: rec.encode_hists()?,
+        };
+        let line = serde_json::to_string(&WorkerLine::Tick(tick))
+            .map_err(|e| LoadgenError::json("tick line", e))?;
+        on_line(&line);
+        Ok(())
+    };
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            ThreadMsg::Tick { t, rec, users } => {
+                totals.add(&rec.counters);
+                let entry = pending
+                    .entry(t)
+                    .or_insert_with(|| (0, Recorder::default(), 0));
+                entry.0 += 1;
+                entry.1.merge(&rec);
+                entry.2 += users;
+                // Emit every second that all threads have reported, in order.
+                while let Some(first) = pending.first_entry() {
+                    if first.get().0 < threads {
+                        break;
+                    }
+                    let (t, (_, rec, users)) = first.remove_entry();
+                    emit(t, &rec, users, &mut on_line)?;
+                }
+            }
+            ThreadMsg::Done {
+                acked,
+                records,
+                peak,
+            } => {
+                done.acked.extend(acked);
+                done.recipients.extend(records);
+                done.peak_users += peak;
+            }
+        }
+    }
+    // Threads that ended early leave partial seconds behind.
+    for (t, (_, rec, users)) in std::mem::take(&mut pending) {
+        emit(t, &rec, users, &mut on_line)?;
+    }
+    for h in handles {
+        if h.join().is_err() {
+            return Err(LoadgenError::Invalid("a worker thread panicked".into()));
+        }
+    }
+    done.totals = totals;
+    let line = serde_json::to_string(&WorkerLine::Done(Box::new(done)))
+        .map_err(|e| LoadgenError::json("done line", e))?;
+    on_line(&line);
+    Ok(())
+}
+
+fn thread_main(
+    scenario: Arc<Scenario>,
+    clock: Clock,
+    targets: Vec<Target>,
+    users: Vec<PlanUser>,
+    cancel: CancellationToken,
+    tx: mpsc::Sender<ThreadMsg>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start a worker runtime: {e}");
+            return;
+        }
+    };
+    let curve = match &scenario.load.model {
+        LoadModel::Open { stages } => Some(RateCurve::new(
+            stages,
+            (scenario.warmup + scenario.duration).as_secs_f64(),
+        )),
+        LoadModel::Closed { .. } => None,
+    };
+    let ctx = Rc::new(ThreadCtx {
+        scenario,
+        clock,
+        targets,
+        curve,
+        cancel,
+        heartbeat: Cell::new(Duration::from_secs(15)),
+        rec: RefCell::new(Recorder::default()),
+        connected: Cell::new(0),
+        peak: Cell::new(0),
+        acked: RefCell::new(Vec::new()),
+        records: RefCell::new(Vec::new()),
+    });
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let finished = Rc::new(Cell::new(false));
+        let ticker = {
+            let ctx = ctx.clone();
+            let tx = tx.clone();
+            let finished = finished.clone();
+            tokio::task::spawn_local(async move {
+                let mut t = 1u64;
+                loop {
+                    sleep_until((ctx.clock.start + Duration::from_secs(t)).into()).await;
+                    let rec = std::mem::take(&mut *ctx.rec.borrow_mut());
+                    let users = ctx.connected.get();
+                    if tx
+                        .send(ThreadMsg::Tick {
+                            t,
+                            rec: Box::new(rec),
+                            users,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    if finished.get() {
+                        return;
+                    }
+                    t += 1;
+                }
+            })
+        };
+        let tasks: Vec<_> = users
+            .into_iter()
+            .map(|u| tokio::task::spawn_local(user_main(ctx.clone(), u)))
+            .collect();
+        for t in tasks {
+            if let Err(e) = t.await {
+                tracing::error!("a user task failed: {e}");
+            }
+        }
+        finished.set(true);
+        let _ = ticker.await;
+        let acked = std::mem::take(&mut *ctx.acked.borrow_mut());
+        let records = std::mem::take(&mut *ctx.records.borrow_mut());
+        let _ = tx
+            .send(ThreadMsg::Done {
+                acked,
+                records,
+                peak: ctx.peak.get(),
+            })
+            .await;
+    });
+}
+
+/// One channel as seen by one user.
+struct Chan {
+    id: ChannelId,
+    chains: Vec<Chain>,
+    receipts: Receipts,
+    subscribed: bool,
+}
+
+/// The fields of a server frame the hot path needs; everything else is skipped unparsed.
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(default)]
+    channel: Option<ChannelId>,
+    #[serde(default)]
+    seq: Option<Seq>,
+    #[serde(default)]
+    id: Option<MessageId>,
+    #[serde(default)]
+    req_id: Option<u64>,
+    #[serde(default, borrow)]
+    nonce: Option<&'a str>,
+    #[serde(default)]
+    code: Option<flowline_protocol::ws::ErrorCode>,
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(Some(16 << 20))
+}
+
+async fn connect(target: &Target, user: u32) -> std::result::Result<Ws, &'static str> {
+    let sock = match target.addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(|_| "socket")?;
+    let block = user / USERS_PER_SOURCE;
+    if block > 0
+        && let IpAddr::V4(ip) = target.addr.ip()
+        && ip.is_loopback()
+    {
+        let src = Ipv4Addr::new(127, 0, 0, 1 + (block % 250) as u8);
+        sock.bind(SocketAddr::new(src.into(), 0))
+            .map_err(|_| "bind")?;
+    }
+    let tcp = match timeout(CONNECT_TIMEOUT, sock.connect(target.addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(_)) => return Err("connect"),
+        Err(_) => return Err("connect_timeout"),
+    };
+    let _ = tcp.set_nodelay(true);
+    match timeout(
+        CONNECT_TIMEOUT,
+        client_async_with_config(target.url.as_str(), tcp, Some(ws_config())),
+    )
+    .await
+    {
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(_)) => Err("handshake"),
+        Err(_) => Err("handshake_timeout"),
+    }
+}
+
+const BODY: &str = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. ";
+
+fn body(len: usize) -> String {
+    BODY.chars().cycle().take(len).collect()
+}
+
+/// How a session ended.
+enum End {
+    /// The run is over (or this user's ramp window ended): close and stop.
+    Finished,
+    /// The connection broke: reconnect with resume.
+    Broken,
+    /// Planned churn: close and reconnect with resume.
+    Churn,
+}
+
+struct Pending {
+    req_id: u64,
+    /// Intended (open) or actual (closed) send time.
+    at: Instant,
+    channel: ChannelId,
+}
+
+struct User {
+    ctx: Rc<ThreadCtx>,
+    plan: PlanUser,
+    sched: UserSchedule,
+    chans: Vec<Chan>,
+    pending: VecDeque<Pending>,
+    next_req: u64,
+    sent_n: u64,
+    /// Next send: intended time (open) or after think time (closed).
+    next_send: Option<Instant>,
+    next_history: Option<Instant>,
+    stop_at: Instant,
+}
+
+async fn user_main(ctx: Rc<ThreadCtx>, plan: PlanUser) {
+    let s = ctx.scenario.clone();
+    let Some(persona) = s.personas.get(plan.persona as usize) else {
+        ctx.error("bad_persona");
+        return;
+    };
+    let window = match &s.load.model {
+        LoadModel::Closed { stages } => closed_window(stages, plan.index, s.load.connect_rate),
+        LoadModel::Open { .. } => Some((
+            f64::from(plan.index) / f64::from(s.load.connect_rate.max(1)),
+            None,
+        )),
+    };
+    let Some((start_s, stop_s)) = window else {
+        return;
+    };
+    let stop_at = stop_s.map_or(ctx.clock.end, |t| ctx.clock.at(t).min(ctx.clock.end));
+    let churn = persona.reconnect_every;
+    let mut u = User {
+        sched: UserSchedule::new(&s, plan.index, persona),
+        chans: plan
+            .channels
+            .iter()
+            .map(|&id| Chan {
+                id,
+                chains: Vec::new(),
+                receipts: Receipts::default(),
+                subscribed: false,
+            })
+            .collect(),
+        ctx: ctx.clone(),
+        plan,
+        pending: VecDeque::new(),
+        next_req: 1,
+        sent_n: 0,
+        next_send: None,
+        next_history: None,
+        stop_at,
+    };
+    tokio::select! {
+        _ = sleep_until(ctx.clock.at(start_s).into()) => {}
+        _ = ctx.cancel.cancelled() => return,
+    }
+    if u.sched.is_open() {
+        u.advance_open(ctx.clock.at(start_s));
+    }
+    let target = ctx.targets[u.plan.index as usize % ctx.targets.len()].clone();
+    let mut attempt = 0u32;
+    let mut sessions = 0u32;
+    loop {
+        if Instant::now() >= u.stop_at || ctx.cancel.is_cancelled() {
+            break;
+        }
+        let t0 = Instant::now();
+        let ws = match connect(&target, u.plan.index).await {
+            Ok(ws) => ws,
+            Err(kind) => {
+                ctx.error(kind);
+                attempt += 1;
+                let backoff = Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
+                    + Duration::from_millis(u64::from(u.plan.index % 97));
+                tokio::select! {
+                    _ = sleep_until((Instant::now() + backoff).min(u.stop_at).into()) => {}
+                    _ = ctx.cancel.cancelled() => {}
+                }
+                continue;
+            }
+        };
+        ctx.record(Metric::Connect, t0.elapsed().as_micros() as u64);
+        if sessions > 0 {
+            ctx.count(|c| c.reconnects += 1);
+        }
+        sessions += 1;
+        let churn_at = churn.map(|every| {
+            // Spread churn over users deterministically: a first close after 50–150% of
+            // the interval, depending on the user's index.
+            let frac = 0.5 + f64::from(u.plan.index % 101) / 100.0;
+            Instant::now() + every.mul_f64(if sessions == 1 { frac } else { 1.0 })
+        });
+        match u.session(ws, churn_at).await {
+            End::Finished => break,
+            End::Broken => {
+                ctx.count(|c| c.disconnects += 1);
+                attempt += 1;
+                let backoff = Duration::from_millis((50u64 << attempt.min(6)).min(2_000));
+                tokio::select! {
+                    _ = sleep_until((Instant::now() + backoff).min(u.stop_at).into()) => {}
+                    _ = ctx.cancel.cancelled() => {}
+                }
+            }
+            End::Churn => attempt = 0,
+        }
+    }
+    // Record what this user saw for the checker.
+    let mut records = ctx.records.borrow_mut();
+    for c in u.chans.drain(..) {
+        if c.chains.is_empty() {
+            continue;
+        }
+        records.push(RecipientRecord {
+            user: u.plan.index,
+            channel: c.id,
+            chains: c.chains,
+            received: c.receipts.ranges,
+            duplicates: c.receipts.duplicates,
+            reordered: c.receipts.reordered,
+            dup_seqs: c.receipts.dup_seqs,
+            reordered_seqs: c.receipts.reordered_seqs,
+        });
+    }
+}
+
+impl User {
+    fn advance_open(&mut self, after: Instant) {
+        let Some(curve) = self.ctx.curve.as_ref() else {
+            return;
+        };
+        let t = self.ctx.clock.secs(after);
+        self.next_send = self
+            .sched
+            .next_open(curve, t)
+            .map(|s| self.ctx.clock.at(s))
+            .filter(|&at| at < self.ctx.clock.send_end);
+    }
+
+    fn schedule_closed(&mut self, now: Instant) {
+        self.next_send = self
+            .sched
+            .think_time()
+            .map(|s| now + Duration::from_secs_f64(s))
+            .filter(|&at| at < self.ctx.clock.send_end);
+    }
+
+    fn schedule_history(&mut self, now: Instant) {
+        self.next_history = self
+            .sched
+            .history_gap()
+            .map(|s| now + Duration::from_secs_f64(s))
+            .filter(|&at| at < self.ctx.clock.send_end);
+    }
+
+    fn chan(&mut self, id: ChannelId) -> &mut Chan {
+        let i = match self.chans.iter().position(|c| c.id == id) {
+            Some(i) => i,
+            None => {
+                self.chans.push(Chan {
+                    id,
+                    chains: Vec::new(),
+                    receipts: Receipts::default(),
+                    subscribed: false,
+                });
+                self.chans.len() - 1
+            }
+        };
+        &mut self.chans[i]
+    }
+
+    /// One WebSocket session: hello, ready, then traffic until the end, churn or a break.
+    async fn session(&mut self, mut ws: Ws, churn_at: Option<Instant>) -> End {
+        let ctx = self.ctx.clone();
+        let resume: BTreeMap<ChannelId, Seq> = self
+            .chans
+            .iter()
+            .filter_map(|c| {
+                let chain = c.chains.last()?;
+                Some((c.id, c.receipts.max.max(chain.from)))
+            })
+            .collect();
+        let hello = ClientOp::Hello {
+            token: self.plan.token.clone(),
+            v: flowline_protocol::PROTOCOL_VERSION,
+            resume: resume.clone(),
+            subscribe_all: true,
+        };
+        let t0 = Instant::now();
+        if send_op(&mut ws, &hello).await.is_err() {
+            ctx.error("ws_send");
+            return End::Broken;
+        }
+        let ready = match timeout(HELLO_TIMEOUT, wait_ready(&mut ws)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(kind)) => {
+                ctx.error(kind);
+                return End::Broken;
+            }
+            Err(_) => {
+                ctx.error("hello_timeout");
+                return End::Broken;
+            }
+        };
+        ctx.record(Metric::Hello, t0.elapsed().as_micros() as u64);
+        if let Some(hb) = ready.1 {
+            ctx.heartbeat.set(hb);
+        }
+        for (id, seq) in ready.0 {
+            let resumed = resume.contains_key(&id);
+            let c = self.chan(id);
+            if !resumed || c.chains.is_empty() {
+                c.chains.push(Chain {
+                    from: seq,
+                    open: false,
+                });
+            }
+            c.subscribed = true;
+        }
+        ctx.set_connected(true);
+        ctx.count(|c| c.connects += 1);
+        let now = Instant::now();
+        if !self.sched.is_open() && self.next_send.is_none() && self.pending.is_empty() {
+            self.schedule_closed(now);
+        }
+        if self.next_history.is_none() {
+            self.schedule_history(now);
+        }
+        let end = self.traffic(&mut ws, churn_at).await;
+        ctx.set_connected(false);
+        for c in &mut self.chans {
+            if matches!(end, End::Finished) && Instant::now() >= ctx.clock.end && c.subscribed {
+                // Connected and subscribed through the end of the drain.
+                if let Some(last) = c.chains.last_mut() {
+                    last.open = true;
+                }
+            }
+            c.subscribed = false;
+        }
+        // Sends in flight on a lost connection never get their ack.
+        if !self.pending.is_empty() {
+            let n = self.pending.len();
+            for _ in 0..n {
+                ctx.error("unacked");
+            }
+            self.pending.clear();
+            if !self.sched.is_open() {
+                self.schedule_closed(Instant::now());
+            }
+        }
+        if !matches!(end, End::Broken) {
+            let _ = timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+        }
+        end
+    }
+
+    async fn traffic(&mut self, ws: &mut Ws, churn_at: Option<Instant>) -> End {
+        let ctx = self.ctx.clone();
+        let mut last_out = Instant::now();
+        loop {
+            // The node pings at the WebSocket level (answered by tungstenite); an application
+            // ping after a full idle heartbeat is only a safety net.
+            let ping_at = last_out + ctx.heartbeat.get();
+            let ack_deadline = self.pending.front().map(|p| p.at + ACK_TIMEOUT);
+            let mut wake = self.stop_at.min(ping_at);
+            for t in [self.next_send, self.next_history, churn_at, ack_deadline]
+                .into_iter()
+                .flatten()
+            {
+                wake = wake.min(t);
+            }
+            tokio::select! {
+                frame = ws.next() => match frame {
+                    Some(Ok(Message::Text(text))) => self.on_frame(text.as_str()),
+                    Some(Ok(Message::Close(_))) | None => {
+                        ctx.error("closed_by_server");
+                        return End::Broken;
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => {
+                        ctx.error("ws_read");
+                        return End::Broken;
+                    }
+                },
+                _ = sleep_until(wake.into()) => {
+                    let now = Instant::now();
+                    if now >= self.stop_at {
+                        return End::Finished;
+                    }
+                    if churn_at.is_some_and(|c| now >= c) {
+                        return End::Churn;
+                    }
+                    if ack_deadline.is_some_and(|d| now >= d) {
+                        self.pending.pop_front();
+                        ctx.error("ack_timeout");
+                        if !self.sched.is_open() {
+                            self.schedule_closed(now);
+                        }
+                    }
+                    if let Some(at) = self.next_send.filter(|&at| now >= at) {
+                        if self.send_message(ws, at).await.is_err() {
+                            return End::Broken;
+                        }
+                        last_out = now;
+                    }
+                    if self.next_history.is_some_and(|at| now >= at) {
+                        self.schedule_history(now);
+                        if let Some(ch) = self.pick_channel() {
+                            let req_id = self.take_req();
+                            let op = ClientOp::History { req_id, channel: ch, before: None, after: None, limit: Some(50) };
+                            if send_op(ws, &op).await.is_err() {
+                                ctx.error("ws_send");
+                                return End::Broken;
+                            }
+                            last_out = now;
+                        }
+                    }
+                    if now >= ping_at {
+                        let op = ClientOp::Ping { req_id: None, ts: None };
+                        if send_op(ws, &op).await.is_err() {
+                            ctx.error("ws_send");
+                            return End::Broken;
+                        }
+                        last_out = now;
+                    }
+                }
+                _ = ctx.cancel.cancelled() => return End::Finished,
+            }
+        }
+    }
+
+    fn take_req(&mut self) -> u64 {
+        let r = self.next_req;
+        self.next_req += 1;
+        r
+    }
+
+    fn pick_channel(&mut self) -> Option<ChannelId> {
+        if self.plan.channels.is_empty() {
+            return None;
+        }
+        let i = self.sched.pick_channel(self.plan.channels.len());
+        Some(self.plan.channels[i])
+    }
+
+    /// Send the message due at `intended`; the open model measures from that time.
+    async fn send_message(
+        &mut self,
+        ws: &mut Ws,
+        intended: Instant,
+    ) -> std::result::Result<(), ()> {
+        let ctx = self.ctx.clone();
+        let open = self.sched.is_open();
+        let now = Instant::now();
+        let at = if open { intended } else { now };
+        if open {
+            self.advance_open(intended);
+        } else {
+            // Closed model: the next send is scheduled when this one is acked.
+            self.next_send = None;
+        }
+        let Some(channel) = self.pick_channel() else {
+            return Ok(());
+        };
+        let len = self.sched.body_len();
+        let req_id = self.take_req();
+        self.sent_n += 1;
+        let op = ClientOp::Send {
+            req_id,
+            channel,
+            body: body(len),
+            nonce: Some(wire::nonce(
+                self.plan.index,
+                self.sent_n,
+                ctx.clock.unix_us(at),
+            )),
+        };
+        if send_op(ws, &op).await.is_err() {
+            ctx.error("ws_send");
+            return Err(());
+        }
+        ctx.count(|c| c.sent += 1);
+        self.pending.push_back(Pending {
+            req_id,
+            at,
+            channel,
+        });
+        Ok(())
+    }
+
+    fn on_frame(&mut self, text: &str) {
+        let ctx = self.ctx.clone();
+        let Ok(p) = serde_json::from_str::<Peek<'_>>(text) else {
+            ctx.error("bad_frame");
+            return;
+        };
+        let now = Instant::now();
+        match p.kind {
+            "message" => {
+                let (Some(channel), Some(seq)) = (p.channel, p.seq) else {
+                    ctx.error("bad_frame");
+                    return;
+                };
+                let me = self.plan.index;
+                let fresh = self.chan(channel).receipts.add(seq);
+                if let Some((author, _, sent_us)) = p.nonce.and_then(wire::parse_nonce)
+                    && author != me
+                    && fresh
+                {
+                    let lat = ctx.clock.unix_us(now).saturating_sub(sent_us);
+                    ctx.record(Metric::Delivery, lat);
+                    ctx.count(|c| c.delivered += 1);
+                }
+            }
+            "ack" => {
+                let Some(req_id) = p.req_id else { return };
+                let Some(i) = self.pending.iter().position(|x| x.req_id == req_id) else {
+                    return;
+                };
+                let Some(pend) = self.pending.remove(i) else {
+                    return;
+                };
+                ctx.record(
+                    Metric::Ack,
+                    now.saturating_duration_since(pend.at).as_micros() as u64,
+                );
+                ctx.count(|c| c.acked += 1);
+                if let (Some(seq), Some(id)) = (p.seq, p.id) {
+                    let channel = p.channel.unwrap_or(pend.channel);
+                    ctx.acked
+                        .borrow_mut()
+                        .push((channel, seq, id, self.plan.index));
+                }
+                if !self.sched.is_open() {
+                    self.schedule_closed(now);
+                }
+            }
+            "history" => ctx.count(|c| c.history += 1),
+            "subscribed" => {
+                if let Ok(ServerEvent::Subscribed { channels, .. }) = serde_json::from_str(text) {
+                    for (id, seq) in channels {
+                        let c = self.chan(id);
+                        c.chains.push(Chain {
+                            from: seq,
+                            open: false,
+                        });
+                        c.subscribed = true;
+                    }
+                }
+            }
+            "error" => {
+                let code = p
+                    .code
+                    .and_then(|c| serde_json::to_value(c).ok())
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_else(|| "unknown".into());
+                ctx.error(&format!("server:{code}"));
+                // A refused send is answered by an error instead of an ack.
+                if let Some(req_id) = p.req_id
+                    && let Some(i) = self.pending.iter().position(|x| x.req_id == req_id)
+                {
+                    self.pending.remove(i);
+                    if !self.sched.is_open() {
+                        self.schedule_closed(now);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn send_op(ws: &mut Ws, op: &ClientOp) -> std::result::Result<(), ()> {
+    let text = serde_json::to_string(op).map_err(|_| ())?;
+    ws.send(Message::text(text)).await.map_err(|_| ())
+}
+
+/// Wait for `ready`: (channels with their seq, heartbeat).
+async fn wait_ready(
+    ws: &mut Ws,
+) -> std::result::Result<(BTreeMap<ChannelId, Seq>, Option<Duration>), &'static str> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerEvent>(&text) {
+                Ok(ServerEvent::Ready {
+                    channels,
+                    heartbeat_ms,
+                    ..
+                }) => {
+                    let hb = (heartbeat_ms > 0).then(|| Duration::from_millis(heartbeat_ms));
+                    return Ok((channels, hb));
+                }
+                Ok(ServerEvent::Error { .. }) => return Err("hello_refused"),
+                _ => {}
+            },
+            Some(Ok(Message::Close(_))) | None => return Err("hello_closed"),
+            Some(Ok(_)) => {}
+            Some(Err(_)) => return Err("ws_read"),
+        }
+    }
 }

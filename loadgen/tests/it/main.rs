@@ -1,3 +1,4 @@
 //! Integration tests of the load generator: one binary, modules per area.
 
+mod engine;
 mod util;

@@ -1,1 +1,92 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests: an in-process chat node and a small scenario.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use flowline_loadgen::scenario::Scenario;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Admin secret of the test nodes.
+pub const SECRET: &str = "it-secret";
+
+/// A node running in this process; stopped on drop.
+pub struct Node {
+    /// `http://127.0.0.1:port`.
+    pub http: String,
+    /// `ws://127.0.0.1:port/ws`.
+    pub ws: String,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Start a phase-`single` node on 127.0.0.1:0 with the admin API enabled.
+pub async fn start_node() -> Node {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let mut config = flowline_server::Config::new("node1", flowline_server::Phase::Single);
+    config.admin_secret = Some(SECRET.into());
+    let shutdown = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        let r = flowline_server::run_with_ready(config, listener, token, move |_| {
+            let _ = tx.send(());
+        })
+        .await;
+        if let Err(e) = r {
+            eprintln!("node failed: {e}");
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .expect("node did not start within 10 s")
+        .expect("node failed to start");
+    Node {
+        http: format!("http://{addr}"),
+        ws: format!("ws://{addr}/ws"),
+        shutdown,
+    }
+}
+
+/// A small closed-model scenario: `users` users in channels of ~20, a few seconds.
+pub fn small_scenario(users: u32, seed: u64) -> Scenario {
+    let text = format!(
+        r#"
+[run]
+name = "it-small"
+duration = "3s"
+warmup = "1s"
+drain = "1s"
+seed = {seed}
+
+[population]
+users = {users}
+spaces = 2
+channels_per_space = {cps}
+members = {{ dist = "fixed", value = 20 }}
+dm_share = 0.1
+
+[[personas]]
+name = "chatty"
+messages_per_minute = 60
+body_bytes = {{ dist = "uniform", min = 10, max = 200 }}
+
+[load]
+connect_rate = 2000
+
+[[thresholds]]
+expr = "lost == 0"
+
+[[thresholds]]
+expr = "delivery.p99 < 2s"
+"#,
+        cps = users.div_ceil(40)
+    );
+    Scenario::parse("it-small", &text).unwrap()
+}

@@ -1,0 +1,161 @@
+//! End to end: provision a small scenario on a real in-process node, run a worker (two
+//! shards), aggregate, check correctness; and the checker counting exactly the deliveries
+//! removed from a real history.
+
+use std::sync::Arc;
+
+use flowline_loadgen::aggregate::{Aggregator, RunMeta};
+use flowline_loadgen::checker::Offence;
+use flowline_loadgen::plan::{self, Shard};
+use flowline_loadgen::wire::{Done, WorkerLine};
+use flowline_loadgen::worker::{self, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::util::{SECRET, small_scenario, start_node};
+
+/// Run every shard of the scenario in this process; returns each shard's lines.
+async fn run_shards(
+    users: u32,
+    shards: usize,
+) -> (Vec<Vec<String>>, flowline_loadgen::scenario::Scenario) {
+    let node = start_node().await;
+    let scenario = Arc::new(small_scenario(users, 11));
+    let plan = Arc::new(
+        plan::provision(&scenario, &node.http, SECRET)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(plan.users.len(), users as usize);
+    let start_at = Some(std::time::SystemTime::now());
+    let mut joins = Vec::new();
+    for index in 0..shards {
+        let cfg = WorkerConfig {
+            scenario: scenario.clone(),
+            plan: plan.clone(),
+            shard: Shard {
+                index,
+                count: shards,
+            },
+            targets: vec![node.ws.clone()],
+            start_at,
+            threads: 2,
+        };
+        joins.push(tokio::spawn(async move {
+            let mut lines = Vec::new();
+            worker::run(cfg, CancellationToken::new(), |l| lines.push(l.to_string()))
+                .await
+                .unwrap();
+            lines
+        }));
+    }
+    let mut out = Vec::new();
+    for j in joins {
+        out.push(j.await.unwrap());
+    }
+    drop(node);
+    (out, (*scenario).clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_scenario_end_to_end_is_correct() {
+    let (lines, scenario) = run_shards(300, 2).await;
+    let mut agg = Aggregator::new(&scenario, 2);
+    for (w, ls) in lines.iter().enumerate() {
+        // warm-up 1 s + 3 s + drain 1 s: at least 5 ticks, then done.
+        assert!(ls.len() >= 6, "worker {w}: {} lines", ls.len());
+        assert!(ls.last().unwrap().starts_with(r#"{"type":"done""#));
+        for l in ls {
+            agg.ingest(w, l).unwrap();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = agg.finish(dir.path(), RunMeta::default()).unwrap();
+    let c = &s.correctness;
+    assert_eq!(s.peak_users, 300, "{s:#?}");
+    assert!(s.totals.sent > 100, "{:?}", s.totals);
+    assert_eq!(s.totals.errors, 0, "{:?}", s.totals.errors_by_kind);
+    assert_eq!(s.totals.acked, s.totals.sent);
+    assert!(c.expected > 1000, "{c:?}");
+    assert_eq!(
+        (c.lost, c.duplicated, c.reordered, c.gaps),
+        (0, 0, 0, 0),
+        "{c:?}"
+    );
+    assert_eq!(c.delivered, c.expected);
+    assert!(s.latency_us["delivery"].count > 1000);
+    assert!(s.latency_us.contains_key("connect") || s.totals.connects == 300);
+    assert!(s.passed, "{:?}", s.thresholds);
+    for f in ["summary.json", "histograms.hlog", "timeline.csv"] {
+        assert!(dir.path().join(f).exists(), "{f}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checker_counts_exactly_the_dropped_deliveries() {
+    let (mut lines, scenario) = run_shards(200, 1).await;
+    let done_line = lines[0].pop().unwrap();
+    let WorkerLine::Done(mut done) = serde_json::from_str::<WorkerLine>(&done_line).unwrap() else {
+        panic!("last line is not done")
+    };
+    let dropped = drop_deliveries(&mut done, 25);
+    assert_eq!(dropped.len(), 25, "not enough deliveries to drop");
+    let mut agg = Aggregator::new(&scenario, 1);
+    for l in &lines[0] {
+        agg.ingest(0, l).unwrap();
+    }
+    agg.ingest(0, &serde_json::to_string(&WorkerLine::Done(done)).unwrap())
+        .unwrap();
+    let s = agg.summarize(RunMeta::default());
+    let c = &s.correctness;
+    assert_eq!(c.lost, 25, "{c:?}");
+    assert_eq!((c.duplicated, c.reordered), (0, 0));
+    let mut lost: Vec<_> = c
+        .offenders
+        .iter()
+        .filter(|o| o.offence == Offence::Lost)
+        .map(|o| (o.recipient, o.channel, o.seq))
+        .collect();
+    lost.sort_unstable();
+    assert_eq!(lost, dropped);
+    assert!(!s.passed, "lost == 0 must fail");
+}
+
+/// Remove `n` received deliveries (from different recipients, of messages acked to
+/// another user) from a real history; returns (recipient, channel, seq) removed.
+fn drop_deliveries(done: &mut Done, n: usize) -> Vec<(u32, i64, i64)> {
+    let mut out = Vec::new();
+    for r in done.recipients.iter_mut() {
+        if out.len() == n {
+            break;
+        }
+        if !r.chains.last().is_some_and(|c| c.open) {
+            continue;
+        }
+        let candidate = done.acked.iter().find(|&&(ch, seq, _, author)| {
+            ch == r.channel
+                && author != r.user
+                && seq > r.chains.last().unwrap().from
+                && r.received.iter().any(|&(lo, hi)| lo <= seq && seq <= hi)
+        });
+        let Some(&(_, seq, _, _)) = candidate else {
+            continue;
+        };
+        let mut ranges = Vec::new();
+        for &(lo, hi) in &r.received {
+            if lo <= seq && seq <= hi {
+                if lo < seq {
+                    ranges.push((lo, seq - 1));
+                }
+                if seq < hi {
+                    ranges.push((seq + 1, hi));
+                }
+            } else {
+                ranges.push((lo, hi));
+            }
+        }
+        r.received = ranges;
+        out.push((r.user, r.channel, seq));
+    }
+    out.sort_unstable();
+    out
+}
