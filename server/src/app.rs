@@ -108,8 +108,8 @@ async fn open_storage(config: &Config) -> Result<Arc<dyn Storage>, Error> {
                 .database_url
                 .as_deref()
                 .ok_or_else(|| Error::Config("phase postgres needs a database URL".into()))?;
-            let _ = url;
-            Err(Error::PhaseNotBuilt("postgres"))
+            let pg = crate::storage::PgStorage::connect(url, config.db_pool_size).await?;
+            Ok(Arc::new(pg))
         }
         Phase::Pubsub | Phase::Queue => Err(Error::PhaseNotBuilt(config.phase.as_str())),
     }

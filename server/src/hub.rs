@@ -48,18 +48,22 @@ pub enum Outbound {
     },
     /// Any other event (ack, error, ready, ...), written as is.
     Direct(Utf8Bytes),
-    /// Hold live messages of this channel until its `Replay` arrives.
-    Hold(ChannelId),
-    /// Write these stored messages, then the held live ones with seq above both
-    /// `floor` and the replayed ones, then continue live.
-    Replay {
-        /// The channel.
-        channel: ChannelId,
-        /// Live messages at or below this seq are already known to the client.
-        floor: Seq,
-        /// Stored messages to write first, ascending.
-        frames: Vec<(Seq, Utf8Bytes)>,
-    },
+    /// Hold live messages of these channels until their `Replay` arrives.
+    Hold(Vec<ChannelId>),
+    /// For each channel: write its stored messages, then the held live ones with seq above
+    /// both `floor` and the replayed ones, then continue live.
+    Replay(Vec<Replay>),
+}
+
+/// Replay of one channel (see [`Outbound::Replay`]).
+#[derive(Debug)]
+pub struct Replay {
+    /// The channel.
+    pub channel: ChannelId,
+    /// Live messages at or below this seq are already known to the client.
+    pub floor: Seq,
+    /// Stored messages to write first, ascending.
+    pub frames: Vec<(Seq, Utf8Bytes)>,
 }
 
 /// State a session shares with the hub and its own tasks.

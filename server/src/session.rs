@@ -33,7 +33,7 @@ use flowline_protocol::{ChannelId, PROTOCOL_VERSION, Seq};
 
 use crate::app::{App, now_ms};
 use crate::auth::{TokenHash, token_hash};
-use crate::hub::{Outbound, PostError, SessionId, SessionShared, Subscriber, offer};
+use crate::hub::{Outbound, PostError, Replay, SessionId, SessionShared, Subscriber, offer};
 use crate::storage::NewMessage;
 
 /// Frames written per flush at most (batching amortises syscalls under fan-out).
@@ -44,6 +44,8 @@ const REPLAY_PAGE: u32 = 500;
 const MAX_NONCE: usize = 128;
 /// Default `history` page.
 const DEFAULT_HISTORY: u32 = 50;
+/// How long we wait for the peer's close frame after sending ours.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// Serve one upgraded WebSocket until either side closes it.
 pub(crate) async fn serve<Si, St>(app: Arc<App>, sink: Si, stream: St)
@@ -66,7 +68,8 @@ where
         subscribed: HashSet::new(),
         readable: HashSet::new(),
     };
-    let code = session.read_loop(stream).await;
+    let mut stream = stream;
+    let code = session.read_loop(&mut stream).await;
     session.sub.shared.kick(code);
     session.finish();
     drop(session);
@@ -76,6 +79,18 @@ where
         .is_err()
     {
         writer.abort();
+    }
+    // We sent a close frame: give the peer a moment to answer it before the TCP
+    // connection goes, so it reads our close code instead of a reset.
+    if code != 0 {
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            while let Some(Ok(m)) = stream.next().await {
+                if matches!(m, WsMessage::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
     app.metrics.connections.decrement(1.0);
 }
@@ -97,7 +112,7 @@ type Flow = Result<(), u16>;
 impl Session {
     /// Read frames until the peer leaves or a close is decided; returns the close code
     /// (0: close without a frame of ours).
-    async fn read_loop<St>(&mut self, mut stream: St) -> u16
+    async fn read_loop<St>(&mut self, stream: &mut St) -> u16
     where
         St: Stream<Item = Result<WsMessage, axum::Error>> + Unpin,
     {
@@ -352,40 +367,44 @@ impl Session {
         resume: &BTreeMap<ChannelId, Seq>,
         announce: impl FnOnce(BTreeMap<ChannelId, Seq>) -> ServerEvent,
     ) -> Result<(), crate::error::StorageError> {
-        for &c in channels {
-            self.queue(Outbound::Hold(c));
-        }
+        // One Hold and one Replay item whatever the number of channels, so a large
+        // subscription never looks like a full queue.
+        self.queue(Outbound::Hold(channels.to_vec()));
         self.app.hub.subscribe(self.id, &self.sub, channels);
         self.subscribed.extend(channels.iter().copied());
         let seqs = match self.app.storage.last_seqs(channels).await {
             Ok(s) => s,
             Err(e) => {
                 // Release the holds so live delivery continues.
-                for &c in channels {
-                    self.queue(Outbound::Replay {
-                        channel: c,
+                let release = channels
+                    .iter()
+                    .map(|&channel| Replay {
+                        channel,
                         floor: 0,
                         frames: Vec::new(),
-                    });
-                }
+                    })
+                    .collect();
+                self.queue(Outbound::Replay(release));
                 return Err(e);
             }
         };
         let seqs: BTreeMap<ChannelId, Seq> = seqs.into_iter().collect();
         self.event(&announce(seqs.clone()));
-        for &c in channels {
-            let latest = seqs.get(&c).copied().unwrap_or(0);
-            let (floor, frames) = match resume.get(&c) {
-                Some(&from) => (from, self.replay_frames(c, from, latest).await),
+        let mut replays = Vec::with_capacity(channels.len());
+        for &channel in channels {
+            let latest = seqs.get(&channel).copied().unwrap_or(0);
+            let (floor, frames) = match resume.get(&channel) {
+                Some(&from) => (from, self.replay_frames(channel, from, latest).await),
                 None => (latest, Vec::new()),
             };
             self.app.metrics.replayed.increment(frames.len() as u64);
-            self.queue(Outbound::Replay {
-                channel: c,
+            replays.push(Replay {
+                channel,
                 floor,
                 frames,
             });
         }
+        self.queue(Outbound::Replay(replays));
         Ok(())
     }
 
@@ -597,21 +616,26 @@ fn apply(
                 out.push(text);
             }
         }
-        Outbound::Hold(channel) => {
-            chans.entry(channel).or_default().held = Some(Vec::new());
+        Outbound::Hold(channels) => {
+            for channel in channels {
+                chans.entry(channel).or_default().held = Some(Vec::new());
+            }
         }
-        Outbound::Replay {
-            channel,
-            floor,
-            frames,
-        } => {
-            let st = chans.entry(channel).or_default();
-            st.delivered = floor;
-            let held = st.held.take().unwrap_or_default();
-            for (seq, text) in frames.into_iter().chain(held) {
-                if seq > st.delivered {
-                    st.delivered = seq;
-                    out.push(text);
+        Outbound::Replay(replays) => {
+            for Replay {
+                channel,
+                floor,
+                frames,
+            } in replays
+            {
+                let st = chans.entry(channel).or_default();
+                st.delivered = floor;
+                let held = st.held.take().unwrap_or_default();
+                for (seq, text) in frames.into_iter().chain(held) {
+                    if seq > st.delivered {
+                        st.delivered = seq;
+                        out.push(text);
+                    }
                 }
             }
         }
@@ -675,6 +699,16 @@ async fn write_loop<Si>(
             }
         }
     };
+    // Frames queued before a close the session decided itself (e.g. the `error` event
+    // explaining it) still go out; a slow consumer's backlog does not.
+    if code != 0 && code != close::SLOW_CONSUMER {
+        while let Ok(item) = rx.try_recv() {
+            apply(item, &mut chans, &mut out, max_held);
+        }
+        if !out.is_empty() {
+            write_all(&mut sink, &mut out, write_timeout).await;
+        }
+    }
     if code == 0 {
         let _ = tokio::time::timeout(write_timeout, sink.close()).await;
     } else {
@@ -814,7 +848,7 @@ mod tests {
         let t = |s: &str| Utf8Bytes::from(s);
         let mut chans = HashMap::new();
         let mut out = Vec::new();
-        assert!(apply(Outbound::Hold(1), &mut chans, &mut out, 10));
+        assert!(apply(Outbound::Hold(vec![1]), &mut chans, &mut out, 10));
         // live 5 and 6 arrive while storage is read
         for s in [5, 6] {
             apply(
@@ -831,11 +865,11 @@ mod tests {
         assert!(out.is_empty());
         let frames = vec![(4, t("4")), (5, t("5"))];
         apply(
-            Outbound::Replay {
+            Outbound::Replay(vec![Replay {
                 channel: 1,
                 floor: 3,
                 frames,
-            },
+            }]),
             &mut chans,
             &mut out,
             10,
@@ -862,7 +896,7 @@ mod tests {
         );
         let got: Vec<&str> = out.iter().map(|u| u.as_str()).collect();
         assert_eq!(got, ["4", "5", "6", "7"]);
-        assert!(apply(Outbound::Hold(2), &mut chans, &mut out, 1));
+        assert!(apply(Outbound::Hold(vec![2]), &mut chans, &mut out, 1));
         assert!(apply(
             Outbound::Live {
                 channel: 2,

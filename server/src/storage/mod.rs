@@ -1,5 +1,5 @@
 //! Storage behind one trait with two implementations: [`MemoryStorage`] (phase `single`)
-//! and `PgStorage` (phase `postgres`).
+//! and [`PgStorage`] (phase `postgres`).
 //!
 //! The trait is object-safe (boxed futures) so the node holds an `Arc<dyn Storage>` and
 //! the HTTP and WebSocket code is written once. Authorization rules live here, in
@@ -10,10 +10,12 @@
 //! * DM: readable by its two users.
 
 mod memory;
+mod postgres;
 
 use futures_util::future::BoxFuture;
 
 pub use memory::MemoryStorage;
+pub use postgres::PgStorage;
 
 use flowline_protocol::api::{Channel, ChannelKind, Provision, ProvisionedSpace, Space, User};
 use flowline_protocol::ws::Message;

@@ -6,7 +6,7 @@ use flowline_protocol::api::{
 use flowline_protocol::ws::ServerEvent;
 use flowline_server::Phase;
 
-use crate::util::{ADMIN, Node, Ws, test_config};
+use crate::util::{ADMIN, Node, Ws, start, test_config};
 
 pub fn plan(prefix: &str, users: u32) -> Provision {
     Provision {
@@ -117,12 +117,12 @@ pub async fn provision_works(node: &Node) {
     );
 }
 
-#[tokio::test]
-async fn provision_memory() {
-    let node = Node::start(test_config(Phase::Single)).await;
+async fn provision(phase: Phase) {
+    let (node, _db) = start(phase).await;
     provision_works(&node).await;
     node.stop().await;
 }
+crate::both_phases!(provision);
 
 #[tokio::test]
 async fn provision_disabled_without_secret() {
@@ -141,9 +141,9 @@ async fn provision_disabled_without_secret() {
     node.stop().await;
 }
 
-#[tokio::test]
-async fn provision_ten_thousand_users() {
-    let node = Node::start(test_config(Phase::Single)).await;
+/// 10k users and 300 channels in one request (Postgres: a handful of UNNEST inserts).
+async fn provision_ten_thousand_users(phase: Phase) {
+    let (node, _db) = start(phase).await;
     let mut p = plan("big", 10_000);
     p.spaces[0].channels = (0..300)
         .map(|i| ProvisionChannel {
@@ -151,6 +151,7 @@ async fn provision_ten_thousand_users() {
             members: None,
         })
         .collect();
+    let t0 = std::time::Instant::now();
     let resp = node
         .client
         .post(node.url("/admin/provision"))
@@ -160,8 +161,19 @@ async fn provision_ten_thousand_users() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    eprintln!(
+        "provisioned 10k users + 300 channels ({phase:?}) in {:?}",
+        t0.elapsed()
+    );
     let got: Provisioned = resp.json().await.unwrap();
     assert_eq!(got.users.len(), 10_000);
     assert_eq!(got.spaces[0].channels.len(), 300);
+    // The last user's token works and sees every public channel.
+    let (_ws, ready) = Ws::hello(&node.ws, &got.users[9_999].token).await;
+    let ServerEvent::Ready { channels, .. } = ready else {
+        panic!()
+    };
+    assert_eq!(channels.len(), 300, "every public channel");
     node.stop().await;
 }
+crate::both_phases!(provision_ten_thousand_users);

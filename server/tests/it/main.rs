@@ -3,4 +3,7 @@
 
 mod admin;
 mod basic;
+mod delivery;
+mod refusals;
+mod storage;
 mod util;

@@ -244,3 +244,107 @@ impl Ws {
         .await;
     }
 }
+
+/// Default Postgres URL when `DATABASE_URL` is unset.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A fresh, empty Postgres database for one test, dropped when this is dropped.
+pub struct TestDb {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        use sqlx::Connection;
+        let admin_url =
+            std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
+        let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
+            panic!(
+                "Postgres is not reachable at {admin_url} ({e}). Start it (e.g. `pg_ctl start` or \
+                 `docker run -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres`) or set DATABASE_URL."
+            )
+        });
+        let name = format!(
+            "flowline_server_test_{}_{}",
+            std::process::id(),
+            rand::random::<u64>()
+        );
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.ok();
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(b, _)| b);
+        TestDb {
+            url: format!("{base}/{name}"),
+            admin_url,
+            name,
+        }
+    }
+
+    /// Migrated storage on this database.
+    pub async fn storage(&self) -> flowline_server::storage::PgStorage {
+        flowline_server::storage::PgStorage::connect(&self.url, 8)
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime; use a separate thread and runtime.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Start a node of `phase` (with its own fresh database for `postgres`).
+pub async fn start(phase: Phase) -> (Node, Option<TestDb>) {
+    let mut config = test_config(phase);
+    let db = match phase {
+        Phase::Postgres => {
+            let db = TestDb::new().await;
+            config.database_url = Some(db.url.clone());
+            Some(db)
+        }
+        _ => None,
+    };
+    (Node::start(config).await, db)
+}
+
+/// Define `memory` and `postgres` tests running `$body(phase)`.
+#[macro_export]
+macro_rules! both_phases {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                super::$name(flowline_server::Phase::Single).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(flowline_server::Phase::Postgres).await;
+            }
+        }
+    };
+}

@@ -1,0 +1,346 @@
+//! One storage test suite, run against both implementations (in memory and Postgres on
+//! a fresh database per test).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use flowline_protocol::api::{ChannelKind, Provision, ProvisionChannel, ProvisionSpace};
+use flowline_server::StorageError;
+use flowline_server::storage::{MemoryStorage, NewMessage, Storage};
+
+use crate::util::TestDb;
+
+async fn with_storage<F, Fut>(phase: flowline_server::Phase, f: F)
+where
+    F: FnOnce(Arc<dyn Storage>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    match phase {
+        flowline_server::Phase::Postgres => {
+            let db = TestDb::new().await;
+            let s: Arc<dyn Storage> = Arc::new(db.storage().await);
+            f(s).await;
+            drop(db);
+        }
+        _ => f(Arc::new(MemoryStorage::new())).await,
+    }
+}
+
+fn msg(channel: i64, author: i64, body: &str) -> NewMessage {
+    NewMessage {
+        channel,
+        author,
+        body: body.into(),
+        nonce: Some("n".into()),
+        created_at: 1_700_000_000_000,
+    }
+}
+
+async fn users_and_tokens(phase: flowline_server::Phase) {
+    with_storage(phase, |s| async move {
+        let a = s.create_user("ann", "hash-a").await.unwrap();
+        assert!(matches!(
+            s.create_user("ann", "x").await,
+            Err(StorageError::Conflict(_))
+        ));
+        let (u, h) = s.user_credentials("ann").await.unwrap().unwrap();
+        assert_eq!((u.id, h.as_deref()), (a.id, Some("hash-a")));
+        assert!(s.user_credentials("nobody").await.unwrap().is_none());
+        assert_eq!(s.user(a.id).await.unwrap().unwrap().username, "ann");
+        let t = [7u8; 32];
+        s.insert_token(a.id, t).await.unwrap();
+        assert_eq!(s.user_by_token(t).await.unwrap().unwrap().id, a.id);
+        assert!(s.user_by_token([8u8; 32]).await.unwrap().is_none());
+        assert!(s.delete_token(t).await.unwrap());
+        assert!(!s.delete_token(t).await.unwrap());
+        assert!(s.user_by_token(t).await.unwrap().is_none());
+        s.ping().await.unwrap();
+    })
+    .await;
+}
+crate::both_phases!(users_and_tokens);
+
+async fn spaces_channels_and_reading_rights(phase: flowline_server::Phase) {
+    with_storage(phase, |s| async move {
+        let a = s.create_user("a", "h").await.unwrap().id;
+        let b = s.create_user("b", "h").await.unwrap().id;
+        let c = s.create_user("c", "h").await.unwrap().id;
+        let space = s.create_space(a, "guild").await.unwrap();
+        assert_eq!(s.space(space.id).await.unwrap().unwrap().owner, a);
+        assert!(s.is_space_member(space.id, a).await.unwrap());
+        assert!(!s.is_space_member(space.id, b).await.unwrap());
+        s.join_space(space.id, b).await.unwrap();
+        s.join_space(space.id, b).await.unwrap(); // idempotent
+        assert!(matches!(
+            s.join_space(9999, b).await,
+            Err(StorageError::NotFound(_))
+        ));
+        let members: Vec<i64> = s
+            .space_members(space.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|u| u.id)
+            .collect();
+        assert_eq!(members, [a, b]);
+        assert_eq!(s.spaces_of(b).await.unwrap().len(), 1);
+
+        let public = s
+            .create_channel(space.id, "general", ChannelKind::Public, &[])
+            .await
+            .unwrap();
+        let private = s
+            .create_channel(space.id, "staff", ChannelKind::Private, &[a])
+            .await
+            .unwrap();
+        assert!(s.can_read(public.id, a).await.unwrap());
+        assert!(s.can_read(public.id, b).await.unwrap());
+        assert!(
+            !s.can_read(public.id, c).await.unwrap(),
+            "non-member of the space"
+        );
+        assert!(s.can_read(private.id, a).await.unwrap());
+        assert!(
+            !s.can_read(private.id, b).await.unwrap(),
+            "space member, not channel member"
+        );
+        assert!(!s.can_read(424_242, a).await.unwrap(), "missing channel");
+        let listed: Vec<i64> = s
+            .space_channels(space.id, b)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(listed, [public.id]);
+
+        let (dm, created) = s.open_dm(a, c).await.unwrap();
+        assert!(created);
+        assert_eq!(dm.kind, ChannelKind::Dm);
+        let (again, created) = s.open_dm(c, a).await.unwrap();
+        assert!(!created);
+        assert_eq!(again.id, dm.id);
+        assert!(s.open_dm(a, a).await.is_err());
+        assert!(s.can_read(dm.id, a).await.unwrap() && s.can_read(dm.id, c).await.unwrap());
+        assert!(
+            !s.can_read(dm.id, b).await.unwrap(),
+            "a DM has exactly its two users"
+        );
+
+        let readable: BTreeSet<i64> = s.readable_channels(a).await.unwrap().into_iter().collect();
+        assert_eq!(readable, BTreeSet::from([public.id, private.id, dm.id]));
+        let readable_c: Vec<i64> = s.readable_channels(c).await.unwrap();
+        assert_eq!(readable_c, [dm.id]);
+
+        s.leave_space(space.id, b).await.unwrap();
+        assert!(
+            !s.can_read(public.id, b).await.unwrap(),
+            "leaving revokes reading"
+        );
+        assert!(s.readable_channels(b).await.unwrap().is_empty());
+    })
+    .await;
+}
+crate::both_phases!(spaces_channels_and_reading_rights);
+
+async fn seqs_and_history(phase: flowline_server::Phase) {
+    with_storage(phase, |s| async move {
+        let a = s.create_user("a", "h").await.unwrap().id;
+        let space = s.create_space(a, "g").await.unwrap();
+        let ch = s
+            .create_channel(space.id, "c", ChannelKind::Public, &[])
+            .await
+            .unwrap();
+        let other = s
+            .create_channel(space.id, "d", ChannelKind::Public, &[])
+            .await
+            .unwrap();
+        let mut ids = BTreeSet::new();
+        for i in 1..=10 {
+            let m = s
+                .append_message(msg(ch.id, a, &format!("m{i}")))
+                .await
+                .unwrap();
+            assert_eq!(m.seq, i);
+            assert_eq!(m.body, format!("m{i}"));
+            assert!(ids.insert(m.id), "message ids are unique");
+        }
+        assert_eq!(
+            s.append_message(msg(other.id, a, "x")).await.unwrap().seq,
+            1,
+            "seqs are per channel"
+        );
+        assert!(matches!(
+            s.append_message(msg(777_777, a, "x")).await,
+            Err(StorageError::NotFound(_))
+        ));
+        assert_eq!(s.channel(ch.id).await.unwrap().unwrap().last_seq, 10);
+        assert_eq!(
+            s.last_seqs(&[ch.id, other.id, 999_999]).await.unwrap(),
+            vec![(ch.id, 10), (other.id, 1)]
+        );
+
+        let seqs = |v: Vec<flowline_protocol::ws::Message>| {
+            v.into_iter().map(|m| m.seq).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            seqs(s.messages(ch.id, None, None, 3).await.unwrap()),
+            [8, 9, 10]
+        );
+        assert_eq!(
+            seqs(s.messages(ch.id, Some(5), None, 3).await.unwrap()),
+            [2, 3, 4]
+        );
+        assert_eq!(
+            seqs(s.messages(ch.id, None, Some(7), 50).await.unwrap()),
+            [8, 9, 10]
+        );
+        assert_eq!(
+            seqs(s.messages(ch.id, None, Some(2), 2).await.unwrap()),
+            [3, 4]
+        );
+        assert_eq!(
+            seqs(s.messages(ch.id, Some(6), Some(2), 50).await.unwrap()),
+            [3, 4, 5]
+        );
+        assert!(
+            s.messages(ch.id, None, Some(10), 50)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            s.messages(ch.id, Some(1), None, 50)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            s.messages(424_242, None, None, 50)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let m = &s.messages(ch.id, None, Some(0), 1).await.unwrap()[0];
+        assert_eq!(
+            (m.author, m.nonce.as_deref(), m.created_at),
+            (a, Some("n"), 1_700_000_000_000)
+        );
+    })
+    .await;
+}
+crate::both_phases!(seqs_and_history);
+
+async fn concurrent_appends_are_gapless(phase: flowline_server::Phase) {
+    with_storage(phase, |s| async move {
+        let a = s.create_user("a", "h").await.unwrap().id;
+        let space = s.create_space(a, "g").await.unwrap();
+        let ch = s
+            .create_channel(space.id, "c", ChannelKind::Public, &[])
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..50 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..4 {
+                    seqs.push(
+                        s.append_message(msg(ch.id, a, &format!("{t}-{i}")))
+                            .await
+                            .unwrap()
+                            .seq,
+                    );
+                }
+                seqs
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all.sort_unstable();
+        assert_eq!(all, (1..=200).collect::<Vec<_>>());
+    })
+    .await;
+}
+crate::both_phases!(concurrent_appends_are_gapless);
+
+async fn provision_bulk(phase: flowline_server::Phase) {
+    with_storage(phase, |s| async move {
+        let req = Provision {
+            username_prefix: "u".into(),
+            users: 4,
+            spaces: vec![ProvisionSpace {
+                name: "s".into(),
+                members: vec![0, 1, 2, 1],
+                channels: vec![
+                    ProvisionChannel {
+                        name: "pub".into(),
+                        members: None,
+                    },
+                    ProvisionChannel {
+                        name: "priv".into(),
+                        members: Some(vec![0, 2]),
+                    },
+                ],
+            }],
+            dms: vec![(0, 3), (3, 0), (1, 2)],
+        };
+        let tokens: Vec<[u8; 32]> = (0..4u8).map(|i| [i; 32]).collect();
+        let out = s.provision(&req, &tokens).await.unwrap();
+        assert_eq!(out.users.len(), 4);
+        for (i, id) in out.users.iter().enumerate() {
+            let u = s.user_by_token(tokens[i]).await.unwrap().unwrap();
+            assert_eq!((u.id, u.username), (*id, format!("u{i}")));
+            let (_, hash) = s.user_credentials(&format!("u{i}")).await.unwrap().unwrap();
+            assert!(
+                hash.is_none(),
+                "provisioned users cannot log in with a password"
+            );
+        }
+        let [public, private] = out.spaces[0].channels[..] else {
+            panic!()
+        };
+        let u = &out.users;
+        assert!(s.can_read(public, u[1]).await.unwrap());
+        assert!(!s.can_read(public, u[3]).await.unwrap());
+        assert!(s.can_read(private, u[2]).await.unwrap());
+        assert!(!s.can_read(private, u[1]).await.unwrap());
+        assert_eq!(out.dms.len(), 3);
+        assert_eq!(out.dms[0], out.dms[1], "the same pair is one DM");
+        assert!(s.can_read(out.dms[0], u[3]).await.unwrap());
+        assert!(!s.can_read(out.dms[0], u[1]).await.unwrap());
+        assert_eq!(
+            s.space(out.spaces[0].id).await.unwrap().unwrap().owner,
+            u[0]
+        );
+        assert_eq!(s.space_members(out.spaces[0].id).await.unwrap().len(), 3);
+        // Names taken: conflict, and nothing half-done.
+        let again = s
+            .provision(
+                &Provision {
+                    users: 1,
+                    ..Default::default()
+                },
+                &[[5; 32]],
+            )
+            .await;
+        assert!(
+            again.is_ok(),
+            "empty prefix u0 differs from prefix u: {again:?}"
+        );
+        let clash = Provision {
+            username_prefix: "u".into(),
+            users: 1,
+            ..Default::default()
+        };
+        assert!(matches!(
+            s.provision(&clash, &[[9; 32]]).await,
+            Err(StorageError::Conflict(_))
+        ));
+        assert!(s.user_by_token([9; 32]).await.unwrap().is_none());
+    })
+    .await;
+}
+crate::both_phases!(provision_bulk);
