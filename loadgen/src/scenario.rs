@@ -978,6 +978,20 @@ latency = "50ms"
 "#;
 
     #[test]
+    fn shipped_scenarios_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        for name in ["quickstart", "capacity-10k", "fanout-limit"] {
+            let s = Scenario::from_path(&dir.join(format!("{name}.toml")))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(s.name, name);
+            assert_eq!(s.cluster.phase, Phase::Single);
+        }
+        let q = Scenario::from_path(&dir.join("quickstart.toml")).unwrap();
+        assert!(q.total_time() < Duration::from_secs(60));
+        assert_eq!(q.faults[0].target, "client-node*");
+    }
+
+    #[test]
     fn full_example_parses() {
         let s = Scenario::parse("full.toml", FULL).unwrap();
         assert_eq!(s.seed, 42);

@@ -11,15 +11,19 @@ use flowline_loadgen::wire::{Done, WorkerLine};
 use flowline_loadgen::worker::{self, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::util::{SECRET, small_scenario, start_node};
+use flowline_loadgen::scenario::Scenario;
+
+use crate::util::{SECRET, scenario_with, small_scenario, start_node};
 
 /// Run every shard of the scenario in this process; returns each shard's lines.
-async fn run_shards(
-    users: u32,
-    shards: usize,
-) -> (Vec<Vec<String>>, flowline_loadgen::scenario::Scenario) {
+async fn run_shards(users: u32, shards: usize) -> (Vec<Vec<String>>, Scenario) {
+    run_scenario(small_scenario(users, 11), shards).await
+}
+
+async fn run_scenario(scenario: Scenario, shards: usize) -> (Vec<Vec<String>>, Scenario) {
+    let users = scenario.population.users;
     let node = start_node().await;
-    let scenario = Arc::new(small_scenario(users, 11));
+    let scenario = Arc::new(scenario);
     let plan = Arc::new(
         plan::provision(&scenario, &node.http, SECRET)
             .await
@@ -88,6 +92,31 @@ async fn small_scenario_end_to_end_is_correct() {
     for f in ["summary.json", "histograms.hlog", "timeline.csv"] {
         assert!(dir.path().join(f).exists(), "{f}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churning_users_resume_without_loss() {
+    let churn = r#"
+[[personas]]
+name = "churner"
+messages_per_minute = 60
+reconnect_every = "1s"
+"#;
+    let (lines, scenario) = run_scenario(scenario_with(200, 5, churn), 1).await;
+    let mut agg = Aggregator::new(&scenario, 1);
+    for l in &lines[0] {
+        agg.ingest(0, l).unwrap();
+    }
+    let s = agg.summarize(RunMeta::default());
+    let c = &s.correctness;
+    assert!(s.totals.reconnects > 100, "{:?}", s.totals);
+    assert_eq!(s.totals.disconnects, 0, "{:?}", s.totals);
+    assert!(c.expected > 500, "{c:?}");
+    assert_eq!(
+        (c.lost, c.duplicated, c.reordered, c.gaps),
+        (0, 0, 0, 0),
+        "{c:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,6 +56,11 @@ pub async fn start_node() -> Node {
 
 /// A small closed-model scenario: `users` users in channels of ~20, a few seconds.
 pub fn small_scenario(users: u32, seed: u64) -> Scenario {
+    scenario_with(users, seed, "")
+}
+
+/// [`small_scenario`] plus extra TOML (e.g. another persona).
+pub fn scenario_with(users: u32, seed: u64, extra: &str) -> Scenario {
     let text = format!(
         r#"
 [run]
@@ -76,6 +81,8 @@ dm_share = 0.1
 name = "chatty"
 messages_per_minute = 60
 body_bytes = {{ dist = "uniform", min = 10, max = 200 }}
+
+{extra}
 
 [load]
 connect_rate = 2000
