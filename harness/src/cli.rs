@@ -2,6 +2,93 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::run::{RunOptions, ScenarioSource};
+
+/// Run a scenario: bring a cluster up, drive it, inject its faults, write the run folder.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Scenario file; without it, the embedded quickstart (scenarios/quickstart.toml).
+    pub scenario: Option<PathBuf>,
+    /// Folder the run folder is created in (`<out>/<timestamp>-<scenario>/`).
+    #[arg(long, default_value = "runs")]
+    pub out: PathBuf,
+    /// Seed (replaces `run.seed`).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Architecture phase: single, postgres, pubsub or queue (replaces `cluster.phase`).
+    #[arg(long)]
+    pub phase: Option<String>,
+    /// Number of nodes (replaces `cluster.nodes`).
+    #[arg(long)]
+    pub nodes: Option<u32>,
+    /// Number of simulated users (replaces `population.users`).
+    #[arg(long)]
+    pub users: Option<u32>,
+    /// Measured duration, e.g. `30s` (replaces `run.duration`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Postgres to use (the run gets its own database in it).
+    #[arg(long, env = "FLOWLINE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Redis to use (the run gets its own key prefix in it).
+    #[arg(long, env = "FLOWLINE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Never start throwaway Postgres/Redis servers; fail if a needed URL is not given.
+    #[arg(long, env = "FLOWLINE_NO_LOCAL_SERVICES", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_local_services: bool,
+    /// Keep the run's database, Redis keys and throwaway data folders, and plan.json.
+    #[arg(long)]
+    pub keep: bool,
+    /// Number of loadgen worker processes (default: as many as the users need).
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+impl RunArgs {
+    /// The options of a run described by these flags.
+    pub fn to_options(&self) -> anyhow::Result<RunOptions> {
+        let phase = match &self.phase {
+            Some(p) => Some(
+                p.parse::<flowline_loadgen::scenario::Phase>()
+                    .map_err(anyhow::Error::msg)
+                    .context("--phase")?,
+            ),
+            None => None,
+        };
+        Ok(RunOptions {
+            scenario: match &self.scenario {
+                Some(p) => ScenarioSource::File(p.clone()),
+                None => ScenarioSource::Embedded,
+            },
+            out: self.out.clone(),
+            overrides: flowline_loadgen::scenario::Overrides {
+                seed: self.seed,
+                phase,
+                nodes: self.nodes,
+                users: self.users,
+                duration: self.duration,
+            },
+            services: crate::services::Options {
+                database_url: self.database_url.clone().filter(|s| !s.is_empty()),
+                redis_url: self.redis_url.clone().filter(|s| !s.is_empty()),
+                allow_local: !self.no_local_services,
+                keep: self.keep,
+            },
+            workers: self.workers,
+        })
+    }
+}
+
+/// Entry point of `flowline run`: exit 0 thresholds held, 1 one failed, 2 not carried out.
+pub async fn run_main(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let opts = args.to_options()?;
+    let outcome = crate::run::run(opts).await?;
+    Ok(outcome.exit_code())
+}
 
 /// Compare finished runs side by side.
 #[derive(Debug, Clone, clap::Args)]
@@ -19,6 +106,30 @@ pub async fn compare_main(args: CompareArgs) -> anyhow::Result<ExitCode> {
     let path = crate::compare::compare(&args.runs, args.out.as_deref())?;
     eprintln!("flowline: comparison written to {}", path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Run a finished run again from its scenario.toml and seed, and say what differs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplayArgs {
+    /// The run folder to replay.
+    pub run: PathBuf,
+    /// Folder the new run folder is created in (default: beside the original).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Postgres to use.
+    #[arg(long, env = "FLOWLINE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Redis to use.
+    #[arg(long, env = "FLOWLINE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Never start throwaway Postgres/Redis servers.
+    #[arg(long, env = "FLOWLINE_NO_LOCAL_SERVICES", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_local_services: bool,
+}
+
+/// Entry point of `flowline replay`: the new run's exit status.
+pub async fn replay_main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    crate::replay::replay(args).await
 }
 
 /// (Re)write report.html of a run folder from its files.

@@ -3,7 +3,10 @@
 
 pub mod cli;
 pub mod compare;
+pub mod faults;
+pub mod replay;
 pub mod report;
+pub mod run;
 pub mod runfolder;
 pub mod services;
 pub mod supervisor;

@@ -25,8 +25,13 @@ enum Command {
     Scenario(flowline_loadgen::cli::ScenarioArgs),
     /// Fault injection: a Toxiproxy-compatible proxy and fault schedules.
     Chaos(flowline_chaos::cli::Args),
+    /// Run a scenario: start a cluster, drive it, inject faults, write a run folder and
+    /// report (exit 0: thresholds held, 1: a threshold failed, 2: not carried out).
+    Run(flowline_harness::cli::RunArgs),
     /// Compare finished runs side by side (table + compare.html).
     Compare(flowline_harness::cli::CompareArgs),
+    /// Run a finished run again from its scenario.toml and seed; say what differs.
+    Replay(flowline_harness::cli::ReplayArgs),
     /// Write report.html of a run folder again from its files.
     Report(flowline_harness::cli::ReportArgs),
 }
@@ -36,7 +41,10 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FLOWLINE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // Proxy start/stop lines are per link and per run: noise at info.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("info,flowline_chaos::proxy=warn")
+                }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -56,7 +64,9 @@ fn main() -> ExitCode {
             Command::Loadgen(args) => flowline_loadgen::cli::main(args).await,
             Command::Scenario(args) => flowline_loadgen::cli::scenario_main(args).await,
             Command::Chaos(args) => flowline_chaos::cli::main(args).await,
+            Command::Run(args) => flowline_harness::cli::run_main(args).await,
             Command::Compare(args) => flowline_harness::cli::compare_main(args).await,
+            Command::Replay(args) => flowline_harness::cli::replay_main(args).await,
             Command::Report(args) => flowline_harness::cli::report_main(args).await,
         }
     });

@@ -122,7 +122,7 @@ impl Event {
             .iter()
             .find_map(|k| obj.get(*k).and_then(Value::as_f64))
             .or_else(|| {
-                ["elapsed_ms", "offset_ms", "run_ms", "at_ms"]
+                ["elapsed_ms", "offset_ms", "run_ms", "at_ms", "t_ms"]
                     .iter()
                     .find_map(|k| obj.get(*k).and_then(Value::as_f64))
                     .map(|ms| ms / 1000.0)
@@ -151,8 +151,10 @@ impl Event {
                 })?;
             Some((ms - start_ms?) / 1000.0)
         };
+        // Wall-clock times are on the same clock as the run's start (summary.json), so they
+        // win over offsets whose zero may be another instant (e.g. the events log's start).
         Some(Self {
-            t: rel.or_else(abs),
+            t: abs().or(rel),
             kind,
             label,
             raw,

@@ -60,6 +60,9 @@ fn compare_prints_a_table_and_writes_overlaid_curves() {
         "{table}"
     );
     let html = std::fs::read_to_string(tmp.path().join("runs/compare.html")).unwrap();
+    if let Ok(keep) = std::env::var("FLOWLINE_KEEP_COMPARE") {
+        std::fs::write(keep, &html).unwrap();
+    }
     assert!(html.contains("run 1") && html.contains("run 2"));
     assert!(html.contains("delivery: percentile distribution"));
 }

@@ -162,40 +162,6 @@ pub fn synthetic_run(dir: &Path) {
     std::fs::write(dir.join("histograms.hlog"), buf).unwrap();
 }
 
-/// Pids of every descendant of `pid` (children, grandchildren...), from /proc.
-pub fn descendants(pid: u32) -> Vec<u32> {
-    let mut table: Vec<(u32, u32)> = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        // Fields after the command name (which may contain spaces): state ppid ...
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let mut f = rest.split_whitespace();
-        let state = f.next().unwrap_or("");
-        let ppid: u32 = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-        if state != "Z" {
-            table.push((p, ppid));
-        }
-    }
-    let mut out = Vec::new();
-    let mut frontier = vec![pid];
-    while let Some(p) = frontier.pop() {
-        for &(c, pp) in &table {
-            if pp == p && !out.contains(&c) {
-                out.push(c);
-                frontier.push(c);
-            }
-        }
-    }
-    out
-}
-
 /// Whether a pid is running (not a zombie).
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -204,4 +170,51 @@ pub fn alive(pid: u32) -> bool {
                 .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
         })
         .unwrap_or(false)
+}
+
+/// Pids of running processes whose environment holds `FLOWLINE_TEST_MARK=<mark>`: every
+/// process a test's harness started, however deep, even once reparented to init.
+pub fn marked_processes(mark: &str) -> Vec<u32> {
+    let needle = format!("FLOWLINE_TEST_MARK={mark}");
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|&p| p != me && alive(p))
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// A unique marker for [`marked_processes`].
+pub fn new_mark() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// The single run folder created under `out`.
+pub fn only_run_dir(out: &Path) -> std::path::PathBuf {
+    let dirs: Vec<_> = std::fs::read_dir(out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(
+        dirs.len(),
+        1,
+        "expected one run folder in {}: {dirs:?}",
+        out.display()
+    );
+    dirs[0].clone()
 }

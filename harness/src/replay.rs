@@ -1,0 +1,144 @@
+//! `flowline replay RUN`: run a finished run again from its own scenario.toml (seed
+//! included, so the same users, channels, traffic and fault times) and say what differs.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use flowline_loadgen::scenario::Overrides;
+
+use crate::cli::ReplayArgs;
+use crate::run::{RunOptions, ScenarioSource};
+use crate::runfolder::RunFolder;
+
+/// Entry point: replays, prints the differences, returns the new run's exit status.
+pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let original = RunFolder::load(&args.run)?;
+    let text = original.scenario_toml.clone().with_context(|| {
+        format!(
+            "{} has no scenario.toml: it cannot be replayed",
+            args.run.display()
+        )
+    })?;
+    let out = match &args.out {
+        Some(o) => o.clone(),
+        None => args
+            .run
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf(),
+    };
+    eprintln!(
+        "flowline: replaying {} (same scenario and seed)",
+        args.run.display()
+    );
+    let opts = RunOptions {
+        scenario: ScenarioSource::Text(args.run.join("scenario.toml").display().to_string(), text),
+        out,
+        overrides: Overrides::default(),
+        services: crate::services::Options {
+            database_url: args.database_url.clone().filter(|s| !s.is_empty()),
+            redis_url: args.redis_url.clone().filter(|s| !s.is_empty()),
+            allow_local: !args.no_local_services,
+            keep: false,
+        },
+        workers: None,
+    };
+    let outcome = crate::run::run(opts).await?;
+    let again = RunFolder::load(&outcome.dir)?;
+    print!("{}", differences(&original, &again));
+    Ok(outcome.exit_code())
+}
+
+/// A text account of what differs between two runs of the same scenario and seed.
+pub fn differences(a: &RunFolder, b: &RunFolder) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "original: {}", a.dir.display());
+    let _ = writeln!(s, "replay:   {}", b.dir.display());
+    let same_seed = a.text(&["seed"]) == b.text(&["seed"]);
+    let _ = writeln!(
+        s,
+        "seed: {} {}",
+        b.text(&["seed"]).unwrap_or_else(|| "?".into()),
+        if same_seed { "(same)" } else { "(DIFFERENT)" }
+    );
+    let _ = writeln!(s, "totals:");
+    for k in [
+        "sent",
+        "acked",
+        "delivered",
+        "errors",
+        "disconnects",
+        "reconnects",
+    ] {
+        let p = format!("totals.{k}");
+        s.push_str(&line(k, a.num(&[&p]), b.num(&[&p]), false));
+    }
+    s.push_str(&line(
+        "peak users",
+        a.num(&["peak_users"]),
+        b.num(&["peak_users"]),
+        false,
+    ));
+    let _ = writeln!(s, "latency (ms):");
+    let mut tags: Vec<&String> = a.histograms.keys().collect();
+    for t in b.histograms.keys() {
+        if !tags.contains(&t) {
+            tags.push(t);
+        }
+    }
+    for tag in tags {
+        for (q, n) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")] {
+            let v = |r: &RunFolder| {
+                r.histograms
+                    .get(tag.as_str())
+                    .filter(|h| !h.is_empty())
+                    .map(|h| h.value_at_quantile(q) as f64 / 1000.0)
+            };
+            s.push_str(&line(&format!("{tag} {n}"), v(a), v(b), false));
+        }
+    }
+    let _ = writeln!(s, "correctness:");
+    for k in ["expected", "lost", "duplicated", "reordered", "gaps"] {
+        let p = format!("correctness.{k}");
+        s.push_str(&line(k, a.num(&[&p]), b.num(&[&p]), true));
+    }
+    let va = a.passed();
+    let vb = b.passed();
+    let _ = writeln!(
+        s,
+        "verdict: {} → {}{}",
+        verdict(va),
+        verdict(vb),
+        if va == vb { " (same)" } else { " (DIFFERENT)" }
+    );
+    s
+}
+
+/// One compared value: `exact` values (correctness counts) must be equal, others are
+/// shown as a relative change.
+fn line(label: &str, x: Option<f64>, y: Option<f64>, exact: bool) -> String {
+    let (Some(x), Some(y)) = (x, y) else {
+        return format!("  {label:28} n/a\n");
+    };
+    let verdict = if x == y {
+        "same".to_string()
+    } else if exact {
+        format!("DIFFERENT ({:+})", y - x)
+    } else if x != 0.0 {
+        format!("{:+.1}%", (y - x) / x * 100.0)
+    } else {
+        format!("{:+}", y - x)
+    };
+    format!("  {label:28} {x:>12.2} → {y:>12.2}  {verdict}\n")
+}
+
+fn verdict(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "PASS",
+        Some(false) => "FAIL",
+        None => "?",
+    }
+}

@@ -1,0 +1,717 @@
+//! `flowline run`: one scenario from file to finished run folder.
+//!
+//! ```text
+//! scenario (+ flags) ─▶ run folder, scenario.toml (seed filled in)
+//!   ─▶ services (given URLs, throwaway servers, or exit 2)
+//!   ─▶ proxies node<i>-postgres / node<i>-redis ─▶ nodes (flowline server, announce)
+//!   ─▶ proxies client-node<i> ─▶ provision plan.json through node1's admin API
+//!   ─▶ workers (flowline loadgen --shard i/n) ─▶ Aggregator (progress every second)
+//!        └─ fault schedule from run start + warm-up, events.jsonl
+//!   ─▶ workers done (or deadline) ─▶ heal ─▶ summary.json, histograms.hlog,
+//!      timeline.csv ─▶ report.html ─▶ teardown (nodes, proxies, services)
+//! ```
+//!
+//! Every child process is owned by one [`Supervisor`]: teardown stops them on success and
+//! failure, a SIGINT/SIGTERM handler ends the run the same way, and a drop guard kills them
+//! if the harness panics.
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use flowline_chaos::controller::Controller;
+use flowline_chaos::events::EventLog;
+use flowline_loadgen::aggregate::{Aggregator, RunMeta, Summary};
+use flowline_loadgen::scenario::{Overrides, Phase, Scenario};
+use flowline_protocol::announce::Announce;
+use nix::sys::signal::Signal;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::faults::{FaultRunner, NodeTargets};
+use crate::services::{Needs, Services};
+use crate::supervisor::{Spec, Supervisor, wait_announce};
+
+/// The embedded default scenario (`flowline run` without a file).
+pub const QUICKSTART: &str = include_str!("../../scenarios/quickstart.toml");
+
+/// How long a node has to announce itself.
+const NODE_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Extra time after warm-up + duration + drain before workers are stopped.
+const WORKER_GRACE: Duration = Duration::from_secs(30);
+
+/// Where the scenario comes from.
+#[derive(Debug, Clone)]
+pub enum ScenarioSource {
+    /// `scenarios/quickstart.toml`, compiled in.
+    Embedded,
+    /// A file.
+    File(PathBuf),
+    /// Text already read (replay), with the name used in messages.
+    Text(String, String),
+}
+
+/// Everything `flowline run` needs to know.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The scenario.
+    pub scenario: ScenarioSource,
+    /// Parent folder of the run folder.
+    pub out: PathBuf,
+    /// Flag overrides.
+    pub overrides: Overrides,
+    /// How to find Postgres/Redis.
+    pub services: crate::services::Options,
+    /// Worker processes (default: as many as the users need).
+    pub workers: Option<usize>,
+}
+
+/// The result of a run that was carried out.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The run folder.
+    pub dir: PathBuf,
+    /// What was written to summary.json.
+    pub summary: Summary,
+}
+
+impl Outcome {
+    /// 0 when every threshold held, 1 otherwise.
+    pub fn exit_code(&self) -> ExitCode {
+        if self.summary.passed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Read the scenario and apply the flags; any problem here means exit 2.
+pub fn load_scenario(src: &ScenarioSource, o: &Overrides) -> anyhow::Result<Scenario> {
+    let s = match src {
+        ScenarioSource::Embedded => {
+            Scenario::parse("scenarios/quickstart.toml (embedded)", QUICKSTART)
+        }
+        ScenarioSource::File(p) => Scenario::from_path(p),
+        ScenarioSource::Text(name, text) => Scenario::parse(name, text),
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))
+    .context("bad scenario")?;
+    let s = s
+        .apply(o)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("the scenario is not valid with the flags given")?;
+    // Phases without cross-node fan-out run one node (DESIGN.md): several would not see
+    // each other's messages, which measures nothing useful.
+    let single_node = matches!(s.cluster.phase, Phase::Single | Phase::Postgres);
+    if single_node && s.cluster.nodes > 1 && s.cluster.external.is_none() {
+        eprintln!(
+            "flowline: phase {} runs one node; using 1 instead of {}",
+            s.cluster.phase.as_str(),
+            s.cluster.nodes
+        );
+        let one = Overrides {
+            nodes: Some(1),
+            ..Overrides::default()
+        };
+        return s
+            .apply(&one)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("the scenario is not valid with one node");
+    }
+    Ok(s)
+}
+
+/// Names the harness gives a scenario's links and nodes (fault targets).
+pub fn target_names(s: &Scenario) -> Vec<String> {
+    let needs = Needs::for_phase(s.cluster.phase.as_str()).unwrap_or_default();
+    let external = s.cluster.external.as_ref().map(|e| e.ws.len());
+    let nodes = external.unwrap_or(s.cluster.nodes as usize);
+    let mut names = Vec::new();
+    for i in 1..=nodes {
+        names.push(format!("client-node{i}"));
+        if external.is_none() {
+            names.push(format!("node{i}"));
+            if needs.postgres {
+                names.push(format!("node{i}-postgres"));
+            }
+            if needs.redis {
+                names.push(format!("node{i}-redis"));
+            }
+        }
+    }
+    names
+}
+
+/// Whether `name` matches a fault target glob (`*` matches any run of characters).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, tail)) => name.strip_prefix(head).is_some_and(|rest| {
+            (0..=rest.len()).any(|i| rest.is_char_boundary(i) && glob_match(tail, &rest[i..]))
+        }),
+    }
+}
+
+/// Every fault must hit something this run will have, checked before anything starts.
+pub fn check_fault_targets(s: &Scenario) -> anyhow::Result<()> {
+    let names = target_names(s);
+    for (i, f) in s.faults.iter().enumerate() {
+        if !names.iter().any(|n| glob_match(&f.target, n)) {
+            bail!(
+                "fault #{} ({}) targets {:?}, which matches nothing in this run (phase {}, {} node(s): {})",
+                i + 1,
+                f.display_label(),
+                f.target,
+                s.cluster.phase.as_str(),
+                s.cluster.nodes,
+                names.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Create `<out>/<timestamp>-<name>` (suffixed if it exists).
+pub fn create_run_dir(out: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for n in 1..1000 {
+        let leaf = if n == 1 {
+            format!("{stamp}-{safe}")
+        } else {
+            format!("{stamp}-{safe}-{n}")
+        };
+        let dir = out.join(leaf);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+        }
+    }
+    bail!("cannot find a free run folder name in {}", out.display())
+}
+
+/// A node the harness started.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// `node<i>`.
+    pub id: String,
+    /// Where it listens (direct, not through a proxy).
+    pub addr: String,
+    /// Direct HTTP base URL.
+    pub http: String,
+    /// Prometheus endpoint.
+    pub metrics: String,
+    /// WebSocket URL through the node's `client-node<i>` proxy.
+    pub ws_proxied: String,
+}
+
+/// What teardown must undo; filled as the run goes.
+#[derive(Default)]
+struct State {
+    services: Option<Services>,
+    controller: Option<Controller>,
+    faults: Option<FaultRunner>,
+    events: Option<EventLog>,
+    nodes: Vec<Node>,
+    /// Stops the chaos API server.
+    stop_api: tokio_util::sync::CancellationToken,
+}
+
+/// Carry out a run. `Err` means it could not be carried out (exit 2).
+pub async fn run(opts: RunOptions) -> anyhow::Result<Outcome> {
+    let scenario = load_scenario(&opts.scenario, &opts.overrides)?;
+    check_fault_targets(&scenario).context("bad scenario")?;
+    let dir = create_run_dir(&opts.out, &scenario.name)?;
+    std::fs::write(dir.join("scenario.toml"), scenario.to_toml())
+        .with_context(|| format!("cannot write {}/scenario.toml", dir.display()))?;
+    eprintln!("flowline: run folder {}", dir.display());
+    eprintln!("flowline: {}", scenario.summary());
+
+    let sup = Supervisor::new(&dir.join("logs"))?;
+    // Kills every child if anything below panics.
+    let _guard = sup.guard();
+    let mut state = State::default();
+    let result = tokio::select! {
+        r = drive(&scenario, &opts, &dir, &sup, &mut state) => r,
+        sig = interrupted() => Err(anyhow::anyhow!("interrupted by {sig}: the run was stopped and every child process ended")),
+    };
+    teardown(&mut state, &sup).await;
+    if !opts.services.keep {
+        let _ = std::fs::remove_file(dir.join("plan.json"));
+    }
+    let summary = result?;
+    let report = crate::report::write(&dir)?;
+    print_verdict(&summary, &dir, &report);
+    Ok(Outcome { dir, summary })
+}
+
+async fn interrupted() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+fn print_verdict(s: &Summary, dir: &Path, report: &Path) {
+    eprintln!();
+    for t in &s.thresholds {
+        let actual = t
+            .actual
+            .map(|v| crate::report::threshold_value(&t.expr, v))
+            .unwrap_or_else(|| "not measured".into());
+        eprintln!(
+            "  {} {}  (actual {actual})",
+            if t.passed { "held  " } else { "FAILED" },
+            t.expr
+        );
+    }
+    let c = &s.correctness;
+    eprintln!(
+        "  correctness: expected {} delivered {} lost {} duplicated {} reordered {}",
+        c.expected, c.delivered, c.lost, c.duplicated, c.reordered
+    );
+    for p in &s.problems {
+        eprintln!("  problem: {p}");
+    }
+    eprintln!(
+        "flowline: {} — {} sent, {} delivered, {:.0} deliveries/s; run folder {}",
+        if s.passed { "PASSED" } else { "FAILED" },
+        s.totals.sent,
+        s.totals.delivered,
+        s.deliveries_per_s,
+        dir.display()
+    );
+    eprintln!("flowline: report {}", report.display());
+}
+
+/// `host:port` of a URL.
+fn host_port(url: &str) -> anyhow::Result<String> {
+    let u = url::Url::parse(url).with_context(|| format!("bad URL {url:?}"))?;
+    let host = u.host_str().context("URL has no host")?;
+    let port = u.port_or_known_default().context("URL has no port")?;
+    Ok(format!("{host}:{port}"))
+}
+
+/// `url` with its host and port replaced by `addr` (a proxy's listen address).
+fn via(url: &str, addr: std::net::SocketAddr) -> anyhow::Result<String> {
+    let mut u = url::Url::parse(url).with_context(|| format!("bad URL {url:?}"))?;
+    u.set_host(Some(&addr.ip().to_string()))
+        .context("cannot set host")?;
+    u.set_port(Some(addr.port()))
+        .map_err(|()| anyhow::anyhow!("cannot set port"))?;
+    Ok(u.to_string())
+}
+
+async fn drive(
+    scenario: &Scenario,
+    opts: &RunOptions,
+    dir: &Path,
+    sup: &Supervisor,
+    state: &mut State,
+) -> anyhow::Result<Summary> {
+    let phase = scenario.cluster.phase.as_str();
+    let run_id = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    let setup_start = Instant::now();
+    let events = EventLog::create(&dir.join("events.jsonl"), setup_start)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("cannot create events.jsonl")?;
+    state.events = Some(events.clone());
+    let controller = Controller::new();
+    state.controller = Some(controller.clone());
+    // The run's proxies are also reachable through the Toxiproxy API, so a person (or
+    // toxiproxy-cli) can add faults by hand while it runs; its /metrics counts bytes per link.
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot bind the chaos API on 127.0.0.1")?;
+    let api_addr = api.local_addr()?;
+    tokio::spawn(flowline_chaos::serve_api(
+        controller.clone(),
+        api,
+        state.stop_api.clone(),
+    ));
+    eprintln!(
+        "flowline: chaos API (Toxiproxy-compatible) http://{api_addr}, metrics http://{api_addr}/metrics"
+    );
+    let secret = format!(
+        "flowline-{}",
+        std::process::id() ^ setup_start.elapsed().subsec_nanos()
+    );
+
+    // Nodes, or an external cluster.
+    let (http_base, admin_secret) = if let Some(ext) = &scenario.cluster.external {
+        for (i, ws) in ext.ws.iter().enumerate() {
+            let name = format!("client-node{}", i + 1);
+            let info = controller
+                .create_proxy(&name, "127.0.0.1:0".parse()?, &host_port(ws)?)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("cannot create proxy {name}"))?;
+            state.nodes.push(Node {
+                id: format!("node{}", i + 1),
+                addr: host_port(ws)?,
+                http: ext.http.get(i).cloned().unwrap_or_default(),
+                metrics: String::new(),
+                ws_proxied: via(ws, info.listen)?,
+            });
+        }
+        let http = ext
+            .http
+            .first()
+            .cloned()
+            .context("external cluster without http URL")?;
+        let secret = ext
+            .admin_secret
+            .clone()
+            .context("external cluster without admin_secret: cannot provision users")?;
+        (http, secret)
+    } else {
+        let needs = Needs::for_phase(phase)?;
+        let services = Services::resolve(needs, &opts.services, dir, &run_id, sup).await?;
+        for n in &services.notes {
+            eprintln!("flowline: {n}");
+        }
+        let db = services.database_url.clone();
+        let redis = services.redis_url.clone();
+        state.services = Some(services);
+        for i in 1..=scenario.cluster.nodes {
+            let node_id = format!("node{i}");
+            let mut args: Vec<String> = vec![
+                "server".into(),
+                "--phase".into(),
+                phase.into(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--node-id".into(),
+                node_id.clone(),
+                "--admin-secret".into(),
+                secret.clone(),
+                // Provisioning mints users in bulk; sign-ups in scenarios stay cheap.
+                "--argon2-memory-kib".into(),
+                "64".into(),
+                "--argon2-iterations".into(),
+                "1".into(),
+            ];
+            if let Some(db) = &db {
+                let name = format!("{node_id}-postgres");
+                let info = controller
+                    .create_proxy(&name, "127.0.0.1:0".parse()?, &host_port(db)?)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+                    .with_context(|| format!("cannot create proxy {name}"))?;
+                args.extend(["--database-url".into(), via(db, info.listen)?]);
+            }
+            if let Some(redis) = &redis {
+                let name = format!("{node_id}-redis");
+                let info = controller
+                    .create_proxy(&name, "127.0.0.1:0".parse()?, &host_port(redis)?)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+                    .with_context(|| format!("cannot create proxy {name}"))?;
+                args.extend([
+                    "--redis-url".into(),
+                    via(redis, info.listen)?,
+                    "--cluster-id".into(),
+                    run_id.clone(),
+                ]);
+            }
+            let spec = Spec::flowline(&node_id)?
+                .args(args)
+                .env("FLOWLINE_LOG", "warn");
+            let mut spawned = sup.spawn(spec)?;
+            let announce =
+                wait_announce(&mut spawned, NODE_READY_TIMEOUT, &sup.log_path(&node_id)).await?;
+            let Announce::Listening {
+                addr,
+                http,
+                ws,
+                metrics,
+                pid,
+                ..
+            } = announce
+            else {
+                bail!("{node_id} announced something other than `listening`");
+            };
+            // Keep draining its stdout so it never blocks.
+            tokio::spawn(async move { while spawned.lines.recv().await.is_some() {} });
+            let name = format!("client-node{i}");
+            let info = controller
+                .create_proxy(&name, "127.0.0.1:0".parse()?, &addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("cannot create proxy {name}"))?;
+            let _ = events.node_event("start", &node_id, json!({"pid": pid, "addr": addr}));
+            eprintln!("flowline: {node_id} pid {pid} on {addr}; metrics {metrics}");
+            state.nodes.push(Node {
+                id: node_id,
+                addr,
+                http,
+                metrics,
+                ws_proxied: via(&ws, info.listen)?,
+            });
+        }
+        let http = state
+            .nodes
+            .first()
+            .map(|n| n.http.clone())
+            .context("no node")?;
+        (http, secret)
+    };
+
+    // Provision the population.
+    let t = Instant::now();
+    let plan = flowline_loadgen::plan::provision(scenario, &http_base, &admin_secret)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("provisioning the scenario's users through the admin API failed")?;
+    let plan_path = dir.join("plan.json");
+    plan.write(&plan_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    eprintln!(
+        "flowline: provisioned {} users, {} channels in {:.1}s",
+        plan.users.len(),
+        plan.channels.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let workers = opts.workers.unwrap_or_else(|| plan.workers_needed()).max(1);
+    plan.shards(workers).map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    // Workers.
+    let targets: Vec<String> = state.nodes.iter().map(|n| n.ws_proxied.clone()).collect();
+    let scenario_path = dir.join("scenario.toml");
+    let (tx, mut rx) = mpsc::channel::<(usize, String)>(1024);
+    // One start instant for every worker (ticks count from it) and for the fault schedule;
+    // a short lead lets every worker process come up and read the plan first.
+    let lead = Duration::from_millis(500 + 100 * workers as u64);
+    let started_at = chrono::Utc::now() + lead;
+    let run_start = Instant::now() + lead;
+    for w in 0..workers {
+        let name = format!("worker{}", w + 1);
+        let spec = Spec::flowline(&name)?.args([
+            "loadgen".to_string(),
+            "--scenario".into(),
+            scenario_path.to_string_lossy().into_owned(),
+            "--plan".into(),
+            plan_path.to_string_lossy().into_owned(),
+            "--shard".into(),
+            format!("{w}/{workers}"),
+            "--targets".into(),
+            targets.join(","),
+            "--start-at".into(),
+            started_at.timestamp_millis().to_string(),
+        ]);
+        let mut spawned = sup.spawn(spec)?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(line) = spawned.lines.recv().await {
+                if tx.send((w, line)).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(tx);
+
+    // Faults, from the start of measurement.
+    if !scenario.faults.is_empty() {
+        let targets = NodeTargets::new(sup.clone(), events.clone(), &state.nodes);
+        let runner = FaultRunner::start(
+            &scenario.faults,
+            controller.clone(),
+            events.clone(),
+            Arc::new(targets),
+            run_start + scenario.warmup,
+        )?;
+        state.faults = Some(runner);
+    }
+
+    // Merge the workers' streams until they are all done (or the deadline passes).
+    let mut agg = Aggregator::new(scenario, workers);
+    let deadline = run_start + scenario.total_time() + WORKER_GRACE;
+    let tty = std::io::stderr().is_terminal();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_plain = Instant::now();
+    let mut bad_lines = 0u64;
+    loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some((w, line)) => {
+                    if let Err(e) = agg.ingest(w, &line) {
+                        bad_lines += 1;
+                        if bad_lines <= 5 {
+                            tracing::warn!("worker{}: unreadable line: {e}", w + 1);
+                        }
+                    }
+                }
+                None => break,
+            },
+            _ = tick.tick() => {
+                if tty {
+                    eprint!("\r{}\x1b[K", agg.progress());
+                } else if last_plain.elapsed() >= Duration::from_secs(5) {
+                    eprintln!("{}", agg.progress());
+                    last_plain = Instant::now();
+                }
+                if Instant::now() >= deadline {
+                    eprintln!();
+                    tracing::warn!("workers still running {WORKER_GRACE:?} after the scenario's end; stopping them");
+                    for w in 0..workers {
+                        sup.stop(&format!("worker{}", w + 1), Signal::SIGINT, Duration::from_secs(5)).await;
+                    }
+                }
+            }
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    let mut notes = Vec::new();
+    for w in 0..workers {
+        let name = format!("worker{}", w + 1);
+        match sup.wait(&name, Duration::from_secs(10)).await {
+            Some(s) if s.success() => {}
+            Some(s) => notes.push(format!("{name} exited with {s}; see logs/{name}.log")),
+            None => {
+                sup.stop(&name, Signal::SIGKILL, Duration::from_secs(1))
+                    .await;
+                notes.push(format!("{name} did not exit; killed"));
+            }
+        }
+    }
+    if let Some(f) = state.faults.take() {
+        f.stop().await;
+    }
+    let failed = (0..workers)
+        .filter(|w| {
+            sup.exit_status(&format!("worker{}", w + 1))
+                .is_some_and(|s| !s.success())
+        })
+        .count();
+    if agg.workers_done() == 0 && failed == workers {
+        bail!(
+            "every loadgen worker failed before finishing; {} ends with:\n{}",
+            sup.log_path("worker1").display(),
+            crate::supervisor::log_tail(&sup.log_path("worker1"), 10)
+        );
+    }
+    for n in &state.nodes {
+        if sup.pid(&n.id).is_none() && sup.spec(&n.id).is_some() {
+            notes.push(format!("{} was not running at the end", n.id));
+        }
+    }
+    let meta = RunMeta {
+        started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        phase: phase.to_string(),
+        nodes: state.nodes.len() as u32,
+        notes,
+    };
+    agg.finish(dir, meta)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("cannot write the run's results")
+}
+
+async fn teardown(state: &mut State, sup: &Supervisor) {
+    if let Some(f) = state.faults.take() {
+        f.stop().await;
+    }
+    for w in sup_names(sup, "worker") {
+        sup.stop(&w, Signal::SIGTERM, Duration::from_secs(5)).await;
+    }
+    for n in &state.nodes {
+        if sup.pid(&n.id).is_some() {
+            sup.stop(&n.id, Signal::SIGTERM, Duration::from_secs(8))
+                .await;
+            if let Some(ev) = &state.events {
+                let _ = ev.node_event("stop", &n.id, json!({}));
+            }
+        }
+    }
+    state.stop_api.cancel();
+    if let Some(c) = state.controller.take() {
+        let _ = c.heal_all().await;
+        c.shutdown().await;
+    }
+    if let Some(mut s) = state.services.take() {
+        s.teardown(sup).await;
+    }
+    sup.shutdown(Duration::from_secs(5)).await;
+}
+
+fn sup_names(sup: &Supervisor, prefix: &str) -> Vec<String> {
+    (1..=4096)
+        .map(|i| format!("{prefix}{i}"))
+        .take_while(|n| sup.spec(n).is_some())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_rewritten_through_proxies() {
+        assert_eq!(
+            via(
+                "postgres://postgres@127.0.0.1:5432/flowline_run_x",
+                "127.0.0.1:40001".parse().unwrap()
+            )
+            .unwrap(),
+            "postgres://postgres@127.0.0.1:40001/flowline_run_x"
+        );
+        assert_eq!(
+            via("ws://127.0.0.1:1/ws", "127.0.0.1:2".parse().unwrap()).unwrap(),
+            "ws://127.0.0.1:2/ws"
+        );
+        assert_eq!(
+            host_port("redis://127.0.0.1:6379").unwrap(),
+            "127.0.0.1:6379"
+        );
+    }
+
+    #[test]
+    fn globs_match_like_fault_targets() {
+        assert!(glob_match("client-node*", "client-node12"));
+        assert!(glob_match("node*-redis", "node2-redis"));
+        assert!(!glob_match("node*-redis", "node2-postgres"));
+        assert!(glob_match("node2", "node2"));
+        assert!(!glob_match("node2", "node22"));
+    }
+
+    #[test]
+    fn run_dirs_are_unique() {
+        let d = tempfile::tempdir().unwrap();
+        let a = create_run_dir(d.path(), "quick start").unwrap();
+        let b = create_run_dir(d.path(), "quick start").unwrap();
+        assert_ne!(a, b);
+        assert!(
+            a.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .ends_with("-quick-start")
+        );
+    }
+}

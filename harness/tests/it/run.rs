@@ -1,0 +1,224 @@
+//! `flowline run` through the real binary: exit statuses, run folder, and reaping.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::util::{
+    flowline, marked_processes, new_mark, only_run_dir, run, stderr, write_scenario,
+};
+
+#[test]
+fn bad_scenario_exits_2_and_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_scenario(tmp.path(), "bad", 10, "5s", "userz = 3\n");
+    let o = run(
+        &["run", path.to_str().unwrap(), "--out", "runs"],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("bad scenario") && err.contains("userz"),
+        "{err}"
+    );
+    // Nothing was started, so no run folder either.
+    assert!(!tmp.path().join("runs").exists());
+}
+
+#[test]
+fn fault_on_a_link_the_phase_lacks_exits_2_before_starting_anything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tail =
+        "\n[[faults]]\nat = \"1s\"\nduration = \"1s\"\nkind = \"down\"\ntarget = \"node1-redis\"\n";
+    let path = write_scenario(tmp.path(), "nolink", 10, "5s", tail);
+    let o = run(
+        &["run", path.to_str().unwrap(), "--out", "runs"],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("matches nothing"), "{}", stderr(&o));
+    assert!(!tmp.path().join("runs").exists());
+}
+
+#[test]
+fn missing_scenario_file_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = run(&["run", "no-such.toml"], tmp.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no-such.toml"), "{}", stderr(&o));
+}
+
+#[test]
+fn unreachable_postgres_exits_2_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = write_scenario(tmp.path(), "pg", 10, "5s", "");
+    let url = format!("postgres://postgres@127.0.0.1:{port}/x");
+    let o = run(
+        &[
+            "run",
+            path.to_str().unwrap(),
+            "--out",
+            "runs",
+            "--phase",
+            "postgres",
+            "--database-url",
+            &url,
+        ],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("does not answer") && err.contains(&port.to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn no_service_and_no_local_fallback_exits_2_saying_how_to_provide_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_scenario(tmp.path(), "pg", 10, "5s", "");
+    let o = flowline()
+        .args([
+            "run",
+            path.to_str().unwrap(),
+            "--out",
+            "runs",
+            "--phase",
+            "postgres",
+        ])
+        .env("FLOWLINE_NO_LOCAL_SERVICES", "1")
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("needs Postgres") && err.contains("FLOWLINE_DATABASE_URL"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigint_ends_the_run_and_leaves_no_process_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mark = new_mark();
+    let path = write_scenario(tmp.path(), "long", 50, "60s", "");
+    let mut child = flowline()
+        .args(["run", path.to_str().unwrap(), "--out", "runs"])
+        .env("FLOWLINE_TEST_MARK", &mark)
+        .current_dir(tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the node and a worker run (the harness itself is marked too).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        seen = marked_processes(&mark);
+        if seen.len() >= 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(seen.len() >= 3, "node and worker never started: {seen:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = marked_processes(&mark);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "harness did not exit after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("interrupted by SIGINT"), "{err}");
+    let left = marked_processes(&mark);
+    assert!(
+        left.is_empty(),
+        "left behind: {left:?} (seen before SIGINT: {seen:?})"
+    );
+}
+
+#[test]
+fn short_quickstart_passes_writes_every_file_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mark = new_mark();
+    let o = flowline()
+        // `--users 100` would be refused: the quickstart's ramp stage targets 1,000 users
+        // and loadgen's override does not scale stage targets (reported to loadgen).
+        .args(["run", "--duration", "5s", "--out", "runs"])
+        .env("FLOWLINE_TEST_MARK", &mark)
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let dir = only_run_dir(&tmp.path().join("runs"));
+    for f in [
+        "scenario.toml",
+        "summary.json",
+        "histograms.hlog",
+        "timeline.csv",
+        "events.jsonl",
+        "report.html",
+    ] {
+        let meta = std::fs::metadata(dir.join(f)).unwrap_or_else(|_| panic!("{f} missing"));
+        assert!(meta.len() > 0, "{f} is empty");
+    }
+    let scenario = std::fs::read_to_string(dir.join("scenario.toml")).unwrap();
+    assert!(
+        scenario.contains("seed ="),
+        "seed not filled in:\n{scenario}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["passed"], true);
+    assert!(
+        summary["totals"]["delivered"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    assert!(
+        events.contains("\"start\"") && events.contains("node1"),
+        "{events}"
+    );
+    assert!(marked_processes(&mark).is_empty());
+}
+
+#[test]
+fn impossible_threshold_exits_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_scenario(
+        tmp.path(),
+        "strict",
+        50,
+        "3s",
+        "\n[[thresholds]]\nexpr = \"delivery.p50 < 1us\"\n",
+    );
+    let o = run(
+        &["run", path.to_str().unwrap(), "--out", "runs"],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("FAILED"), "{}", stderr(&o));
+    let dir = only_run_dir(&tmp.path().join("runs"));
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.contains("delivery.p50 &lt; 1us"));
+}
