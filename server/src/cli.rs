@@ -177,3 +177,64 @@ async fn wait_for_signal(shutdown: CancellationToken) {
     }
     shutdown.cancel();
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn flags_become_a_valid_config() {
+        let w = Wrapper::try_parse_from([
+            "flowline",
+            "--phase",
+            "postgres",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            "postgres://x@127.0.0.1/db",
+            "--node-id",
+            "node3",
+            "--argon2-memory-kib",
+            "64",
+            "--outbound-queue",
+            "32",
+            "--heartbeat-ms",
+            "500",
+        ])
+        .unwrap();
+        let c = w.args.to_config().validate().unwrap();
+        assert_eq!(c.phase, Phase::Postgres);
+        assert_eq!(c.node_id, "node3");
+        assert_eq!(c.argon2.memory_kib, 64);
+        assert_eq!(c.limits.outbound_queue, 32);
+        assert_eq!(c.heartbeat, Duration::from_millis(500));
+        assert_eq!(c.auth_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn invalid_combinations_are_refused() {
+        let w = Wrapper::try_parse_from(["flowline", "--phase", "postgres"]).unwrap();
+        let missing_url = w.args.to_config().validate();
+        assert!(missing_url.is_err() || std::env::var("FLOWLINE_DATABASE_URL").is_ok());
+        let w = Wrapper::try_parse_from(["flowline", "--outbound-queue", "0"]).unwrap();
+        assert!(w.args.to_config().validate().is_err());
+        assert!(Wrapper::try_parse_from(["flowline", "--phase", "mesh"]).is_err());
+    }
+
+    #[tokio::test]
+    async fn later_phases_exit_with_a_clear_message() {
+        let w =
+            Wrapper::try_parse_from(["flowline", "--phase", "pubsub", "--listen", "127.0.0.1:0"])
+                .unwrap();
+        let err = main(w.args).await.unwrap_err().to_string();
+        assert!(err.contains("not built yet"), "{err}");
+    }
+}
