@@ -7,8 +7,9 @@
 //!         ◄── writer: chain (…) ◄──[chunk queue]── reader ◄──
 //!            downstream direction (toxics with stream = "downstream")
 //!
-//!  reader:  read(64 KiB) → Chunk { data, due: arrival time } → queue (1024 chunks)
-//!  writer:  chain.process(chunk) → pieces with later `due` → sleep until due → write_all
+//!  reader:  read(256 KiB) → Chunk { data, due: arrival time } → queue (1024 chunks)
+//!           bulk stream, no toxic, queue empty → splice(2) socket → pipe → socket instead
+//!  writer:  chain.process(chunk) → pieces with later `due` → sleep until due → write
 //!           toxics changed (watch) → chain.refresh; a pending wait is cut short (flush)
 //!           chain.deadline() reached → close (timeout) or reset (reset_peer)
 //!           queue ended (EOF) → sleep chain.eof_delay() (slow_close) → shutdown(write)
@@ -16,18 +17,26 @@
 //!
 //! The reader stamps arrival times and keeps reading while the writer sleeps, so a latency
 //! toxic delays each chunk from its arrival, not from when the writer got to it. Both
-//! directions and both halves run inside the connection's one task (`join!`), which keeps
-//! the no-toxic path free of cross-task hand-offs. Cutting the connection (proxy disabled
-//! or removed, `limit_data`, `timeout`, `reset_peer`) drops both sockets; a reset first sets
-//! `SO_LINGER` to zero so the kernel sends RST.
+//! directions run inside the connection's one task (`join!`) on shared `&TcpStream`s,
+//! which keeps the no-toxic path free of cross-task hand-offs. For bulk transfers without
+//! toxics the reader moves bytes kernel-side with `splice(2)` (no copy through user space);
+//! it only does so while its direction has no toxic and nothing is queued, so bytes are
+//! never reordered, and the pipe is created lazily on the first large read so the many
+//! small chat connections cost no extra descriptors. Cutting the connection (proxy
+//! disabled or removed, `limit_data`, `timeout`, `reset_peer`) drops both sockets; a reset
+//! first sets `SO_LINGER` to zero so the kernel sends RST.
 
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
+use nix::sys::socket::{Shutdown, shutdown};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +45,11 @@ use crate::toxic::{Chain, Chunk, ToxicSpec, Verdict};
 /// Chunks queued between a reader and its writer (Toxiproxy's latency buffer size).
 const QUEUE_CHUNKS: usize = 1024;
 /// Read buffer size.
-const READ_SIZE: usize = 64 * 1024;
+const READ_SIZE: usize = 256 * 1024;
+/// A read at least this large marks a bulk stream, worth a splice pipe.
+const BULK_READ: usize = 16 * 1024;
+/// Requested pipe capacity for splicing.
+const PIPE_SIZE: usize = 1024 * 1024;
 
 /// Byte counters of one direction of a proxy (shared by its connections).
 #[derive(Debug, Default)]
@@ -79,7 +92,7 @@ impl ConnCtl {
 /// Proxy one accepted client connection to `upstream` until either side closes or
 /// `cancel` fires (proxy disabled/removed).
 pub(crate) async fn run_connection(
-    mut client: TcpStream,
+    client: TcpStream,
     upstream: String,
     cfg: LinkConfig,
     cancel: CancellationToken,
@@ -88,7 +101,7 @@ pub(crate) async fn run_connection(
         r = TcpStream::connect(&upstream) => r,
         () = cancel.cancelled() => return,
     };
-    let mut server = match connect {
+    let server = match connect {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(%upstream, error = %e, "chaos: cannot connect upstream; closing client");
@@ -103,10 +116,8 @@ pub(crate) async fn run_connection(
         reset: AtomicBool::new(false),
     };
     {
-        let (cr, cw) = client.split();
-        let (sr, sw) = server.split();
-        let up = direction(cr, sw, cfg.up_toxics, &cfg.up_counters, &ctl);
-        let down = direction(sr, cw, cfg.down_toxics, &cfg.down_counters, &ctl);
+        let up = direction(&client, &server, cfg.up_toxics, &cfg.up_counters, &ctl);
+        let down = direction(&server, &client, cfg.down_toxics, &cfg.down_counters, &ctl);
         tokio::select! {
             _ = async { tokio::join!(up, down) } => {}
             () = ctl.cut.cancelled() => {}
@@ -119,60 +130,210 @@ pub(crate) async fn run_connection(
 }
 
 /// One direction: a reader and a writer joined by a queue.
-async fn direction<R, W>(
-    src: R,
-    dst: W,
+async fn direction(
+    src: &TcpStream,
+    dst: &TcpStream,
     toxics: watch::Receiver<Arc<Vec<ToxicSpec>>>,
     counters: &DirCounters,
     ctl: &ConnCtl,
-) where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+) {
     let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
+    let queued = AtomicUsize::new(0);
+    let drained = Notify::new();
+    let reader = Reader {
+        drained: &drained,
+        src,
+        dst,
+        toxics: toxics.clone(),
+        counters,
+        ctl,
+        queued: &queued,
+        pipe: None,
+        splice_ok: true,
+    };
     tokio::join!(
-        read_side(src, tx, counters, ctl),
-        write_side(dst, rx, toxics, counters, ctl)
+        reader.run(tx),
+        write_side(dst, rx, toxics, counters, ctl, &queued, &drained)
     );
 }
 
-async fn read_side<R: AsyncRead + Unpin>(
-    mut src: R,
-    tx: mpsc::Sender<Chunk>,
-    counters: &DirCounters,
-    ctl: &ConnCtl,
-) {
-    let mut buf = BytesMut::with_capacity(READ_SIZE);
+async fn read_some(s: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     loop {
-        if buf.capacity() < READ_SIZE / 4 {
-            buf.reserve(READ_SIZE);
-        }
-        match src.read_buf(&mut buf).await {
-            Ok(0) => return, // EOF: dropping `tx` tells the writer
-            Ok(n) => {
-                counters.received.fetch_add(n as u64, Ordering::Relaxed);
-                let chunk = Chunk {
-                    data: buf.split().freeze(),
-                    due: Instant::now(),
-                };
-                if tx.send(chunk).await.is_err() {
-                    return; // writer gone: the connection is ending
-                }
-            }
-            Err(_) => {
-                ctl.end(Verdict::Close);
-                return;
-            }
+        s.readable().await?;
+        match s.try_read_buf(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            r => return r,
         }
     }
 }
 
-async fn write_side<W: AsyncWrite + Unpin>(
-    mut dst: W,
+async fn write_all(s: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        s.writable().await?;
+        match s.try_write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn shutdown_write(s: &TcpStream) {
+    let _ = shutdown(s.as_raw_fd(), Shutdown::Write);
+}
+
+/// The two ends of a splice pipe.
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Self> {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+        // A bigger pipe moves more per syscall; the default (64 KiB) still works.
+        let _ = fcntl(&write, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as i32));
+        Ok(Pipe { read, write })
+    }
+}
+
+struct Reader<'a> {
+    src: &'a TcpStream,
+    dst: &'a TcpStream,
+    toxics: watch::Receiver<Arc<Vec<ToxicSpec>>>,
+    counters: &'a DirCounters,
+    ctl: &'a ConnCtl,
+    /// Chunks sent to the writer and not yet written.
+    queued: &'a AtomicUsize,
+    /// Signalled by the writer when `queued` drops to zero.
+    drained: &'a Notify,
+    pipe: Option<Pipe>,
+    splice_ok: bool,
+}
+
+/// What one splice round did.
+enum Spliced {
+    Moved,
+    Eof,
+    /// Not possible now (toxics appeared) or at all (unsupported): use the copy path.
+    NotNow,
+}
+
+impl Reader<'_> {
+    /// The stream is bulk and toxic-free: splice, once the writer has caught up.
+    fn wants_splice(&self) -> bool {
+        self.pipe.is_some() && self.toxics.borrow().is_empty()
+    }
+
+    async fn run(mut self, tx: mpsc::Sender<Chunk>) {
+        let mut buf = BytesMut::with_capacity(READ_SIZE);
+        loop {
+            if self.wants_splice() {
+                if self.queued.load(Ordering::SeqCst) > 0 {
+                    // Splicing now would overtake queued bytes.
+                    self.drained.notified().await;
+                    continue;
+                }
+                match self.splice_round().await {
+                    Ok(Spliced::Moved) => continue,
+                    Ok(Spliced::Eof) => return,
+                    Ok(Spliced::NotNow) => {}
+                    Err(_) => {
+                        self.ctl.end(Verdict::Close);
+                        return;
+                    }
+                }
+            }
+            if buf.capacity() < READ_SIZE / 4 {
+                buf.reserve(READ_SIZE);
+            }
+            match read_some(self.src, &mut buf).await {
+                Ok(0) => return, // EOF: dropping `tx` tells the writer
+                Ok(n) => {
+                    self.counters
+                        .received
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    if n >= BULK_READ && self.pipe.is_none() && self.splice_ok {
+                        match Pipe::new() {
+                            Ok(p) => self.pipe = Some(p),
+                            Err(_) => self.splice_ok = false, // e.g. out of descriptors
+                        }
+                    }
+                    let chunk = Chunk {
+                        data: buf.split().freeze(),
+                        due: Instant::now(),
+                    };
+                    self.queued.fetch_add(1, Ordering::SeqCst);
+                    if tx.send(chunk).await.is_err() {
+                        return; // writer gone: the connection is ending
+                    }
+                }
+                Err(_) => {
+                    self.ctl.end(Verdict::Close);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Move what the source has to the destination through the pipe.
+    async fn splice_round(&mut self) -> io::Result<Spliced> {
+        let Some(pipe) = &self.pipe else {
+            return Ok(Spliced::NotNow);
+        };
+        let flags = SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE;
+        let n = loop {
+            self.src.readable().await?;
+            // A toxic may have been added while waiting: its bytes go the copy path.
+            if !self.toxics.borrow().is_empty() {
+                return Ok(Spliced::NotNow);
+            }
+            let r = self.src.try_io(Interest::READABLE, || {
+                splice(self.src, None, &pipe.write, None, PIPE_SIZE, flags).map_err(io::Error::from)
+            });
+            match r {
+                Ok(0) => return Ok(Spliced::Eof),
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
+                    self.splice_ok = false;
+                    self.pipe = None;
+                    return Ok(Spliced::NotNow);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.counters
+            .received
+            .fetch_add(n as u64, Ordering::Relaxed);
+        let mut left = n;
+        while left > 0 {
+            self.dst.writable().await?;
+            let r = self.dst.try_io(Interest::WRITABLE, || {
+                splice(&pipe.read, None, self.dst, None, left, flags).map_err(io::Error::from)
+            });
+            match r {
+                Ok(k) => {
+                    left -= k;
+                    self.counters.sent.fetch_add(k as u64, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Spliced::Moved)
+    }
+}
+
+async fn write_side(
+    dst: &TcpStream,
     mut rx: mpsc::Receiver<Chunk>,
     mut toxics: watch::Receiver<Arc<Vec<ToxicSpec>>>,
     counters: &DirCounters,
     ctl: &ConnCtl,
+    queued: &AtomicUsize,
+    drained: &Notify,
 ) {
     let mut chain = Chain::default();
     chain.refresh(&toxics.borrow_and_update(), Instant::now());
@@ -192,7 +353,7 @@ async fn write_side<W: AsyncWrite + Unpin>(
             () = sleep_until(deadline.map_or_else(Instant::now, |d| d.0)), if deadline.is_some() => {
                 if let Some((_, verdict)) = deadline {
                     if verdict == Verdict::Close {
-                        let _ = dst.shutdown().await;
+                        shutdown_write(dst);
                     }
                     ctl.end(verdict);
                 }
@@ -206,16 +367,19 @@ async fn write_side<W: AsyncWrite + Unpin>(
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let _ = dst.shutdown().await;
+            shutdown_write(dst);
             return;
         };
         if chain.is_idle() {
             let n = chunk.data.len() as u64;
-            if dst.write_all(&chunk.data).await.is_err() {
+            if write_all(dst, &chunk.data).await.is_err() {
                 ctl.end(Verdict::Close);
                 return;
             }
             counters.sent.fetch_add(n, Ordering::Relaxed);
+            if queued.fetch_sub(1, Ordering::SeqCst) == 1 {
+                drained.notify_one();
+            }
             continue;
         }
         let verdict = chain.process(chunk, Instant::now(), &mut out);
@@ -228,13 +392,16 @@ async fn write_side<W: AsyncWrite + Unpin>(
                     _ = toxics.changed(), if toxics_alive => flush = true,
                 }
             }
-            if dst.write_all(&piece.data).await.is_err() {
+            if write_all(dst, &piece.data).await.is_err() {
                 ctl.end(Verdict::Close);
                 return;
             }
             counters
                 .sent
                 .fetch_add(piece.data.len() as u64, Ordering::Relaxed);
+        }
+        if queued.fetch_sub(1, Ordering::SeqCst) == 1 {
+            drained.notify_one();
         }
         if flush {
             // Mark the change as unseen again so the loop refreshes the chain.
@@ -243,7 +410,7 @@ async fn write_side<W: AsyncWrite + Unpin>(
         match verdict {
             Verdict::Pass => {}
             Verdict::Close => {
-                let _ = dst.shutdown().await;
+                shutdown_write(dst);
                 ctl.end(Verdict::Close);
                 return;
             }
