@@ -262,9 +262,8 @@ impl Controller {
         let proxy = self.proxy(name)?;
         let info = proxy.info();
         let listen = match &upd.listen {
-            Some(l) if *l != info.listen.to_string() && *l != proxy.requested_listen => {
-                self.check_listen(l).await?
-            }
+            // As Toxiproxy: compared with the bound address, so `:0` moves to a new port.
+            Some(l) if *l != info.listen.to_string() => self.check_listen(l).await?,
             _ => info.listen,
         };
         let upstream = match upd.upstream {

@@ -271,6 +271,22 @@ async fn raw_api_status_codes_and_error_shape() {
         "{text}"
     );
 
+    // Changing listen restarts the proxy on the new address.
+    let old_listen = c.get("x").unwrap().listen;
+    let r = http
+        .patch(format!("{base}/proxies/x"))
+        .json(&serde_json::json!({"listen":"127.0.0.1:0"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let moved: serde_json::Value = r.json().await.unwrap();
+    let new_listen: std::net::SocketAddr = moved["listen"].as_str().unwrap().parse().unwrap();
+    assert_ne!(new_listen, old_listen);
+    assert!(tokio::net::TcpStream::connect(old_listen).await.is_err());
+    let mut s = tokio::net::TcpStream::connect(new_listen).await.unwrap();
+    crate::util::round_trip(&mut s, b"moved").await;
+
     let r = http
         .delete(format!("{base}/proxies/x"))
         .send()
