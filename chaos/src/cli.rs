@@ -1,7 +1,9 @@
 //! `flowline chaos`: serve the Toxiproxy API, heal a running server, list its proxies.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use flowline_protocol::announce::Announce;
@@ -9,6 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::ToxiproxyClient;
 use crate::controller::Controller;
+use crate::events::EventLog;
+use crate::fault::FaultSpec;
+use crate::process::PidProcess;
+use crate::schedule::{Links, Schedule, Targets};
 
 /// Fault injection: a Toxiproxy-compatible proxy and fault schedules.
 #[derive(Debug, clap::Args)]
@@ -27,6 +33,35 @@ pub enum Command {
     Heal(UrlArgs),
     /// Print the proxies of a running server as JSON.
     List(UrlArgs),
+    /// Fire a file's `[[faults]]` on time against a running Toxiproxy (e.g. the
+    /// docker-compose cluster's) and given pids; heal everything at the end or on Ctrl-C.
+    Run(RunArgs),
+}
+
+/// Flags of `flowline chaos run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// A scenario file (or any TOML file) whose `[[faults]]` to fire; other keys are ignored.
+    pub file: PathBuf,
+    /// Base URL of the Toxiproxy API that owns the links.
+    #[arg(long, default_value = "http://127.0.0.1:8474", env = "TOXIPROXY_URL")]
+    pub toxiproxy_url: String,
+    /// A node for process faults, as `ID=PID` (repeatable); kills are not restarted.
+    #[arg(long = "node", value_name = "ID=PID")]
+    pub nodes: Vec<String>,
+    /// Append events here (one JSON object per line).
+    #[arg(long, default_value = "events.jsonl")]
+    pub events: PathBuf,
+    /// Allow a non-loopback Toxiproxy URL and non-loopback links.
+    #[arg(long)]
+    pub allow_non_loopback: bool,
+}
+
+/// The part of a scenario file `flowline chaos run` reads.
+#[derive(Debug, serde::Deserialize)]
+struct FaultsFile {
+    #[serde(default)]
+    faults: Vec<FaultSpec>,
 }
 
 /// Flags of `flowline chaos serve`.
@@ -64,6 +99,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
             tracing::info!(url = %a.url, "chaos: every proxy enabled, every toxic removed");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run(a) => run(a).await,
         Command::List(a) => {
             let client = ToxiproxyClient::new(&a.url, a.allow_non_loopback)?;
             let proxies = client
@@ -80,6 +116,58 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("reading {}", a.file.display()))?;
+    let file: FaultsFile =
+        toml::from_str(&text).with_context(|| format!("parsing {}", a.file.display()))?;
+    let mut faults = file.faults;
+    if a.allow_non_loopback {
+        for f in &mut faults {
+            f.allow_non_loopback = true;
+        }
+    }
+    let client = ToxiproxyClient::new(&a.toxiproxy_url, a.allow_non_loopback)?;
+    client
+        .version()
+        .await
+        .with_context(|| format!("no Toxiproxy API at {}", a.toxiproxy_url))?;
+    let mut targets = Targets::new(Links::Remote(client));
+    for n in &a.nodes {
+        let (id, pid) = n
+            .split_once('=')
+            .with_context(|| format!("--node {n:?}: expected ID=PID"))?;
+        let pid: u32 = pid
+            .parse()
+            .with_context(|| format!("--node {n:?}: bad pid"))?;
+        targets = targets.with_node(Arc::new(PidProcess {
+            node_id: id.to_string(),
+            pid,
+        }));
+    }
+    let start = std::time::Instant::now();
+    let events = EventLog::create(&a.events, start)?;
+    let count = faults.len();
+    let mut handle = Schedule::new(faults, targets, events)
+        .with_context(|| format!("bad [[faults]] in {}", a.file.display()))?
+        .run(tokio::time::Instant::from_std(start));
+    tracing::info!(faults = count, url = %a.toxiproxy_url, "chaos: schedule running");
+    let interrupted = tokio::select! {
+        () = handle.wait() => false,
+        () = wait_for_signal() => true,
+    };
+    let errors = handle.errors();
+    handle.shutdown().await.context("healing the faults")?;
+    for e in &errors {
+        tracing::error!("chaos: {e}");
+    }
+    Ok(if interrupted || !errors.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {

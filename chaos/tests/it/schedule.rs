@@ -204,3 +204,62 @@ async fn unmatched_or_non_loopback_targets_are_refused() {
     let bad = faults(r#"[{"at":"0ms","kind":"down","target":"x","latency":"1s"}]"#);
     assert!(Schedule::new(bad, Targets::new(Links::None), events).is_err());
 }
+
+#[tokio::test]
+async fn chaos_run_fires_a_scenario_files_faults_against_a_remote_api() {
+    let remote = Controller::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(flowline_chaos::serve_api(
+        remote.clone(),
+        listener,
+        stop.clone(),
+    ));
+    proxy(&remote, "node1-redis", echo_server().await).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(
+        &scenario,
+        r#"
+[run]
+name = "ignored by chaos run"
+
+[[faults]]
+at = "50ms"
+duration = "100ms"
+kind = "down"
+target = "node1-*"
+"#,
+    )
+    .unwrap();
+    let events_path = dir.path().join("events.jsonl");
+    let args = flowline_chaos::cli::Args {
+        command: flowline_chaos::cli::Command::Run(flowline_chaos::cli::RunArgs {
+            file: scenario,
+            toxiproxy_url: url,
+            nodes: vec![],
+            events: events_path.clone(),
+            allow_non_loopback: false,
+        }),
+    };
+    let remote2 = remote.clone();
+    let probe = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        remote2.get("node1-redis").unwrap().enabled
+    });
+    let code = flowline_chaos::cli::main(args).await.unwrap();
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    assert!(!probe.await.unwrap(), "disabled mid-fault");
+    assert!(remote.get("node1-redis").unwrap().enabled, "healed");
+    let lines: Vec<Event> = std::fs::read_to_string(&events_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let actions: Vec<_> = lines.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["inject", "heal"]);
+    assert_eq!(lines[0].target, ["node1-redis"]);
+    stop.cancel();
+}
