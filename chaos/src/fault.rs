@@ -77,9 +77,12 @@ impl FaultKind {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamSel {
+    /// Server → client (Toxiproxy's default).
     #[default]
     Downstream,
+    /// Client → server.
     Upstream,
+    /// Both directions (one toxic each).
     Both,
 }
 
@@ -97,22 +100,27 @@ pub struct FaultSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub duration: Option<Duration>,
+    /// What the fault does.
     pub kind: FaultKind,
     /// Link name glob (`client-node*`, `node2-redis`) or node id glob (`node2`).
     pub target: String,
     /// Optional label shown in reports (defaults to `<kind> <target>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// Direction of a link fault (default downstream).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamSel>,
+    /// Chance (0..=1) that the toxic acts on a given connection (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub toxicity: Option<f32>,
+    /// `latency`: the added delay.
     #[serde(
         default,
         with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
     pub latency: Option<Duration>,
+    /// `latency`: ± this much, uniformly.
     #[serde(
         default,
         with = "humantime_serde",
@@ -122,24 +130,30 @@ pub struct FaultSpec {
     /// Bandwidth in KB/s (Toxiproxy's unit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<u64>,
+    /// `timeout` (close after; 0 holds) and `reset_peer` (reset after data).
     #[serde(
         default,
         with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
     pub timeout: Option<Duration>,
+    /// `slow_close`: close delay; `slicer`: delay between pieces.
     #[serde(
         default,
         with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
     pub delay: Option<Duration>,
+    /// `slicer`: average piece size in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub average_size: Option<u64>,
+    /// `slicer`: ± bytes around `average_size`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_variation: Option<u64>,
+    /// `limit_data`: bytes before the connection is closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    /// `kill`: restart the node this long after the kill.
     #[serde(
         default,
         with = "humantime_serde",
@@ -157,8 +171,11 @@ pub struct FaultSpec {
 pub struct FaultError {
     /// Position in `[[faults]]`, 1-based.
     pub index: usize,
+    /// The fault's kind, as written.
     pub kind: &'static str,
+    /// The fault's target, as written.
     pub target: String,
+    /// What is wrong.
     pub reason: String,
 }
 

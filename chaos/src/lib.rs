@@ -39,6 +39,8 @@
 //! For `flowline chaos serve`, see [`cli`]; to serve the API in-process, bind a listener
 //! and call [`api::serve_api`].
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod cli;
 pub mod client;

@@ -111,6 +111,9 @@ impl Proxy {
             match TcpListener::bind(listen).await {
                 Ok(l) => break l,
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 100 => {
+                    if self.is_enabled() {
+                        return Ok(()); // a concurrent start won the port
+                    }
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
