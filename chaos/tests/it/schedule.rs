@@ -28,6 +28,7 @@ fn assert_on_time(e: &Event, at_ms: i64) {
 
 #[tokio::test]
 async fn faults_fire_and_heal_on_time_and_are_recorded() {
+    let _cpu = crate::util::CPU.read().await;
     let c = Controller::new();
     let echo = echo_server().await;
     let n1 = proxy(&c, "client-node1", echo).await;
@@ -147,6 +148,7 @@ async fn dropping_the_schedule_heals_everything() {
 
 #[tokio::test]
 async fn client_mode_drives_a_remote_toxiproxy_api() {
+    let _cpu = crate::util::CPU.read().await;
     let remote = Controller::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

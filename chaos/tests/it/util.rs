@@ -9,6 +9,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// Timing tests hold this shared, CPU-heavy tests exclusively, so a bulk transfer never
+/// starves a latency measurement running beside it on a small machine.
+pub static CPU: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// Assert `actual` is within `pct` percent of `expected` (toxiproxy's AssertDeltaTime).
 #[track_caller]
 pub fn assert_within(what: &str, actual: Duration, expected: Duration, pct: f64) {
@@ -41,10 +45,11 @@ pub async fn echo_server() -> SocketAddr {
 pub async fn source_server(n: usize) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
+    let data: bytes::Bytes = (0..n).map(|i| (i % 251) as u8).collect();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
+            let data = data.clone();
             tokio::spawn(async move {
-                let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
                 let _ = s.write_all(&data).await;
                 let _ = s.shutdown().await;
                 // Keep the socket until the client is done, so close is the client's.
