@@ -7,7 +7,7 @@
 //!         ◄── writer: chain (…) ◄──[chunk queue]── reader ◄──
 //!            downstream direction (toxics with stream = "downstream")
 //!
-//!  reader:  read(256 KiB) → Chunk { data, due: arrival time } → queue (1024 chunks)
+//!  reader:  read(4..256 KiB) → Chunk { data, due: arrival time } → queue (1024 chunks)
 //!           bulk stream, no toxic, queue empty → splice(2) socket → pipe → socket instead
 //!  writer:  chain.process(chunk) → pieces with later `due` → sleep until due → write
 //!           toxics changed (watch) → chain.refresh; a pending wait is cut short (flush)
@@ -44,8 +44,10 @@ use crate::toxic::{Chain, Chunk, ToxicSpec, Verdict};
 
 /// Chunks queued between a reader and its writer (Toxiproxy's latency buffer size).
 const QUEUE_CHUNKS: usize = 1024;
-/// Read buffer size.
+/// Largest read.
 const READ_SIZE: usize = 256 * 1024;
+/// Smallest read (and the first one).
+const MIN_READ: usize = 4 * 1024;
 /// A read at least this large marks a bulk stream, worth a splice pipe.
 const BULK_READ: usize = 16 * 1024;
 /// Requested pipe capacity for splicing.
@@ -104,7 +106,8 @@ pub(crate) async fn run_connection(
     let server = match connect {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(%upstream, error = %e, "chaos: cannot connect upstream; closing client");
+            // Debug, not warn: while a node is killed every reconnect attempt lands here.
+            tracing::debug!(%upstream, error = %e, "chaos: cannot connect upstream; closing client");
             return;
         }
     };
@@ -157,12 +160,16 @@ async fn direction(
     );
 }
 
-async fn read_some(s: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+/// Read what is there into a fresh buffer of `want` bytes. The buffer is allocated only
+/// once the socket is readable, so an idle connection holds no read buffer at all.
+async fn read_chunk(s: &TcpStream, want: usize) -> io::Result<BytesMut> {
     loop {
         s.readable().await?;
-        match s.try_read_buf(buf) {
+        let mut buf = BytesMut::with_capacity(want);
+        match s.try_read_buf(&mut buf) {
+            Ok(_) => return Ok(buf),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            r => return r,
+            Err(e) => return Err(e),
         }
     }
 }
@@ -227,7 +234,8 @@ impl Reader<'_> {
     }
 
     async fn run(mut self, tx: mpsc::Sender<Chunk>) {
-        let mut buf = BytesMut::with_capacity(READ_SIZE);
+        // Read size adapts: small for chat-sized messages, growing while reads fill it.
+        let mut want = MIN_READ;
         loop {
             if self.wants_splice() {
                 if self.queued.load(Ordering::SeqCst) > 0 {
@@ -245,12 +253,15 @@ impl Reader<'_> {
                     }
                 }
             }
-            if buf.capacity() < READ_SIZE / 4 {
-                buf.reserve(READ_SIZE);
-            }
-            match read_some(self.src, &mut buf).await {
-                Ok(0) => return, // EOF: dropping `tx` tells the writer
-                Ok(n) => {
+            match read_chunk(self.src, want).await {
+                Ok(buf) if buf.is_empty() => return, // EOF: dropping `tx` tells the writer
+                Ok(buf) => {
+                    let n = buf.len();
+                    want = if n == want {
+                        (want * 2).min(READ_SIZE)
+                    } else {
+                        (n.next_power_of_two() * 2).clamp(MIN_READ, want)
+                    };
                     self.counters
                         .received
                         .fetch_add(n as u64, Ordering::Relaxed);
@@ -261,7 +272,7 @@ impl Reader<'_> {
                         }
                     }
                     let chunk = Chunk {
-                        data: buf.split().freeze(),
+                        data: buf.freeze(),
                         due: Instant::now(),
                     };
                     self.queued.fetch_add(1, Ordering::SeqCst);

@@ -327,6 +327,13 @@ async fn run_fault(shared: Arc<Shared>, index: usize, spec: FaultSpec, zero: Ins
 
 impl Shared {
     fn record(&self, action: &str, spec: &FaultSpec, targets: Vec<String>, params: Value) {
+        tracing::info!(
+            action,
+            kind = spec.kind.as_str(),
+            targets = ?targets,
+            label = %spec.display_label(),
+            "chaos: fault {action}"
+        );
         if let Err(e) = self.events.record(
             action,
             spec.kind.as_str(),
