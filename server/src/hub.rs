@@ -35,24 +35,31 @@ use crate::storage::{NewMessage, Storage};
 pub type SessionId = u64;
 
 /// What a session's writer task is asked to do, in order.
+///
+/// Every variant is one pointer wide (plus the tag) on purpose: each session's bounded
+/// queue allocates its slots in blocks, so the item size is paid per idle connection.
 #[derive(Debug)]
 pub enum Outbound {
-    /// A live `message` event of a subscribed channel.
-    Live {
-        /// Channel of the message.
-        channel: ChannelId,
-        /// Its seq, used to drop duplicates after a resume.
-        seq: Seq,
-        /// The serialized event, shared by every recipient.
-        text: Utf8Bytes,
-    },
+    /// A live `message` event of a subscribed channel, shared by every recipient.
+    Live(Arc<Delivery>),
     /// Any other event (ack, error, ready, ...), written as is.
-    Direct(Utf8Bytes),
+    Direct(Box<Utf8Bytes>),
     /// Hold live messages of these channels until their `Replay` arrives.
-    Hold(Vec<ChannelId>),
+    Hold(Box<[ChannelId]>),
     /// For each channel: write its stored messages, then the held live ones with seq above
     /// both `floor` and the replayed ones, then continue live.
-    Replay(Vec<Replay>),
+    Replay(Box<[Replay]>),
+}
+
+/// One serialized `message` event on its way to every subscriber of its channel.
+#[derive(Debug)]
+pub struct Delivery {
+    /// Channel of the message.
+    pub channel: ChannelId,
+    /// Its seq, used to drop duplicates after a resume.
+    pub seq: Seq,
+    /// The serialized event.
+    pub text: Utf8Bytes,
 }
 
 /// Replay of one channel (see [`Outbound::Replay`]).
@@ -67,7 +74,7 @@ pub struct Replay {
 }
 
 /// State a session shares with the hub and its own tasks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SessionShared {
     close: Notify,
     close_code: AtomicU16,
@@ -77,24 +84,29 @@ pub struct SessionShared {
 
 impl SessionShared {
     /// Ask the writer to close the socket with `code` (0: close without a frame).
-    /// The first request wins; returns whether this one did.
+    /// The first request wins; returns whether this one did. Wakes every waiter (the
+    /// reader and the writer both wait on it).
     pub fn kick(&self, code: u16) -> bool {
         let first = self
             .close_code
             .compare_exchange(u16::MAX, code, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
-        self.close.notify_one();
+        self.close.notify_waiters();
         first
     }
 
     /// Wait until someone calls [`kick`](Self::kick); returns the close code.
     pub async fn kicked(&self) -> u16 {
         loop {
+            // Register before checking, so a kick between the check and the await is seen.
+            let notified = self.close.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             let code = self.close_code.load(Ordering::Acquire);
             if code != u16::MAX {
                 return code;
             }
-            self.close.notified().await;
+            notified.await;
         }
     }
 
@@ -202,19 +214,33 @@ impl Hub {
         let Some(subs) = self.subs.get(&channel) else {
             return 0;
         };
+        let delivery = Arc::new(Delivery {
+            channel,
+            seq,
+            text: text.clone(),
+        });
         let mut n = 0;
         for sub in subs.values() {
-            let item = Outbound::Live {
-                channel,
-                seq,
-                text: text.clone(),
-            };
-            if offer(sub, item, &self.metrics) {
+            if offer(sub, Outbound::Live(delivery.clone()), &self.metrics) {
                 n += 1;
             }
         }
         drop(subs);
         self.metrics.deliveries.increment(n as u64);
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_items_stay_small() {
+        assert!(
+            std::mem::size_of::<Outbound>() <= 24,
+            "{}",
+            std::mem::size_of::<Outbound>()
+        );
     }
 }

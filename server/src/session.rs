@@ -141,7 +141,9 @@ impl Session {
             };
             shared.last_seen_ms.store(now_ms(), Ordering::Relaxed);
             let flow = match msg {
-                WsMessage::Text(text) => self.on_text(&text).await,
+                // Boxed: the op handlers' state is large and only needed while a frame is
+                // handled, not by every idle session.
+                WsMessage::Text(text) => Box::pin(self.on_text(&text)).await,
                 WsMessage::Binary(_) => {
                     self.error(
                         None,
@@ -175,7 +177,7 @@ impl Session {
     fn event(&self, ev: &ServerEvent) {
         match serde_json::to_string(ev) {
             Ok(text) => {
-                self.queue(Outbound::Direct(text.into()));
+                self.queue(Outbound::Direct(Box::new(text.into())));
             }
             Err(e) => tracing::error!(error = %e, "serializing an event"),
         }
@@ -369,14 +371,14 @@ impl Session {
     ) -> Result<(), crate::error::StorageError> {
         // One Hold and one Replay item whatever the number of channels, so a large
         // subscription never looks like a full queue.
-        self.queue(Outbound::Hold(channels.to_vec()));
+        self.queue(Outbound::Hold(channels.into()));
         self.app.hub.subscribe(self.id, &self.sub, channels);
         self.subscribed.extend(channels.iter().copied());
         let seqs = match self.app.storage.last_seqs(channels).await {
             Ok(s) => s,
             Err(e) => {
                 // Release the holds so live delivery continues.
-                let release = channels
+                let release: Box<[Replay]> = channels
                     .iter()
                     .map(|&channel| Replay {
                         channel,
@@ -404,7 +406,7 @@ impl Session {
                 frames,
             });
         }
-        self.queue(Outbound::Replay(replays));
+        self.queue(Outbound::Replay(replays.into()));
         Ok(())
     }
 
@@ -603,8 +605,9 @@ fn apply(
     max_held: usize,
 ) -> bool {
     match item {
-        Outbound::Direct(t) => out.push(t),
-        Outbound::Live { channel, seq, text } => {
+        Outbound::Direct(t) => out.push(*t),
+        Outbound::Live(d) => {
+            let (channel, seq, text) = (d.channel, d.seq, d.text.clone());
             let st = chans.entry(channel).or_default();
             if let Some(held) = &mut st.held {
                 if held.len() >= max_held {
@@ -617,7 +620,7 @@ fn apply(
             }
         }
         Outbound::Hold(channels) => {
-            for channel in channels {
+            for &channel in channels.iter() {
                 chans.entry(channel).or_default().held = Some(Vec::new());
             }
         }
@@ -626,7 +629,7 @@ fn apply(
                 channel,
                 floor,
                 frames,
-            } in replays
+            } in replays.into_vec()
             {
                 let st = chans.entry(channel).or_default();
                 st.delivered = floor;
@@ -843,80 +846,52 @@ mod tests {
         assert!(!json_depth_exceeds(r#"{"a":"\"{{{{"}"#, 1));
     }
 
+    fn live(channel: ChannelId, seq: Seq, text: Utf8Bytes) -> Outbound {
+        Outbound::Live(Arc::new(crate::hub::Delivery { channel, seq, text }))
+    }
+
     #[test]
     fn writer_resume_drops_overlap_and_keeps_order() {
         let t = |s: &str| Utf8Bytes::from(s);
         let mut chans = HashMap::new();
         let mut out = Vec::new();
-        assert!(apply(Outbound::Hold(vec![1]), &mut chans, &mut out, 10));
+        assert!(apply(
+            Outbound::Hold(vec![1].into()),
+            &mut chans,
+            &mut out,
+            10
+        ));
         // live 5 and 6 arrive while storage is read
         for s in [5, 6] {
-            apply(
-                Outbound::Live {
-                    channel: 1,
-                    seq: s,
-                    text: t(&s.to_string()),
-                },
-                &mut chans,
-                &mut out,
-                10,
-            );
+            apply(live(1, s, t(&s.to_string())), &mut chans, &mut out, 10);
         }
         assert!(out.is_empty());
         let frames = vec![(4, t("4")), (5, t("5"))];
         apply(
-            Outbound::Replay(vec![Replay {
-                channel: 1,
-                floor: 3,
-                frames,
-            }]),
+            Outbound::Replay(
+                vec![Replay {
+                    channel: 1,
+                    floor: 3,
+                    frames,
+                }]
+                .into(),
+            ),
             &mut chans,
             &mut out,
             10,
         );
-        apply(
-            Outbound::Live {
-                channel: 1,
-                seq: 6,
-                text: t("6"),
-            },
-            &mut chans,
-            &mut out,
-            10,
-        );
-        apply(
-            Outbound::Live {
-                channel: 1,
-                seq: 7,
-                text: t("7"),
-            },
-            &mut chans,
-            &mut out,
-            10,
-        );
+        apply(live(1, 6, t("6")), &mut chans, &mut out, 10);
+        apply(live(1, 7, t("7")), &mut chans, &mut out, 10);
         let got: Vec<&str> = out.iter().map(|u| u.as_str()).collect();
         assert_eq!(got, ["4", "5", "6", "7"]);
-        assert!(apply(Outbound::Hold(vec![2]), &mut chans, &mut out, 1));
         assert!(apply(
-            Outbound::Live {
-                channel: 2,
-                seq: 1,
-                text: t("x")
-            },
+            Outbound::Hold(vec![2].into()),
             &mut chans,
             &mut out,
             1
         ));
-        assert!(!apply(
-            Outbound::Live {
-                channel: 2,
-                seq: 2,
-                text: t("y")
-            },
-            &mut chans,
-            &mut out,
-            1
-        ));
+        assert!(apply(live(2, 1, t("x")), &mut chans, &mut out, 1));
+        assert!(!apply(live(2, 2, t("y")), &mut chans, &mut out, 1));
     }
 
     #[test]
