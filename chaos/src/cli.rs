@@ -10,7 +10,7 @@ use flowline_protocol::announce::Announce;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::ToxiproxyClient;
-use crate::controller::Controller;
+use crate::controller::{Controller, ProxyConfig};
 use crate::events::EventLog;
 use crate::fault::FaultSpec;
 use crate::process::PidProcess;
@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// Let proxies listen on / forward to non-loopback addresses.
     #[arg(long)]
     pub allow_non_loopback: bool,
+    /// Create these proxies at start: a JSON array as for `POST /populate`
+    /// (Toxiproxy's `-config`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// Flags naming a running server.
@@ -89,7 +93,15 @@ pub struct UrlArgs {
 /// Entry point of `flowline chaos`.
 pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
-        Command::Serve(a) => serve(a).await,
+        Command::Serve(a) => {
+            let shutdown = CancellationToken::new();
+            let on_signal = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                on_signal.cancel();
+            });
+            serve(a, shutdown, None).await
+        }
         Command::Heal(a) => {
             let client = ToxiproxyClient::new(&a.url, a.allow_non_loopback)?;
             client
@@ -170,7 +182,14 @@ async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
+/// `flowline chaos serve` until `shutdown` is cancelled: bind, announce on stdout (and on
+/// `bound`, for in-process callers), create the `--config` proxies, serve the API, then
+/// remove every proxy.
+pub async fn serve(
+    a: ServeArgs,
+    shutdown: CancellationToken,
+    bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> anyhow::Result<ExitCode> {
     if !a.allow_non_loopback && !a.listen.ip().is_loopback() {
         anyhow::bail!(
             "--listen {} is not a loopback address; pass --allow-non-loopback to serve on it",
@@ -189,12 +208,23 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(api = %addr, "chaos: serving the Toxiproxy API");
 
     let controller = Controller::with_policy(a.allow_non_loopback);
-    let shutdown = CancellationToken::new();
-    let signal_token = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        signal_token.cancel();
-    });
+    if let Some(path) = &a.config {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let proxies: Vec<ProxyConfig> = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {} (a JSON array of proxies)", path.display()))?;
+        let created = controller
+            .populate(proxies)
+            .await
+            .with_context(|| format!("creating the proxies of {}", path.display()))?;
+        tracing::info!(
+            proxies = created.len(),
+            "chaos: proxies created from the config"
+        );
+    }
+    if let Some(tx) = bound {
+        let _ = tx.send(addr);
+    }
     let served = crate::api::serve_api(controller.clone(), listener, shutdown).await;
     // Whatever ended the server, leave no proxy or fault behind.
     controller.shutdown().await;

@@ -301,3 +301,46 @@ async fn raw_api_status_codes_and_error_shape() {
     assert_eq!(r.status(), 404);
     stop.cancel();
 }
+
+#[tokio::test]
+async fn chaos_serve_creates_config_proxies_and_removes_them_on_shutdown() {
+    let upstream = echo_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxies.json");
+    std::fs::write(
+        &config,
+        format!(r#"[{{"name":"node1-redis","listen":"127.0.0.1:0","upstream":"{upstream}"}}]"#),
+    )
+    .unwrap();
+    let args = flowline_chaos::cli::ServeArgs {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        allow_non_loopback: false,
+        config: Some(config),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(flowline_chaos::cli::serve(args, stop.clone(), Some(tx)));
+    let api = rx.await.unwrap();
+    let proxies: serde_json::Value = reqwest::get(format!("http://{api}/proxies"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listen: std::net::SocketAddr = proxies["node1-redis"]["listen"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut s = tokio::net::TcpStream::connect(listen).await.unwrap();
+    crate::util::round_trip(&mut s, b"up").await;
+
+    stop.cancel();
+    let code = server.await.unwrap().unwrap();
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    assert!(
+        tokio::net::TcpStream::connect(listen).await.is_err(),
+        "proxies are removed when serve ends"
+    );
+    assert!(tokio::net::TcpStream::connect(api).await.is_err());
+}

@@ -371,3 +371,49 @@ async fn bulk_stream_stays_intact_when_a_toxic_arrives_midway() {
         .unwrap();
     assert!(line.ends_with(&format!(" {n}")), "{line}");
 }
+
+#[tokio::test]
+async fn toxic_changes_reach_every_live_connection() {
+    let _cpu = CPU.read().await;
+    let c = Controller::new();
+    let addr = proxy(&c, "many", echo_server().await).await;
+    let mut conns = Vec::new();
+    for _ in 0..100 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        round_trip(&mut s, b"hi").await;
+        conns.push(s);
+    }
+    c.add_toxic(
+        "many",
+        toxic(
+            ToxicKind::Latency {
+                latency: 80,
+                jitter: 0,
+            },
+            Direction::Downstream,
+        ),
+    )
+    .unwrap();
+    // All connections at once: the delays overlap instead of adding up.
+    let t = Instant::now();
+    let rtts =
+        futures_util::future::join_all(conns.iter_mut().map(|s| round_trip(s, b"slow"))).await;
+    for rtt in &rtts {
+        assert!(*rtt >= Duration::from_millis(80), "{rtt:?}");
+    }
+    // Serialised they would take 8 s; overlapping, one delay plus some overhead.
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "delays overlap: {:?}",
+        t.elapsed()
+    );
+    c.set_enabled("many", false).await.unwrap();
+    for s in &mut conns {
+        let mut buf = [0u8; 1];
+        let r = timeout(Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .unwrap();
+        assert!(matches!(r, Ok(0) | Err(_)), "every connection cut: {r:?}");
+    }
+}
