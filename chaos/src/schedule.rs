@@ -8,6 +8,7 @@
 //! miss a fault injected concurrently. Dropping the handle heals too: synchronously
 //! what can be (local toxics, paused processes), the rest on a spawned task.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,6 +155,9 @@ struct Shared {
     active: tokio::sync::Mutex<Vec<Active>>,
     cancel: CancellationToken,
     errors: parking_lot::Mutex<Vec<String>>,
+    /// How many active faults hold each link disabled / node paused: overlapping faults
+    /// on one target undo it only when the last of them heals.
+    holds: parking_lot::Mutex<HashMap<String, usize>>,
 }
 
 /// A validated list of faults with their targets, ready to run.
@@ -272,6 +276,7 @@ impl Schedule {
             active: tokio::sync::Mutex::new(Vec::new()),
             cancel: CancellationToken::new(),
             errors: parking_lot::Mutex::new(Vec::new()),
+            holds: parking_lot::Mutex::new(HashMap::new()),
         });
         let mut tasks = JoinSet::new();
         for (i, spec) in self.faults.into_iter().enumerate() {
@@ -326,6 +331,68 @@ async fn run_fault(shared: Arc<Shared>, index: usize, spec: FaultSpec, zero: Ins
 }
 
 impl Shared {
+    /// Take a hold on `key`; true if it is the first (the fault must be applied).
+    fn acquire(&self, key: &str) -> bool {
+        let mut holds = self.holds.lock();
+        let n = holds.entry(key.to_string()).or_insert(0);
+        *n += 1;
+        *n == 1
+    }
+
+    /// Release a hold on `key`; true if it was the last (the fault must be undone).
+    fn release(&self, key: &str) -> bool {
+        let mut holds = self.holds.lock();
+        match holds.get_mut(key) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                holds.remove(key);
+                true
+            }
+            None => true,
+        }
+    }
+
+    fn pause_node(&self, n: &Arc<dyn ProcessTarget>) -> Result<()> {
+        let key = format!("node:{}", n.node_id());
+        if self.acquire(&key)
+            && let Err(e) = n.pause()
+        {
+            self.release(&key);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn resume_node(&self, n: &Arc<dyn ProcessTarget>) -> Result<()> {
+        if self.release(&format!("node:{}", n.node_id())) {
+            n.resume()
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn disable_link(&self, name: &str) -> Result<()> {
+        let key = format!("link:{name}");
+        if self.acquire(&key)
+            && let Err(e) = self.targets.links.set_enabled(name, false).await
+        {
+            self.release(&key);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn enable_link(&self, name: &str) -> Result<()> {
+        if self.release(&format!("link:{name}")) {
+            self.targets.links.set_enabled(name, true).await
+        } else {
+            Ok(())
+        }
+    }
+
     fn record(&self, action: &str, spec: &FaultSpec, targets: Vec<String>, params: Value) {
         tracing::info!(
             action,
@@ -381,12 +448,12 @@ impl Shared {
                 let r = if spec.kind == FaultKind::Kill {
                     n.kill()
                 } else {
-                    n.pause()
+                    self.pause_node(n)
                 };
                 if let Err(e) = r {
                     if spec.kind == FaultKind::Pause {
                         for d in &done {
-                            let _ = d.resume();
+                            let _ = self.resume_node(d);
                         }
                     }
                     return Err(e);
@@ -436,9 +503,9 @@ impl Shared {
             None => {
                 let mut done: Vec<String> = Vec::new();
                 for n in &names {
-                    if let Err(e) = self.targets.links.set_enabled(n, false).await {
+                    if let Err(e) = self.disable_link(n).await {
                         for d in &done {
-                            let _ = self.targets.links.set_enabled(d, true).await;
+                            let _ = self.enable_link(d).await;
                         }
                         return Err(e);
                     }
@@ -487,12 +554,12 @@ impl Shared {
             }
             Applied::Disabled(list) => {
                 for p in list {
-                    note(self.targets.links.set_enabled(p, true).await);
+                    note(self.enable_link(p).await);
                 }
             }
             Applied::Paused(nodes) => {
                 for n in nodes {
-                    note(n.resume());
+                    note(self.resume_node(n));
                 }
             }
             Applied::Killed(nodes) => {
@@ -599,7 +666,7 @@ impl Drop for ScheduleHandle {
                 }
                 (Applied::Paused(nodes), _) => {
                     for n in nodes {
-                        let _ = n.resume();
+                        let _ = self.shared.resume_node(n);
                     }
                     true
                 }

@@ -265,3 +265,28 @@ target = "node1-*"
     assert_eq!(lines[0].target, ["node1-redis"]);
     stop.cancel();
 }
+
+#[tokio::test]
+async fn overlapping_partitions_heal_when_the_last_one_ends() {
+    let _cpu = crate::util::CPU.read().await;
+    let c = Controller::new();
+    proxy(&c, "node1-redis", echo_server().await).await;
+    let zero = Instant::now();
+    let events = EventLog::in_memory(zero.into_std());
+    let plan = faults(
+        r#"[
+        {"at":"0ms","duration":"150ms","kind":"down","target":"node1-redis"},
+        {"at":"50ms","duration":"200ms","kind":"down","target":"node1-*"}
+    ]"#,
+    );
+    let mut handle = Schedule::new(plan, Targets::new(Links::Local(c.clone())), events)
+        .unwrap()
+        .run(zero);
+    sleep_until(zero + Duration::from_millis(200)).await;
+    assert!(
+        !c.get("node1-redis").unwrap().enabled,
+        "the first heal must not lift the second partition"
+    );
+    handle.wait().await;
+    assert!(c.get("node1-redis").unwrap().enabled);
+}
