@@ -417,3 +417,35 @@ async fn toxic_changes_reach_every_live_connection() {
         assert!(matches!(r, Ok(0) | Err(_)), "every connection cut: {r:?}");
     }
 }
+
+#[tokio::test]
+async fn toxicity_picks_a_share_of_connections() {
+    let _cpu = CPU.read().await;
+    let c = Controller::new();
+    let addr = proxy(&c, "half", echo_server().await).await;
+    let mut spec = toxic(
+        ToxicKind::Latency {
+            latency: 60,
+            jitter: 0,
+        },
+        Direction::Downstream,
+    );
+    spec.toxicity = 0.5;
+    c.add_toxic("half", spec).unwrap();
+    let mut conns = Vec::new();
+    for _ in 0..40 {
+        let s = TcpStream::connect(addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        conns.push(s);
+    }
+    let rtts = futures_util::future::join_all(conns.iter_mut().map(|s| round_trip(s, b"?"))).await;
+    let slow = rtts
+        .iter()
+        .filter(|r| **r >= Duration::from_millis(55))
+        .count();
+    // Binomial(40, 0.5): outside 8..=32 has a probability below 1e-4.
+    assert!((8..=32).contains(&slow), "{slow} of 40 slowed: {rtts:?}");
+    // The roll is per connection: a slowed connection stays slowed.
+    let again = round_trip(&mut conns[0], b"?").await >= Duration::from_millis(55);
+    assert_eq!(again, rtts[0] >= Duration::from_millis(55));
+}
