@@ -19,8 +19,8 @@ pub(crate) struct Latency {
 impl Latency {
     pub(crate) fn new(latency_ms: u64, jitter_ms: u64) -> Self {
         Latency {
-            latency: Duration::from_millis(latency_ms),
-            jitter: Duration::from_millis(jitter_ms),
+            latency: super::capped_ms(latency_ms),
+            jitter: super::capped_ms(jitter_ms),
             last_due: None,
         }
     }

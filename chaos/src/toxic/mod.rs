@@ -395,6 +395,15 @@ pub(crate) trait Toxic: Send + std::fmt::Debug {
     }
 }
 
+/// Longest delay a toxic applies (about 115 days): attributes come from the network, and
+/// an unbounded one would overflow `Instant` arithmetic.
+const MAX_DELAY_MS: u64 = 10_000_000_000;
+
+/// `ms` milliseconds, capped at [`MAX_DELAY_MS`].
+pub(crate) fn capped_ms(ms: u64) -> Duration {
+    Duration::from_millis(ms.min(MAX_DELAY_MS))
+}
+
 /// Build the per-connection behaviour of a toxic; `now` is when it starts acting.
 pub(crate) fn instantiate(kind: &ToxicKind, now: Instant) -> Box<dyn Toxic> {
     match *kind {
@@ -556,6 +565,42 @@ mod tests {
         );
         assert_eq!(u.toxicity, 0.5);
         assert_eq!(u.name, "latency_upstream");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn huge_attributes_do_not_overflow() {
+        let now = Instant::now();
+        let big = u64::MAX;
+        let specs: Vec<ToxicSpec> = [
+            ToxicKind::Latency {
+                latency: big,
+                jitter: big,
+            },
+            ToxicKind::Timeout { timeout: big },
+            ToxicKind::ResetPeer { timeout: big },
+            ToxicKind::SlowClose { delay: big },
+            ToxicKind::Slicer {
+                average_size: big,
+                size_variation: big,
+                delay: big,
+            },
+            ToxicKind::Bandwidth { rate: big },
+            ToxicKind::LimitData { bytes: big },
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| ToxicSpec::new(k, Direction::Upstream).named(format!("t{i}")))
+        .collect();
+        let mut chain = Chain::default();
+        chain.refresh(&specs, now);
+        let mut out = Vec::new();
+        let chunk = Chunk {
+            data: Bytes::from_static(b"data"),
+            due: now,
+        };
+        assert_eq!(chain.process(chunk, now, &mut out), Verdict::Pass);
+        assert!(chain.deadline().is_some());
+        assert!(chain.eof_delay() > Duration::from_secs(86_400));
     }
 
     #[tokio::test(start_paused = true)]

@@ -17,7 +17,7 @@ pub(crate) struct ResetPeer {
 impl ResetPeer {
     pub(crate) fn new(timeout_ms: u64) -> Self {
         ResetPeer {
-            timeout: Duration::from_millis(timeout_ms),
+            timeout: super::capped_ms(timeout_ms),
             reset_at: None,
         }
     }

@@ -20,7 +20,7 @@ impl Slicer {
         Slicer {
             average: usize::try_from(average_size).unwrap_or(usize::MAX).max(1),
             variation: usize::try_from(size_variation).unwrap_or(0),
-            delay: Duration::from_micros(delay_us),
+            delay: Duration::from_micros(delay_us.min(super::MAX_DELAY_MS)),
         }
     }
 

@@ -15,7 +15,7 @@ pub(crate) struct SlowClose {
 impl SlowClose {
     pub(crate) fn new(delay_ms: u64) -> Self {
         SlowClose {
-            delay: Duration::from_millis(delay_ms),
+            delay: super::capped_ms(delay_ms),
         }
     }
 }

@@ -1,7 +1,5 @@
 //! `timeout`: drop all data; close the connection after `timeout` ms (0: hold it open).
 
-use std::time::Duration;
-
 use tokio::time::Instant;
 
 use super::{Chunk, Toxic, Verdict};
@@ -16,7 +14,7 @@ pub(crate) struct Timeout {
 impl Timeout {
     pub(crate) fn new(timeout_ms: u64, started: Instant) -> Self {
         Timeout {
-            close_at: (timeout_ms > 0).then(|| started + Duration::from_millis(timeout_ms)),
+            close_at: (timeout_ms > 0).then(|| started + super::capped_ms(timeout_ms)),
         }
     }
 }
