@@ -17,6 +17,9 @@
 //! | POST | /reset | 204 (enable all, remove all toxics) |
 //! | GET | /version | 200 `{"version": ".."}` |
 //! | GET | /metrics | 200 Prometheus text |
+//!
+//! Requests from browsers (`User-Agent: Mozilla/...`) get 403, as in Toxiproxy, so a web
+//! page cannot reach the local API.
 
 use std::collections::BTreeMap;
 
@@ -102,7 +105,21 @@ pub fn router(controller: Controller) -> Router {
         .route("/version", get(version))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(1024 * 1024))
+        .layer(axum::middleware::from_fn(stop_browsers))
         .with_state(controller)
+}
+
+/// As Toxiproxy: refuse browsers, so a web page cannot drive the local API (CSRF).
+async fn stop_browsers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let browser = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.starts_with("Mozilla/"));
+    if browser {
+        return (StatusCode::FORBIDDEN, "User agent not allowed\n").into_response();
+    }
+    next.run(req).await
 }
 
 /// Serve the API on `listener` until `shutdown` is cancelled. The proxies are left as

@@ -175,6 +175,18 @@ async fn raw_api_status_codes_and_error_shape() {
     assert_eq!(r.status(), 400, "non-loopback upstream is refused");
 
     let r = http
+        .get(format!("{base}/proxies"))
+        .header("User-Agent", "Mozilla/5.0 (X11; Linux x86_64)")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        403,
+        "browsers are refused (CSRF), as in Toxiproxy"
+    );
+
+    let r = http
         .get(format!("{base}/proxies/nope"))
         .send()
         .await
