@@ -17,8 +17,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use serde::{Deserialize, Serialize};
 
 use crate::checker::{self, CorrectnessReport};
@@ -155,9 +155,14 @@ impl fmt::Display for Progress {
     }
 }
 
-#[derive(Debug, Clone)]
+/// One second, merged over workers. Full histograms (~140 KiB each) are kept only until
+/// every worker has reported the second; then they are sealed into their compressed form
+/// (a few hundred bytes), so a long run does not hold hundreds of MB in the harness.
+#[derive(Debug, Clone, Default)]
 struct Interval {
-    hists: [Histogram<u64>; 4],
+    open: Option<Box<[Histogram<u64>; 4]>>,
+    sealed: [Option<Vec<u8>>; 4],
+    p99_delivery: Option<u64>,
     counters: Counters,
     users: u64,
     measuring: bool,
@@ -165,15 +170,51 @@ struct Interval {
     reports: usize,
 }
 
-impl Default for Interval {
-    fn default() -> Self {
-        Interval {
-            hists: std::array::from_fn(|_| metrics::new_histogram()),
-            counters: Counters::default(),
-            users: 0,
-            measuring: false,
-            drain: false,
-            reports: 0,
+impl Interval {
+    fn open_mut(&mut self) -> &mut [Histogram<u64>; 4] {
+        self.open
+            .get_or_insert_with(|| Box::new(std::array::from_fn(|_| metrics::new_histogram())))
+    }
+
+    /// The metric's histogram of this second, if it has samples.
+    fn hist(&self, m: Metric) -> Option<Histogram<u64>> {
+        if let Some(open) = &self.open {
+            let h = &open[m as usize];
+            return (!h.is_empty()).then(|| h.clone());
+        }
+        let bytes = self.sealed[m as usize].as_ref()?;
+        Deserializer::new().deserialize(&mut bytes.as_slice()).ok()
+    }
+
+    fn seal(&mut self) {
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        let d = &open[Metric::Delivery as usize];
+        self.p99_delivery = (!d.is_empty()).then(|| d.value_at_quantile(0.99));
+        for m in Metric::ALL {
+            let h = &open[m as usize];
+            if h.is_empty() {
+                continue;
+            }
+            let mut buf = Vec::new();
+            if V2DeflateSerializer::new().serialize(h, &mut buf).is_ok() {
+                self.sealed[m as usize] = Some(buf);
+            } else {
+                // Keep the full histograms rather than lose a second.
+                self.open = Some(open);
+                return;
+            }
+        }
+    }
+
+    fn p99_delivery(&self) -> Option<u64> {
+        match &self.open {
+            Some(open) => {
+                let d = &open[Metric::Delivery as usize];
+                (!d.is_empty()).then(|| d.value_at_quantile(0.99))
+            }
+            None => self.p99_delivery,
         }
     }
 }
@@ -241,6 +282,7 @@ impl Aggregator {
     }
 
     fn ingest_tick(&mut self, worker: usize, t: Tick) -> Result<()> {
+        let workers = self.workers;
         let iv = self.intervals.entry(t.t).or_default();
         for (name, enc) in &t.hist {
             let Some(m) = Metric::ALL.iter().find(|m| m.name() == name) else {
@@ -250,7 +292,7 @@ impl Aggregator {
                 worker,
                 message: format!("tick {}: {e}", t.t),
             })?;
-            iv.hists[*m as usize]
+            iv.open_mut()[*m as usize]
                 .add(&h)
                 .map_err(|e| LoadgenError::Histogram(format!("merge: {e:?}")))?;
         }
@@ -259,6 +301,9 @@ impl Aggregator {
         iv.measuring |= t.measuring;
         iv.drain |= t.drain;
         iv.reports += 1;
+        if iv.reports >= workers {
+            iv.seal();
+        }
         self.users_now[worker] = t.users;
         self.errors += t.counters.errors;
         Ok(())
@@ -286,8 +331,7 @@ impl Aggregator {
             p.elapsed = Duration::from_secs(t);
             p.sends_per_s = iv.counters.sent;
             p.deliveries_per_s = iv.counters.delivered;
-            let h = &iv.hists[Metric::Delivery as usize];
-            p.p99_delivery_us = (!h.is_empty()).then(|| h.value_at_quantile(0.99));
+            p.p99_delivery_us = iv.p99_delivery();
         }
         p
     }
@@ -337,8 +381,10 @@ impl Aggregator {
             }
             // Latency of messages sent in the window includes deliveries during the drain.
             if iv.measuring || iv.drain {
-                for (a, b) in hists.iter_mut().zip(iv.hists.iter()) {
-                    let _ = a.add(b);
+                for m in Metric::ALL {
+                    if let Some(h) = iv.hist(m) {
+                        let _ = hists[m as usize].add(&h);
+                    }
                 }
             }
         }
@@ -457,13 +503,12 @@ impl Aggregator {
                 .map_err(|e| LoadgenError::io("hlog header", e))?;
             for (&t, iv) in &self.intervals {
                 for m in Metric::ALL {
-                    let h = &iv.hists[m as usize];
-                    if h.is_empty() {
+                    let Some(h) = iv.hist(m) else {
                         continue;
-                    }
+                    };
                     let tag = Tag::new(m.name());
                     w.write_histogram(
-                        h,
+                        &h,
                         Duration::from_secs(t.saturating_sub(1)),
                         Duration::from_secs(1),
                         tag,
@@ -481,13 +526,11 @@ impl Aggregator {
             "t_s,measuring,drain,users,sent,acked,delivered,errors,disconnects,reconnects,delivery_p50_us,delivery_p99_us,ack_p99_us\n",
         );
         for (&t, iv) in &self.intervals {
-            let q = |m: Metric, q: f64| {
-                let h = &iv.hists[m as usize];
-                if !h.is_empty() {
-                    h.value_at_quantile(q).to_string()
-                } else {
-                    String::new()
-                }
+            let delivery = iv.hist(Metric::Delivery);
+            let ack = iv.hist(Metric::Ack);
+            let q = |h: &Option<Histogram<u64>>, q: f64| {
+                h.as_ref()
+                    .map_or_else(String::new, |h| h.value_at_quantile(q).to_string())
             };
             let c = &iv.counters;
             out.push_str(&format!(
@@ -501,9 +544,9 @@ impl Aggregator {
                 c.errors,
                 c.disconnects,
                 c.reconnects,
-                q(Metric::Delivery, 0.5),
-                q(Metric::Delivery, 0.99),
-                q(Metric::Ack, 0.99),
+                q(&delivery, 0.5),
+                q(&delivery, 0.99),
+                q(&ack, 0.99),
             ));
         }
         out

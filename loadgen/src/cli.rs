@@ -51,6 +51,10 @@ pub struct Args {
     /// Common start time of all workers, Unix milliseconds (default: now).
     #[arg(long, value_name = "UNIX_MS")]
     pub start_at: Option<u64>,
+    /// Standalone mode: provision and write scenario.toml and plan.json into --out, then
+    /// exit (start workers on the plan yourself).
+    #[arg(long)]
+    pub provision_only: bool,
     /// Runtime threads (default: available cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -164,6 +168,10 @@ async fn standalone(
         .await
         .context("provisioning the users")?;
     plan.write(&out.join("plan.json"))?;
+    if args.provision_only {
+        println!("{}", out.join("plan.json").display());
+        return Ok(ExitCode::SUCCESS);
+    }
     if shard.count == 1 && plan.users.len() > plan::MAX_USERS_PER_WORKER {
         bail!(
             "{} users need {} worker processes: use `flowline run`",

@@ -152,6 +152,33 @@ pub enum WorkerLine {
     Done(Box<Done>),
 }
 
+/// The fields of a server frame the worker's hot path needs; everything else (the body,
+/// `ready`'s channel map) is skipped without being copied.
+#[derive(Debug, Deserialize)]
+pub struct Peek<'a> {
+    /// The event's `type`.
+    #[serde(rename = "type", borrow)]
+    pub kind: &'a str,
+    /// `message`/`ack`: channel.
+    #[serde(default)]
+    pub channel: Option<ChannelId>,
+    /// `message`/`ack`: seq in the channel.
+    #[serde(default)]
+    pub seq: Option<Seq>,
+    /// `message`/`ack`: message id.
+    #[serde(default)]
+    pub id: Option<MessageId>,
+    /// `ack`/`error`: request id.
+    #[serde(default)]
+    pub req_id: Option<u64>,
+    /// `message`: the sender's nonce.
+    #[serde(default, borrow)]
+    pub nonce: Option<&'a str>,
+    /// `error`: code.
+    #[serde(default)]
+    pub code: Option<flowline_protocol::ws::ErrorCode>,
+}
+
 /// Nonce carried by every `send`: `"<user>:<n>:<unix µs>"`. The time is the intended send
 /// time (open model) or the actual one (closed), so a recipient in any worker process on
 /// this machine measures send→delivery with the same clock.
@@ -171,6 +198,26 @@ pub fn parse_nonce(s: &str) -> Option<(u32, u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peek_reads_a_message_frame() {
+        let ev = flowline_protocol::ws::ServerEvent::Message(flowline_protocol::ws::Message {
+            channel: 3,
+            seq: 9,
+            id: 77,
+            author: 5,
+            body: "with \"escapes\" and ünïcode".into(),
+            nonce: Some(nonce(4, 2, 123)),
+            created_at: 1,
+        });
+        let text = serde_json::to_string(&ev).unwrap();
+        let p: Peek<'_> = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (p.kind, p.channel, p.seq, p.id),
+            ("message", Some(3), Some(9), Some(77))
+        );
+        assert_eq!(p.nonce.and_then(parse_nonce), Some((4, 2, 123)));
+    }
 
     #[test]
     fn nonce_round_trip() {

@@ -23,9 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use flowline_protocol::ws::{ClientOp, ServerEvent};
-use flowline_protocol::{ChannelId, MessageId, Seq};
+use flowline_protocol::{ChannelId, Seq};
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout};
@@ -402,25 +401,6 @@ struct Chan {
     chains: Vec<Chain>,
     receipts: Receipts,
     subscribed: bool,
-}
-
-/// The fields of a server frame the hot path needs; everything else is skipped unparsed.
-#[derive(Deserialize)]
-struct Peek<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: &'a str,
-    #[serde(default)]
-    channel: Option<ChannelId>,
-    #[serde(default)]
-    seq: Option<Seq>,
-    #[serde(default)]
-    id: Option<MessageId>,
-    #[serde(default)]
-    req_id: Option<u64>,
-    #[serde(default, borrow)]
-    nonce: Option<&'a str>,
-    #[serde(default)]
-    code: Option<flowline_protocol::ws::ErrorCode>,
 }
 
 type Ws = WebSocketStream<TcpStream>;
@@ -880,7 +860,7 @@ impl User {
 
     fn on_frame(&mut self, text: &str) {
         let ctx = self.ctx.clone();
-        let Ok(p) = serde_json::from_str::<Peek<'_>>(text) else {
+        let Ok(p) = serde_json::from_str::<wire::Peek<'_>>(text) else {
             ctx.error("bad_frame");
             return;
         };
