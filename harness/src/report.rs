@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde_json::Value;
 
-use crate::runfolder::{RunFolder, Timeline};
+use flowline_loadgen::scenario::Scenario;
+
+use crate::runfolder::{IntervalStats, RunFolder};
 use crate::svg::{Chart, Marker, PALETTE, Series, Shade, XAxis, esc, fmt_num};
 
 /// Percentiles listed in latency tables.
@@ -112,7 +114,9 @@ pub fn render(run: &RunFolder) -> String {
     if !windows.is_empty() {
         h.push_str("<p class=\"note\">Shaded: fault windows (from events.jsonl). Dashed lines: node events.</p>");
     }
-    for mut chart in timeline_charts(&run.timeline) {
+    let x_end = run.end_time().max(1.0);
+    for mut chart in timeline_charts(run) {
+        chart.x_range = Some((0.0, x_end));
         chart.shades = shades.clone();
         chart.markers = markers.clone();
         let _ = write!(h, "<div class=\"panel\">{}</div>", chart.render());
@@ -155,44 +159,42 @@ pub fn render(run: &RunFolder) -> String {
 }
 
 fn metadata(run: &RunFolder) -> String {
+    // The loadgen's own parser: scenario.toml may hold a u64 seed that plain TOML tables
+    // (i64 integers) refuse.
     let scen = run
         .scenario_toml
         .as_deref()
-        .and_then(|t| toml::from_str::<toml::Table>(t).ok());
-    let from_toml = |section: &str, key: &str| -> Option<String> {
-        let v = scen.as_ref()?.get(section)?.get(key)?;
-        Some(match v {
-            toml::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-    };
+        .and_then(|t| Scenario::parse("scenario.toml", t).ok());
+    let from = |f: fn(&Scenario) -> String| scen.as_ref().map(f);
     let items = [
         (
             "seed",
             run.text(&["meta.seed", "seed"])
-                .or_else(|| from_toml("run", "seed")),
+                .or_else(|| from(|s| s.seed.to_string())),
         ),
         (
             "phase",
             run.text(&["meta.phase", "phase"])
-                .or_else(|| from_toml("cluster", "phase")),
+                .or_else(|| from(|s| s.cluster.phase.as_str().to_string())),
         ),
         (
             "nodes",
             run.text(&["meta.nodes", "nodes"])
-                .or_else(|| from_toml("cluster", "nodes")),
+                .or_else(|| from(|s| s.cluster.nodes.to_string())),
         ),
-        (
-            "users",
-            run.text(&["meta.users", "users"])
-                .or_else(|| from_toml("population", "users")),
-        ),
+        ("users", from(|s| s.population.users.to_string())),
         (
             "duration",
-            run.text(&["meta.duration", "duration"])
-                .or_else(|| from_toml("run", "duration")),
+            from(|s| {
+                format!(
+                    "{} (+{} warm-up, {} drain)",
+                    humantime::format_duration(s.duration),
+                    humantime::format_duration(s.warmup),
+                    humantime::format_duration(s.drain)
+                )
+            }),
         ),
-        ("workers", run.text(&["meta.workers", "workers"])),
+        ("workers", run.text(&["workers"])),
         (
             "revision",
             run.text(&["meta.revision", "meta.git_revision", "revision"]),
@@ -323,9 +325,51 @@ fn latency_column(name: &str) -> Option<(String, &'static str, f64)> {
     None
 }
 
-/// The charts of the timeline, in reading order.
-pub fn timeline_charts(t: &Timeline) -> Vec<Chart> {
+/// Picks one statistic of an interval.
+type StatOf = fn(&IntervalStats) -> u64;
+
+/// Latency charts over time from histograms.hlog's per-second intervals: p50/p90/p99/max.
+fn interval_charts(run: &RunFolder) -> Vec<Chart> {
+    let mut tags: Vec<&String> = run.intervals.keys().collect();
+    let rank = |t: &str| match t {
+        "delivery" => 0,
+        "ack" => 1,
+        "hello" => 2,
+        "connect" => 3,
+        _ => 4,
+    };
+    tags.sort_by_key(|t| (rank(t), (*t).clone()));
     let mut charts = Vec::new();
+    for tag in tags {
+        let iv = &run.intervals[tag];
+        let mut c = Chart::new(format!("{tag} latency percentiles, per second"), "ms");
+        let series: [(&str, StatOf); 4] = [
+            ("p50", |s| s.p50),
+            ("p90", |s| s.p90),
+            ("p99", |s| s.p99),
+            ("max", |s| s.max),
+        ];
+        for (i, (name, get)) in series.iter().enumerate() {
+            let pts = iv
+                .iter()
+                .filter(|s| s.count > 0)
+                .map(|s| (s.t, get(s) as f64 / 1000.0))
+                .collect();
+            let mut ser = Series::new(*name, PALETTE[i], pts);
+            ser.dashed = *name == "max";
+            c.series.push(ser);
+        }
+        charts.push(c);
+    }
+    charts
+}
+
+/// The charts over time, in reading order: latency (from histograms.hlog when present,
+/// else from timeline.csv's percentile columns), users, send rate, delivery rate, errors.
+pub fn timeline_charts(run: &RunFolder) -> Vec<Chart> {
+    let t = &run.timeline;
+    let mut charts = interval_charts(run);
+    let from_hlog = !charts.is_empty();
     // Latency: one chart per metric, series in percentile order.
     let mut metrics: Vec<String> = Vec::new();
     let mut lat: Vec<(String, &'static str, f64, usize)> = Vec::new();
@@ -339,7 +383,7 @@ pub fn timeline_charts(t: &Timeline) -> Vec<Chart> {
     }
     // Delivery first: it is the number people look for.
     metrics.sort_by_key(|m| (!m.contains("deliver"), !m.contains("ack"), m.clone()));
-    for m in &metrics {
+    for m in metrics.iter().filter(|_| !from_hlog) {
         let mut c = Chart::new(format!("{m} latency percentiles, per second"), "ms");
         for (pi, p) in ["p50", "p90", "p99", "p99.9", "max"].iter().enumerate() {
             for (mm, pp, f, i) in &lat {
@@ -433,7 +477,7 @@ fn latency_table(run: &RunFolder) -> String {
         }
         return "<p class=\"note\">no latency data</p>".into();
     }
-    s.push_str("<p class=\"note\">milliseconds, from histograms.hlog (HdrHistogram, 3 significant digits)</p>");
+    s.push_str("<p class=\"note\">milliseconds, measured window (after warm-up; the whole run for a metric measured only outside it), from histograms.hlog (HdrHistogram, 3 significant digits)</p>");
     s
 }
 

@@ -628,11 +628,48 @@ async fn drive(
         nodes: state.nodes.len() as u32,
         notes,
     };
-    agg.finish(dir, meta)
+    let summary = agg
+        .finish(dir, meta)
         .map_err(|e| anyhow::anyhow!("{e}"))
-        .context("cannot write the run's results")
+        .context("cannot write the run's results")?;
+    annotate_summary(dir)?;
+    Ok(summary)
 }
 
+/// The source revision of this binary: `git describe` of the checkout it was built from
+/// (the normal `cargo run` case), else the package version.
+pub fn revision() -> String {
+    let out = std::process::Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "describe",
+            "--always",
+            "--dirty",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        _ => format!("v{}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+/// Add what only the harness knows to summary.json's `meta`: the source revision and the
+/// flowline version (the loadgen's `RunMeta` has no field for them).
+fn annotate_summary(dir: &Path) -> anyhow::Result<()> {
+    let path = dir.join("summary.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    if let Some(meta) = v.get_mut("meta").and_then(|m| m.as_object_mut()) {
+        meta.insert("revision".into(), revision().into());
+        meta.insert("flowline_version".into(), env!("CARGO_PKG_VERSION").into());
+    }
+    let text = serde_json::to_string_pretty(&v)?;
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+}
 async fn teardown(state: &mut State, sup: &Supervisor) {
     if let Some(f) = state.faults.take() {
         f.stop().await;

@@ -194,8 +194,12 @@ pub struct RunFolder {
     pub timeline: Timeline,
     /// events.jsonl (empty if missing).
     pub events: Vec<Event>,
-    /// Merged histogram per tag of histograms.hlog (µs values).
+    /// Merged histogram per tag of histograms.hlog (µs values), over the measured window
+    /// (the intervals timeline.csv flags `measuring`; every interval if it has no flags;
+    /// the whole run for a metric with no sample in the window).
     pub histograms: BTreeMap<String, Histogram<u64>>,
+    /// Per-second percentiles per tag of histograms.hlog, whole run.
+    pub intervals: BTreeMap<String, Vec<IntervalStats>>,
     /// scenario.toml as written.
     pub scenario_toml: Option<String>,
 }
@@ -227,10 +231,19 @@ impl RunFolder {
                     .collect()
             })
             .unwrap_or_default();
-        let histograms = match std::fs::read(dir.join("histograms.hlog")) {
-            Ok(bytes) => read_hlog(&bytes)
+        let measuring = timeline.col(&["measuring"]).map(|i| {
+            timeline
+                .times()
+                .into_iter()
+                .zip(timeline.rows.iter().map(|r| cell(r, i)))
+                .filter(|(_, m)| *m > 0.0)
+                .map(|(t, _)| t.round() as u64)
+                .collect::<Vec<u64>>()
+        });
+        let (histograms, intervals) = match std::fs::read(dir.join("histograms.hlog")) {
+            Ok(bytes) => read_hlog(&bytes, measuring.as_deref())
                 .with_context(|| format!("cannot read {}/histograms.hlog", dir.display()))?,
-            Err(_) => BTreeMap::new(),
+            Err(_) => (BTreeMap::new(), BTreeMap::new()),
         };
         let scenario_toml = std::fs::read_to_string(dir.join("scenario.toml")).ok();
         Ok(Self {
@@ -239,6 +252,7 @@ impl RunFolder {
             timeline,
             events,
             histograms,
+            intervals,
             scenario_toml,
         })
     }
@@ -359,9 +373,35 @@ fn start_unix_ms(summary: &Value) -> Option<f64> {
     None
 }
 
-/// Merge the histograms of an interval log by tag (untagged entries go under `""`).
-pub fn read_hlog(bytes: &[u8]) -> anyhow::Result<BTreeMap<String, Histogram<u64>>> {
-    let mut out: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
+/// Percentiles of one interval of the log, µs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IntervalStats {
+    /// End of the interval, seconds from the log's base time (= timeline.csv's `t_s`).
+    pub t: f64,
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+/// Merged histogram per tag of the intervals whose end second is in `keep` (all when
+/// `None`), and per-interval percentiles per tag (untagged entries go under `""`).
+pub type Hlog = (
+    BTreeMap<String, Histogram<u64>>,
+    BTreeMap<String, Vec<IntervalStats>>,
+);
+
+/// Read an HdrHistogram interval log (V2 or V2-compressed entries).
+pub fn read_hlog(bytes: &[u8], keep: Option<&[u64]>) -> anyhow::Result<Hlog> {
+    let mut merged: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
+    let mut whole: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
+    let mut stats: BTreeMap<String, Vec<IntervalStats>> = BTreeMap::new();
     let mut de = Deserializer::new();
     for entry in IntervalLogIterator::new(bytes) {
         let entry = match entry {
@@ -378,20 +418,43 @@ pub fn read_hlog(bytes: &[u8]) -> anyhow::Result<BTreeMap<String, Histogram<u64>
         let hist: Histogram<u64> = de
             .deserialize(&mut raw.as_slice())
             .map_err(|e| anyhow::anyhow!("cannot decode interval histogram: {e:?}"))?;
-        match out.get_mut(&tag) {
-            Some(acc) => acc
-                .add(&hist)
-                .map_err(|e| anyhow::anyhow!("cannot merge histograms of {tag}: {e:?}"))?,
-            None => {
-                let mut acc = Histogram::<u64>::new(3).context("histogram")?;
-                acc.auto(true);
-                acc.add(&hist)
-                    .map_err(|e| anyhow::anyhow!("cannot merge histograms of {tag}: {e:?}"))?;
-                out.insert(tag, acc);
-            }
+        let end = (h.start_timestamp() + h.duration()).as_secs_f64();
+        stats.entry(tag.clone()).or_default().push(IntervalStats {
+            t: end,
+            count: hist.len(),
+            p50: hist.value_at_quantile(0.5),
+            p90: hist.value_at_quantile(0.9),
+            p99: hist.value_at_quantile(0.99),
+            max: hist.max(),
+        });
+        merge_into(&mut whole, &tag, &hist)?;
+        if keep.is_none_or(|k| k.contains(&(end.round() as u64))) {
+            merge_into(&mut merged, &tag, &hist)?;
         }
     }
-    Ok(out)
+    // A metric recorded only outside the measured window (connects during warm-up) is
+    // still worth its curve: use the whole run for it.
+    for (tag, h) in whole {
+        merged.entry(tag).or_insert(h);
+    }
+    Ok((merged, stats))
+}
+
+fn merge_into(
+    map: &mut BTreeMap<String, Histogram<u64>>,
+    tag: &str,
+    h: &Histogram<u64>,
+) -> anyhow::Result<()> {
+    let acc = match map.entry(tag.to_string()) {
+        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::btree_map::Entry::Vacant(v) => {
+            let mut acc = Histogram::<u64>::new(3).context("histogram")?;
+            acc.auto(true);
+            v.insert(acc)
+        }
+    };
+    acc.add(h)
+        .map_err(|e| anyhow::anyhow!("cannot merge histograms of {tag}: {e:?}"))
 }
 
 /// The percentile curve of a µs histogram as (quantile, ms), for the `1/(1-q)` axis.
@@ -449,6 +512,7 @@ mod tests {
             timeline: Timeline::parse("t\n0\n20\n"),
             events,
             histograms: BTreeMap::new(),
+            intervals: BTreeMap::new(),
             scenario_toml: None,
         };
         let w = run.fault_windows();
@@ -490,9 +554,15 @@ mod tests {
                 w.write_histogram(&h, start, len, Tag::new("ack")).unwrap();
             }
         }
-        let m = read_hlog(&buf).unwrap();
+        let (m, per_second) = read_hlog(&buf, None).unwrap();
         assert_eq!(m.len(), 2);
         assert_eq!(m["delivery"].len(), 3);
+        assert_eq!(per_second["delivery"].len(), 3);
+        assert_eq!(per_second["delivery"][2].t, 3.0);
+        assert!((per_second["delivery"][2].p50 as f64 - 3000.0).abs() < 5.0);
+        // Only the intervals ending at 2 s and 3 s (the "measured" ones).
+        let (m, _) = read_hlog(&buf, Some(&[2, 3])).unwrap();
+        assert_eq!(m["delivery"].len(), 2);
         let curve = percentile_curve(&m["delivery"]);
         assert!((curve.last().unwrap().1 - 3.0).abs() < 0.01, "{curve:?}");
     }

@@ -81,6 +81,8 @@ pub struct Chart {
     pub width: f64,
     /// Height in px.
     pub height: f64,
+    /// Fixed x range (time charts of one run share it); `None`: fit the data.
+    pub x_range: Option<(f64, f64)>,
 }
 
 impl Chart {
@@ -95,6 +97,7 @@ impl Chart {
             x_axis: XAxis::Seconds,
             width: 1160.0,
             height: 250.0,
+            x_range: None,
         }
     }
 
@@ -142,6 +145,12 @@ impl Chart {
             );
             return out;
         }
+        if let Some((a, b)) = self.x_range
+            && x0.is_finite()
+        {
+            x0 = a;
+            x1 = b;
+        }
         if self.x_axis == XAxis::Percentile {
             x0 = 0.0;
             x1 = x1.max(pct_x(0.999));
@@ -160,11 +169,17 @@ impl Chart {
         for (i, s) in self.shades.iter().enumerate() {
             let a = sx(s.x0.max(x0));
             let b = sx(s.x1.min(x1)).max(a + 2.0);
+            // A label that would run off the plot ends at the window's right edge instead.
+            let width = 6.2 * s.label.chars().count() as f64;
+            let (tx, anchor) = if a + 3.0 + width > ml + pw {
+                (b - 3.0, "end")
+            } else {
+                (a + 3.0, "start")
+            };
             let _ = write!(
                 out,
-                r##"<rect x="{a:.1}" y="{mt}" width="{:.1}" height="{ph}" fill="#d62728" fill-opacity="0.10" stroke="#d62728" stroke-opacity="0.35" stroke-dasharray="3 3"/><text x="{:.1}" y="{:.1}" fill="#b22" font-size="11">{}</text>"##,
+                r##"<rect x="{a:.1}" y="{mt}" width="{:.1}" height="{ph}" fill="#d62728" fill-opacity="0.10" stroke="#d62728" stroke-opacity="0.35" stroke-dasharray="3 3"/><text x="{tx:.1}" y="{:.1}" text-anchor="{anchor}" fill="#b22" font-size="11">{}</text>"##,
                 b - a,
-                a + 3.0,
                 mt + 12.0 + 12.0 * (i % 3) as f64,
                 esc(&s.label)
             );

@@ -15,7 +15,10 @@ fn report_renders_every_section_from_a_run_folder() {
     }
     for needle in [
         "delivery latency percentiles, per second",
+        "connect latency percentiles, per second",
         "ack latency percentiles, per second",
+        ">p90</text>",
+        ">max</text>",
         "Connected users",
         "Send rate (sent and acked)",
         "Delivery rate",

@@ -190,6 +190,7 @@ fn short_quickstart_passes_writes_every_file_and_leaves_nothing() {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["passed"], true);
+    assert!(summary["meta"]["revision"].is_string(), "{summary}");
     assert!(
         summary["totals"]["delivered"].as_u64().unwrap() > 0,
         "{summary}"
@@ -199,6 +200,8 @@ fn short_quickstart_passes_writes_every_file_and_leaves_nothing() {
         events.contains("\"start\"") && events.contains("node1"),
         "{events}"
     );
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.contains("revision <b>") && html.contains("users <b>1000</b>"));
     assert!(marked_processes(&mark).is_empty());
 }
 
@@ -221,4 +224,37 @@ fn impossible_threshold_exits_1() {
     let dir = only_run_dir(&tmp.path().join("runs"));
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(html.contains("delivery.p50 &lt; 1us"));
+}
+
+#[test]
+fn replay_runs_the_same_scenario_and_seed_and_reports_differences() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_scenario(tmp.path(), "again", 40, "2s", "");
+    let o = run(
+        &["run", path.to_str().unwrap(), "--out", "runs"],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let first = only_run_dir(&tmp.path().join("runs"));
+    let o = run(&["replay", first.to_str().unwrap()], tmp.path());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("seed: 7 (same)"), "{out}");
+    assert!(
+        out.contains("delivery p99") && out.contains("lost"),
+        "{out}"
+    );
+    assert!(out.contains("verdict: PASS → PASS (same)"), "{out}");
+    let runs = std::fs::read_dir(tmp.path().join("runs")).unwrap().count();
+    assert_eq!(runs, 2, "the replay goes beside the original");
+    let again = std::fs::read_dir(tmp.path().join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| *p != first)
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(first.join("scenario.toml")).unwrap(),
+        std::fs::read_to_string(again.join("scenario.toml")).unwrap()
+    );
 }
