@@ -99,9 +99,14 @@ pub(crate) async fn run_connection(
     cfg: LinkConfig,
     cancel: CancellationToken,
 ) {
+    if cancel.is_cancelled() {
+        return; // accepted just as the proxy was disabled
+    }
+    // Biased: once cut, no byte may pass, however ready the other branches are.
     let connect = tokio::select! {
-        r = TcpStream::connect(&upstream) => r,
+        biased;
         () = cancel.cancelled() => return,
+        r = TcpStream::connect(&upstream) => r,
     };
     let server = match connect {
         Ok(s) => s,
@@ -122,8 +127,9 @@ pub(crate) async fn run_connection(
         let up = direction(&client, &server, cfg.up_toxics, &cfg.up_counters, &ctl);
         let down = direction(&server, &client, cfg.down_toxics, &cfg.down_counters, &ctl);
         tokio::select! {
-            _ = async { tokio::join!(up, down) } => {}
+            biased;
             () = ctl.cut.cancelled() => {}
+            _ = async { tokio::join!(up, down) } => {}
         }
     }
     if ctl.reset.load(Ordering::SeqCst) {

@@ -277,6 +277,7 @@ async fn accept_loop(
 ) {
     loop {
         let accepted = tokio::select! {
+            biased;
             () = token.cancelled() => return,
             a = listener.accept() => a,
         };

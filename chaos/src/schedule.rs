@@ -288,8 +288,9 @@ impl Schedule {
 
 async fn run_fault(shared: Arc<Shared>, index: usize, spec: FaultSpec, zero: Instant) {
     tokio::select! {
-        () = sleep_until(zero + spec.at) => {}
+        biased;
         () = shared.cancel.cancelled() => return,
+        () = sleep_until(zero + spec.at) => {}
     }
     {
         let mut active = shared.active.lock().await;
@@ -313,8 +314,9 @@ async fn run_fault(shared: Arc<Shared>, index: usize, spec: FaultSpec, zero: Ins
     };
     let Some(end) = end else { return };
     tokio::select! {
-        () = sleep_until(zero + spec.at + end) => {}
+        biased;
         () = shared.cancel.cancelled() => return,
+        () = sleep_until(zero + spec.at + end) => {}
     }
     let mut active = shared.active.lock().await;
     if shared.cancel.is_cancelled() {

@@ -8,7 +8,8 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
 use crate::util::{
-    CPU, assert_within, echo_server, greeter_server, proxy, read_to_end, round_trip, source_server,
+    CPU, assert_within, echo_server, greeter_server, median, proxy, read_to_end, round_trip,
+    source_server,
 };
 
 fn toxic(kind: ToxicKind, stream: Direction) -> ToxicSpec {
@@ -37,10 +38,22 @@ async fn latency_adds_its_delay_on_a_live_connection_and_heals() {
         ),
     )
     .unwrap();
-    for _ in 0..3 {
-        let rtt = round_trip(&mut s, b"hello").await;
-        assert_within("latency", rtt, Duration::from_millis(100), 10.0);
+    let mut rtts = Vec::new();
+    for _ in 0..5 {
+        rtts.push(round_trip(&mut s, b"hello").await);
     }
+    // Never faster than configured; the median (robust to one scheduling stall of a
+    // loaded machine) within 10%.
+    assert!(
+        rtts.iter().all(|r| *r >= Duration::from_millis(100)),
+        "{rtts:?}"
+    );
+    assert_within(
+        "latency",
+        median(&mut rtts),
+        Duration::from_millis(100),
+        10.0,
+    );
     // Latency on both directions adds up.
     c.add_toxic(
         "l",
@@ -87,7 +100,12 @@ async fn jitter_spreads_latency_within_its_bounds() {
     let min = *rtts.iter().min().unwrap();
     let max = *rtts.iter().max().unwrap();
     assert!(min >= Duration::from_millis(20), "min {min:?}");
-    assert!(max <= Duration::from_millis(110), "max {max:?}");
+    // 60 + 40 ms plus 10%; one sample may carry a scheduling stall of a loaded machine.
+    let above = rtts
+        .iter()
+        .filter(|r| **r > Duration::from_millis(110))
+        .count();
+    assert!(above <= 1, "{above} round trips above 110 ms: {rtts:?}");
     assert!(
         max - min >= Duration::from_millis(20),
         "jitter should spread round trips: {rtts:?}"
@@ -137,6 +155,23 @@ async fn disabled_proxy_cuts_live_connections_and_refuses_new_ones() {
     c.set_enabled("d", true).await.unwrap();
     let mut again = TcpStream::connect(addr).await.unwrap();
     round_trip(&mut again, b"back").await;
+
+    // Right after a disable no byte may pass, even on a connection racing the close.
+    for _ in 0..20 {
+        c.set_enabled("d", false).await.unwrap();
+        if let Ok(mut s) = TcpStream::connect(addr).await {
+            let _ = s.write_all(b"sneak").await;
+            let mut buf = [0u8; 5];
+            let r = timeout(Duration::from_secs(2), s.read(&mut buf))
+                .await
+                .unwrap();
+            assert!(
+                matches!(r, Ok(0) | Err(_)),
+                "data passed a disabled proxy: {r:?}"
+            );
+        }
+        c.set_enabled("d", true).await.unwrap();
+    }
 }
 
 #[tokio::test]

@@ -25,6 +25,12 @@ pub fn assert_within(what: &str, actual: Duration, expected: Duration, pct: f64)
     );
 }
 
+/// The median of some durations.
+pub fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
 /// An echo server on 127.0.0.1:0; returns its address.
 pub async fn echo_server() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
