@@ -1,11 +1,12 @@
 //! Memory per idle authenticated WebSocket connection.
 //!
-//! `cargo run --release -p flowline-server --example idle_memory [N]` starts a node in
+//! `cargo run --release -p flowline-server --example idle_memory [N] [READ_BUFFER]` starts a node in
 //! this process, provisions N users (default 2000), then spawns itself as a client
 //! process that opens N WebSocket connections and sends `hello` on each. The node's
 //! resident memory (VmRSS of this process, which holds no client state) is read before
 //! and after; the difference divided by N is the cost of one idle authenticated session.
-//! Repeated for a few read-buffer sizes to show what the buffer costs.
+//! Run it with a few read-buffer sizes (default 4096) to see what the buffer costs; one
+//! measurement per process, so the allocator starts clean.
 
 use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
@@ -35,13 +36,9 @@ fn main() -> anyhow::Result<()> {
         return client(&args[2]);
     }
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2000);
-    for read_buffer in [4096usize, 16 * 1024] {
-        let kib = measure(n, read_buffer)?;
-        println!(
-            "read buffer {:>6} B: {kib:.1} KiB per idle authenticated connection (N={n})",
-            read_buffer
-        );
-    }
+    let read_buffer: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(4096);
+    let kib = measure(n, read_buffer)?;
+    println!("read buffer {read_buffer} B: {kib:.1} KiB per idle authenticated connection (N={n})");
     Ok(())
 }
 
@@ -84,7 +81,6 @@ fn measure(n: usize, read_buffer: usize) -> anyhow::Result<f64> {
             got.users.into_iter().map(|u| u.token).collect::<Vec<_>>(),
         ))
     })?;
-    // Warm up allocator pools with one small round, then measure.
     std::thread::sleep(Duration::from_millis(300));
     let before = rss_kib();
     let mut child = Command::new(std::env::current_exe()?)
