@@ -4,6 +4,7 @@
 mod admin;
 mod basic;
 mod delivery;
+mod outage;
 mod refusals;
 mod storage;
 mod util;
