@@ -212,6 +212,9 @@ impl Services {
         sup: &Supervisor,
     ) -> anyhow::Result<String> {
         let root = running_as_root();
+        // Absolute: initdb runs in another working directory, and Postgres resolves -D itself.
+        let run_dir = &std::path::absolute(run_dir)
+            .with_context(|| format!("cannot resolve {}", run_dir.display()))?;
         let mut dir = run_dir.join("services").join("postgres");
         if root && !traversable_by_others(run_dir) {
             // The unprivileged user could not reach the run folder (e.g. under /root).
@@ -318,6 +321,8 @@ impl Services {
         keep: bool,
         sup: &Supervisor,
     ) -> anyhow::Result<String> {
+        let run_dir = &std::path::absolute(run_dir)
+            .with_context(|| format!("cannot resolve {}", run_dir.display()))?;
         let dir = run_dir.join("services").join("redis");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;

@@ -258,3 +258,32 @@ fn replay_runs_the_same_scenario_and_seed_and_reports_differences() {
         std::fs::read_to_string(again.join("scenario.toml")).unwrap()
     );
 }
+
+/// Phase `postgres` with no URL given: a throwaway Postgres from the installed binaries
+/// (as `flowline-pg` when root), in a run folder given as a relative path.
+#[test]
+fn postgres_phase_runs_on_a_throwaway_server_and_removes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mark = new_mark();
+    let path = write_scenario(tmp.path(), "pg", 40, "2s", "");
+    let o = flowline()
+        .args([
+            "run",
+            path.to_str().unwrap(),
+            "--out",
+            "runs",
+            "--phase",
+            "postgres",
+        ])
+        .env("FLOWLINE_TEST_MARK", &mark)
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("postgres: throwaway"), "{}", stderr(&o));
+    let dir = only_run_dir(&tmp.path().join("runs"));
+    let summary = std::fs::read_to_string(dir.join("summary.json")).unwrap();
+    assert!(summary.contains("\"phase\": \"postgres\""), "{summary}");
+    assert!(!dir.join("services").exists(), "throwaway data left behind");
+    assert!(marked_processes(&mark).is_empty());
+}
