@@ -118,9 +118,12 @@ impl Session {
     {
         let shared = self.sub.shared.clone();
         let deadline = Instant::now() + self.app.config.auth_timeout;
+        // Created once: re-registering a waiter on every frame costs a lock each time.
+        let kicked = shared.kicked();
+        tokio::pin!(kicked);
         loop {
             let next = tokio::select! {
-                code = shared.kicked() => return code,
+                code = &mut kicked => return code,
                 () = tokio::time::sleep_until(deadline), if self.user.is_none() => {
                     self.app.metrics.auth_timeouts.increment(1);
                     return close::AUTH_TIMEOUT;
@@ -661,11 +664,19 @@ async fn write_loop<Si>(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut chans: HashMap<ChannelId, ChannelState> = HashMap::new();
     let mut out: Vec<Utf8Bytes> = Vec::new();
+    // Both futures are created once per session, not per frame (each creation registers
+    // a waiter under a lock; the shutdown one is shared by every session).
+    let kicked = shared.kicked();
+    tokio::pin!(kicked);
+    let shutdown = app.shutdown.cancelled();
+    tokio::pin!(shutdown);
+    let mut shutting_down = false;
     let code = loop {
         tokio::select! {
             biased;
-            code = shared.kicked() => break code,
-            () = app.shutdown.cancelled() => {
+            code = &mut kicked => break code,
+            () = &mut shutdown, if !shutting_down => {
+                shutting_down = true;
                 shared.kick(close::GOING_AWAY);
             }
             _ = tick.tick() => {

@@ -77,7 +77,11 @@ async fn postgres_outage_is_unavailable_not_acked() {
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(seqs, [2], "the retried message is delivered with the next seq");
+    assert_eq!(
+        seqs,
+        [2],
+        "the retried message is delivered with the next seq"
+    );
     node.stop().await;
     drop(db);
 }
