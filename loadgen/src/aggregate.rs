@@ -108,7 +108,9 @@ pub struct Summary {
     pub sends_per_s: f64,
     /// Deliveries per second over the measured window.
     pub deliveries_per_s: f64,
-    /// Latency percentiles over the measured window and the drain, µs, by metric.
+    /// Latency percentiles, µs, by metric: `ack` and `delivery` over the measured window
+    /// and the drain, `connect` and `hello` over the whole run (users connect in the
+    /// warm-up).
     pub latency_us: BTreeMap<String, Percentiles>,
     /// Correctness checker's verdict (all acked messages of the run).
     pub correctness: CorrectnessReport,
@@ -380,11 +382,14 @@ impl Aggregator {
                 measured.add(&iv.counters);
             }
             // Latency of messages sent in the window includes deliveries during the drain.
-            if iv.measuring || iv.drain {
-                for m in Metric::ALL {
-                    if let Some(h) = iv.hist(m) {
-                        let _ = hists[m as usize].add(&h);
-                    }
+            for m in Metric::ALL {
+                // Connecting happens mostly in the warm-up: connect and hello latency
+                // cover the whole run; ack and delivery the window and the drain.
+                let whole_run = matches!(m, Metric::Connect | Metric::Hello);
+                if (whole_run || iv.measuring || iv.drain)
+                    && let Some(h) = iv.hist(m)
+                {
+                    let _ = hists[m as usize].add(&h);
                 }
             }
         }
