@@ -257,14 +257,37 @@ impl Chart {
         }
         for s in &self.series {
             let mut d = String::new();
+            let mut dots = String::new();
+            let mut prev: Option<f64> = None;
+            let mut run_len = 0;
+            let mut last = (0.0, 0.0);
+            let dot = |dots: &mut String, (cx, cy): (f64, f64)| {
+                let _ = write!(
+                    dots,
+                    r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="2.5" fill="{}"/>"#,
+                    s.color
+                );
+            };
             for &(x, y) in s
                 .points
                 .iter()
                 .filter(|(x, y)| x.is_finite() && y.is_finite())
             {
-                let cmd = if d.is_empty() { 'M' } else { 'L' };
-                let _ = write!(d, "{cmd}{:.1},{:.1}", sx(xmap(x)), sy(y));
+                // Seconds without samples are a gap, not a straight line across it.
+                let gap = self.x_axis == XAxis::Seconds && prev.is_some_and(|p| x - p > 1.5);
+                if gap && run_len == 1 {
+                    dot(&mut dots, last);
+                }
+                let cmd = if prev.is_none() || gap { 'M' } else { 'L' };
+                run_len = if cmd == 'M' { 1 } else { run_len + 1 };
+                last = (sx(xmap(x)), sy(y));
+                let _ = write!(d, "{cmd}{:.1},{:.1}", last.0, last.1);
+                prev = Some(x);
             }
+            if run_len == 1 {
+                dot(&mut dots, last);
+            }
+            out.push_str(&dots);
             let dash = if s.dashed {
                 r#" stroke-dasharray="6 4""#
             } else {
@@ -373,5 +396,16 @@ mod tests {
         assert!(svg.contains("latency client-node*"));
         assert!(svg.contains("<path d=\"M"));
         assert!(Chart::new("empty", "").render().contains("no data"));
+        // A gap of several seconds breaks the line; a lone second is a dot.
+        let mut c = Chart::new("gaps", "ms");
+        c.series.push(Series::new(
+            "p99",
+            PALETTE[0],
+            vec![(1.0, 1.0), (2.0, 2.0), (10.0, 3.0)],
+        ));
+        let svg = c.render();
+        let path = svg.split("<path d=\"").nth(1).unwrap();
+        assert_eq!(path.split('"').next().unwrap().matches('M').count(), 2);
+        assert_eq!(svg.matches("<circle").count(), 1);
     }
 }
