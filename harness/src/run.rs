@@ -255,8 +255,22 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Outcome> {
         let _ = std::fs::remove_file(dir.join("plan.json"));
     }
     let summary = result?;
-    let report = crate::report::write(&dir)?;
-    print_verdict(&summary, &dir, &report);
+    print_verdict(&summary, &dir);
+    // The run's verdict stands even if its page cannot be drawn: the data files are written
+    // and `flowline report DIR` can draw it again once fixed.
+    let report =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::report::write(&dir)));
+    match report {
+        Ok(Ok(path)) => eprintln!("flowline: report {}", path.display()),
+        Ok(Err(e)) => eprintln!(
+            "flowline: warning: report.html not written: {e:#}; run `flowline report {}`",
+            dir.display()
+        ),
+        Err(_) => eprintln!(
+            "flowline: warning: report.html not written (the report generator failed); the \
+             run's files are complete"
+        ),
+    }
     Ok(Outcome { dir, summary })
 }
 
@@ -274,7 +288,7 @@ async fn interrupted() -> &'static str {
     }
 }
 
-fn print_verdict(s: &Summary, dir: &Path, report: &Path) {
+fn print_verdict(s: &Summary, dir: &Path) {
     eprintln!();
     for t in &s.thresholds {
         let actual = t
@@ -303,7 +317,6 @@ fn print_verdict(s: &Summary, dir: &Path, report: &Path) {
         s.deliveries_per_s,
         dir.display()
     );
-    eprintln!("flowline: report {}", report.display());
 }
 
 /// `host:port` of a URL.

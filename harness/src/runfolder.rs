@@ -473,10 +473,9 @@ pub fn percentile_curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
             break;
         }
     }
-    pts.push((
-        (1.0 - 1.0 / h.len() as f64).clamp(q, 0.99999),
-        h.max() as f64 / 1000.0,
-    ));
+    // The max sits at the last sample's quantile, capped where the axis ends.
+    let last_q = (1.0 - 1.0 / h.len() as f64).max(q).min(0.99999);
+    pts.push((last_q, h.max() as f64 / 1000.0));
     pts
 }
 
@@ -532,6 +531,17 @@ mod tests {
             ]
         );
         assert_eq!(run.other_events().len(), 1);
+    }
+
+    #[test]
+    fn percentile_curve_of_a_large_histogram_ends_at_its_max() {
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        h.record_n(1000, 5_000_000).unwrap();
+        h.record(90_000).unwrap();
+        let c = percentile_curve(&h);
+        let (q, v) = *c.last().unwrap();
+        assert!(q <= 0.99999 && (v - 90.0).abs() < 0.1, "{c:?}");
+        assert!(c.windows(2).all(|w| w[0].0 <= w[1].0), "{c:?}");
     }
 
     #[test]
