@@ -104,8 +104,9 @@ fn no_service_and_no_local_fallback_exits_2_saying_how_to_provide_it() {
     );
 }
 
-#[test]
-fn sigint_ends_the_run_and_leaves_no_process_behind() {
+/// Start a long run, wait until its node and worker run, send `sig`, and check the run
+/// ends with exit 2 naming the signal and that no process it started is left.
+fn interrupted_run_leaves_nothing(sig: nix::sys::signal::Signal, name: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let mark = new_mark();
     let path = write_scenario(tmp.path(), "long", 50, "60s", "");
@@ -130,11 +131,7 @@ fn sigint_ends_the_run_and_leaves_no_process_behind() {
     assert!(seen.len() >= 3, "node and worker never started: {seen:?}");
     std::thread::sleep(Duration::from_millis(500));
     let seen = marked_processes(&mark);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -142,19 +139,29 @@ fn sigint_ends_the_run_and_leaves_no_process_behind() {
         }
         assert!(
             Instant::now() < deadline,
-            "harness did not exit after SIGINT"
+            "harness did not exit after {name}"
         );
         std::thread::sleep(Duration::from_millis(50));
     };
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(status.code(), Some(2), "{err}");
-    assert!(err.contains("interrupted by SIGINT"), "{err}");
+    assert!(err.contains(&format!("interrupted by {name}")), "{err}");
     let left = marked_processes(&mark);
     assert!(
         left.is_empty(),
-        "left behind: {left:?} (seen before SIGINT: {seen:?})"
+        "left behind: {left:?} (seen before {name}: {seen:?})"
     );
+}
+
+#[test]
+fn sigint_ends_the_run_and_leaves_no_process_behind() {
+    interrupted_run_leaves_nothing(nix::sys::signal::Signal::SIGINT, "SIGINT");
+}
+
+#[test]
+fn sigterm_ends_the_run_and_leaves_no_process_behind() {
+    interrupted_run_leaves_nothing(nix::sys::signal::Signal::SIGTERM, "SIGTERM");
 }
 
 #[test]
