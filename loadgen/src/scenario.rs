@@ -618,6 +618,18 @@ impl Scenario {
             raw.cluster.nodes = Some(nodes);
         }
         if let Some(users) = o.users {
+            // Closed-model stage targets are user counts out of the population: keep the
+            // ramp's shape by scaling them with the population, so `--users 100` on a
+            // scenario that ramps to 1,000 ramps to 100.
+            let before = raw.population.users;
+            if before > 0 && users != before {
+                for stage in &mut raw.load.stages {
+                    if let Some(t) = stage.target.as_mut() {
+                        let scaled = (u64::from(*t) * u64::from(users)).div_ceil(u64::from(before));
+                        *t = u32::try_from(scaled).unwrap_or(u32::MAX).min(users);
+                    }
+                }
+            }
             raw.population.users = users;
         }
         if let Some(d) = o.duration {
@@ -1104,16 +1116,37 @@ latency = "50ms"
             (7, Phase::Queue, 3, 500)
         );
         assert_eq!(s2.duration, Duration::from_secs(3));
-        // A target above the new user count is caught by the same validation.
-        assert!(
-            s.apply(&Overrides {
-                users: Some(10),
-                ..Overrides::default()
-            })
-            .is_err()
-        );
         let back = Scenario::parse("back.toml", &s2.to_toml()).unwrap();
         assert_eq!(back, s2);
+    }
+
+    #[test]
+    fn users_override_scales_closed_stage_targets() {
+        let text = include_str!("../../scenarios/quickstart.toml");
+        let s = Scenario::parse("quickstart.toml", text).unwrap();
+        let LoadModel::Closed { stages } = &s.load.model else {
+            panic!("quickstart uses the closed model");
+        };
+        let before: Vec<f64> = stages.iter().map(|st| st.value).collect();
+        let small = s
+            .apply(&Overrides {
+                users: Some(100),
+                ..Overrides::default()
+            })
+            .unwrap();
+        let LoadModel::Closed { stages } = &small.load.model else {
+            panic!("still closed");
+        };
+        let after: Vec<f64> = stages.iter().map(|st| st.value).collect();
+        assert_eq!(before.len(), after.len());
+        for (b, a) in before.iter().zip(&after) {
+            let expected = (b * 100.0 / f64::from(s.population.users))
+                .ceil()
+                .min(100.0);
+            assert_eq!(*a, expected, "before {before:?} after {after:?}");
+        }
+        assert!(after.iter().all(|&a| a <= 100.0));
+        assert!(after.iter().any(|&a| a > 0.0), "{after:?}");
     }
 
     #[test]
