@@ -197,6 +197,11 @@ async fn http_refusals(phase: Phase) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);
+    assert_eq!(
+        resp.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..]),
+        "a 413 must not leave a half-read connection for keep-alive reuse"
+    );
     // Leaving: the owner cannot, a member can and then loses access.
     let b: ApiErrorBody = node
         .post(
