@@ -21,47 +21,8 @@ use serde::{Deserialize, Serialize};
 pub use crate::error::ScenarioError;
 use crate::threshold::Threshold;
 
-/// Architecture phase of the cluster under test (see DESIGN.md).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// One node, in-memory storage.
-    #[default]
-    Single,
-    /// One node backed by Postgres.
-    Postgres,
-    /// Several nodes fanned out through Redis pub/sub.
-    Pubsub,
-    /// Several nodes with a durable queue (Redis Streams).
-    Queue,
-}
-
-impl Phase {
-    /// The name as written in scenarios and on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Single => "single",
-            Phase::Postgres => "postgres",
-            Phase::Pubsub => "pubsub",
-            Phase::Queue => "queue",
-        }
-    }
-}
-
-impl std::str::FromStr for Phase {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "single" => Ok(Phase::Single),
-            "postgres" => Ok(Phase::Postgres),
-            "pubsub" => Ok(Phase::Pubsub),
-            "queue" => Ok(Phase::Queue),
-            other => Err(format!(
-                "unknown phase {other:?} (expected single, postgres, pubsub or queue)"
-            )),
-        }
-    }
-}
+/// Architecture phase (shared with the node's `--phase`).
+pub use flowline_protocol::Phase;
 
 /// A distribution of a non-negative quantity (members per channel, body bytes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -14,7 +14,10 @@
 
 pub mod announce;
 pub mod api;
+pub mod phase;
 pub mod ws;
+
+pub use phase::Phase;
 
 /// Version of the WebSocket protocol described by [`ws`]. Bumped on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -11,6 +11,8 @@ use anyhow::Context;
 use flowline_protocol::announce::Announce;
 use tokio_util::sync::CancellationToken;
 
+use clap::builder::TypedValueParser;
+
 use crate::config::{Argon2Cost, Config, Limits, Phase};
 
 /// Run one reference chat node.
@@ -18,7 +20,12 @@ use crate::config::{Argon2Cost, Config, Limits, Phase};
 pub struct Args {
     /// Architecture phase: `single` (in memory) or `postgres`; `pubsub` and `queue` are
     /// accepted but not built yet (exit 2).
-    #[arg(long, value_enum, default_value = "single")]
+    #[arg(
+        long,
+        default_value = "single",
+        value_parser = clap::builder::PossibleValuesParser::new(Phase::NAMES)
+            .try_map(|s| s.parse::<Phase>()),
+    )]
     pub phase: Phase,
     /// Address to listen on; port 0 picks a free port (announced on stdout).
     #[arg(long, default_value = "127.0.0.1:8080")]

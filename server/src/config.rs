@@ -5,29 +5,7 @@ use std::time::Duration;
 use crate::error::Error;
 
 /// Architecture phase of the node (see DESIGN.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Phase {
-    /// One node, in-memory storage.
-    Single,
-    /// One node, Postgres storage (ack after commit).
-    Postgres,
-    /// Several nodes fanned out through Redis pub/sub (not built yet).
-    Pubsub,
-    /// Several nodes with a durable queue (not built yet).
-    Queue,
-}
-
-impl Phase {
-    /// The phase's name as written on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Single => "single",
-            Phase::Postgres => "postgres",
-            Phase::Pubsub => "pubsub",
-            Phase::Queue => "queue",
-        }
-    }
-}
+pub use flowline_protocol::Phase;
 
 /// Argon2id cost parameters for password hashes.
 ///
