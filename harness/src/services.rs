@@ -204,6 +204,15 @@ impl Services {
         Ok(())
     }
 
+    /// Create a throwaway service's folder, removed at teardown unless `keep`.
+    fn service_dir(&mut self, dir: &Path, keep: bool) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        if !keep {
+            self.cleanup.dirs.push(dir.to_path_buf());
+        }
+        Ok(())
+    }
+
     async fn start_postgres(
         &mut self,
         bin: &Path,
@@ -226,11 +235,7 @@ impl Services {
                     .unwrap_or("run")
             ));
         }
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        if !keep {
-            self.cleanup.dirs.push(dir.clone());
-        }
+        self.service_dir(&dir, keep)?;
         let mut prefix: Vec<String> = Vec::new();
         if root {
             ensure_pg_user()?;
@@ -324,11 +329,7 @@ impl Services {
         let run_dir = &std::path::absolute(run_dir)
             .with_context(|| format!("cannot resolve {}", run_dir.display()))?;
         let dir = run_dir.join("services").join("redis");
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        if !keep {
-            self.cleanup.dirs.push(dir.clone());
-        }
+        self.service_dir(&dir, keep)?;
         let port = free_port()?;
         let spec = Spec::new("redis", bin).args([
             "--port".to_string(),
@@ -480,21 +481,33 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// Poll until Postgres at `url` accepts a connection and answers `SELECT 1`.
 pub async fn pg_wait(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    retry_until(timeout, Duration::from_millis(200), || async {
+        let mut c = tokio::time::timeout(Duration::from_secs(3), sqlx::PgConnection::connect(url))
+            .await
+            .context("connect timed out")??;
+        sqlx::query("SELECT 1").execute(&mut c).await?;
+        c.close().await?;
+        anyhow::Ok(())
+    })
+    .await
+}
+
+/// Retry `attempt` every `interval` until it succeeds; after `timeout`, its last error.
+async fn retry_until<F, Fut>(
+    timeout: Duration,
+    interval: Duration,
+    mut attempt: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let deadline = Instant::now() + timeout;
     loop {
-        let attempt = async {
-            let mut c =
-                tokio::time::timeout(Duration::from_secs(3), sqlx::PgConnection::connect(url))
-                    .await
-                    .context("connect timed out")??;
-            sqlx::query("SELECT 1").execute(&mut c).await?;
-            c.close().await?;
-            anyhow::Ok(())
-        };
-        match attempt.await {
+        match attempt().await {
             Ok(()) => return Ok(()),
             Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(_) => tokio::time::sleep(interval).await,
         }
     }
 }
@@ -561,26 +574,19 @@ fn sanitize(id: &str) -> String {
 
 /// Poll until Redis at `url` answers PING.
 pub async fn redis_wait(url: &str, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let attempt = async {
-            let client = redis::Client::open(url)?;
-            let mut c = tokio::time::timeout(
-                Duration::from_secs(3),
-                client.get_multiplexed_async_connection(),
-            )
-            .await
-            .context("connect timed out")??;
-            let pong: String = redis::cmd("PING").query_async(&mut c).await?;
-            anyhow::ensure!(pong == "PONG", "unexpected PING reply {pong:?}");
-            anyhow::Ok(())
-        };
-        match attempt.await {
-            Ok(()) => return Ok(()),
-            Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    retry_until(timeout, Duration::from_millis(100), || async {
+        let client = redis::Client::open(url)?;
+        let mut c = tokio::time::timeout(
+            Duration::from_secs(3),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .context("connect timed out")??;
+        let pong: String = redis::cmd("PING").query_async(&mut c).await?;
+        anyhow::ensure!(pong == "PONG", "unexpected PING reply {pong:?}");
+        anyhow::Ok(())
+    })
+    .await
 }
 
 async fn redis_delete_prefix(url: &str, prefix: &str) -> anyhow::Result<()> {
