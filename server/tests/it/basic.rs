@@ -122,15 +122,7 @@ async fn two_users_exchange_messages_in_order(phase: Phase) {
         }
     );
 
-    let metrics = node
-        .client
-        .get(format!("{}/metrics", node.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node.metrics().await;
     for name in [
         "flowline_messages_in_total",
         "flowline_deliveries_total",

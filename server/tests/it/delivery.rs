@@ -231,15 +231,7 @@ async fn slow_consumer_is_cut_off_while_others_keep_receiving() {
     }
     // The fast reader got everything, in order.
     assert_eq!(fast_task.await.unwrap(), (1..=N).collect::<Vec<_>>());
-    let metrics = node
-        .client
-        .get(format!("{}/metrics", node.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node.metrics().await;
     assert!(
         metrics.lines().any(
             |l| l.starts_with("flowline_slow_consumer_disconnects_total") && l.ends_with(" 1")

@@ -456,15 +456,7 @@ async fn auth_deadline_and_dead_peers_are_closed() {
         ServerEvent::Pong { .. }
     ));
 
-    let metrics = node
-        .client
-        .get(format!("{}/metrics", node.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node.metrics().await;
     assert!(
         metrics
             .lines()

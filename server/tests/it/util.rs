@@ -113,6 +113,18 @@ impl Node {
         (resp.status().as_u16(), resp.text().await.unwrap())
     }
 
+    /// The node's Prometheus page.
+    pub async fn metrics(&self) -> String {
+        let resp = self
+            .client
+            .get(format!("{}/metrics", self.http))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "GET /metrics");
+        resp.text().await.unwrap()
+    }
+
     /// Sign up and log in a user; returns the session.
     pub async fn user(&self, name: &str) -> Session {
         let creds = Credentials {
