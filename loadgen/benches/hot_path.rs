@@ -20,6 +20,7 @@ fn frame(seq: i64) -> String {
         body: "x".repeat(100),
         nonce: Some(wire::nonce(7, seq as u64, 1_764_300_000_000_000)),
         created_at: 1_764_300_000_000,
+        ..Default::default()
     }))
     .unwrap()
 }

@@ -209,6 +209,7 @@ mod tests {
             body: "with \"escapes\" and ünïcode".into(),
             nonce: Some(nonce(4, 2, 123)),
             created_at: 1,
+            ..Default::default()
         });
         let text = serde_json::to_string(&ev).unwrap();
         let p: Peek<'_> = serde_json::from_str(&text).unwrap();

@@ -835,16 +835,16 @@ impl User {
         let len = self.sched.body_len();
         let req_id = self.take_req();
         self.sent_n += 1;
-        let op = ClientOp::Send {
+        let op = ClientOp::send_text(
             req_id,
             channel,
-            body: body(len),
-            nonce: Some(wire::nonce(
+            body(len),
+            Some(wire::nonce(
                 self.plan.index,
                 self.sent_n,
                 ctx.clock.unix_us(at),
             )),
-        };
+        );
         if send_op(ws, &op).await.is_err() {
             ctx.error("ws_send");
             return Err(());

@@ -6,12 +6,7 @@ use std::hint::black_box;
 
 fn codec(c: &mut Criterion) {
     let body = "x".repeat(100);
-    let send = ClientOp::Send {
-        req_id: 42,
-        channel: 7,
-        body: body.clone(),
-        nonce: Some("u17-42".into()),
-    };
+    let send = ClientOp::send_text(42, 7, body.clone(), Some("u17-42".into()));
     let send_text = serde_json::to_string(&send).unwrap();
     let msg = ServerEvent::Message(Message {
         channel: 7,
@@ -21,6 +16,7 @@ fn codec(c: &mut Criterion) {
         body,
         nonce: Some("u17-42".into()),
         created_at: 1_790_000_000_000,
+        ..Message::default()
     });
     let msg_text = serde_json::to_string(&msg).unwrap();
     c.bench_function("encode message event", |b| {

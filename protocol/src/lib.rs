@@ -30,6 +30,8 @@ pub type SpaceId = i64;
 pub type ChannelId = i64;
 /// Identifier of a message, unique across the cluster.
 pub type MessageId = i64;
+/// Identifier of an uploaded file (attachment).
+pub type AttachmentId = i64;
 /// Per-channel sequence number: the first message of a channel has seq 1, and seqs are
 /// strictly increasing and gapless within a channel.
 pub type Seq = i64;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ChannelId, MessageId, Seq, UserId};
+use crate::{AttachmentId, ChannelId, MessageId, Seq, UserId};
 
 /// An operation sent by a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +52,72 @@ pub enum ClientOp {
         /// Client-chosen value echoed in the `message` event, used to match deliveries.
         #[serde(default)]
         nonce: Option<String>,
+        /// How `body` is to be read and which reference fields apply (default `text`).
+        #[serde(default, skip_serializing_if = "MessageKind::is_text")]
+        kind: MessageKind,
+        /// `reply`: the message (same channel) this one answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<MessageId>,
+        /// `quote`: the quoted message (same channel) and the quoted excerpt.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quote: Option<Quote>,
+        /// `forward`: a message the user can read, re-posted here keeping its origin.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        forward_of: Option<MessageRef>,
+        /// Ids of files uploaded with `POST /api/v1/uploads` to attach.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<AttachmentId>,
+    },
+    /// Replace the body of one's own message. Answered by `ok`; members get `message_edited`.
+    Edit {
+        req_id: u64,
+        channel: ChannelId,
+        id: MessageId,
+        body: String,
+    },
+    /// Delete one's own message (it stays in history as a tombstone, its seq unchanged).
+    /// Answered by `ok`; members get `message_deleted`.
+    Delete {
+        req_id: u64,
+        channel: ChannelId,
+        id: MessageId,
+    },
+    /// Add a reaction (unicode emoji or `:name:`); one per user per emoji per message.
+    /// Answered by `ok` (also when it was already there); members get `reaction`.
+    React {
+        req_id: u64,
+        channel: ChannelId,
+        id: MessageId,
+        emoji: String,
+    },
+    /// Remove one's reaction. Answered by `ok`; members get `reaction`.
+    Unreact {
+        req_id: u64,
+        channel: ChannelId,
+        id: MessageId,
+        emoji: String,
+    },
+    /// Start a thread on a message: a child channel with its own seqs, readable by the
+    /// parent's members. Answered by `thread_created` (also to members); starting a thread
+    /// on a message that has one answers with the existing thread.
+    StartThread {
+        req_id: u64,
+        channel: ChannelId,
+        id: MessageId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// "I am typing in this channel." Ephemeral, never stored, never answered; the node
+    /// forwards at most one per user per channel per 3 s.
+    Typing { channel: ChannelId },
+    /// Set one's presence (and optional custom status text). Answered by `ok` if `req_id`
+    /// is given; members of the user's spaces get `presence`.
+    SetPresence {
+        #[serde(default)]
+        req_id: Option<u64>,
+        status: PresenceStatus,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        custom: Option<String>,
     },
     /// Fetch stored messages of a channel by seq range.
     History {
@@ -75,6 +141,23 @@ pub enum ClientOp {
         #[serde(default)]
         ts: Option<u64>,
     },
+}
+
+impl ClientOp {
+    /// A plain `send` of a text message: the common case, without the reference fields.
+    pub fn send_text(req_id: u64, channel: ChannelId, body: String, nonce: Option<String>) -> Self {
+        ClientOp::Send {
+            req_id,
+            channel,
+            body,
+            nonce,
+            kind: MessageKind::Text,
+            reply_to: None,
+            quote: None,
+            forward_of: None,
+            attachments: Vec::new(),
+        }
+    }
 }
 
 /// JSON object keys are strings; serde's internally tagged enums buffer them as strings,
@@ -114,17 +197,147 @@ fn default_true() -> bool {
 }
 
 /// A message as delivered live, replayed on resume, or returned by history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Every field after `created_at` is optional on the wire and absent when empty, so a
+/// plain text message costs no more than before.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub channel: ChannelId,
     pub seq: Seq,
     pub id: MessageId,
     pub author: UserId,
+    /// The body (raw markdown for `markdown`); empty for a deleted message.
     pub body: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
     /// Creation time, Unix milliseconds (server clock).
     pub created_at: i64,
+    #[serde(default, skip_serializing_if = "MessageKind::is_text")]
+    pub kind: MessageKind,
+    /// `reply`: the message answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<MessageId>,
+    /// `quote`: the quoted message and excerpt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote: Option<Quote>,
+    /// `forward`: where the forwarded message came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_from: Option<Origin>,
+    /// Last edit time, Unix ms, if edited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<i64>,
+    /// Deletion time, Unix ms: the message is a tombstone (empty body, no attachments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<i64>,
+    /// Reaction counts, in order of first use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<ReactionCount>,
+    /// The thread started on this message, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<ThreadSummary>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+}
+
+/// How a message's body is read and which of its reference fields are set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// Plain text.
+    #[default]
+    Text,
+    /// Markdown, stored raw (rendering is the client's business).
+    Markdown,
+    /// An answer to `reply_to` (same channel).
+    Reply,
+    /// Quotes an excerpt of another message of the same channel.
+    Quote,
+    /// Re-posts another message, keeping its origin.
+    Forward,
+}
+
+impl MessageKind {
+    /// Whether this is the default kind (skipped on the wire).
+    pub fn is_text(&self) -> bool {
+        *self == MessageKind::Text
+    }
+}
+
+/// A message referenced by id, with the channel it lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRef {
+    pub channel: ChannelId,
+    pub id: MessageId,
+}
+
+/// A quoted excerpt of a message of the same channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quote {
+    pub id: MessageId,
+    /// The quoted text; must occur in the quoted message's body.
+    pub excerpt: String,
+}
+
+/// Origin of a forwarded message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub channel: ChannelId,
+    pub id: MessageId,
+    pub author: UserId,
+    pub created_at: i64,
+}
+
+/// One emoji's count on a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReactionCount {
+    pub emoji: String,
+    pub count: u32,
+}
+
+/// Summary of the thread started on a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadSummary {
+    /// The thread's channel id (its messages have their own seqs).
+    pub channel: ChannelId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub replies: u32,
+    /// Unix ms of the last reply, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reply_at: Option<i64>,
+}
+
+/// A file attached to a message (uploaded with `POST /api/v1/uploads`, downloaded with
+/// `GET /api/v1/uploads/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub id: AttachmentId,
+    pub filename: String,
+    pub content_type: String,
+    pub size: u64,
+    /// Hex sha256 of the content (files are stored content-addressed).
+    pub sha256: String,
+}
+
+/// A user's presence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    Online,
+    Idle,
+    /// Do not disturb.
+    Dnd,
+    #[default]
+    Offline,
+}
+
+/// One user's presence, as in `ready`'s snapshot and in `presence` events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    pub user_id: UserId,
+    pub status: PresenceStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<String>,
 }
 
 /// An event sent by the node.
@@ -142,6 +355,9 @@ pub enum ServerEvent {
         channels: BTreeMap<ChannelId, Seq>,
         /// Interval at which the node pings; a client silent for 2× this is dropped.
         heartbeat_ms: u64,
+        /// Presence of every user sharing a space with this one (offline users omitted).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        presence: Vec<Presence>,
     },
     /// The message of `send` with this `req_id` is durable and has this id and seq.
     Ack {
@@ -172,6 +388,59 @@ pub enum ServerEvent {
         channel: ChannelId,
         messages: Vec<Message>,
     },
+    /// Answer to `edit`, `delete`, `react`, `unreact` and `set_presence` (with `req_id`).
+    Ok { req_id: u64 },
+    /// A message was edited (to every member subscribed to the channel).
+    MessageEdited {
+        channel: ChannelId,
+        id: MessageId,
+        seq: Seq,
+        body: String,
+        edited_at: i64,
+    },
+    /// A message was deleted; it is now a tombstone.
+    MessageDeleted {
+        channel: ChannelId,
+        id: MessageId,
+        seq: Seq,
+        deleted_at: i64,
+    },
+    /// A reaction was added (`added`) or removed; `count` is the emoji's new count.
+    Reaction {
+        channel: ChannelId,
+        id: MessageId,
+        seq: Seq,
+        user_id: UserId,
+        emoji: String,
+        added: bool,
+        count: u32,
+    },
+    /// A thread exists on a message (answer to `start_thread`, and to members).
+    ThreadCreated {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req_id: Option<u64>,
+        /// Channel of the parent message.
+        channel: ChannelId,
+        /// The parent message.
+        id: MessageId,
+        seq: Seq,
+        thread: ThreadSummary,
+    },
+    /// A thread's summary changed (a reply was posted); to members of the parent channel.
+    ThreadUpdated {
+        channel: ChannelId,
+        id: MessageId,
+        seq: Seq,
+        thread: ThreadSummary,
+    },
+    /// Someone is typing in a channel; the indicator expires after `expires_ms`.
+    Typing {
+        channel: ChannelId,
+        user_id: UserId,
+        expires_ms: u64,
+    },
+    /// A user's presence changed (to members of the spaces they share).
+    Presence(Presence),
     /// A request failed; the session stays open unless a close frame follows.
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,6 +489,13 @@ pub enum ErrorCode {
     Internal,
     /// Log in refused: unknown user or wrong password (HTTP 401).
     InvalidCredentials,
+    /// A reference (reply, quote, forward, attachment, thread parent) is invalid: wrong
+    /// channel, excerpt not in the message, deleted message, ...
+    InvalidReference,
+    /// An upload's content type is not allowed (HTTP 415).
+    UnsupportedType,
+    /// An upload is larger than the node's limit (HTTP 413).
+    TooLarge,
 }
 
 /// WebSocket close codes used by the node (4000–4999 is the range reserved for
@@ -264,7 +540,21 @@ mod tests {
                 channel: 3,
                 body: "hi".into(),
                 nonce: Some("n".into()),
+                kind: MessageKind::Quote,
+                reply_to: None,
+                quote: Some(Quote {
+                    id: 4,
+                    excerpt: "x".into(),
+                }),
+                forward_of: None,
+                attachments: vec![9],
             },
+            ClientOp::SetPresence {
+                req_id: None,
+                status: PresenceStatus::Dnd,
+                custom: Some("busy".into()),
+            },
+            ClientOp::Typing { channel: 3 },
             ClientOp::History {
                 req_id: 8,
                 channel: 3,
@@ -305,11 +595,14 @@ mod tests {
             body: "b".into(),
             nonce: None,
             created_at: 5,
+            ..Message::default()
         });
         let v: serde_json::Value = serde_json::to_value(&ev).unwrap();
         assert_eq!(v["type"], "message");
         assert_eq!(v["seq"], 2);
         assert!(v.get("nonce").is_none());
+        // A plain text message carries none of the optional feature fields.
+        assert_eq!(v.as_object().map(|o| o.len()), Some(7), "{v}");
         assert_eq!(serde_json::from_value::<ServerEvent>(v).unwrap(), ev);
     }
 
@@ -321,6 +614,11 @@ mod tests {
             node_id: "node1".into(),
             channels: BTreeMap::from([(3, 0), (12, 41)]),
             heartbeat_ms: 15_000,
+            presence: vec![Presence {
+                user_id: 2,
+                status: PresenceStatus::Idle,
+                custom: None,
+            }],
         };
         let text = serde_json::to_string(&ev).unwrap();
         assert!(text.contains(r#""12":41"#), "{text}");

@@ -61,6 +61,7 @@ fn hub_deliver(c: &mut Criterion) {
         body: "x".repeat(100),
         nonce: Some("n".into()),
         created_at: 1_790_000_000_000,
+        ..Default::default()
     });
     let mut group = c.benchmark_group("fanout");
     group.throughput(Throughput::Elements(SUBSCRIBERS as u64));
@@ -175,12 +176,7 @@ fn node_fanout(c: &mut Criterion) {
                 for _ in 0..iters {
                     req_id += 1;
                     received.store(0, Ordering::Release);
-                    let send = ClientOp::Send {
-                        req_id,
-                        channel,
-                        body: "x".repeat(100),
-                        nonce: None,
-                    };
+                    let send = ClientOp::send_text(req_id, channel, "x".repeat(100), None);
                     let wait = done.notified();
                     sender
                         .send(WsMessage::text(serde_json::to_string(&send).unwrap()))

@@ -25,7 +25,7 @@ use dashmap::DashMap;
 use tokio::sync::{Mutex, Notify, mpsc};
 
 use flowline_protocol::ws::{Message, ServerEvent, close};
-use flowline_protocol::{ChannelId, Seq};
+use flowline_protocol::{ChannelId, Seq, UserId};
 
 use crate::error::StorageError;
 use crate::metrics::Metrics;
@@ -155,9 +155,23 @@ pub enum PostError {
     Encode(#[from] serde_json::Error),
 }
 
+/// Who a non-`message` event (edit, delete, reaction, thread, typing, presence) is for.
+///
+/// Events travel as (audience, serialized event), so a cluster bus can forward them to
+/// every node unchanged and each node hands them to its own sessions with [`Hub::emit`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Audience {
+    /// Every session subscribed to the channel.
+    Channel(ChannelId),
+    /// Every authenticated session of these users.
+    Users(Vec<UserId>),
+}
+
 /// Local subscriptions and per-channel ordering.
 pub struct Hub {
     subs: DashMap<ChannelId, HashMap<SessionId, Subscriber>>,
+    users: DashMap<UserId, HashMap<SessionId, Subscriber>>,
     order: DashMap<ChannelId, Arc<Mutex<()>>>,
     metrics: Arc<Metrics>,
 }
@@ -167,6 +181,7 @@ impl Hub {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             subs: DashMap::new(),
+            users: DashMap::new(),
             order: DashMap::new(),
             metrics,
         }
@@ -190,6 +205,58 @@ impl Hub {
                 self.subs.remove_if(c, |_, m| m.is_empty());
             }
         }
+    }
+
+    /// Record an authenticated session of `user` (for [`Audience::Users`]).
+    pub fn register_user(&self, user: UserId, session: SessionId, sub: &Subscriber) {
+        self.users
+            .entry(user)
+            .or_default()
+            .insert(session, sub.clone());
+    }
+
+    /// Forget a session of `user`; returns whether the user has no session left here.
+    pub fn unregister_user(&self, user: UserId, session: SessionId) -> bool {
+        let now_empty = self.users.get_mut(&user).is_none_or(|mut m| {
+            m.remove(&session);
+            m.is_empty()
+        });
+        if now_empty {
+            self.users.remove_if(&user, |_, m| m.is_empty());
+        }
+        now_empty
+    }
+
+    /// Number of this node's authenticated sessions of `user`.
+    pub fn user_sessions(&self, user: UserId) -> usize {
+        self.users.get(&user).map_or(0, |m| m.len())
+    }
+
+    /// Queue one serialized non-`message` event to this node's sessions in `audience`.
+    /// Returns the number queued. Feature code calls this for ephemeral and update events;
+    /// in the cluster phases the bus calls it on every node for what other nodes emitted.
+    pub fn emit(&self, audience: &Audience, text: &Utf8Bytes) -> usize {
+        let mut n = 0;
+        let mut send = |sub: &Subscriber| {
+            if offer(sub, Outbound::Direct(Box::new(text.clone())), &self.metrics) {
+                n += 1;
+            }
+        };
+        match audience {
+            Audience::Channel(c) => {
+                if let Some(subs) = self.subs.get(c) {
+                    subs.values().for_each(&mut send);
+                }
+            }
+            Audience::Users(users) => {
+                for u in users {
+                    if let Some(subs) = self.users.get(u) {
+                        subs.values().for_each(&mut send);
+                    }
+                }
+            }
+        }
+        n
     }
 
     /// Number of sessions subscribed to a channel.
@@ -234,6 +301,32 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn emit_reaches_exactly_the_audience() {
+        let hub = Hub::new(Arc::new(Metrics::new("test")));
+        let mut rxs = Vec::new();
+        for (session, user, channel) in [(1u64, 10i64, 7i64), (2, 10, 8), (3, 11, 7)] {
+            let (tx, rx) = mpsc::channel(4);
+            let sub = Subscriber {
+                tx,
+                shared: Arc::new(SessionShared::new(0)),
+            };
+            hub.register_user(user, session, &sub);
+            hub.subscribe(session, &sub, &[channel]);
+            rxs.push(rx);
+        }
+        let text: Utf8Bytes = "{}".into();
+        assert_eq!(hub.emit(&Audience::Channel(7), &text), 2);
+        assert_eq!(hub.emit(&Audience::Users(vec![10]), &text), 2);
+        assert_eq!(hub.emit(&Audience::Users(vec![11, 12]), &text), 1);
+        assert!(!hub.unregister_user(10, 1));
+        assert!(hub.unregister_user(10, 2));
+        assert_eq!(hub.user_sessions(10), 0);
+        assert_eq!(hub.emit(&Audience::Users(vec![10]), &text), 0);
+        let queued: Vec<usize> = rxs.iter().map(|rx| rx.len()).collect();
+        assert_eq!(queued, [2, 1, 2]);
+    }
 
     #[test]
     fn queue_items_stay_small() {

@@ -168,6 +168,9 @@ impl Session {
     fn finish(&mut self) {
         let channels: Vec<ChannelId> = self.subscribed.drain().collect();
         self.app.hub.unsubscribe(self.id, &channels);
+        if let Some(user) = &self.user {
+            self.app.hub.unregister_user(user.id, self.id);
+        }
         if let Some(token) = self.token {
             self.app.forget_session(token, self.id);
         }
@@ -260,6 +263,7 @@ impl Session {
                 channel,
                 body,
                 nonce,
+                ..
             } => self.send(&user, req_id, channel, body, nonce).await,
             ClientOp::History {
                 req_id,
@@ -272,6 +276,11 @@ impl Session {
                     .await
             }
             ClientOp::Ping { req_id, ts } => self.event(&ServerEvent::Pong { req_id, ts }),
+            other => self.error(
+                op_req_id(&other),
+                ErrorCode::UnknownOp,
+                "this node does not implement this operation yet",
+            ),
         }
         Ok(())
     }
@@ -337,6 +346,7 @@ impl Session {
         }
         self.user = Some(user.clone());
         self.token = Some(hash);
+        self.app.hub.register_user(user.id, self.id, &self.sub);
         self.app
             .remember_session(hash, self.id, self.sub.shared.clone());
         self.app.metrics.sessions_authenticated.increment(1);
@@ -349,6 +359,7 @@ impl Session {
                 node_id,
                 channels: seqs,
                 heartbeat_ms,
+                presence: Vec::new(),
             })
             .await;
         if let Err(e) = result {
@@ -801,13 +812,20 @@ pub(crate) fn json_depth_exceeds(text: &str, max: usize) -> bool {
     false
 }
 
-const KNOWN_OPS: [&str; 6] = [
+const KNOWN_OPS: [&str; 13] = [
     "hello",
     "subscribe",
     "unsubscribe",
     "send",
     "history",
     "ping",
+    "edit",
+    "delete",
+    "react",
+    "unreact",
+    "start_thread",
+    "typing",
+    "set_presence",
 ];
 
 /// Tell an unknown op from a malformed known one.
@@ -839,10 +857,18 @@ fn probe_req_id(text: &str) -> Option<u64> {
 fn op_req_id(op: &ClientOp) -> Option<u64> {
     match op {
         ClientOp::Hello { .. } => None,
+        ClientOp::Typing { .. } => None,
         ClientOp::Subscribe { req_id, .. }
         | ClientOp::Unsubscribe { req_id, .. }
+        | ClientOp::SetPresence { req_id, .. }
         | ClientOp::Ping { req_id, .. } => *req_id,
-        ClientOp::Send { req_id, .. } | ClientOp::History { req_id, .. } => Some(*req_id),
+        ClientOp::Send { req_id, .. }
+        | ClientOp::History { req_id, .. }
+        | ClientOp::Edit { req_id, .. }
+        | ClientOp::Delete { req_id, .. }
+        | ClientOp::React { req_id, .. }
+        | ClientOp::Unreact { req_id, .. }
+        | ClientOp::StartThread { req_id, .. } => Some(*req_id),
     }
 }
 

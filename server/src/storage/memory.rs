@@ -433,6 +433,7 @@ impl Storage for MemoryStorage {
                 body: msg.body,
                 nonce: msg.nonce,
                 created_at: msg.created_at,
+                ..Message::default()
             };
             log.push(m.clone());
             Ok(m)

@@ -64,6 +64,7 @@ fn to_message((channel, seq, id, author, body, nonce, created_at): MessageRow) -
         body,
         nonce,
         created_at,
+        ..Message::default()
     }
 }
 
@@ -502,6 +503,7 @@ impl Storage for PgStorage {
                 body: msg.body,
                 nonce: msg.nonce,
                 created_at: msg.created_at,
+                ..Message::default()
             })
         }
         .boxed()

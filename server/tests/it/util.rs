@@ -247,12 +247,12 @@ impl Ws {
     }
 
     pub async fn send(&mut self, req_id: u64, channel: i64, body: &str) {
-        self.op(&ClientOp::Send {
+        self.op(&ClientOp::send_text(
             req_id,
             channel,
-            body: body.into(),
-            nonce: Some(format!("n{req_id}")),
-        })
+            body.into(),
+            Some(format!("n{req_id}")),
+        ))
         .await;
     }
 }
