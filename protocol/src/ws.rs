@@ -341,6 +341,9 @@ pub struct Presence {
 }
 
 /// An event sent by the node.
+// `Message` is the hot variant: boxing it would add an allocation per message to make the
+// rare variants smaller. Events are built, serialized once and dropped, never stored.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerEvent {
