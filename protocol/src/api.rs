@@ -17,6 +17,9 @@
 //! | GET | `/api/v1/spaces/{id}/channels` | – → `[Channel]` the caller can read |
 //! | POST | `/api/v1/dms` | [`OpenDm`] → 200/201 [`Channel`] (idempotent) |
 //! | GET | `/api/v1/channels/{id}/messages?before=&after=&limit=` | – → `[Message]` oldest first |
+//! | POST | `/api/v1/uploads` | multipart, one field `file` → 201 `Attachment` (413 `too_large`, 415 `unsupported_type`) |
+//! | GET | `/api/v1/uploads/{id}` | – → the bytes with their content type (uploader or a reader of a message carrying it) |
+//! | GET | `/api/v1/openapi.json` | – → the OpenAPI 3 description of this API |
 //! | POST | `/api/v1/admin/provision` | [`Provision`] → 200 [`Provisioned`] (header `x-flowline-admin`) |
 //! | GET | `/healthz`, `/readyz` | – → 200 / 503 |
 //!
@@ -31,18 +34,21 @@ use crate::{ChannelId, SpaceId, UserId};
 pub const ADMIN_HEADER: &str = "x-flowline-admin";
 
 /// Body of every HTTP error answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiErrorBody {
     pub code: ErrorCode,
     pub message: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Credentials {
     pub username: String,
     pub password: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct User {
     pub id: UserId,
@@ -50,17 +56,20 @@ pub struct User {
 }
 
 /// Answer to a successful log in.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
     pub token: String,
     pub user: User,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CreateSpace {
     pub name: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Space {
     pub id: SpaceId,
@@ -68,6 +77,7 @@ pub struct Space {
     pub owner: UserId,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CreateChannel {
     pub name: String,
@@ -78,6 +88,7 @@ pub struct CreateChannel {
 }
 
 /// What kind of channel this is.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChannelKind {
@@ -87,8 +98,12 @@ pub enum ChannelKind {
     Private,
     /// A direct-message channel between exactly two users; belongs to no space.
     Dm,
+    /// A thread started on a message: readable by whoever can read the parent channel,
+    /// with its own seqs. Not listed among a space's channels.
+    Thread,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Channel {
     pub id: ChannelId,
@@ -98,8 +113,12 @@ pub struct Channel {
     pub kind: ChannelKind,
     /// Latest seq in the channel (0 when empty).
     pub last_seq: i64,
+    /// A thread's parent message (absent for other kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<crate::ws::MessageRef>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpenDm {
     pub user_id: UserId,
@@ -108,6 +127,7 @@ pub struct OpenDm {
 /// Bulk provisioning for load tests: users with ready-made tokens (no password hashing),
 /// spaces, channels and DMs, in one request. Enabled only when the node was started with
 /// an admin secret. Indices refer to positions in `users`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Provision {
     /// Prefix added to every username, so several runs can share one database.
@@ -122,6 +142,7 @@ pub struct Provision {
     pub dms: Vec<(u32, u32)>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProvisionSpace {
     pub name: String,
@@ -130,6 +151,7 @@ pub struct ProvisionSpace {
     pub channels: Vec<ProvisionChannel>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProvisionChannel {
     pub name: String,
@@ -139,6 +161,7 @@ pub struct ProvisionChannel {
 }
 
 /// Answer to [`Provision`]: ids and tokens, in request order.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Provisioned {
     pub users: Vec<ProvisionedUser>,
@@ -146,12 +169,14 @@ pub struct Provisioned {
     pub dms: Vec<ChannelId>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProvisionedUser {
     pub id: UserId,
     pub token: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProvisionedSpace {
     pub id: SpaceId,

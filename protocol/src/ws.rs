@@ -200,6 +200,7 @@ fn default_true() -> bool {
 ///
 /// Every field after `created_at` is optional on the wire and absent when empty, so a
 /// plain text message costs no more than before.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub channel: ChannelId,
@@ -240,6 +241,7 @@ pub struct Message {
 }
 
 /// How a message's body is read and which of its reference fields are set.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageKind {
@@ -264,6 +266,7 @@ impl MessageKind {
 }
 
 /// A message referenced by id, with the channel it lives in.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageRef {
     pub channel: ChannelId,
@@ -271,6 +274,7 @@ pub struct MessageRef {
 }
 
 /// A quoted excerpt of a message of the same channel.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quote {
     pub id: MessageId,
@@ -279,6 +283,7 @@ pub struct Quote {
 }
 
 /// Origin of a forwarded message.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
     pub channel: ChannelId,
@@ -288,6 +293,7 @@ pub struct Origin {
 }
 
 /// One emoji's count on a message.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReactionCount {
     pub emoji: String,
@@ -295,6 +301,7 @@ pub struct ReactionCount {
 }
 
 /// Summary of the thread started on a message.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThreadSummary {
     /// The thread's channel id (its messages have their own seqs).
@@ -309,6 +316,7 @@ pub struct ThreadSummary {
 
 /// A file attached to a message (uploaded with `POST /api/v1/uploads`, downloaded with
 /// `GET /api/v1/uploads/{id}`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
     pub id: AttachmentId,
@@ -320,6 +328,7 @@ pub struct Attachment {
 }
 
 /// A user's presence.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PresenceStatus {
@@ -332,6 +341,7 @@ pub enum PresenceStatus {
 }
 
 /// One user's presence, as in `ready`'s snapshot and in `presence` events.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Presence {
     pub user_id: UserId,
@@ -461,6 +471,7 @@ pub enum ServerEvent {
 
 /// Stable, machine-readable error codes (serialized in snake_case). Shared by the
 /// WebSocket `error` event and the HTTP API's `{code, message}` bodies.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {

@@ -43,6 +43,8 @@ pub(crate) struct App {
     pub(crate) sessions: TaskTracker,
     pub(crate) next_session: AtomicU64,
     pub(crate) open_sessions: AtomicUsize,
+    /// Presence, typing throttle and thread links (chat features).
+    pub(crate) features: crate::features::FeatureState,
     /// Sessions per token, so log out can close them (4012).
     token_sessions: DashMap<TokenHash, Vec<(SessionId, Arc<SessionShared>)>>,
 }
@@ -63,6 +65,7 @@ impl App {
             sessions: TaskTracker::new(),
             next_session: AtomicU64::new(1),
             open_sessions: AtomicUsize::new(0),
+            features: crate::features::FeatureState::default(),
             token_sessions: DashMap::new(),
         }
     }

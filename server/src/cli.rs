@@ -88,6 +88,9 @@ pub struct Args {
     /// Postgres pool size.
     #[arg(long, default_value_t = 16)]
     pub db_pool_size: u32,
+    /// Chat feature flags (uploads, presence).
+    #[command(flatten)]
+    pub features: crate::features::FeatureArgs,
 }
 
 impl Args {
@@ -114,6 +117,7 @@ impl Args {
         c.heartbeat = Duration::from_millis(self.heartbeat_ms);
         c.auth_timeout = Duration::from_millis(self.auth_timeout_ms);
         c.drain_timeout = Duration::from_millis(self.drain_timeout_ms);
+        c.features = self.features.to_features(&self.node_id);
         c
     }
 }

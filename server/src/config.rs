@@ -96,6 +96,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// WebSocket read buffer per connection, bytes (dominates idle memory).
     pub ws_read_buffer: usize,
+    /// Chat feature settings (uploads, presence, typing).
+    pub features: crate::features::Features,
 }
 
 impl Config {
@@ -114,6 +116,7 @@ impl Config {
             write_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(5),
             ws_read_buffer: 4096,
+            features: crate::features::Features::default(),
         }
     }
 
@@ -152,6 +155,9 @@ impl Config {
         }
         if self.db_pool_size == 0 || self.ws_read_buffer < 256 {
             return bad("pool size or read buffer out of range");
+        }
+        if let Err(m) = self.features.validate() {
+            return bad(&m);
         }
         Ok(self)
     }

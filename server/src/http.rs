@@ -1,5 +1,11 @@
 //! The HTTP API under `/api/v1` (paths listed in `flowline_protocol::api`): handlers,
 //! the bearer-token extractor and the JSON error type.
+//!
+//! Every handler carries a `#[utoipa::path]` description and is mounted through
+//! `utoipa_axum`'s router, so the OpenAPI document served at `/api/v1/openapi.json` is
+//! built from the very routes that serve requests and cannot drift from them.
+
+mod uploads;
 
 use std::sync::Arc;
 
@@ -8,9 +14,12 @@ use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Stat
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use flowline_protocol::api::{
     ADMIN_HEADER, ApiErrorBody, Channel, ChannelKind, CreateChannel, CreateSpace, Credentials,
@@ -164,28 +173,134 @@ impl FromRequestParts<Arc<App>> for Caller {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// The document's frame: title, version, security schemes, tags. Paths come from the
+/// router.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Flowline chat node HTTP API",
+        description = "HTTP API of a Flowline chat node. The WebSocket protocol at `/ws` is described in docs/protocol.md."
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "auth", description = "Sign up, log in, log out"),
+        (name = "spaces", description = "Spaces, members and channels"),
+        (name = "channels", description = "Channels, DMs and message history"),
+        (name = "uploads", description = "File attachments"),
+        (name = "admin", description = "Bulk provisioning for load tests"),
+        (name = "meta", description = "This description"),
+    )
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new(ADMIN_HEADER))),
+        );
+    }
+}
+
+/// Prefix under which [`routes`] is mounted.
+const PREFIX: &str = "/api/v1";
+
+/// The OpenAPI document as served (built once per process; identical for every config).
+static OPENAPI_JSON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The routes under `/api/v1` in three groups by body limit (main, upload, admin), and
+/// the OpenAPI document describing all of them (paths carry the `/api/v1` prefix).
+struct Api {
+    main: Router<Arc<App>>,
+    upload: Router<Arc<App>>,
+    admin: Router<Arc<App>>,
+    doc: utoipa::openapi::OpenApi,
+}
+
+fn api() -> Api {
+    let (main, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(signup))
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(space_create, space_list))
+        .routes(routes!(space_join))
+        .routes(routes!(space_leave))
+        .routes(routes!(space_members))
+        .routes(routes!(channel_create, channel_list))
+        .routes(routes!(dm_open))
+        .routes(routes!(channel_messages))
+        .routes(routes!(uploads::upload_get))
+        .routes(routes!(openapi_json))
+        .split_for_parts();
+    let (upload, upload_doc) = OpenApiRouter::new()
+        .routes(routes!(uploads::upload_create))
+        .split_for_parts();
+    let (admin, admin_doc) = OpenApiRouter::new()
+        .routes(routes!(admin_provision))
+        .split_for_parts();
+    doc.merge(upload_doc);
+    doc.merge(admin_doc);
+    let paths = std::mem::take(&mut doc.paths.paths);
+    doc.paths.paths = paths
+        .into_iter()
+        .map(|(path, item)| (format!("{PREFIX}{path}"), item))
+        .collect();
+    Api {
+        main,
+        upload,
+        admin,
+        doc,
+    }
+}
+
+/// The OpenAPI 3 document of the HTTP API, as JSON.
+pub fn openapi_document() -> &'static str {
+    OPENAPI_JSON.get_or_init(|| {
+        api().doc.to_pretty_json().unwrap_or_else(|e| {
+            format!("{{\"error\":\"cannot render the OpenAPI document: {e}\"}}")
+        })
+    })
+}
+
 pub(crate) fn routes(config: &Config) -> Router<Arc<App>> {
     let admin_limit = config.limits.max_http_body.saturating_mul(64);
-    Router::new()
-        .route("/auth/signup", post(signup))
-        .route("/auth/login", post(login))
-        .route("/auth/logout", post(logout))
-        .route("/users/me", get(me))
-        .route("/spaces", post(space_create).get(space_list))
-        .route("/spaces/{id}/join", post(space_join))
-        .route("/spaces/{id}/leave", post(space_leave))
-        .route("/spaces/{id}/members", get(space_members))
-        .route(
-            "/spaces/{id}/channels",
-            post(channel_create).get(channel_list),
-        )
-        .route("/dms", post(dm_open))
-        .route("/channels/{id}/messages", get(channel_messages))
-        .layer(DefaultBodyLimit::max(config.limits.max_http_body))
-        .route(
-            "/admin/provision",
-            post(admin_provision).layer(DefaultBodyLimit::max(admin_limit)),
-        )
+    // Room for the multipart framing around a file of the maximum size; the exact limit
+    // is enforced while streaming.
+    let upload_limit = usize::try_from(config.features.upload_max_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(64 * 1024);
+    let Api {
+        main,
+        upload,
+        admin,
+        ..
+    } = api();
+    main.layer(DefaultBodyLimit::max(config.limits.max_http_body))
+        .merge(upload.layer(DefaultBodyLimit::max(upload_limit)))
+        .merge(admin.layer(DefaultBodyLimit::max(admin_limit)))
+}
+
+/// The OpenAPI 3 document of this API.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json", body = Object))
+)]
+async fn openapi_json() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        openapi_document(),
+    )
+        .into_response()
 }
 
 fn check_name(what: &str, name: &str, max: usize) -> ApiResult<()> {
@@ -205,6 +320,10 @@ fn check_name(what: &str, name: &str, max: usize) -> ApiResult<()> {
     Ok(())
 }
 
+/// Create a user (password hashed with argon2id).
+#[utoipa::path(post, path = "/auth/signup", tag = "auth",
+    request_body = Credentials,
+    responses((status = 201, body = User), (status = 400, description = "Bad name or password", body = flowline_protocol::api::ApiErrorBody), (status = 409, description = "Name taken", body = flowline_protocol::api::ApiErrorBody)))]
 async fn signup(
     State(app): State<Arc<App>>,
     ApiJson(c): ApiJson<Credentials>,
@@ -231,6 +350,10 @@ async fn signup(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
+/// Log in: a session token for the WebSocket `hello` and `Authorization: Bearer`.
+#[utoipa::path(post, path = "/auth/login", tag = "auth",
+    request_body = Credentials,
+    responses((status = 200, body = Session), (status = 401, description = "`invalid_credentials`", body = flowline_protocol::api::ApiErrorBody)))]
 async fn login(
     State(app): State<Arc<App>>,
     ApiJson(c): ApiJson<Credentials>,
@@ -256,16 +379,26 @@ async fn login(
     Ok(Json(Session { token, user }))
 }
 
+/// Revoke the caller's token and close its WebSockets (4012).
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses((status = 204, description = "Logged out"), (status = 401, description = "Missing or invalid token", body = flowline_protocol::api::ApiErrorBody)))]
 async fn logout(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<StatusCode> {
     app.storage.delete_token(caller.token).await?;
     app.kick_token(caller.token);
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The caller.
+#[utoipa::path(get, path = "/users/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = User), (status = 401, description = "Missing or invalid token", body = flowline_protocol::api::ApiErrorBody)))]
 async fn me(caller: Caller) -> Json<User> {
     Json(caller.user)
 }
 
+/// Create a space; the creator owns and joins it.
+#[utoipa::path(post, path = "/spaces", tag = "spaces", security(("bearer" = [])),
+    request_body = CreateSpace,
+    responses((status = 201, body = Space), (status = 400, description = "Bad name", body = flowline_protocol::api::ApiErrorBody), (status = 401, description = "Missing or invalid token", body = flowline_protocol::api::ApiErrorBody)))]
 async fn space_create(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -276,10 +409,17 @@ async fn space_create(
     Ok((StatusCode::CREATED, Json(space)))
 }
 
+/// Spaces the caller belongs to.
+#[utoipa::path(get, path = "/spaces", tag = "spaces", security(("bearer" = [])),
+    responses((status = 200, body = Vec<Space>), (status = 401, description = "Missing or invalid token", body = flowline_protocol::api::ApiErrorBody)))]
 async fn space_list(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Json<Vec<Space>>> {
     Ok(Json(app.storage.spaces_of(caller.user.id).await?))
 }
 
+/// Join a space (idempotent).
+#[utoipa::path(post, path = "/spaces/{id}/join", tag = "spaces", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Space id")),
+    responses((status = 200, body = Space), (status = 401, description = "Missing or invalid token", body = flowline_protocol::api::ApiErrorBody), (status = 404, description = "No such space", body = flowline_protocol::api::ApiErrorBody)))]
 async fn space_join(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -294,6 +434,10 @@ async fn space_join(
     Ok(Json(space))
 }
 
+/// Leave a space (its owner cannot).
+#[utoipa::path(post, path = "/spaces/{id}/leave", tag = "spaces", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Space id")),
+    responses((status = 204, description = "Left"), (status = 400, description = "The owner cannot leave", body = flowline_protocol::api::ApiErrorBody), (status = 401, description = "Missing or invalid token", body = flowline_protocol::api::ApiErrorBody), (status = 404, description = "No such space", body = flowline_protocol::api::ApiErrorBody)))]
 async fn space_leave(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -331,6 +475,10 @@ async fn member_space(app: &App, space: SpaceId, caller: &Caller) -> ApiResult<S
     Ok(space)
 }
 
+/// Members of a space (members only).
+#[utoipa::path(get, path = "/spaces/{id}/members", tag = "spaces", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Space id")),
+    responses((status = 200, body = Vec<User>), (status = 401, description = "Missing or invalid token", body = flowline_protocol::api::ApiErrorBody), (status = 403, description = "Not a member", body = flowline_protocol::api::ApiErrorBody), (status = 404, description = "No such space", body = flowline_protocol::api::ApiErrorBody)))]
 async fn space_members(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -340,6 +488,12 @@ async fn space_members(
     Ok(Json(app.storage.space_members(id).await?))
 }
 
+/// Create a public channel (no `members`) or a private one (listed members plus the
+/// creator, all space members).
+#[utoipa::path(post, path = "/spaces/{id}/channels", tag = "spaces", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Space id")),
+    request_body = CreateChannel,
+    responses((status = 201, body = Channel), (status = 400, description = "Bad name or member", body = flowline_protocol::api::ApiErrorBody), (status = 401, description = "Missing or invalid token", body = flowline_protocol::api::ApiErrorBody), (status = 403, description = "Not a member", body = flowline_protocol::api::ApiErrorBody), (status = 404, description = "No such space", body = flowline_protocol::api::ApiErrorBody)))]
 async fn channel_create(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -372,6 +526,10 @@ async fn channel_create(
     Ok((StatusCode::CREATED, Json(channel)))
 }
 
+/// Channels of a space the caller can read (threads are not listed).
+#[utoipa::path(get, path = "/spaces/{id}/channels", tag = "spaces", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Space id")),
+    responses((status = 200, body = Vec<Channel>), (status = 401, description = "Missing or invalid token", body = flowline_protocol::api::ApiErrorBody), (status = 403, description = "Not a member", body = flowline_protocol::api::ApiErrorBody), (status = 404, description = "No such space", body = flowline_protocol::api::ApiErrorBody)))]
 async fn channel_list(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -381,6 +539,11 @@ async fn channel_list(
     Ok(Json(app.storage.space_channels(id, caller.user.id).await?))
 }
 
+/// Open (or find) the DM channel with another user.
+#[utoipa::path(post, path = "/dms", tag = "channels", security(("bearer" = [])),
+    request_body = OpenDm,
+    responses((status = 200, description = "Existing DM", body = Channel), (status = 201, description = "New DM", body = Channel),
+        (status = 400, description = "A DM with oneself", body = flowline_protocol::api::ApiErrorBody), (status = 401, description = "Missing or invalid token", body = flowline_protocol::api::ApiErrorBody), (status = 404, description = "No such user", body = flowline_protocol::api::ApiErrorBody)))]
 async fn dm_open(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -404,13 +567,22 @@ async fn dm_open(
     Ok((status, Json(channel)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
+    /// Only messages with seq < before.
     before: Option<Seq>,
+    /// Only messages with seq > after.
     after: Option<Seq>,
+    /// At most this many (default 50, clamped to the node's maximum).
     limit: Option<u32>,
 }
 
+/// Stored messages of a channel (edits, tombstones, reactions, threads, attachments
+/// included), oldest first.
+#[utoipa::path(get, path = "/channels/{id}/messages", tag = "channels", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Channel id"), HistoryQuery),
+    responses((status = 200, body = Vec<Message>), (status = 401, description = "Missing or invalid token", body = flowline_protocol::api::ApiErrorBody), (status = 403, description = "Not a member", body = flowline_protocol::api::ApiErrorBody), (status = 404, description = "No such channel", body = flowline_protocol::api::ApiErrorBody)))]
 async fn channel_messages(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -433,6 +605,11 @@ async fn channel_messages(
     ))
 }
 
+/// Bulk provisioning (enabled by the node's admin secret).
+#[utoipa::path(post, path = "/admin/provision", tag = "admin", security(("admin" = [])),
+    request_body = Provision,
+    responses((status = 200, body = Provisioned), (status = 400, description = "Inconsistent request", body = flowline_protocol::api::ApiErrorBody), (status = 403, description = "Missing or wrong admin header", body = flowline_protocol::api::ApiErrorBody),
+        (status = 404, description = "Admin API disabled", body = flowline_protocol::api::ApiErrorBody), (status = 409, description = "A username is taken", body = flowline_protocol::api::ApiErrorBody)))]
 async fn admin_provision(
     State(app): State<Arc<App>>,
     headers: HeaderMap,

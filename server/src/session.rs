@@ -17,6 +17,8 @@
 //! queues `Replay`; the writer writes the replayed messages and then the held live ones
 //! whose seq is higher, dropping the overlap.
 
+mod ops;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -33,8 +35,7 @@ use flowline_protocol::{ChannelId, PROTOCOL_VERSION, Seq};
 
 use crate::app::{App, now_ms};
 use crate::auth::{TokenHash, token_hash};
-use crate::hub::{Outbound, PostError, Replay, SessionId, SessionShared, Subscriber, offer};
-use crate::storage::NewMessage;
+use crate::hub::{Outbound, Replay, SessionId, SessionShared, Subscriber, offer};
 
 /// Frames written per flush at most (batching amortises syscalls under fan-out).
 const WRITE_BATCH: usize = 64;
@@ -67,6 +68,7 @@ where
         token: None,
         subscribed: HashSet::new(),
         readable: HashSet::new(),
+        idle_at: Instant::now() + app.config.features.idle_after,
     };
     let mut stream = stream;
     let code = session.read_loop(&mut stream).await;
@@ -104,6 +106,8 @@ struct Session {
     subscribed: HashSet<ChannelId>,
     /// Channels this session has been authorized to read (cached for the session).
     readable: HashSet<ChannelId>,
+    /// When to check whether the user went idle.
+    idle_at: Instant,
 }
 
 /// What handling one frame asks of the session.
@@ -127,6 +131,12 @@ impl Session {
                 () = tokio::time::sleep_until(deadline), if self.user.is_none() => {
                     self.app.metrics.auth_timeouts.increment(1);
                     return close::AUTH_TIMEOUT;
+                }
+                () = tokio::time::sleep_until(self.idle_at), if self.user.is_some() => {
+                    if let Some(user) = self.user.as_ref().map(|u| u.id) {
+                        self.presence_idle_check(user).await;
+                    }
+                    continue;
                 }
                 next = stream.next() => next,
             };
@@ -170,6 +180,7 @@ impl Session {
         self.app.hub.unsubscribe(self.id, &channels);
         if let Some(user) = &self.user {
             self.app.hub.unregister_user(user.id, self.id);
+            ops::presence_on_disconnect(&self.app, user.id);
         }
         if let Some(token) = self.token {
             self.app.forget_session(token, self.id);
@@ -244,6 +255,10 @@ impl Session {
                 }
             };
         };
+        if !matches!(op, ClientOp::Ping { .. }) {
+            self.idle_at = Instant::now() + self.app.config.features.idle_after;
+            self.presence_activity(user.id).await;
+        }
         match op {
             ClientOp::Hello { .. } => {
                 self.error(None, ErrorCode::NotAuthenticated, "already authenticated");
@@ -263,8 +278,60 @@ impl Session {
                 channel,
                 body,
                 nonce,
-                ..
-            } => self.send(&user, req_id, channel, body, nonce).await,
+                kind,
+                reply_to,
+                quote,
+                forward_of,
+                attachments,
+            } => {
+                let op = ops::SendOp {
+                    req_id,
+                    channel,
+                    body,
+                    nonce,
+                    kind,
+                    reply_to,
+                    quote,
+                    forward_of,
+                    attachments,
+                };
+                self.send(&user, op).await;
+            }
+            ClientOp::Edit {
+                req_id,
+                channel,
+                id,
+                body,
+            } => self.edit(&user, req_id, channel, id, body).await,
+            ClientOp::Delete {
+                req_id,
+                channel,
+                id,
+            } => self.delete(&user, req_id, channel, id).await,
+            ClientOp::React {
+                req_id,
+                channel,
+                id,
+                emoji,
+            } => self.react(&user, req_id, channel, id, emoji, true).await,
+            ClientOp::Unreact {
+                req_id,
+                channel,
+                id,
+                emoji,
+            } => self.react(&user, req_id, channel, id, emoji, false).await,
+            ClientOp::StartThread {
+                req_id,
+                channel,
+                id,
+                name,
+            } => self.start_thread(&user, req_id, channel, id, name).await,
+            ClientOp::Typing { channel } => self.typing(&user, channel).await,
+            ClientOp::SetPresence {
+                req_id,
+                status,
+                custom,
+            } => self.set_presence(&user, req_id, status, custom).await,
             ClientOp::History {
                 req_id,
                 channel,
@@ -276,11 +343,6 @@ impl Session {
                     .await
             }
             ClientOp::Ping { req_id, ts } => self.event(&ServerEvent::Pong { req_id, ts }),
-            other => self.error(
-                op_req_id(&other),
-                ErrorCode::UnknownOp,
-                "this node does not implement this operation yet",
-            ),
         }
         Ok(())
     }
@@ -346,12 +408,13 @@ impl Session {
         }
         self.user = Some(user.clone());
         self.token = Some(hash);
-        self.app.hub.register_user(user.id, self.id, &self.sub);
         self.app
             .remember_session(hash, self.id, self.sub.shared.clone());
         self.app.metrics.sessions_authenticated.increment(1);
         let heartbeat_ms = u64::try_from(self.app.config.heartbeat.as_millis()).unwrap_or(u64::MAX);
         let node_id = self.app.config.node_id.clone();
+        self.idle_at = Instant::now() + self.app.config.features.idle_after;
+        let (presence, change) = self.presence_on_connect(user.id).await;
         let result = self
             .attach(&channels, &resume, |seqs| ServerEvent::Ready {
                 v: PROTOCOL_VERSION,
@@ -359,11 +422,16 @@ impl Session {
                 node_id,
                 channels: seqs,
                 heartbeat_ms,
-                presence: Vec::new(),
+                presence,
             })
             .await;
         if let Err(e) = result {
             self.unavailable(None, &e);
+        }
+        // Events for the user (presence) start after `ready` is queued, so none precedes it.
+        self.app.hub.register_user(user.id, self.id, &self.sub);
+        if let Some(p) = change {
+            ops::announce_presence(&self.app, p).await;
         }
         for c in refused {
             self.error(
@@ -513,60 +581,6 @@ impl Session {
             .await;
         if let Err(e) = result {
             self.unavailable(req_id, &e);
-        }
-    }
-
-    async fn send(
-        &mut self,
-        user: &User,
-        req_id: u64,
-        channel: ChannelId,
-        body: String,
-        nonce: Option<String>,
-    ) {
-        let max = self.app.config.limits.max_body_chars;
-        if body.is_empty() || body.chars().count() > max {
-            self.error(
-                Some(req_id),
-                ErrorCode::TooLong,
-                format!("body must have 1 to {max} characters"),
-            );
-            return;
-        }
-        if nonce.as_ref().is_some_and(|n| n.len() > MAX_NONCE) {
-            self.error(
-                Some(req_id),
-                ErrorCode::TooLong,
-                format!("nonce longer than {MAX_NONCE} bytes"),
-            );
-            return;
-        }
-        if let Err((code, msg)) = self.authorize(user, channel).await {
-            self.error(Some(req_id), code, msg);
-            return;
-        }
-        let new = NewMessage {
-            channel,
-            author: user.id,
-            body,
-            nonce,
-            created_at: now_ms() as i64,
-        };
-        match self.app.hub.post(self.app.storage.as_ref(), new).await {
-            Ok(m) => {
-                self.app.metrics.messages_in.increment(1);
-                self.event(&ServerEvent::Ack {
-                    req_id,
-                    channel,
-                    id: m.id,
-                    seq: m.seq,
-                    created_at: m.created_at,
-                });
-            }
-            Err(PostError::Storage(crate::error::StorageError::NotFound(_))) => {
-                self.error(Some(req_id), ErrorCode::NotFound, "channel does not exist");
-            }
-            Err(e) => self.unavailable(Some(req_id), &e),
         }
     }
 

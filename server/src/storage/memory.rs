@@ -4,7 +4,7 @@
 //! each channel's log is a `Vec` in a `DashMap` shard, so appends to different channels
 //! rarely contend.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use dashmap::DashMap;
@@ -13,10 +13,13 @@ use futures_util::future::BoxFuture;
 use parking_lot::RwLock;
 
 use flowline_protocol::api::{Channel, ChannelKind, Provision, ProvisionedSpace, Space, User};
-use flowline_protocol::ws::Message;
-use flowline_protocol::{ChannelId, Seq, SpaceId, UserId};
+use flowline_protocol::ws::{Attachment, Message, MessageRef, ReactionCount, ThreadSummary};
+use flowline_protocol::{AttachmentId, ChannelId, MessageId, Seq, SpaceId, UserId};
 
-use super::{Credentials, NewMessage, ProvisionedIds, Result, Storage, check_provision};
+use super::{
+    Credentials, NewAttachment, NewMessage, ProvisionedIds, ReactionChange, Result, Storage,
+    ThreadLink, check_provision,
+};
 use crate::auth::TokenHash;
 use crate::error::StorageError;
 
@@ -26,6 +29,8 @@ struct ChannelRow {
     name: String,
     kind: ChannelKind,
     members: BTreeSet<UserId>,
+    /// Threads only: the parent message.
+    parent: Option<ThreadLink>,
 }
 
 #[derive(Default)]
@@ -40,6 +45,15 @@ struct Inner {
     space_channels: HashMap<SpaceId, Vec<ChannelId>>,
     user_dms: HashMap<UserId, BTreeSet<ChannelId>>,
     dms: HashMap<(UserId, UserId), ChannelId>,
+    /// Parent message id → its thread channel.
+    threads: HashMap<MessageId, ChannelId>,
+    /// Channel → its thread channels.
+    thread_children: HashMap<ChannelId, Vec<ChannelId>>,
+    /// Uploaded files and their uploader.
+    attachments: HashMap<AttachmentId, (Attachment, UserId)>,
+    /// Messages carrying each attachment.
+    attachment_uses: HashMap<AttachmentId, Vec<(ChannelId, MessageId)>>,
+    next_attachment: i64,
     next_user: i64,
     next_space: i64,
     next_channel: i64,
@@ -83,7 +97,9 @@ impl Inner {
     ) -> ChannelId {
         self.next_channel += 1;
         let id = self.next_channel;
-        if let Some(s) = space {
+        if let Some(s) = space
+            && kind != ChannelKind::Thread
+        {
             self.space_channels.entry(s).or_default().push(id);
         }
         if kind == ChannelKind::Dm {
@@ -98,6 +114,7 @@ impl Inner {
                 name: name.to_owned(),
                 kind,
                 members,
+                parent: None,
             },
         );
         id
@@ -127,6 +144,11 @@ impl Inner {
     fn can_read(&self, ch: &ChannelRow, user: UserId) -> bool {
         match (ch.kind, ch.space) {
             (ChannelKind::Dm, _) => ch.members.contains(&user),
+            (ChannelKind::Thread, _) => ch.parent.as_ref().is_some_and(|p| {
+                self.channels
+                    .get(&p.parent_channel)
+                    .is_some_and(|pc| pc.kind != ChannelKind::Thread && self.can_read(pc, user))
+            }),
             (ChannelKind::Public, Some(s)) => self.is_member(s, user),
             (ChannelKind::Private, Some(s)) => {
                 ch.members.contains(&user) && self.is_member(s, user)
@@ -143,11 +165,20 @@ impl Inner {
     }
 }
 
+/// One channel's messages and who reacted with what.
+#[derive(Default)]
+struct Log {
+    msgs: Vec<Message>,
+    reactors: HashMap<(MessageId, String), HashSet<UserId>>,
+}
+
 /// In-memory [`Storage`].
 #[derive(Default)]
 pub struct MemoryStorage {
     inner: RwLock<Inner>,
-    logs: DashMap<ChannelId, Vec<Message>>,
+    logs: DashMap<ChannelId, Log>,
+    /// Message id → (channel, seq).
+    ids: DashMap<MessageId, (ChannelId, Seq)>,
     next_message: AtomicI64,
 }
 
@@ -158,7 +189,24 @@ impl MemoryStorage {
     }
 
     fn last_seq(&self, channel: ChannelId) -> Seq {
-        self.logs.get(&channel).map_or(0, |l| l.len() as Seq)
+        self.logs.get(&channel).map_or(0, |l| l.msgs.len() as Seq)
+    }
+
+    /// Run `f` on a message of `channel` under its log's lock; `None` if not there.
+    fn with_message<T>(
+        &self,
+        channel: ChannelId,
+        id: MessageId,
+        f: impl FnOnce(&mut Message, &mut HashMap<(MessageId, String), HashSet<UserId>>) -> T,
+    ) -> Option<T> {
+        let (c, seq) = *self.ids.get(&id)?;
+        if c != channel {
+            return None;
+        }
+        let mut log = self.logs.get_mut(&channel)?;
+        let Log { msgs, reactors } = &mut *log;
+        let m = msgs.get_mut(usize::try_from(seq - 1).ok()?)?;
+        Some(f(m, reactors))
     }
 
     fn to_channel(&self, id: ChannelId, row: &ChannelRow) -> Channel {
@@ -168,6 +216,10 @@ impl MemoryStorage {
             name: row.name.clone(),
             kind: row.kind,
             last_seq: self.last_seq(id),
+            parent: row.parent.as_ref().map(|p| MessageRef {
+                channel: p.parent_channel,
+                id: p.parent_id,
+            }),
         }
     }
 }
@@ -322,6 +374,7 @@ impl Storage for MemoryStorage {
                 name: name.to_owned(),
                 kind,
                 last_seq: 0,
+                parent: None,
             })
         }
         .boxed()
@@ -398,6 +451,12 @@ impl Storage for MemoryStorage {
                 }
             }
             out.extend(inner.user_dms.get(&user).into_iter().flatten());
+            let threads: Vec<ChannelId> = out
+                .iter()
+                .flat_map(|c| inner.thread_children.get(c).into_iter().flatten())
+                .copied()
+                .collect();
+            out.extend(threads);
             out.sort_unstable();
             Ok(out)
         }
@@ -421,22 +480,300 @@ impl Storage for MemoryStorage {
 
     fn append_message(&self, msg: NewMessage) -> BoxFuture<'_, Result<Message>> {
         async move {
-            if !self.inner.read().channels.contains_key(&msg.channel) {
-                return Err(StorageError::NotFound("channel"));
-            }
-            let mut log = self.logs.entry(msg.channel).or_default();
-            let m = Message {
-                channel: msg.channel,
-                seq: log.len() as Seq + 1,
-                id: self.next_message.fetch_add(1, Ordering::Relaxed) + 1,
-                author: msg.author,
-                body: msg.body,
-                nonce: msg.nonce,
-                created_at: msg.created_at,
-                ..Message::default()
+            let parent = match self.inner.read().channels.get(&msg.channel) {
+                None => return Err(StorageError::NotFound("channel")),
+                Some(row) => row.parent.clone(),
             };
-            log.push(m.clone());
+            let m = {
+                let mut log = self.logs.entry(msg.channel).or_default();
+                let m = Message {
+                    channel: msg.channel,
+                    seq: log.msgs.len() as Seq + 1,
+                    id: self.next_message.fetch_add(1, Ordering::Relaxed) + 1,
+                    author: msg.author,
+                    body: msg.body,
+                    nonce: msg.nonce,
+                    created_at: msg.created_at,
+                    kind: msg.kind,
+                    reply_to: msg.reply_to,
+                    quote: msg.quote,
+                    forwarded_from: msg.forwarded_from,
+                    attachments: msg.attachments,
+                    ..Message::default()
+                };
+                log.msgs.push(m.clone());
+                self.ids.insert(m.id, (m.channel, m.seq));
+                m
+            };
+            if !m.attachments.is_empty() {
+                let mut inner = self.inner.write();
+                for a in &m.attachments {
+                    inner
+                        .attachment_uses
+                        .entry(a.id)
+                        .or_default()
+                        .push((m.channel, m.id));
+                }
+            }
+            // A reply in a thread updates the parent message's summary (the thread's log
+            // lock is released first: both may sit in one DashMap shard).
+            if let Some(p) = parent {
+                self.with_message(p.parent_channel, p.parent_id, |pm, _| {
+                    if let Some(t) = &mut pm.thread
+                        && t.replies < m.seq as u32
+                    {
+                        t.replies = m.seq as u32;
+                        t.last_reply_at = Some(m.created_at);
+                    }
+                });
+            }
             Ok(m)
+        }
+        .boxed()
+    }
+
+    fn message(&self, channel: ChannelId, id: MessageId) -> BoxFuture<'_, Result<Option<Message>>> {
+        async move { Ok(self.with_message(channel, id, |m, _| m.clone())) }.boxed()
+    }
+
+    fn edit_message(
+        &self,
+        channel: ChannelId,
+        id: MessageId,
+        body: String,
+        at: i64,
+    ) -> BoxFuture<'_, Result<Option<Message>>> {
+        async move {
+            Ok(self
+                .with_message(channel, id, |m, _| {
+                    if m.deleted_at.is_some() {
+                        return None;
+                    }
+                    m.body = body;
+                    m.edited_at = Some(at);
+                    Some(m.clone())
+                })
+                .flatten())
+        }
+        .boxed()
+    }
+
+    fn delete_message(
+        &self,
+        channel: ChannelId,
+        id: MessageId,
+        at: i64,
+    ) -> BoxFuture<'_, Result<Option<Message>>> {
+        async move {
+            Ok(self
+                .with_message(channel, id, |m, reactors| {
+                    if m.deleted_at.is_some() {
+                        return None;
+                    }
+                    m.deleted_at = Some(at);
+                    m.body.clear();
+                    m.attachments.clear();
+                    m.quote = None;
+                    m.forwarded_from = None;
+                    for r in m.reactions.drain(..) {
+                        reactors.remove(&(id, r.emoji));
+                    }
+                    Some(m.clone())
+                })
+                .flatten())
+        }
+        .boxed()
+    }
+
+    fn react<'a>(
+        &'a self,
+        channel: ChannelId,
+        id: MessageId,
+        user: UserId,
+        emoji: &'a str,
+        add: bool,
+    ) -> BoxFuture<'a, Result<Option<ReactionChange>>> {
+        async move {
+            Ok(self
+                .with_message(channel, id, |m, reactors| {
+                    if m.deleted_at.is_some() {
+                        return None;
+                    }
+                    let users = reactors.entry((id, emoji.to_owned())).or_default();
+                    let changed = if add {
+                        users.insert(user)
+                    } else {
+                        users.remove(&user)
+                    };
+                    let count = users.len() as u32;
+                    if count == 0 {
+                        reactors.remove(&(id, emoji.to_owned()));
+                    }
+                    match m.reactions.iter().position(|r| r.emoji == emoji) {
+                        Some(i) if count == 0 => {
+                            m.reactions.remove(i);
+                        }
+                        Some(i) => m.reactions[i].count = count,
+                        None if count > 0 => m.reactions.push(ReactionCount {
+                            emoji: emoji.to_owned(),
+                            count,
+                        }),
+                        None => {}
+                    }
+                    Some(ReactionChange {
+                        seq: m.seq,
+                        changed,
+                        count,
+                    })
+                })
+                .flatten())
+        }
+        .boxed()
+    }
+
+    fn create_thread<'a>(
+        &'a self,
+        channel: ChannelId,
+        id: MessageId,
+        name: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<(ThreadSummary, Seq, bool)>>> {
+        async move {
+            let Some((seq, live)) =
+                self.with_message(channel, id, |m, _| (m.seq, m.deleted_at.is_none()))
+            else {
+                return Ok(None);
+            };
+            // Holding the metadata lock makes concurrent starts create one thread; the
+            // log lock taken inside is never held while taking the metadata lock.
+            let mut inner = self.inner.write();
+            let space = match inner.channels.get(&channel) {
+                None => return Ok(None),
+                Some(row) if row.kind == ChannelKind::Thread => {
+                    return Err(StorageError::Invalid(
+                        "a thread cannot be started inside a thread".into(),
+                    ));
+                }
+                Some(row) => row.space,
+            };
+            if inner.threads.contains_key(&id) {
+                let summary = self
+                    .with_message(channel, id, |m, _| m.thread.clone())
+                    .flatten();
+                return Ok(summary.map(|s| (s, seq, false)));
+            }
+            if !live {
+                return Ok(None);
+            }
+            let name = name.unwrap_or("thread");
+            let tid = inner.new_channel(space, name, ChannelKind::Thread, BTreeSet::new());
+            if let Some(row) = inner.channels.get_mut(&tid) {
+                row.parent = Some(ThreadLink {
+                    parent_channel: channel,
+                    parent_id: id,
+                    parent_seq: seq,
+                    name: Some(name.to_owned()),
+                });
+            }
+            inner.threads.insert(id, tid);
+            inner.thread_children.entry(channel).or_default().push(tid);
+            let summary = ThreadSummary {
+                channel: tid,
+                name: Some(name.to_owned()),
+                replies: 0,
+                last_reply_at: None,
+            };
+            self.with_message(channel, id, |m, _| m.thread = Some(summary.clone()));
+            drop(inner);
+            Ok(Some((summary, seq, true)))
+        }
+        .boxed()
+    }
+
+    fn thread_link(&self, channel: ChannelId) -> BoxFuture<'_, Result<Option<ThreadLink>>> {
+        async move {
+            Ok(self
+                .inner
+                .read()
+                .channels
+                .get(&channel)
+                .and_then(|r| r.parent.clone()))
+        }
+        .boxed()
+    }
+
+    fn co_members(&self, user: UserId) -> BoxFuture<'_, Result<Vec<UserId>>> {
+        async move {
+            let inner = self.inner.read();
+            let mut out: BTreeSet<UserId> = BTreeSet::new();
+            for s in inner.user_spaces.get(&user).into_iter().flatten() {
+                out.extend(inner.space_members.get(s).into_iter().flatten());
+            }
+            Ok(out.into_iter().collect())
+        }
+        .boxed()
+    }
+
+    fn insert_attachment(&self, a: NewAttachment) -> BoxFuture<'_, Result<Attachment>> {
+        async move {
+            let mut inner = self.inner.write();
+            inner.next_attachment += 1;
+            let att = Attachment {
+                id: inner.next_attachment,
+                filename: a.filename,
+                content_type: a.content_type,
+                size: a.size,
+                sha256: a.sha256,
+            };
+            inner.attachments.insert(att.id, (att.clone(), a.uploader));
+            Ok(att)
+        }
+        .boxed()
+    }
+
+    fn attachments<'a>(
+        &'a self,
+        ids: &'a [AttachmentId],
+    ) -> BoxFuture<'a, Result<Vec<(Attachment, UserId)>>> {
+        async move {
+            let inner = self.inner.read();
+            Ok(ids
+                .iter()
+                .filter_map(|id| inner.attachments.get(id).cloned())
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn can_download(&self, id: AttachmentId, user: UserId) -> BoxFuture<'_, Result<bool>> {
+        async move {
+            let uses = {
+                let inner = self.inner.read();
+                match inner.attachments.get(&id) {
+                    None => return Ok(false),
+                    Some((_, uploader)) if *uploader == user => return Ok(true),
+                    Some(_) => {}
+                }
+                inner
+                    .attachment_uses
+                    .get(&id)
+                    .map(|u| {
+                        u.iter()
+                            .filter(|(c, _)| {
+                                inner
+                                    .channels
+                                    .get(c)
+                                    .is_some_and(|row| inner.can_read(row, user))
+                            })
+                            .copied()
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            };
+            // Only a live message still carries it.
+            Ok(uses.into_iter().any(|(c, m)| {
+                self.with_message(c, m, |msg, _| msg.deleted_at.is_none())
+                    .unwrap_or(false)
+            }))
         }
         .boxed()
     }
@@ -452,6 +789,7 @@ impl Storage for MemoryStorage {
             let Some(log) = self.logs.get(&channel) else {
                 return Ok(Vec::new());
             };
+            let log = &log.msgs;
             // seq s sits at index s-1.
             let len = log.len() as Seq;
             let hi = before.map_or(len, |b| (b - 1).clamp(0, len)); // last seq included

@@ -18,8 +18,8 @@ pub use memory::MemoryStorage;
 pub use postgres::PgStorage;
 
 use flowline_protocol::api::{Channel, ChannelKind, Provision, ProvisionedSpace, Space, User};
-use flowline_protocol::ws::Message;
-use flowline_protocol::{ChannelId, Seq, SpaceId, UserId};
+use flowline_protocol::ws::{Attachment, Message, MessageKind, Origin, Quote, ThreadSummary};
+use flowline_protocol::{AttachmentId, ChannelId, MessageId, Seq, SpaceId, UserId};
 
 use crate::auth::TokenHash;
 use crate::error::StorageError;
@@ -42,6 +42,81 @@ pub struct NewMessage {
     /// Client nonce, echoed.
     pub nonce: Option<String>,
     /// Creation time, Unix ms.
+    pub created_at: i64,
+    /// How the body is read (references below are already checked by the caller).
+    pub kind: MessageKind,
+    /// `reply`: the answered message (same channel).
+    pub reply_to: Option<MessageId>,
+    /// `quote`: the quoted message (same channel) and excerpt.
+    pub quote: Option<Quote>,
+    /// `forward`: where the message comes from.
+    pub forwarded_from: Option<Origin>,
+    /// Attachments (already uploaded, checked by the caller), in order.
+    pub attachments: Vec<Attachment>,
+}
+
+impl NewMessage {
+    /// A plain text message.
+    pub fn text(
+        channel: ChannelId,
+        author: UserId,
+        body: String,
+        nonce: Option<String>,
+        created_at: i64,
+    ) -> Self {
+        Self {
+            channel,
+            author,
+            body,
+            nonce,
+            created_at,
+            kind: MessageKind::Text,
+            reply_to: None,
+            quote: None,
+            forwarded_from: None,
+            attachments: Vec::new(),
+        }
+    }
+}
+
+/// A thread channel's link to its parent message (never changes once created).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadLink {
+    /// The channel of the parent message.
+    pub parent_channel: ChannelId,
+    /// The parent message.
+    pub parent_id: MessageId,
+    /// Its seq in the parent channel.
+    pub parent_seq: Seq,
+    /// The thread's name, if given.
+    pub name: Option<String>,
+}
+
+/// Result of [`Storage::react`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReactionChange {
+    /// The message's seq.
+    pub seq: Seq,
+    /// Whether the set changed (false: the reaction was already there / not there).
+    pub changed: bool,
+    /// The emoji's count after the call.
+    pub count: u32,
+}
+
+/// An uploaded file's metadata to record.
+#[derive(Debug, Clone)]
+pub struct NewAttachment {
+    /// Who uploaded it.
+    pub uploader: UserId,
+    /// Client file name.
+    pub filename: String,
+    /// Content type (already checked against the allowed list).
+    pub content_type: String,
+    /// Size, bytes.
+    pub size: u64,
+    /// Hex sha256 of the content (its file name under the uploads dir).
+    pub sha256: String,
+    /// Upload time, Unix ms.
     pub created_at: i64,
 }
 
@@ -128,6 +203,58 @@ pub trait Storage: Send + Sync + 'static {
         after: Option<Seq>,
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<Message>>>;
+    /// One message of a channel by id (tombstones included); `None` if not there.
+    fn message(&self, channel: ChannelId, id: MessageId) -> BoxFuture<'_, Result<Option<Message>>>;
+    /// Replace the body of a live (not deleted) message and set `edited_at`; `None` if the
+    /// message is missing or deleted. The caller checks authorship.
+    fn edit_message(
+        &self,
+        channel: ChannelId,
+        id: MessageId,
+        body: String,
+        at: i64,
+    ) -> BoxFuture<'_, Result<Option<Message>>>;
+    /// Turn a message into a tombstone (empty body, no attachments or reactions, seq kept);
+    /// `None` if missing or already deleted.
+    fn delete_message(
+        &self,
+        channel: ChannelId,
+        id: MessageId,
+        at: i64,
+    ) -> BoxFuture<'_, Result<Option<Message>>>;
+    /// Add (`add`) or remove `user`'s `emoji` on a live message, at most once per user,
+    /// emoji and message even under concurrent calls; `None` if the message is missing
+    /// or deleted.
+    fn react<'a>(
+        &'a self,
+        channel: ChannelId,
+        id: MessageId,
+        user: UserId,
+        emoji: &'a str,
+        add: bool,
+    ) -> BoxFuture<'a, Result<Option<ReactionChange>>>;
+    /// Start a thread on a live message of a non-thread channel, or return the existing
+    /// one (`false`). `None` if the message is missing or deleted.
+    fn create_thread<'a>(
+        &'a self,
+        channel: ChannelId,
+        id: MessageId,
+        name: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<(ThreadSummary, Seq, bool)>>>;
+    /// The parent of a thread channel; `None` for any other channel.
+    fn thread_link(&self, channel: ChannelId) -> BoxFuture<'_, Result<Option<ThreadLink>>>;
+    /// Users sharing at least one space with `user` (`user` included if in any space).
+    fn co_members(&self, user: UserId) -> BoxFuture<'_, Result<Vec<UserId>>>;
+    /// Record an uploaded file's metadata.
+    fn insert_attachment(&self, a: NewAttachment) -> BoxFuture<'_, Result<Attachment>>;
+    /// Attachments by id with their uploader, in the order asked (missing ones left out).
+    fn attachments<'a>(
+        &'a self,
+        ids: &'a [AttachmentId],
+    ) -> BoxFuture<'a, Result<Vec<(Attachment, UserId)>>>;
+    /// May `user` download the attachment: its uploader, or a reader of a channel where a
+    /// live message carries it. `false` if it does not exist.
+    fn can_download(&self, id: AttachmentId, user: UserId) -> BoxFuture<'_, Result<bool>>;
     /// Bulk provisioning: users (with the given token hashes, one per user, and no
     /// usable password), spaces with members and channels, DMs.
     fn provision<'a>(

@@ -13,10 +13,15 @@ use futures_util::future::BoxFuture;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use flowline_protocol::api::{Channel, ChannelKind, Provision, ProvisionedSpace, Space, User};
-use flowline_protocol::ws::Message;
-use flowline_protocol::{ChannelId, Seq, SpaceId, UserId};
+use flowline_protocol::ws::{
+    Attachment, Message, MessageKind, MessageRef, Origin, Quote, ReactionCount, ThreadSummary,
+};
+use flowline_protocol::{AttachmentId, ChannelId, MessageId, Seq, SpaceId, UserId};
 
-use super::{Credentials, NewMessage, ProvisionedIds, Result, Storage, check_provision};
+use super::{
+    Credentials, NewAttachment, NewMessage, ProvisionedIds, ReactionChange, Result, Storage,
+    ThreadLink, check_provision,
+};
 use crate::auth::TokenHash;
 use crate::error::{Error, StorageError};
 
@@ -26,24 +31,98 @@ pub struct PgStorage {
     pool: PgPool,
 }
 
-type ChannelRow = (i64, Option<i64>, String, String, i64);
-type MessageRow = (i64, i64, i64, i64, String, Option<String>, i64);
+type ChannelRow = (
+    i64,
+    Option<i64>,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
 
-const CHANNEL_COLS: &str = "c.id, c.space_id, c.name, c.kind, c.last_seq";
-const MESSAGE_COLS: &str = "channel_id, seq, id, author_id, body, nonce, created_at";
+const CHANNEL_COLS: &str =
+    "c.id, c.space_id, c.name, c.kind, c.last_seq, c.parent_id, c.parent_message_id";
+
+/// One stored message with its thread summary, reaction counts and attachments (the last
+/// two as JSON text aggregated in the same query).
+#[derive(sqlx::FromRow)]
+struct MessageRow {
+    channel_id: i64,
+    seq: i64,
+    id: i64,
+    author_id: i64,
+    body: String,
+    nonce: Option<String>,
+    created_at: i64,
+    kind: String,
+    reply_to: Option<i64>,
+    quote_id: Option<i64>,
+    quote_excerpt: Option<String>,
+    fwd_channel: Option<i64>,
+    fwd_id: Option<i64>,
+    fwd_author: Option<i64>,
+    fwd_created: Option<i64>,
+    edited_at: Option<i64>,
+    deleted_at: Option<i64>,
+    thread_id: Option<i64>,
+    thread_name: Option<String>,
+    thread_replies: Option<i64>,
+    thread_last: Option<i64>,
+    reactions: Option<String>,
+    attachments: Option<String>,
+}
+
+/// Columns of [`MessageRow`]; the message table is `m`.
+const MESSAGE_SELECT: &str = "SELECT m.channel_id, m.seq, m.id, m.author_id, m.body, m.nonce,
+    m.created_at, m.kind, m.reply_to, m.quote_id, m.quote_excerpt, m.fwd_channel, m.fwd_id,
+    m.fwd_author, m.fwd_created, m.edited_at, m.deleted_at,
+    t.id AS thread_id, t.name AS thread_name, t.last_seq AS thread_replies,
+    t.last_message_at AS thread_last,
+    (SELECT json_agg(json_build_object('emoji', r.emoji, 'count', r.n) ORDER BY r.o)::text
+       FROM (SELECT emoji, count(*) AS n, min(ord) AS o FROM reactions
+             WHERE message_id = m.id GROUP BY emoji) r) AS reactions,
+    (SELECT json_agg(json_build_object('id', a.id, 'filename', a.filename,
+        'content_type', a.content_type, 'size', a.size, 'sha256', a.sha256)
+        ORDER BY ma.position)::text
+       FROM message_attachments ma JOIN attachments a ON a.id = ma.attachment_id
+       WHERE ma.message_id = m.id) AS attachments
+  FROM messages m LEFT JOIN channels t ON t.parent_message_id = m.id";
+
+fn message_kind_str(kind: MessageKind) -> &'static str {
+    match kind {
+        MessageKind::Text => "text",
+        MessageKind::Markdown => "markdown",
+        MessageKind::Reply => "reply",
+        MessageKind::Quote => "quote",
+        MessageKind::Forward => "forward",
+    }
+}
+
+fn parse_message_kind(s: &str) -> MessageKind {
+    match s {
+        "markdown" => MessageKind::Markdown,
+        "reply" => MessageKind::Reply,
+        "quote" => MessageKind::Quote,
+        "forward" => MessageKind::Forward,
+        _ => MessageKind::Text,
+    }
+}
 
 fn kind_str(kind: ChannelKind) -> &'static str {
     match kind {
         ChannelKind::Public => "public",
         ChannelKind::Private => "private",
         ChannelKind::Dm => "dm",
+        ChannelKind::Thread => "thread",
     }
 }
 
-fn to_channel((id, space, name, kind, last_seq): ChannelRow) -> Channel {
+fn to_channel((id, space, name, kind, last_seq, parent_id, parent_message): ChannelRow) -> Channel {
     let kind = match kind.as_str() {
         "public" => ChannelKind::Public,
         "private" => ChannelKind::Private,
+        "thread" => ChannelKind::Thread,
         _ => ChannelKind::Dm,
     };
     Channel {
@@ -52,20 +131,58 @@ fn to_channel((id, space, name, kind, last_seq): ChannelRow) -> Channel {
         name,
         kind,
         last_seq,
+        parent: parent_id
+            .zip(parent_message)
+            .map(|(channel, id)| MessageRef { channel, id }),
     }
 }
 
-fn to_message((channel, seq, id, author, body, nonce, created_at): MessageRow) -> Message {
-    Message {
-        channel,
-        seq,
-        id,
-        author,
-        body,
-        nonce,
-        created_at,
-        ..Message::default()
-    }
+fn to_message(r: MessageRow) -> Result<Message> {
+    let json = |what: &str, e: serde_json::Error| {
+        StorageError::Invalid(format!("stored {what} of message {} unreadable: {e}", r.id))
+    };
+    let reactions: Vec<ReactionCount> = match &r.reactions {
+        Some(t) => serde_json::from_str(t).map_err(|e| json("reactions", e))?,
+        None => Vec::new(),
+    };
+    let attachments: Vec<Attachment> = match &r.attachments {
+        Some(t) => serde_json::from_str(t).map_err(|e| json("attachments", e))?,
+        None => Vec::new(),
+    };
+    Ok(Message {
+        channel: r.channel_id,
+        seq: r.seq,
+        id: r.id,
+        author: r.author_id,
+        body: r.body,
+        nonce: r.nonce,
+        created_at: r.created_at,
+        kind: parse_message_kind(&r.kind),
+        reply_to: r.reply_to,
+        quote: r.quote_id.map(|id| Quote {
+            id,
+            excerpt: r.quote_excerpt.unwrap_or_default(),
+        }),
+        forwarded_from: match (r.fwd_channel, r.fwd_id, r.fwd_author, r.fwd_created) {
+            (Some(channel), Some(id), Some(author), Some(created_at)) => Some(Origin {
+                channel,
+                id,
+                author,
+                created_at,
+            }),
+            _ => None,
+        },
+        edited_at: r.edited_at,
+        deleted_at: r.deleted_at,
+        reactions,
+        thread: r.thread_id.map(|channel| ThreadSummary {
+            channel,
+            name: r.thread_name,
+            replies: u32::try_from(r.thread_replies.unwrap_or(0)).unwrap_or(u32::MAX),
+            last_reply_at: r.thread_last,
+        }),
+        attachments,
+    })
 }
 
 /// Map a unique violation to `Conflict`, anything else to `Database`.
@@ -80,13 +197,20 @@ fn conflict(what: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StorageError
     }
 }
 
-/// SQL condition "user $2 can read channel c" (c: channels row, $2: user id).
+/// SQL condition "user $2 can read channel c" (c: channels row, $2: user id). A thread
+/// is readable by whoever can read its parent channel (threads do not nest).
 const CAN_READ: &str = "(
     (c.kind = 'public' AND EXISTS (SELECT 1 FROM space_members sm WHERE sm.space_id = c.space_id AND sm.user_id = $2))
  OR (c.kind = 'private'
      AND EXISTS (SELECT 1 FROM channel_members cm WHERE cm.channel_id = c.id AND cm.user_id = $2)
      AND EXISTS (SELECT 1 FROM space_members sm WHERE sm.space_id = c.space_id AND sm.user_id = $2))
- OR (c.kind = 'dm' AND (c.dm_low = $2 OR c.dm_high = $2)))";
+ OR (c.kind = 'dm' AND (c.dm_low = $2 OR c.dm_high = $2))
+ OR (c.kind = 'thread' AND EXISTS (SELECT 1 FROM channels p WHERE p.id = c.parent_id AND (
+        (p.kind = 'public' AND EXISTS (SELECT 1 FROM space_members sm WHERE sm.space_id = p.space_id AND sm.user_id = $2))
+     OR (p.kind = 'private'
+         AND EXISTS (SELECT 1 FROM channel_members cm WHERE cm.channel_id = p.id AND cm.user_id = $2)
+         AND EXISTS (SELECT 1 FROM space_members sm WHERE sm.space_id = p.space_id AND sm.user_id = $2))
+     OR (p.kind = 'dm' AND (p.dm_low = $2 OR p.dm_high = $2))))))";
 
 impl PgStorage {
     /// Connect (pool of `pool_size`) and apply `migrations/`.
@@ -365,6 +489,7 @@ impl Storage for PgStorage {
                 name: name.to_owned(),
                 kind,
                 last_seq: 0,
+                parent: None,
             })
         }
         .boxed()
@@ -372,7 +497,7 @@ impl Storage for PgStorage {
 
     fn space_channels(&self, space: SpaceId, user: UserId) -> BoxFuture<'_, Result<Vec<Channel>>> {
         async move {
-            let sql = format!("SELECT {CHANNEL_COLS} FROM channels c WHERE c.space_id = $1 AND {CAN_READ} ORDER BY c.id");
+            let sql = format!("SELECT {CHANNEL_COLS} FROM channels c WHERE c.space_id = $1 AND c.kind <> 'thread' AND {CAN_READ} ORDER BY c.id");
             let rows: Vec<ChannelRow> = sqlx::query_as(&sql).bind(space).bind(user).fetch_all(&self.pool).await?;
             Ok(rows.into_iter().map(to_channel).collect())
         }
@@ -444,13 +569,17 @@ impl Storage for PgStorage {
     fn readable_channels(&self, user: UserId) -> BoxFuture<'_, Result<Vec<ChannelId>>> {
         async move {
             let rows: Vec<(i64,)> = sqlx::query_as(
-                "SELECT c.id FROM channels c JOIN space_members sm ON sm.space_id = c.space_id AND sm.user_id = $1
+                "WITH r AS (
+                 SELECT c.id FROM channels c JOIN space_members sm ON sm.space_id = c.space_id AND sm.user_id = $1
                  WHERE c.kind = 'public'
                     OR (c.kind = 'private' AND EXISTS
                         (SELECT 1 FROM channel_members cm WHERE cm.channel_id = c.id AND cm.user_id = $1))
                  UNION
                  SELECT cm.channel_id FROM channel_members cm JOIN channels c ON c.id = cm.channel_id
-                 WHERE cm.user_id = $1 AND c.kind = 'dm'
+                 WHERE cm.user_id = $1 AND c.kind = 'dm')
+                 SELECT id FROM r
+                 UNION
+                 SELECT t.id FROM channels t JOIN r ON t.parent_id = r.id WHERE t.kind = 'thread'
                  ORDER BY 1",
             )
             .bind(user)
@@ -481,17 +610,35 @@ impl Storage for PgStorage {
 
     fn append_message(&self, msg: NewMessage) -> BoxFuture<'_, Result<Message>> {
         async move {
+            let att_ids: Vec<i64> = msg.attachments.iter().map(|a| a.id).collect();
+            let fwd = msg.forwarded_from.as_ref();
             let row: Option<(i64, i64)> = sqlx::query_as(
-                "WITH s AS (UPDATE channels SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq)
-                 INSERT INTO messages (channel_id, seq, author_id, body, nonce, created_at)
-                 SELECT $1, s.last_seq, $2, $3, $4, $5 FROM s
-                 RETURNING seq, id",
+                "WITH s AS (UPDATE channels SET last_seq = last_seq + 1, last_message_at = $5
+                            WHERE id = $1 RETURNING last_seq),
+                 ins AS (INSERT INTO messages (channel_id, seq, author_id, body, nonce, created_at,
+                            kind, reply_to, quote_id, quote_excerpt,
+                            fwd_channel, fwd_id, fwd_author, fwd_created)
+                         SELECT $1, s.last_seq, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM s
+                         RETURNING seq, id),
+                 att AS (INSERT INTO message_attachments (message_id, attachment_id, position)
+                         SELECT ins.id, a.id, a.pos::int
+                         FROM ins, UNNEST($14::bigint[]) WITH ORDINALITY AS a(id, pos))
+                 SELECT seq, id FROM ins",
             )
             .bind(msg.channel)
             .bind(msg.author)
             .bind(&msg.body)
             .bind(&msg.nonce)
             .bind(msg.created_at)
+            .bind(message_kind_str(msg.kind))
+            .bind(msg.reply_to)
+            .bind(msg.quote.as_ref().map(|q| q.id))
+            .bind(msg.quote.as_ref().map(|q| q.excerpt.as_str()))
+            .bind(fwd.map(|o| o.channel))
+            .bind(fwd.map(|o| o.id))
+            .bind(fwd.map(|o| o.author))
+            .bind(fwd.map(|o| o.created_at))
+            .bind(&att_ids)
             .fetch_optional(&self.pool)
             .await?;
             let (seq, id) = row.ok_or(StorageError::NotFound("channel"))?;
@@ -503,6 +650,11 @@ impl Storage for PgStorage {
                 body: msg.body,
                 nonce: msg.nonce,
                 created_at: msg.created_at,
+                kind: msg.kind,
+                reply_to: msg.reply_to,
+                quote: msg.quote,
+                forwarded_from: msg.forwarded_from,
+                attachments: msg.attachments,
                 ..Message::default()
             })
         }
@@ -520,8 +672,8 @@ impl Storage for PgStorage {
             let rows: Vec<MessageRow> = match after {
                 Some(after) => {
                     let sql = format!(
-                        "SELECT {MESSAGE_COLS} FROM messages WHERE channel_id = $1 AND seq > $2
-                         AND ($3::bigint IS NULL OR seq < $3) ORDER BY seq LIMIT $4"
+                        "{MESSAGE_SELECT} WHERE m.channel_id = $1 AND m.seq > $2
+                         AND ($3::bigint IS NULL OR m.seq < $3) ORDER BY m.seq LIMIT $4"
                     );
                     sqlx::query_as(&sql)
                         .bind(channel)
@@ -533,8 +685,8 @@ impl Storage for PgStorage {
                 }
                 None => {
                     let sql = format!(
-                        "SELECT * FROM (SELECT {MESSAGE_COLS} FROM messages WHERE channel_id = $1
-                         AND ($2::bigint IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3) t ORDER BY seq"
+                        "SELECT * FROM ({MESSAGE_SELECT} WHERE m.channel_id = $1
+                         AND ($2::bigint IS NULL OR m.seq < $2) ORDER BY m.seq DESC LIMIT $3) t ORDER BY seq"
                     );
                     sqlx::query_as(&sql)
                         .bind(channel)
@@ -544,7 +696,311 @@ impl Storage for PgStorage {
                         .await?
                 }
             };
-            Ok(rows.into_iter().map(to_message).collect())
+            rows.into_iter().map(to_message).collect()
+        }
+        .boxed()
+    }
+
+    fn message(&self, channel: ChannelId, id: MessageId) -> BoxFuture<'_, Result<Option<Message>>> {
+        async move {
+            let sql = format!("{MESSAGE_SELECT} WHERE m.channel_id = $1 AND m.id = $2");
+            let row: Option<MessageRow> = sqlx::query_as(&sql)
+                .bind(channel)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.map(to_message).transpose()
+        }
+        .boxed()
+    }
+
+    fn edit_message(
+        &self,
+        channel: ChannelId,
+        id: MessageId,
+        body: String,
+        at: i64,
+    ) -> BoxFuture<'_, Result<Option<Message>>> {
+        async move {
+            let r = sqlx::query(
+                "UPDATE messages SET body = $3, edited_at = $4
+                 WHERE channel_id = $1 AND id = $2 AND deleted_at IS NULL",
+            )
+            .bind(channel)
+            .bind(id)
+            .bind(&body)
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+            if r.rows_affected() == 0 {
+                return Ok(None);
+            }
+            self.message(channel, id).await
+        }
+        .boxed()
+    }
+
+    fn delete_message(
+        &self,
+        channel: ChannelId,
+        id: MessageId,
+        at: i64,
+    ) -> BoxFuture<'_, Result<Option<Message>>> {
+        async move {
+            let mut tx = self.pool.begin().await?;
+            let r = sqlx::query(
+                "UPDATE messages SET deleted_at = $3, body = '', quote_id = NULL, quote_excerpt = NULL,
+                    fwd_channel = NULL, fwd_id = NULL, fwd_author = NULL, fwd_created = NULL
+                 WHERE channel_id = $1 AND id = $2 AND deleted_at IS NULL",
+            )
+            .bind(channel)
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            if r.rows_affected() == 0 {
+                return Ok(None);
+            }
+            sqlx::query("DELETE FROM reactions WHERE message_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM message_attachments WHERE message_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            self.message(channel, id).await
+        }
+        .boxed()
+    }
+
+    fn react<'a>(
+        &'a self,
+        channel: ChannelId,
+        id: MessageId,
+        user: UserId,
+        emoji: &'a str,
+        add: bool,
+    ) -> BoxFuture<'a, Result<Option<ReactionChange>>> {
+        async move {
+            // The primary key (message, emoji, user) keeps concurrent adds unique.
+            let sql = if add {
+                "WITH target AS (SELECT id, seq FROM messages
+                                 WHERE channel_id = $1 AND id = $2 AND deleted_at IS NULL),
+                      ch AS (INSERT INTO reactions (message_id, emoji, user_id)
+                             SELECT id, $3, $4 FROM target ON CONFLICT DO NOTHING RETURNING 1)
+                 SELECT seq, (SELECT count(*) FROM ch) FROM target"
+            } else {
+                "WITH target AS (SELECT id, seq FROM messages
+                                 WHERE channel_id = $1 AND id = $2 AND deleted_at IS NULL),
+                      ch AS (DELETE FROM reactions WHERE message_id = (SELECT id FROM target)
+                             AND emoji = $3 AND user_id = $4 RETURNING 1)
+                 SELECT seq, (SELECT count(*) FROM ch) FROM target"
+            };
+            let row: Option<(i64, i64)> = sqlx::query_as(sql)
+                .bind(channel)
+                .bind(id)
+                .bind(emoji)
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?;
+            let Some((seq, changed)) = row else {
+                return Ok(None);
+            };
+            let (count,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM reactions WHERE message_id = $1 AND emoji = $2",
+            )
+            .bind(id)
+            .bind(emoji)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(Some(ReactionChange {
+                seq,
+                changed: changed > 0,
+                count: u32::try_from(count).unwrap_or(u32::MAX),
+            }))
+        }
+        .boxed()
+    }
+
+    fn create_thread<'a>(
+        &'a self,
+        channel: ChannelId,
+        id: MessageId,
+        name: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<(ThreadSummary, Seq, bool)>>> {
+        async move {
+            let target: Option<(i64, bool, String, Option<i64>)> = sqlx::query_as(
+                "SELECT m.seq, m.deleted_at IS NULL, c.kind, c.space_id
+                 FROM messages m JOIN channels c ON c.id = m.channel_id
+                 WHERE m.channel_id = $1 AND m.id = $2",
+            )
+            .bind(channel)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some((seq, live, kind, space)) = target else {
+                return Ok(None);
+            };
+            if kind == "thread" {
+                return Err(StorageError::Invalid(
+                    "a thread cannot be started inside a thread".into(),
+                ));
+            }
+            let existing = "SELECT id, name, last_seq, last_message_at FROM channels WHERE parent_message_id = $1";
+            let found: Option<(i64, String, i64, Option<i64>)> = sqlx::query_as(existing)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            let summary = |(tid, name, replies, last): (i64, String, i64, Option<i64>)| ThreadSummary {
+                channel: tid,
+                name: Some(name),
+                replies: u32::try_from(replies).unwrap_or(u32::MAX),
+                last_reply_at: last,
+            };
+            if let Some(row) = found {
+                return Ok(Some((summary(row), seq, false)));
+            }
+            if !live {
+                return Ok(None);
+            }
+            let name = name.unwrap_or("thread");
+            let created: Option<(i64,)> = sqlx::query_as(
+                "INSERT INTO channels (space_id, name, kind, parent_id, parent_message_id)
+                 VALUES ($1, $2, 'thread', $3, $4)
+                 ON CONFLICT (parent_message_id) DO NOTHING RETURNING id",
+            )
+            .bind(space)
+            .bind(name)
+            .bind(channel)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some((tid,)) = created {
+                return Ok(Some((summary((tid, name.to_owned(), 0, None)), seq, true)));
+            }
+            // Lost a race with a concurrent start: answer with the winner's thread.
+            let row: (i64, String, i64, Option<i64>) = sqlx::query_as(existing)
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(Some((summary(row), seq, false)))
+        }
+        .boxed()
+    }
+
+    fn thread_link(&self, channel: ChannelId) -> BoxFuture<'_, Result<Option<ThreadLink>>> {
+        async move {
+            let row: Option<(i64, i64, i64, String)> = sqlx::query_as(
+                "SELECT t.parent_id, t.parent_message_id, m.seq, t.name
+                 FROM channels t JOIN messages m ON m.id = t.parent_message_id
+                 WHERE t.id = $1 AND t.kind = 'thread'",
+            )
+            .bind(channel)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(
+                row.map(|(parent_channel, parent_id, parent_seq, name)| ThreadLink {
+                    parent_channel,
+                    parent_id,
+                    parent_seq,
+                    name: Some(name),
+                }),
+            )
+        }
+        .boxed()
+    }
+
+    fn co_members(&self, user: UserId) -> BoxFuture<'_, Result<Vec<UserId>>> {
+        async move {
+            let rows: Vec<(i64,)> = sqlx::query_as(
+                "SELECT DISTINCT b.user_id FROM space_members a
+                 JOIN space_members b ON b.space_id = a.space_id
+                 WHERE a.user_id = $1 ORDER BY 1",
+            )
+            .bind(user)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows.into_iter().map(|r| r.0).collect())
+        }
+        .boxed()
+    }
+
+    fn insert_attachment(&self, a: NewAttachment) -> BoxFuture<'_, Result<Attachment>> {
+        async move {
+            let size = i64::try_from(a.size).map_err(|_| StorageError::Invalid("size".into()))?;
+            let (id,): (i64,) = sqlx::query_as(
+                "INSERT INTO attachments (uploader_id, filename, content_type, size, sha256, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(a.uploader)
+            .bind(&a.filename)
+            .bind(&a.content_type)
+            .bind(size)
+            .bind(&a.sha256)
+            .bind(a.created_at)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(conflict("attachment"))?;
+            Ok(Attachment {
+                id,
+                filename: a.filename,
+                content_type: a.content_type,
+                size: a.size,
+                sha256: a.sha256,
+            })
+        }
+        .boxed()
+    }
+
+    fn attachments<'a>(
+        &'a self,
+        ids: &'a [AttachmentId],
+    ) -> BoxFuture<'a, Result<Vec<(Attachment, UserId)>>> {
+        async move {
+            let rows: Vec<(i64, String, String, i64, String, i64)> = sqlx::query_as(
+                "SELECT a.id, a.filename, a.content_type, a.size, a.sha256, a.uploader_id
+                 FROM UNNEST($1::bigint[]) WITH ORDINALITY AS w(id, pos)
+                 JOIN attachments a ON a.id = w.id ORDER BY w.pos",
+            )
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(id, filename, content_type, size, sha256, uploader)| {
+                    (
+                        Attachment {
+                            id,
+                            filename,
+                            content_type,
+                            size: u64::try_from(size).unwrap_or(0),
+                            sha256,
+                        },
+                        uploader,
+                    )
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn can_download(&self, id: AttachmentId, user: UserId) -> BoxFuture<'_, Result<bool>> {
+        async move {
+            let sql = format!(
+                "SELECT EXISTS (SELECT 1 FROM attachments WHERE id = $1 AND uploader_id = $2)
+                     OR EXISTS (SELECT 1 FROM message_attachments ma
+                                JOIN messages m ON m.id = ma.message_id
+                                JOIN channels c ON c.id = m.channel_id
+                                WHERE ma.attachment_id = $1 AND m.deleted_at IS NULL AND {CAN_READ})"
+            );
+            let (yes,): (bool,) = sqlx::query_as(&sql)
+                .bind(id)
+                .bind(user)
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(yes)
         }
         .boxed()
     }

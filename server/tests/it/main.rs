@@ -4,7 +4,9 @@
 mod admin;
 mod basic;
 mod delivery;
+mod features;
 mod outage;
 mod refusals;
 mod storage;
+mod uploads;
 mod util;

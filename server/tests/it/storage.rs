@@ -27,13 +27,13 @@ where
 }
 
 fn msg(channel: i64, author: i64, body: &str) -> NewMessage {
-    NewMessage {
+    NewMessage::text(
         channel,
         author,
-        body: body.into(),
-        nonce: Some("n".into()),
-        created_at: 1_700_000_000_000,
-    }
+        body.into(),
+        Some("n".into()),
+        1_700_000_000_000,
+    )
 }
 
 async fn users_and_tokens(phase: flowline_server::Phase) {
@@ -344,3 +344,40 @@ async fn provision_bulk(phase: flowline_server::Phase) {
     .await;
 }
 crate::both_phases!(provision_bulk);
+
+async fn concurrent_reactions_count_once(phase: flowline_server::Phase) {
+    with_storage(phase, |s| async move {
+        let a = s.create_user("a", "h").await.unwrap().id;
+        let space = s.create_space(a, "guild").await.unwrap();
+        let ch = s
+            .create_channel(space.id, "general", ChannelKind::Public, &[])
+            .await
+            .unwrap();
+        let m = s.append_message(msg(ch.id, a, "hi")).await.unwrap();
+        let adds = (0..16).map(|_| s.react(ch.id, m.id, a, "👍", true));
+        let results = futures_util::future::join_all(adds).await;
+        let changed = results
+            .into_iter()
+            .map(|r| r.unwrap().expect("message exists"))
+            .filter(|c| c.changed)
+            .count();
+        assert_eq!(changed, 1);
+        let stored = s.messages(ch.id, None, None, 10).await.unwrap();
+        assert_eq!(stored[0].reactions.len(), 1);
+        assert_eq!(stored[0].reactions[0].count, 1);
+        // Removing twice changes the set once.
+        let first = s.react(ch.id, m.id, a, "👍", false).await.unwrap().unwrap();
+        let second = s.react(ch.id, m.id, a, "👍", false).await.unwrap().unwrap();
+        assert_eq!(
+            (first.changed, first.count, second.changed),
+            (true, 0, false)
+        );
+        assert!(
+            s.messages(ch.id, None, None, 10).await.unwrap()[0]
+                .reactions
+                .is_empty()
+        );
+    })
+    .await;
+}
+crate::both_phases!(concurrent_reactions_count_once);

@@ -30,6 +30,8 @@ pub fn test_config(phase: Phase) -> Config {
         parallelism: 1,
     };
     c.admin_secret = Some(ADMIN.into());
+    // Uploads of tests that do not pick a data dir land in the system temp dir.
+    c.features.data_dir = std::env::temp_dir().join("flowline-it-data");
     c
 }
 
@@ -210,8 +212,20 @@ impl Ws {
         self.inner.send(WsMessage::text(text)).await.unwrap();
     }
 
-    /// Next event (skipping pings), or an error on close/timeout.
+    /// Next event, skipping pings and `presence` events (which every connect of a space
+    /// member causes; tests of presence use [`Ws::next_any`] or [`Ws::until`]), or an error
+    /// on close/timeout.
     pub async fn next(&mut self) -> anyhow::Result<ServerEvent> {
+        loop {
+            match self.next_any().await? {
+                ServerEvent::Presence(_) => continue,
+                ev => return Ok(ev),
+            }
+        }
+    }
+
+    /// Next event of any type (skipping pings), or an error on close/timeout.
+    pub async fn next_any(&mut self) -> anyhow::Result<ServerEvent> {
         loop {
             let msg = tokio::time::timeout(WAIT, self.inner.next())
                 .await
@@ -244,6 +258,38 @@ impl Ws {
                 None => panic!("socket ended without a close frame; events {events:?}"),
             }
         }
+    }
+
+    /// Read events until one satisfies `pred` (others are skipped); panics on timeout.
+    pub async fn until(&mut self, what: &str, pred: impl Fn(&ServerEvent) -> bool) -> ServerEvent {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut skipped = Vec::new();
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; skipped {skipped:?}"
+            );
+            let ev = self
+                .next_any()
+                .await
+                .unwrap_or_else(|e| panic!("waiting for {what}: {e}; skipped {skipped:?}"));
+            if pred(&ev) {
+                return ev;
+            }
+            skipped.push(ev);
+        }
+    }
+
+    /// Collect every event arriving within `window`.
+    pub async fn drain_for(&mut self, window: Duration) -> Vec<ServerEvent> {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + window;
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, self.inner.next()).await {
+            if let WsMessage::Text(t) = msg {
+                out.push(serde_json::from_str(&t).unwrap());
+            }
+        }
+        out
     }
 
     pub async fn send(&mut self, req_id: u64, channel: i64, body: &str) {
@@ -332,7 +378,13 @@ impl Drop for TestDb {
 
 /// Start a node of `phase` (with its own fresh database for `postgres`).
 pub async fn start(phase: Phase) -> (Node, Option<TestDb>) {
+    start_with(phase, |_| {}).await
+}
+
+/// Like [`start`], adjusting the configuration first.
+pub async fn start_with(phase: Phase, adjust: impl FnOnce(&mut Config)) -> (Node, Option<TestDb>) {
     let mut config = test_config(phase);
+    adjust(&mut config);
     let db = match phase {
         Phase::Postgres => {
             let db = TestDb::new().await;
