@@ -638,13 +638,32 @@ impl Session {
         user: UserId,
     ) -> (Vec<Presence>, Option<Presence>) {
         let change = self.app.features.presence.connect(user).await;
-        let snapshot = match self.app.storage.co_members(user).await {
-            Ok(users) => self.app.features.presence.snapshot(&users).await,
+        let users = match self.app.storage.co_members(user).await {
+            Ok(users) => users,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read presence snapshot: storage failed");
-                Vec::new()
+                return (Vec::new(), change);
             }
         };
+        let mut snapshot = self.app.features.presence.snapshot(&users).await;
+        // In a cluster, users connected to other nodes are online per the bus's registry
+        // (their chosen status and text are known to their own node only).
+        if let Some(bus) = self.app.hub.bus() {
+            match bus.online_users(&users).await {
+                Ok(online) => {
+                    let known: std::collections::HashSet<UserId> =
+                        snapshot.iter().map(|p| p.user_id).collect();
+                    snapshot.extend(online.into_iter().filter(|u| !known.contains(u)).map(
+                        |user_id| Presence {
+                            user_id,
+                            status: PresenceStatus::Online,
+                            custom: None,
+                        },
+                    ));
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the cluster's presence registry"),
+            }
+        }
         (snapshot, change)
     }
 
@@ -682,6 +701,12 @@ pub(super) fn presence_on_disconnect(app: &Arc<App>, user: UserId) {
         tokio::select! {
             () = tokio::time::sleep(app.config.features.presence_grace) => {}
             () = app.shutdown.cancelled() => return,
+        }
+        // Reconnected to another node of the cluster meanwhile: not offline.
+        if let Some(bus) = app.hub.bus()
+            && bus.is_online(user).await.unwrap_or(false)
+        {
+            return;
         }
         if let Some(p) = app.features.presence.expire(user, epoch).await {
             announce_presence(&app, p).await;
