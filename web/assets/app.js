@@ -216,14 +216,26 @@
       if (missing.length) sendOp({ type: 'subscribe', req_id: req({ type: 'subscribe' }), channels: missing });
     }
     renderSidebar();
+    // Authors shown as "user N" before we knew them get their names.
+    const seen = new Set();
+    document.querySelectorAll('.msg[data-key]').forEach((n) => {
+      if (seen.has(n.dataset.key)) return;
+      seen.add(n.dataset.key);
+      const [c, s] = n.dataset.key.split(':').map(Number);
+      refreshMsg(c, s);
+    });
     if (!S.current) {
       const first = S.spaces.length && [...S.channels.values()].find((c) => c.space === S.spaces[0].id);
       if (first) openChannel(first.id);
     }
   }
 
+  /** A short notice in the channel header (errors of background operations). */
   function toast(text) {
-    $('chan-info').textContent = text;
+    const info = $('chan-info');
+    info.textContent = text;
+    clearTimeout(S.toastTimer);
+    S.toastTimer = setTimeout(() => { if (info.textContent === text) info.textContent = ''; }, 8000);
   }
 
   // ---------------------------------------------------------------- WebSocket
@@ -408,6 +420,7 @@
       if (c.last === null || m.seq > c.last) c.last = m.seq;
     }
     const had = storeMsg(m);
+    if (!S.users.has(m.author)) refreshSoon();
     if (m.nonce && S.pending.has(m.nonce)) {
       dropPending(m.nonce);
     }
@@ -449,6 +462,8 @@
       return;
     }
     if (r && r.type === 'history') { chan(r.channel).loading = false; }
+    // `typing` is fire-and-forget (no req_id): a node without it answers unknown_op.
+    if (!r && m.code === 'unknown_op') return;
     toast('Error: ' + m.message);
   }
 
@@ -857,6 +872,7 @@
   // ---------------------------------------------------------------- typing, presence
   function onTyping(ev) {
     if (ev.user_id === S.me.id) return;
+    if (!S.users.has(ev.user_id)) refreshSoon();
     let t = S.typing.get(ev.channel);
     if (!t) { t = new Map(); S.typing.set(ev.channel, t); }
     t.set(ev.user_id, Date.now() + (ev.expires_ms || 5000));
@@ -875,7 +891,14 @@
 
   function onPresence(p) {
     S.presence.set(p.user_id, p);
+    if (!S.users.has(p.user_id)) refreshSoon();
     renderPresence();
+  }
+
+  /** Someone we do not know yet (joined a space since we loaded): reload spaces, once. */
+  function refreshSoon() {
+    if (S.refreshTimer) return;
+    S.refreshTimer = setTimeout(() => { S.refreshTimer = null; refreshSpaces(); }, 200);
   }
 
   function renderPresence() {

@@ -65,7 +65,10 @@ impl Asset {
         let matches = req
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim() == self.etag || t.trim() == "*"));
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim() == self.etag || t.trim() == "*")
+            });
         if matches {
             return (StatusCode::NOT_MODIFIED, headers).into_response();
         }
@@ -108,8 +111,16 @@ static ASSETS: LazyLock<Assets> = LazyLock::new(|| {
             "text/javascript; charset=utf-8",
             IMMUTABLE,
         ),
-        css: Asset::new(Bytes::from_static(APP_CSS.as_bytes()), "text/css; charset=utf-8", IMMUTABLE),
-        favicon: Asset::new(Bytes::from_static(FAVICON.as_bytes()), "image/svg+xml", IMMUTABLE),
+        css: Asset::new(
+            Bytes::from_static(APP_CSS.as_bytes()),
+            "text/css; charset=utf-8",
+            IMMUTABLE,
+        ),
+        favicon: Asset::new(
+            Bytes::from_static(FAVICON.as_bytes()),
+            "image/svg+xml",
+            IMMUTABLE,
+        ),
     }
 });
 
