@@ -4,7 +4,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    flowline, marked_processes, new_mark, only_run_dir, run, stderr, write_scenario,
+    alive, flowline, marked_processes, new_mark, only_run_dir, run, stderr, write_scenario,
 };
 
 #[test]
@@ -293,4 +293,97 @@ fn postgres_phase_runs_on_a_throwaway_server_and_removes_it() {
     assert!(summary.contains("\"phase\": \"postgres\""), "{summary}");
     assert!(!dir.join("services").exists(), "throwaway data left behind");
     assert!(marked_processes(&mark).is_empty());
+}
+
+/// Pids the harness recorded in `logs/children.jsonl`, by name.
+fn recorded_children(run_dir: &std::path::Path) -> Vec<(String, u32)> {
+    std::fs::read_to_string(run_dir.join("logs/children.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_string(),
+                v["pid"].as_u64().unwrap() as u32,
+            )
+        })
+        .collect()
+}
+
+/// SIGKILL gives the harness no chance to clean up: its children must die by themselves
+/// (PR_SET_PDEATHSIG), the throwaway Postgres (dropped to another user, via setpriv) and
+/// its backends included.
+#[test]
+fn sigkill_of_the_harness_leaves_no_child_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mark = new_mark();
+    let path = write_scenario(tmp.path(), "killed", 50, "60s", "");
+    let mut child = flowline()
+        .args([
+            "run",
+            path.to_str().unwrap(),
+            "--phase",
+            "postgres",
+            "--out",
+            "runs",
+        ])
+        .env("FLOWLINE_TEST_MARK", &mark)
+        .current_dir(tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until Postgres, the node and a worker have been started and are running.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut recorded = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(rd) = std::fs::read_dir(tmp.path().join("runs")) {
+            if let Some(dir) = rd.flatten().next() {
+                recorded = recorded_children(&dir.path());
+            }
+        }
+        let names: Vec<&str> = recorded.iter().map(|(n, _)| n.as_str()).collect();
+        if ["postgres", "node1", "worker1"]
+            .iter()
+            .all(|n| names.contains(n))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let names: Vec<&str> = recorded.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        ["postgres", "node1", "worker1"]
+            .iter()
+            .all(|n| names.contains(n)),
+        "children never started: {recorded:?}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    for (name, pid) in &recorded {
+        assert!(
+            alive(*pid),
+            "{name} (pid {pid}) is not running before the kill"
+        );
+    }
+    let before = marked_processes(&mark);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    // Postgres backends notice their postmaster's death within a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<_> = recorded.iter().filter(|(_, p)| alive(*p)).collect();
+        let marked = marked_processes(&mark);
+        if left.is_empty() && marked.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind after SIGKILL: recorded {left:?}, marked {marked:?} (before: {before:?})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
