@@ -337,10 +337,10 @@ fn sigkill_of_the_harness_leaves_no_child_behind() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut recorded = Vec::new();
     while Instant::now() < deadline {
-        if let Ok(rd) = std::fs::read_dir(tmp.path().join("runs")) {
-            if let Some(dir) = rd.flatten().next() {
-                recorded = recorded_children(&dir.path());
-            }
+        if let Ok(rd) = std::fs::read_dir(tmp.path().join("runs"))
+            && let Some(dir) = rd.flatten().next()
+        {
+            recorded = recorded_children(&dir.path());
         }
         let names: Vec<&str> = recorded.iter().map(|(n, _)| n.as_str()).collect();
         if ["postgres", "node1", "worker1"]
