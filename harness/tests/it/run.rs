@@ -387,3 +387,109 @@ fn sigkill_of_the_harness_leaves_no_child_behind() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `--toxiproxy-url`: the run's link proxies and its link faults go to a remote
+/// Toxiproxy API (here a separate `flowline chaos serve` process), and the proxies it
+/// created are deleted at the end.
+#[test]
+fn toxiproxy_url_puts_links_and_faults_on_a_remote_toxiproxy() {
+    use std::io::BufRead as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut serve = flowline()
+        .args(["chaos", "serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut line = String::new();
+    std::io::BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _serve = Kill(serve);
+    let announce: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let api = announce["api"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    let get = |path: &str| -> String {
+        let u = url::Url::parse(&format!("{api}{path}")).unwrap();
+        let mut s =
+            std::net::TcpStream::connect((u.host_str().unwrap(), u.port().unwrap())).unwrap();
+        std::io::Write::write_all(
+            &mut s,
+            format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+        out
+    };
+    let path = write_scenario(
+        tmp.path(),
+        "remote",
+        50,
+        "4s",
+        "[[faults]]\nat = \"1s\"\nduration = \"2s\"\nkind = \"latency\"\ntarget = \"client-node1\"\nlatency = \"30ms\"\n",
+    );
+    let mut child = flowline()
+        .args([
+            "run",
+            path.to_str().unwrap(),
+            "--out",
+            "runs",
+            "--toxiproxy-url",
+            &api,
+        ])
+        .current_dir(tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While it runs: the proxy and, during the fault, its toxic live on the remote API.
+    let mut saw_proxy = false;
+    let mut saw_toxic = false;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the run did not end");
+        let proxies = get("/proxies");
+        saw_proxy |= proxies.contains("\"client-node1\"");
+        saw_toxic |= proxies.contains("flowline_f1_latency");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("link proxies on Toxiproxy"), "{err}");
+    assert!(
+        saw_proxy,
+        "client-node1 never appeared on the remote Toxiproxy"
+    );
+    assert!(
+        saw_toxic,
+        "the latency fault never reached the remote Toxiproxy"
+    );
+    let dir = only_run_dir(&tmp.path().join("runs"));
+    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    assert!(
+        events.contains("\"inject\"")
+            && events.contains("\"heal\"")
+            && !events.contains("\"error\""),
+        "{events}"
+    );
+    // The run's proxies are gone again; the remote counted the fault on its /metrics.
+    let proxies = get("/proxies");
+    assert!(!proxies.contains("client-node1"), "{proxies}");
+    let metrics = get("/metrics");
+    assert!(
+        metrics.contains("flowline_chaos_faults_total{kind=\"latency\",target=\"client-node1\"} 1"),
+        "{metrics}"
+    );
+}
