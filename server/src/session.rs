@@ -11,11 +11,13 @@
 //! Both halves are generic over `Sink`/`Stream` so they can be driven without a socket.
 //! Whoever ends first calls [`SessionShared::kick`]; the other follows.
 //!
-//! Resume without gap or duplicate: for each channel the reader first queues `Hold`, then
-//! subscribes at the hub (live messages are now held by the writer), then reads storage
-//! (the latest seq, and for a resumed channel every message after the client's seq), then
-//! queues `Replay`; the writer writes the replayed messages and then the held live ones
-//! whose seq is higher, dropping the overlap.
+//! Resume without gap or duplicate: for each channel the reader first queues `Hold`, reads
+//! the latest seqs and queues the announcement (`ready`/`subscribed`), then subscribes at
+//! the hub (live messages are now held by the writer), then reads storage again (the
+//! latest seq, and every message after the client's seq, or after the announced one),
+//! then queues `Replay`; the writer writes the replayed messages and then the held live
+//! ones whose seq is higher, dropping the overlap. Announcing before subscribing keeps
+//! every other event of the channels after the announcement.
 
 mod ops;
 
@@ -454,21 +456,36 @@ impl Session {
         // One Hold and one Replay item whatever the number of channels, so a large
         // subscription never looks like a full queue.
         self.queue(Outbound::Hold(channels.into()));
+        let release = |floors: &BTreeMap<ChannelId, Seq>| -> Outbound {
+            Outbound::Replay(
+                channels
+                    .iter()
+                    .map(|&channel| Replay {
+                        channel,
+                        floor: floors.get(&channel).copied().unwrap_or(0),
+                        frames: Vec::new(),
+                    })
+                    .collect(),
+            )
+        };
+        // The announcement is queued before the hub subscription, so no event of these
+        // channels (typing, reactions, edits...) can reach the client before it; messages
+        // committed between the two seq reads are replayed from storage below.
+        let announced: BTreeMap<ChannelId, Seq> = match self.app.storage.last_seqs(channels).await {
+            Ok(s) => s.into_iter().collect(),
+            Err(e) => {
+                // Release the holds so the session stays usable.
+                self.queue(release(&BTreeMap::new()));
+                return Err(e);
+            }
+        };
+        self.event(&announce(announced.clone()));
         self.app.hub.subscribe(self.id, &self.sub, channels);
         self.subscribed.extend(channels.iter().copied());
         let seqs = match self.app.storage.last_seqs(channels).await {
             Ok(s) => s,
             Err(e) => {
-                // Release the holds so live delivery continues.
-                let release: Box<[Replay]> = channels
-                    .iter()
-                    .map(|&channel| Replay {
-                        channel,
-                        floor: 0,
-                        frames: Vec::new(),
-                    })
-                    .collect();
-                self.queue(Outbound::Replay(release));
+                self.queue(release(&announced));
                 return Err(e);
             }
         };
@@ -476,18 +493,22 @@ impl Session {
         for (&channel, &seq) in &seqs {
             self.app.hub.note_seq(channel, seq);
         }
-        self.event(&announce(seqs.clone()));
         let mut replays = Vec::with_capacity(channels.len());
         for &channel in channels {
             let latest = seqs.get(&channel).copied().unwrap_or(0);
-            let (floor, frames) = match resume.get(&channel) {
-                Some(&from) => (from, self.replay_frames(channel, from, latest).await),
-                None => (latest, Vec::new()),
+            let from = match resume.get(&channel) {
+                Some(&from) => from,
+                None => announced.get(&channel).copied().unwrap_or(0),
+            };
+            let frames = if latest > from {
+                self.replay_frames(channel, from, latest).await
+            } else {
+                Vec::new()
             };
             self.app.metrics.replayed.increment(frames.len() as u64);
             replays.push(Replay {
                 channel,
-                floor,
+                floor: from,
                 frames,
             });
         }
