@@ -331,7 +331,12 @@ struct State {
 /// Carry out a run. `Err` means it could not be carried out (exit 2).
 pub async fn run(opts: RunOptions) -> anyhow::Result<Outcome> {
     let scenario = load_scenario(&opts.scenario, &opts.overrides)?;
-    check_fault_targets(&scenario).context("bad scenario")?;
+    // An external cluster behind a remote Toxiproxy may have more links than the run
+    // creates (the compose cluster's node<i>-postgres / node<i>-redis): checked against
+    // the Toxiproxy's proxies once it is reached.
+    if opts.toxiproxy_url.is_none() || scenario.cluster.external.is_none() {
+        check_fault_targets(&scenario).context("bad scenario")?;
+    }
     let dir = create_run_dir(&opts.out, &scenario.name)?;
     std::fs::write(dir.join("scenario.toml"), scenario.to_toml())
         .with_context(|| format!("cannot write {}/scenario.toml", dir.display()))?;
@@ -704,6 +709,28 @@ async fn drive(
         (http, secret)
     };
     targets_file.write()?;
+    if let (LinkSet::Remote { client, .. }, Some(_)) = (&links, &scenario.cluster.external) {
+        let names: Vec<String> = client
+            .proxies()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("cannot list the proxies of {}", client.url()))?
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        for (i, f) in scenario.faults.iter().enumerate() {
+            if !names.iter().any(|n| glob_match(&f.target, n)) {
+                bail!(
+                    "bad scenario: fault #{} ({}) targets {:?}, which matches no proxy of the Toxiproxy at {} ({})",
+                    i + 1,
+                    f.display_label(),
+                    f.target,
+                    client.url(),
+                    names.join(", ")
+                );
+            }
+        }
+    }
 
     // Provision the population.
     let t = Instant::now();

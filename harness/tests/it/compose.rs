@@ -295,6 +295,34 @@ fn loadtest_profile_runs_a_valid_scenario_through_toxiproxy() {
         assert!(all.contains_key(n));
         assert!(scenario.contains(&format!("http://{n}:8080")), "{n}");
     }
+    // Every fault hits a proxy: one the run creates on Toxiproxy (client-node<i>) or one
+    // of compose/toxiproxy.json.
+    let proxies: Vec<serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(root().join("compose/toxiproxy.json")).unwrap(),
+    )
+    .unwrap();
+    let mut names: Vec<String> = proxies
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    names.extend((1..=3).map(|i| format!("client-node{i}")));
+    let parsed: toml::Value = toml::from_str(&scenario).unwrap();
+    let faults = parsed["faults"].as_array().unwrap();
+    assert!(!faults.is_empty());
+    for f in faults {
+        let target = f["target"].as_str().unwrap();
+        assert!(
+            names
+                .iter()
+                .any(|n| flowline_harness::run::glob_match(target, n)),
+            "fault target {target} matches no proxy: {names:?}"
+        );
+        assert_eq!(
+            f.get("allow_non_loopback").and_then(toml::Value::as_bool),
+            Some(true),
+            "fault on {target}: the compose network is not loopback"
+        );
+    }
 }
 
 /// Grafana's provisioning points at the dashboards and at the compose Prometheus.

@@ -388,37 +388,88 @@ fn sigkill_of_the_harness_leaves_no_child_behind() {
     }
 }
 
-/// `--toxiproxy-url`: the run's link proxies and its link faults go to a remote
-/// Toxiproxy API (here a separate `flowline chaos serve` process), and the proxies it
-/// created are deleted at the end.
-#[test]
-fn toxiproxy_url_puts_links_and_faults_on_a_remote_toxiproxy() {
+/// Kills a child process when dropped.
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `flowline chaos serve` process (a Toxiproxy API) on a free port, and its URL.
+fn chaos_serve() -> (Kill, String) {
     use std::io::BufRead as _;
-    let tmp = tempfile::tempdir().unwrap();
     let mut serve = flowline()
         .args(["chaos", "serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut line = String::new();
     std::io::BufReader::new(serve.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let _serve = Kill(serve);
     let announce: serde_json::Value = serde_json::from_str(&line).unwrap();
     let api = announce["api"]
         .as_str()
         .unwrap()
         .trim_end_matches('/')
         .to_string();
+    (Kill(serve), api)
+}
+
+/// With an external cluster behind a remote Toxiproxy, faults may target the Toxiproxy's
+/// own proxies; one that matches none of them is refused (exit 2) before any load.
+#[test]
+fn external_cluster_faults_are_checked_against_the_remote_proxies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_serve, api) = chaos_serve();
+    let path = tmp.path().join("ext.toml");
+    std::fs::write(
+        &path,
+        "[run]\nname = \"ext\"\nduration = \"2s\"\n\n[cluster]\nhttp = [\"http://127.0.0.1:9\"]\nadmin_secret = \"s\"\n\n[population]\nusers = 10\n\n[[faults]]\nat = \"1s\"\nduration = \"1s\"\nkind = \"down\"\ntarget = \"node9-redis\"\n",
+    )
+    .unwrap();
+    // Without a remote Toxiproxy the run has no such link: refused before anything starts.
+    let o = run(
+        &["run", path.to_str().unwrap(), "--out", "runs"],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("matches nothing in this run"),
+        "{}",
+        stderr(&o)
+    );
+    // With one, it is checked against the Toxiproxy's proxies (client-node1 only here).
+    let o = run(
+        &[
+            "run",
+            path.to_str().unwrap(),
+            "--out",
+            "runs",
+            "--toxiproxy-url",
+            &api,
+        ],
+        tmp.path(),
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("matches no proxy of the Toxiproxy") && err.contains("client-node1"),
+        "{err}"
+    );
+}
+
+/// `--toxiproxy-url`: the run's link proxies and its link faults go to a remote
+/// Toxiproxy API (here a separate `flowline chaos serve` process), and the proxies it
+/// created are deleted at the end.
+#[test]
+fn toxiproxy_url_puts_links_and_faults_on_a_remote_toxiproxy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_serve, api) = chaos_serve();
     let get = |path: &str| -> String {
         let u = url::Url::parse(&format!("{api}{path}")).unwrap();
         let mut s =
