@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use flowline_protocol::ws::close;
 
 use crate::auth::TokenHash;
+use crate::bus::Bus;
 use crate::config::{Config, Phase};
 use crate::error::Error;
 use crate::hub::{Hub, SessionId, SessionShared};
@@ -103,15 +104,14 @@ impl App {
 async fn open_storage(config: &Config) -> Result<Arc<dyn Storage>, Error> {
     match config.phase {
         Phase::Single => Ok(Arc::new(MemoryStorage::new())),
-        Phase::Postgres => {
+        Phase::Postgres | Phase::Pubsub | Phase::Queue => {
             let url = config
                 .database_url
                 .as_deref()
-                .ok_or_else(|| Error::Config("phase postgres needs a database URL".into()))?;
+                .ok_or_else(|| Error::Config("this phase needs a database URL".into()))?;
             let pg = crate::storage::PgStorage::connect(url, config.db_pool_size).await?;
             Ok(Arc::new(pg))
         }
-        Phase::Pubsub | Phase::Queue => Err(Error::PhaseNotBuilt(config.phase.as_str())),
     }
 }
 
@@ -136,6 +136,16 @@ pub async fn run_with_ready(
     let storage = open_storage(&config).await?;
     let addr = listener.local_addr()?;
     let app = Arc::new(App::new(config, storage, shutdown.clone()));
+    let bus = match app.config.phase {
+        Phase::Pubsub | Phase::Queue => {
+            let bus = Bus::connect(&app.config, app.metrics.clone()).await?;
+            app.hub.attach_bus(bus.clone());
+            bus.start(app.clone(), shutdown.clone());
+            Some(bus)
+        }
+        Phase::Single | Phase::Postgres => None,
+    };
+    let upkeep = tokio::spawn(metrics_upkeep(app.clone()));
     let router = router(app.clone());
     ready(addr);
     tracing::info!(%addr, node = %app.config.node_id, phase = app.config.phase.as_str(), "serving");
@@ -150,8 +160,23 @@ pub async fn run_with_ready(
     {
         tracing::warn!("sessions did not drain in time");
     }
+    if let Some(bus) = bus {
+        bus.stopped(app.config.drain_timeout).await;
+    }
+    upkeep.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Fold histogram samples regularly, scraped or not (see [`Metrics::upkeep`]).
+async fn metrics_upkeep(app: Arc<App>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = app.shutdown.cancelled() => return,
+            _ = tick.tick() => app.metrics.upkeep(),
+        }
+    }
 }
 
 fn router(app: Arc<App>) -> Router {

@@ -18,8 +18,9 @@ use crate::config::{Argon2Cost, Config, Limits, Phase};
 /// Run one reference chat node.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Architecture phase: `single` (in memory) or `postgres`; `pubsub` and `queue` are
-    /// accepted but not built yet (exit 2).
+    /// Architecture phase: `single` (in memory), `postgres`, or a cluster node sharing
+    /// Postgres with its peers and fanning out through Redis: `pubsub` (at most once) or
+    /// `queue` (Redis Streams, catches up after an outage). See docs/phases.md.
     #[arg(
         long,
         default_value = "single",
@@ -40,12 +41,18 @@ pub struct Args {
     /// `x-flowline-admin`. Without it the admin API answers 404.
     #[arg(long, env = "FLOWLINE_ADMIN_SECRET", hide_env_values = true)]
     pub admin_secret: Option<String>,
-    /// Redis URL for phases `pubsub`/`queue` (later issue).
+    /// Redis URL (phases `pubsub`/`queue`).
     #[arg(long, env = "FLOWLINE_REDIS_URL")]
     pub redis_url: Option<String>,
-    /// Cluster id shared by the nodes of one cluster (phases `pubsub`/`queue`).
-    #[arg(long)]
+    /// Cluster id shared by the nodes of one cluster (phases `pubsub`/`queue`): every Redis
+    /// key and channel of the cluster starts with `flowline:<cluster-id>:`, so several
+    /// clusters share one Redis. 1 to 64 characters of [A-Za-z0-9_-].
+    #[arg(long, env = "FLOWLINE_CLUSTER_ID")]
     pub cluster_id: Option<String>,
+    /// Presence TTL, ms (phases `pubsub`/`queue`): a node beats every third of it, and a
+    /// dead node's users go offline for the rest of the cluster within it.
+    #[arg(long, default_value_t = 10_000)]
+    pub presence_ttl_ms: u64,
     /// Argon2id memory per password hash, KiB. Trade-off: every sign-up and log-in costs
     /// this much memory and proportional CPU on the node; lower it (e.g. 64) for load-test
     /// clusters that sign up many users, keep the default (OWASP's 19456) for anything
@@ -96,6 +103,9 @@ impl Args {
         let mut c = Config::new(self.node_id.clone(), self.phase);
         c.database_url = self.database_url.clone();
         c.admin_secret = self.admin_secret.clone();
+        c.redis_url = self.redis_url.clone();
+        c.cluster_id = self.cluster_id.clone();
+        c.presence_ttl = Duration::from_millis(self.presence_ttl_ms);
         c.db_pool_size = self.db_pool_size;
         c.argon2 = Argon2Cost {
             memory_kib: self.argon2_memory_kib,
@@ -120,12 +130,6 @@ impl Args {
 
 /// Entry point of `flowline server`.
 pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
-    if matches!(args.phase, Phase::Pubsub | Phase::Queue) {
-        anyhow::bail!(
-            "phase `{}` is not built yet: it needs the Redis fan-out of a later issue; use `single` or `postgres`",
-            args.phase.as_str()
-        );
-    }
     let config = args
         .to_config()
         .validate()
@@ -236,12 +240,31 @@ mod tests {
         assert!(Wrapper::try_parse_from(["flowline", "--phase", "mesh"]).is_err());
     }
 
-    #[tokio::test]
-    async fn later_phases_exit_with_a_clear_message() {
-        let w =
-            Wrapper::try_parse_from(["flowline", "--phase", "pubsub", "--listen", "127.0.0.1:0"])
-                .unwrap();
-        let err = main(w.args).await.unwrap_err().to_string();
-        assert!(err.contains("not built yet"), "{err}");
+    #[test]
+    fn cluster_phases_need_redis_and_a_cluster_id() {
+        let base = [
+            "flowline",
+            "--phase",
+            "queue",
+            "--database-url",
+            "postgres://x@127.0.0.1/db",
+        ];
+        let parse = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            Wrapper::try_parse_from(args).unwrap().args.to_config()
+        };
+        let no_cluster = parse(&["--redis-url", "redis://127.0.0.1:1"]);
+        if std::env::var("FLOWLINE_CLUSTER_ID").is_err() {
+            let err = no_cluster.validate().unwrap_err().to_string();
+            assert!(err.contains("--cluster-id"), "{err}");
+        }
+        let bad_id = parse(&["--redis-url", "redis://x", "--cluster-id", "a:b"]);
+        let err = bad_id.validate().unwrap_err().to_string();
+        assert!(err.contains("cluster id"), "{err}");
+        let ok = parse(&["--redis-url", "redis://x", "--cluster-id", "run-1"])
+            .validate()
+            .unwrap();
+        assert_eq!(ok.cluster_id.as_deref(), Some("run-1"));
+        assert_eq!(ok.presence_ttl, Duration::from_secs(10));
     }
 }

@@ -96,6 +96,14 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// WebSocket read buffer per connection, bytes (dominates idle memory).
     pub ws_read_buffer: usize,
+    /// Redis URL (phases `pubsub` and `queue`).
+    pub redis_url: Option<String>,
+    /// Cluster id: every Redis key and channel of the cluster starts with
+    /// `flowline:<cluster_id>:` (phases `pubsub` and `queue`).
+    pub cluster_id: Option<String>,
+    /// A node's presence entries expire this long after its last heartbeat (it beats
+    /// every third of it), so a dead node's users go offline within this time.
+    pub presence_ttl: Duration,
 }
 
 impl Config {
@@ -114,6 +122,9 @@ impl Config {
             write_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(5),
             ws_read_buffer: 4096,
+            redis_url: None,
+            cluster_id: None,
+            presence_ttl: Duration::from_secs(10),
         }
     }
 
@@ -125,6 +136,29 @@ impl Config {
         }
         if self.phase != Phase::Single && self.database_url.is_none() {
             return bad("this phase needs --database-url (or FLOWLINE_DATABASE_URL)");
+        }
+        if matches!(self.phase, Phase::Pubsub | Phase::Queue) {
+            if self.redis_url.is_none() {
+                return bad("this phase needs --redis-url (or FLOWLINE_REDIS_URL)");
+            }
+            match self.cluster_id.as_deref() {
+                None => {
+                    return bad("this phase needs --cluster-id (shared by the cluster's nodes)");
+                }
+                Some(id)
+                    if id.is_empty()
+                        || id.len() > 64
+                        || !id
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+                {
+                    return bad("cluster id must be 1 to 64 characters of [A-Za-z0-9_-]");
+                }
+                Some(_) => {}
+            }
+            if self.presence_ttl < Duration::from_millis(300) {
+                return bad("presence TTL must be at least 300 ms");
+            }
         }
         if self.admin_secret.as_deref() == Some("") {
             return bad("admin secret must not be empty");

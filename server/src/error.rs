@@ -7,9 +7,9 @@ pub enum Error {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The requested phase is not implemented by this build.
-    #[error("phase `{0}` is not built yet (it needs the cross-node bus of a later issue)")]
-    PhaseNotBuilt(&'static str),
+    /// The cluster bus (Redis) could not be set up.
+    #[error("cluster bus (Redis): {0}")]
+    Bus(String),
     /// Storage could not be opened.
     #[error("storage: {0}")]
     Storage(#[from] StorageError),

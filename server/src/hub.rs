@@ -11,14 +11,30 @@
 //! ```
 //!
 //! Seq assignment and delivery happen under the channel's async mutex, so every
-//! subscriber's queue receives a channel's messages in seq order. A cross-node bus (phases
-//! `pubsub`/`queue`, a later issue) slots in at [`Hub::deliver`]: a node publishes the
-//! serialized event on the bus after commit, and every node (itself included) calls
-//! `deliver` for what the bus hands it, in seq order.
+//! subscriber's queue receives a channel's messages in seq order.
+//!
+//! In the cluster phases (`pubsub`, `queue`) a [`Bus`] is attached ([`Hub::attach_bus`]):
+//!
+//! ```text
+//!  Hub::post ─► commit (seq n) ─► accept(n) ─► deliver to local subscribers
+//!                                └─► Bus::publish(Message{channel, n, event}) ─► Redis
+//!  Redis ─► Bus receiver (envelopes of OTHER nodes only) ─► accept(n) ─► deliver
+//!  Hub::emit ─► emit_local  +  Bus::publish(Event{audience, event}) ─► Redis ─► emit_local
+//! ```
+//!
+//! A node delivers its own messages locally and skips its own envelopes on the bus, so its
+//! local clients keep being served while Redis is away, and nothing is delivered twice.
+//! [`Hub::accept`] sequences each channel: it delivers seq `last + 1`, drops `≤ last`
+//! (duplicates, e.g. a queue outbox re-sent after a gap fill), and holds anything above
+//! `last + 1` until the gap closes. Gaps arise because two nodes publish one channel's
+//! consecutive seqs over separate connections, or because an envelope was lost; the bus
+//! closes a gap that stays open ([`Hub::overdue_gaps`]): `pubsub` skips it and counts the
+//! missing seqs as undelivered, `queue` reads them from Postgres.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
@@ -27,6 +43,7 @@ use tokio::sync::{Mutex, Notify, mpsc};
 use flowline_protocol::ws::{Message, ServerEvent, close};
 use flowline_protocol::{ChannelId, Seq, UserId};
 
+use crate::bus::Bus;
 use crate::error::StorageError;
 use crate::metrics::Metrics;
 use crate::storage::{NewMessage, Storage};
@@ -133,7 +150,10 @@ pub struct Subscriber {
 /// Returns false if the item was not queued.
 pub fn offer(sub: &Subscriber, item: Outbound, metrics: &Metrics) -> bool {
     match sub.tx.try_send(item) {
-        Ok(()) => true,
+        Ok(()) => {
+            metrics.outbound_queued.increment(1.0);
+            true
+        }
         Err(mpsc::error::TrySendError::Full(_)) => {
             if sub.shared.kick(close::SLOW_CONSUMER) {
                 metrics.slow_consumer_disconnects.increment(1);
@@ -168,12 +188,42 @@ pub enum Audience {
     Users(Vec<UserId>),
 }
 
+/// Most messages held for one channel while a gap is open; beyond it the gap is overdue
+/// at once.
+const MAX_HELD: usize = 10_000;
+
+/// Delivery state of one channel in the cluster phases (see the module doc).
+#[derive(Debug, Default)]
+struct Sequence {
+    /// Highest seq delivered here (`None`: this node has not seen the channel yet).
+    last: Option<Seq>,
+    /// Messages above `last + 1`, waiting for the gap to close.
+    held: BTreeMap<Seq, Utf8Bytes>,
+}
+
+/// A channel whose sequence has a gap (see [`Hub::overdue_gaps`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    /// The channel.
+    pub channel: ChannelId,
+    /// Highest seq delivered.
+    pub last: Seq,
+    /// Lowest seq held; the gap is `last + 1 .. first_held`.
+    pub first_held: Seq,
+}
+
 /// Local subscriptions and per-channel ordering.
 pub struct Hub {
     subs: DashMap<ChannelId, HashMap<SessionId, Subscriber>>,
     users: DashMap<UserId, HashMap<SessionId, Subscriber>>,
     order: DashMap<ChannelId, Arc<Mutex<()>>>,
     metrics: Arc<Metrics>,
+    /// The cluster bus (phases `pubsub`/`queue`), attached once at start-up.
+    bus: OnceLock<Arc<Bus>>,
+    /// Per-channel sequencing, used only with a bus.
+    seqs: DashMap<ChannelId, Arc<parking_lot::Mutex<Sequence>>>,
+    /// Channels with an open gap, and since when.
+    gapped: DashMap<ChannelId, Instant>,
 }
 
 impl Hub {
@@ -184,7 +234,21 @@ impl Hub {
             users: DashMap::new(),
             order: DashMap::new(),
             metrics,
+            bus: OnceLock::new(),
+            seqs: DashMap::new(),
+            gapped: DashMap::new(),
         }
+    }
+
+    /// Attach the cluster bus: from now on [`post`](Self::post) and [`emit`](Self::emit)
+    /// also publish, and messages are sequenced per channel. Only the first call counts.
+    pub fn attach_bus(&self, bus: Arc<Bus>) {
+        let _ = self.bus.set(bus);
+    }
+
+    /// The attached bus, if any (cluster phases).
+    pub fn bus(&self) -> Option<&Arc<Bus>> {
+        self.bus.get()
     }
 
     /// Subscribe a session to channels (idempotent).
@@ -208,23 +272,39 @@ impl Hub {
     }
 
     /// Record an authenticated session of `user` (for [`Audience::Users`]).
+    /// With a bus, the user's first session here marks them online in the cluster's
+    /// presence registry.
     pub fn register_user(&self, user: UserId, session: SessionId, sub: &Subscriber) {
-        self.users
-            .entry(user)
-            .or_default()
-            .insert(session, sub.clone());
+        let first = {
+            let mut entry = self.users.entry(user).or_default();
+            entry.insert(session, sub.clone());
+            entry.len() == 1
+        };
+        if first && let Some(bus) = self.bus.get() {
+            bus.user_online(user);
+        }
     }
 
     /// Forget a session of `user`; returns whether the user has no session left here.
+    /// With a bus, the user's last session here removes this node from their presence.
     pub fn unregister_user(&self, user: UserId, session: SessionId) -> bool {
+        let mut removed = false;
         let now_empty = self.users.get_mut(&user).is_none_or(|mut m| {
-            m.remove(&session);
+            removed = m.remove(&session).is_some();
             m.is_empty()
         });
         if now_empty {
             self.users.remove_if(&user, |_, m| m.is_empty());
+            if removed && let Some(bus) = self.bus.get() {
+                bus.user_offline(user);
+            }
         }
         now_empty
+    }
+
+    /// Users with at least one authenticated session on this node.
+    pub fn local_users(&self) -> Vec<UserId> {
+        self.users.iter().map(|e| *e.key()).collect()
     }
 
     /// Number of this node's authenticated sessions of `user`.
@@ -232,10 +312,20 @@ impl Hub {
         self.users.get(&user).map_or(0, |m| m.len())
     }
 
-    /// Queue one serialized non-`message` event to this node's sessions in `audience`.
-    /// Returns the number queued. Feature code calls this for ephemeral and update events;
-    /// in the cluster phases the bus calls it on every node for what other nodes emitted.
+    /// Send one serialized non-`message` event to the sessions in `audience` on every
+    /// node: queued here at once, and published on the bus in the cluster phases.
+    /// Returns the number queued on this node. Feature code calls this for ephemeral and
+    /// update events.
     pub fn emit(&self, audience: &Audience, text: &Utf8Bytes) -> usize {
+        if let Some(bus) = self.bus.get() {
+            bus.publish_event(audience, text);
+        }
+        self.emit_local(audience, text)
+    }
+
+    /// Queue one serialized non-`message` event to this node's sessions in `audience`
+    /// only (the bus calls this for events other nodes emitted). Returns the number queued.
+    pub fn emit_local(&self, audience: &Audience, text: &Utf8Bytes) -> usize {
         let mut n = 0;
         let mut send = |sub: &Subscriber| {
             if offer(sub, Outbound::Direct(Box::new(text.clone())), &self.metrics) {
@@ -269,10 +359,138 @@ impl Hub {
     pub async fn post(&self, storage: &dyn Storage, msg: NewMessage) -> Result<Message, PostError> {
         let lock = self.order.entry(msg.channel).or_default().clone();
         let _ordered = lock.lock().await;
+        let started = Instant::now();
         let stored = storage.append_message(msg).await?;
+        self.metrics
+            .storage_append_seconds
+            .record(started.elapsed().as_secs_f64());
         let text: Utf8Bytes = serde_json::to_string(&ServerEvent::Message(stored.clone()))?.into();
-        self.deliver(stored.channel, stored.seq, &text);
+        match self.bus.get() {
+            None => {
+                self.deliver(stored.channel, stored.seq, &text);
+            }
+            Some(bus) => {
+                // Still under the channel lock: this node publishes a channel's messages
+                // in seq order.
+                self.accept(stored.channel, stored.seq, &text);
+                bus.publish_message(stored.channel, stored.seq, &text);
+            }
+        }
         Ok(stored)
+    }
+
+    /// Sequence one `message` event of `channel` (cluster phases): deliver it if it is
+    /// the next seq (then any held successors), drop it if already delivered, hold it if
+    /// a seq before it is missing. Returns the number of local queues it reached now.
+    pub fn accept(&self, channel: ChannelId, seq: Seq, text: &Utf8Bytes) -> usize {
+        let cell = self.sequence(channel);
+        let mut st = cell.lock();
+        match st.last {
+            Some(last) if seq <= last => return 0,
+            Some(last) if seq > last + 1 => {
+                st.held.insert(seq, text.clone());
+                self.gapped.entry(channel).or_insert_with(Instant::now);
+                if st.held.len() > MAX_HELD {
+                    // Make it overdue now: the bus resolves it on its next pass.
+                    self.gapped
+                        .insert(channel, Instant::now() - Duration::from_secs(3600));
+                }
+                return 0;
+            }
+            _ => {}
+        }
+        let mut n = self.deliver(channel, seq, text);
+        st.last = Some(seq);
+        n += self.drain_held(channel, &mut st);
+        n
+    }
+
+    fn sequence(&self, channel: ChannelId) -> Arc<parking_lot::Mutex<Sequence>> {
+        if let Some(cell) = self.seqs.get(&channel) {
+            return cell.clone();
+        }
+        self.seqs.entry(channel).or_default().clone()
+    }
+
+    /// Deliver held messages that now follow `last` without a gap.
+    fn drain_held(&self, channel: ChannelId, st: &mut Sequence) -> usize {
+        let mut n = 0;
+        while let Some(entry) = st.held.first_entry() {
+            let seq = *entry.key();
+            let last = st.last.unwrap_or(0);
+            if seq <= last {
+                entry.remove();
+            } else if seq == last + 1 {
+                let text = entry.remove();
+                n += self.deliver(channel, seq, &text);
+                st.last = Some(seq);
+            } else {
+                break;
+            }
+        }
+        if st.held.is_empty() {
+            self.gapped.remove(&channel);
+        }
+        n
+    }
+
+    /// Tell the sequencer the channel's latest committed seq, if it has not seen the
+    /// channel yet (a session subscribing read it from storage), so a message that
+    /// overtakes its predecessor on the bus opens a gap instead of setting the baseline.
+    pub fn note_seq(&self, channel: ChannelId, seq: Seq) {
+        if self.bus.get().is_none() {
+            return;
+        }
+        let cell = self.sequence(channel);
+        let mut st = cell.lock();
+        if st.last.is_none() {
+            st.last = Some(seq);
+            self.drain_held(channel, &mut st);
+        }
+    }
+
+    /// Channels whose gap has been open longer than `wait`.
+    pub fn overdue_gaps(&self, wait: Duration) -> Vec<Gap> {
+        let now = Instant::now();
+        let overdue: Vec<ChannelId> = self
+            .gapped
+            .iter()
+            .filter(|e| now.duration_since(*e.value()) >= wait)
+            .map(|e| *e.key())
+            .collect();
+        overdue
+            .into_iter()
+            .filter_map(|channel| {
+                let cell = self.seqs.get(&channel)?.clone();
+                let st = cell.lock();
+                let (&first_held, _) = st.held.first_key_value()?;
+                Some(Gap {
+                    channel,
+                    last: st.last.unwrap_or(0),
+                    first_held,
+                })
+            })
+            .collect()
+    }
+
+    /// Give up on a channel's missing seqs: deliver everything held, in order, and return
+    /// how many seqs were skipped (phase `pubsub`: they are lost for this node).
+    pub fn skip_gaps(&self, channel: ChannelId) -> u64 {
+        let Some(cell) = self.seqs.get(&channel).map(|c| c.clone()) else {
+            return 0;
+        };
+        let mut st = cell.lock();
+        let mut skipped = 0;
+        while let Some((&first, _)) = st.held.first_key_value() {
+            let last = st.last.unwrap_or(0);
+            if first > last + 1 {
+                skipped += first - last - 1;
+                st.last = Some(first - 1);
+            }
+            self.drain_held(channel, &mut st);
+        }
+        self.gapped.remove(&channel);
+        u64::try_from(skipped).unwrap_or(0)
     }
 
     /// Queue one serialized `message` event to every local subscriber of `channel`.
@@ -281,6 +499,7 @@ impl Hub {
         let Some(subs) = self.subs.get(&channel) else {
             return 0;
         };
+        let started = Instant::now();
         let delivery = Arc::new(Delivery {
             channel,
             seq,
@@ -294,6 +513,9 @@ impl Hub {
         }
         drop(subs);
         self.metrics.deliveries.increment(n as u64);
+        self.metrics
+            .fanout_seconds
+            .record(started.elapsed().as_secs_f64());
         n
     }
 }

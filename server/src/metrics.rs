@@ -5,10 +5,17 @@
 //! process, and a global recorder would mix their numbers (and can be installed once).
 //! The handles are plain atomics, so the hot path costs one relaxed add.
 
-use metrics::{Counter, Gauge, Key, Level, Metadata, Recorder};
+use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-/// Counters and gauges of one node.
+/// Histogram buckets, seconds: 100 µs to 10 s, covering a local fan-out as well as a
+/// bus lag during a Redis outage's catch-up.
+const BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Counters, gauges and histograms of one node.
 pub struct Metrics {
     handle: PrometheusHandle,
     /// WebSocket sessions accepted.
@@ -33,6 +40,24 @@ pub struct Metrics {
     pub client_errors: Counter,
     /// Storage operations that failed.
     pub storage_errors: Counter,
+    /// Local fan-out time of one message (queueing it to every local subscriber), seconds.
+    pub fanout_seconds: Histogram,
+    /// Time of a message append (`flowline_storage_seconds{op="append"}`), seconds.
+    pub storage_append_seconds: Histogram,
+    /// Time of a message range read (`{op="messages"}`: resume replay, bus gap fill).
+    pub storage_messages_seconds: Histogram,
+    /// Frames queued across every session's outbound queue, not yet taken by its writer.
+    pub outbound_queued: Gauge,
+    /// Envelopes (messages and events) this node put on the cluster bus.
+    pub bus_published: Counter,
+    /// Envelopes of other nodes this node received from the bus.
+    pub bus_received: Counter,
+    /// Publish → receive time of envelopes from other nodes, seconds.
+    pub bus_lag_seconds: Histogram,
+    /// Times a bus connection (publisher, subscriber/reader, presence) was re-established.
+    pub bus_reconnects: Counter,
+    /// Messages this node could not publish, or missed (a seq gap it could not fill).
+    pub bus_undelivered: Counter,
 }
 
 impl Metrics {
@@ -40,12 +65,23 @@ impl Metrics {
     pub fn new(node_id: &str) -> Self {
         let recorder = PrometheusBuilder::new()
             .add_global_label("node", node_id)
+            .set_buckets(BUCKETS)
+            .expect("the bucket list is not empty")
             .build_recorder();
         let meta = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
         let counter =
             |name: &'static str| recorder.register_counter(&Key::from_static_name(name), &meta);
         let gauge =
             |name: &'static str| recorder.register_gauge(&Key::from_static_name(name), &meta);
+        let histogram = |name: &'static str, labels: Vec<Label>| {
+            recorder.register_histogram(&Key::from_parts(name, labels), &meta)
+        };
+        let storage = |op: &'static str| {
+            histogram(
+                "flowline_storage_seconds",
+                vec![Label::from_static_parts("op", op)],
+            )
+        };
         Self {
             connections_total: counter("flowline_connections_total"),
             connections: gauge("flowline_connections"),
@@ -58,8 +94,24 @@ impl Metrics {
             auth_timeouts: counter("flowline_auth_timeouts_total"),
             client_errors: counter("flowline_client_errors_total"),
             storage_errors: counter("flowline_storage_errors_total"),
+            fanout_seconds: histogram("flowline_fanout_seconds", Vec::new()),
+            storage_append_seconds: storage("append"),
+            storage_messages_seconds: storage("messages"),
+            outbound_queued: gauge("flowline_outbound_queued"),
+            bus_published: counter("flowline_bus_published_total"),
+            bus_received: counter("flowline_bus_received_total"),
+            bus_lag_seconds: histogram("flowline_bus_lag_seconds", Vec::new()),
+            bus_reconnects: counter("flowline_bus_reconnects_total"),
+            bus_undelivered: counter("flowline_bus_undelivered_total"),
             handle: recorder.handle(),
         }
+    }
+
+    /// Fold histogram samples into their buckets. Samples are kept raw until this runs
+    /// (or a scrape renders them), so the node calls it periodically whether or not
+    /// anyone scrapes.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
     }
 
     /// Prometheus text exposition of every metric.

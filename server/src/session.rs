@@ -405,6 +405,9 @@ impl Session {
             }
         };
         let seqs: BTreeMap<ChannelId, Seq> = seqs.into_iter().collect();
+        for (&channel, &seq) in &seqs {
+            self.app.hub.note_seq(channel, seq);
+        }
         self.event(&announce(seqs.clone()));
         let mut replays = Vec::with_capacity(channels.len());
         for &channel in channels {
@@ -660,14 +663,55 @@ fn apply(
     true
 }
 
+/// A session's outbound queue as its writer sees it: keeps `flowline_outbound_queued`
+/// exact (every item taken, or left behind when the session ends, is subtracted).
+struct Queued {
+    rx: mpsc::Receiver<Outbound>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Queued {
+    async fn recv(&mut self) -> Option<Outbound> {
+        let item = self.rx.recv().await;
+        if item.is_some() {
+            self.metrics.outbound_queued.decrement(1.0);
+        }
+        item
+    }
+
+    fn try_recv(&mut self) -> Result<Outbound, mpsc::error::TryRecvError> {
+        let item = self.rx.try_recv();
+        if item.is_ok() {
+            self.metrics.outbound_queued.decrement(1.0);
+        }
+        item
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        // Closed first, so no item slips in after the count.
+        self.rx.close();
+        let mut left = 0u32;
+        while self.rx.try_recv().is_ok() {
+            left += 1;
+        }
+        self.metrics.outbound_queued.decrement(f64::from(left));
+    }
+}
+
 async fn write_loop<Si>(
     app: Arc<App>,
     mut sink: Si,
-    mut rx: mpsc::Receiver<Outbound>,
+    rx: mpsc::Receiver<Outbound>,
     shared: Arc<SessionShared>,
 ) where
     Si: Sink<WsMessage> + Unpin,
 {
+    let mut rx = Queued {
+        rx,
+        metrics: app.metrics.clone(),
+    };
     let heartbeat = app.config.heartbeat;
     let write_timeout = app.config.write_timeout;
     let max_held = app.config.limits.outbound_queue;

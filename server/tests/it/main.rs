@@ -3,6 +3,7 @@
 
 mod admin;
 mod basic;
+mod cluster;
 mod delivery;
 mod outage;
 mod refusals;
