@@ -45,8 +45,8 @@ pub struct HttpStat {
     pub success: u64,
     /// Other answers and transport errors.
     pub fail: u64,
-    /// Answers by status code (goose's count).
-    pub status_codes: BTreeMap<u16, u64>,
+    /// Answers by status code (goose's count; string keys, as JSON has them).
+    pub status_codes: BTreeMap<String, u64>,
     /// Request latency, µs (base64 HdrHistogram V2 compressed, as in tick lines).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hist: String,
@@ -78,7 +78,7 @@ impl HttpReport {
             e.success += s.success;
             e.fail += s.fail;
             for (c, n) in &s.status_codes {
-                *e.status_codes.entry(*c).or_default() += n;
+                *e.status_codes.entry(c.clone()).or_default() += n;
             }
             if !s.hist.is_empty() {
                 let mut h = if e.hist.is_empty() {
@@ -427,18 +427,25 @@ impl HttpLoad {
             ..HttpReport::default()
         };
         for agg in gm.requests.values() {
-            let name = agg.path.clone();
-            let key = ["signup", "login", "history", "upload"]
-                .into_iter()
-                .find(|k| name == *k || agg.path.contains(k))
-                .unwrap_or(name.as_str())
-                .to_string();
+            // Goose keys requests by name or path; map both forms to our kinds.
+            let p = agg.path.as_str();
+            let key = if p.contains("signup") {
+                "signup".to_string()
+            } else if p.contains("login") {
+                "login".to_string()
+            } else if p.contains("history") || p.contains("/messages") {
+                "history".to_string()
+            } else if p.contains("upload") {
+                "upload".to_string()
+            } else {
+                p.to_string()
+            };
             let e = rep.kinds.entry(key).or_default();
             e.requests += (agg.success_count + agg.fail_count) as u64;
             e.success += agg.success_count as u64;
             e.fail += agg.fail_count as u64;
             for (c, n) in &agg.status_code_counts {
-                *e.status_codes.entry(*c).or_default() += *n as u64;
+                *e.status_codes.entry(c.to_string()).or_default() += *n as u64;
             }
         }
         let mut errors = BTreeMap::new();
