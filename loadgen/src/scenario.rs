@@ -1299,6 +1299,9 @@ latency = "50ms"
         assert!(ws.summary().contains("websocket target"));
         let back = Scenario::parse("back", &ws.to_toml()).unwrap();
         assert_eq!(back, ws);
+        let bench = Scenario::from_path(&dir.join("ws-broadcast-10k.toml")).unwrap();
+        assert_eq!(bench.population.users, 10_000);
+        assert!(bench.target.is_some());
         let login = Scenario::from_path(&dir.join("login-storm.toml")).unwrap();
         let kinds: Vec<_> = login.personas.iter().filter_map(|p| p.http).collect();
         assert_eq!(

@@ -46,10 +46,12 @@ struct Args {
 }
 
 type Tx = mpsc::UnboundedSender<Message>;
+/// A room member: connection id, user (from its join frame), outbound queue.
+type Member = (u64, Option<u64>, Tx);
 
 #[derive(Default)]
 struct Shared {
-    rooms: Mutex<HashMap<String, Vec<(u64, Option<u64>, Tx)>>>,
+    rooms: Mutex<HashMap<String, Vec<Member>>>,
     drop: BTreeSet<u64>,
     deliveries: AtomicU64,
     received: AtomicU64,
