@@ -186,6 +186,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", crate::http::routes(&app.config))
+        .merge(flowline_web::router()) // the browser client at / and /assets/*
         .with_state(app)
 }
 
