@@ -92,6 +92,47 @@ impl ToxiproxyClient {
         Ok(map.into_values().collect())
     }
 
+    /// `POST /proxies`: create a proxy listening on `listen` (port 0: the server picks)
+    /// and forwarding to `upstream`. A proxy of that name left over from an earlier run is
+    /// deleted and created again.
+    pub async fn create_proxy(
+        &self,
+        name: &str,
+        listen: &str,
+        upstream: &str,
+    ) -> Result<RemoteProxy> {
+        let url = format!("{}/proxies", self.base);
+        let body = serde_json::json!({
+            "name": name, "listen": listen, "upstream": upstream, "enabled": true
+        });
+        let resp = match self.send(self.http.post(&url).json(&body), &url).await {
+            Err(Error::RemoteStatus { status: 409, .. }) => {
+                self.delete_proxy(name).await?;
+                self.send(self.http.post(&url).json(&body), &url).await?
+            }
+            r => r?,
+        };
+        resp.json()
+            .await
+            .map_err(|source| Error::Remote { url, source })
+    }
+
+    /// `DELETE /proxies/{proxy}`.
+    pub async fn delete_proxy(&self, name: &str) -> Result<()> {
+        let url = format!("{}/proxies/{name}", self.base);
+        self.send(self.http.delete(&url), &url).await?;
+        Ok(())
+    }
+
+    /// The host of the API URL (where the proxies it creates can be reached, when they
+    /// listen on all interfaces).
+    pub fn host(&self) -> String {
+        reqwest::Url::parse(&self.base)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_else(|| "127.0.0.1".into())
+    }
+
     /// `POST /proxies/{proxy}/toxics`.
     pub async fn add_toxic(&self, proxy: &str, toxic: &ToxicSpec) -> Result<()> {
         let url = format!("{}/proxies/{proxy}/toxics", self.base);

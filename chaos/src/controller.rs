@@ -11,8 +11,12 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::metrics::{FaultKey, FaultMetrics};
 use crate::proxy::{Proxy, ProxyInfo};
 use crate::toxic::ToxicSpec;
+
+/// The fault kind of a disabled proxy (a partition) in the fault metrics.
+const DOWN: &str = "down";
 
 /// The listen address used when a proxy is created without one.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:0";
@@ -53,6 +57,7 @@ pub struct ProxyUpdate {
 struct Inner {
     proxies: Mutex<BTreeMap<String, Arc<Proxy>>>,
     allow_non_loopback: bool,
+    metrics: FaultMetrics,
 }
 
 /// A set of fault proxies, cheap to clone (all clones share the set).
@@ -99,6 +104,7 @@ impl Controller {
             inner: Arc::new(Inner {
                 proxies: Mutex::new(BTreeMap::new()),
                 allow_non_loopback,
+                metrics: FaultMetrics::new(),
             }),
         }
     }
@@ -116,6 +122,13 @@ impl Controller {
     /// Whether non-loopback addresses are allowed.
     pub fn allow_non_loopback(&self) -> bool {
         self.inner.allow_non_loopback
+    }
+
+    /// The fault metrics served on `/metrics`. Toxics and disabled proxies of this set
+    /// are counted by the controller itself; report faults it cannot see (process faults,
+    /// a remote Toxiproxy's links) with [`FaultMetrics::injected`] / [`FaultMetrics::healed`].
+    pub fn fault_metrics(&self) -> FaultMetrics {
+        self.inner.metrics.clone()
     }
 
     async fn check_listen(&self, listen: &str) -> Result<SocketAddr> {
@@ -286,7 +299,12 @@ impl Controller {
         proxy.set_addresses(listen, upstream).await?;
         match upd.enabled {
             Some(true) => proxy.start().await?,
-            Some(false) => proxy.stop(),
+            Some(false) => {
+                if proxy.is_enabled() {
+                    self.inner.metrics.count(DOWN, name);
+                }
+                proxy.stop();
+            }
             None => {}
         }
         Ok(proxy.info())
@@ -328,7 +346,9 @@ impl Controller {
 
     /// Add a toxic; live connections pick it up at once.
     pub fn add_toxic(&self, proxy: &str, toxic: ToxicSpec) -> Result<ToxicSpec> {
-        self.proxy(proxy)?.add_toxic(toxic)
+        let added = self.proxy(proxy)?.add_toxic(toxic)?;
+        self.inner.metrics.count(added.kind.type_name(), proxy);
+        Ok(added)
     }
 
     /// Change a toxic with `f(current)`; live connections pick the change up at once.
@@ -473,6 +493,20 @@ impl Controller {
                 p.toxics().len()
             );
         }
+        let mut active: BTreeMap<FaultKey, u64> = BTreeMap::new();
+        for p in &proxies {
+            for t in p.toxics() {
+                *active
+                    .entry((t.kind.type_name().to_string(), p.name.clone()))
+                    .or_insert(0) += 1;
+            }
+            if !p.is_enabled() {
+                *active
+                    .entry((DOWN.to_string(), p.name.clone()))
+                    .or_insert(0) += 1;
+            }
+        }
+        s.push_str(&self.inner.metrics.render(&active));
         s
     }
 }

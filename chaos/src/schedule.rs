@@ -22,6 +22,7 @@ use crate::controller::Controller;
 use crate::error::{Error, Result};
 use crate::events::EventLog;
 use crate::fault::{FaultKind, FaultSpec, StreamSel};
+use crate::metrics::FaultMetrics;
 use crate::process::ProcessTarget;
 use crate::toxic::{Direction, ToxicKind, ToxicSpec};
 
@@ -100,6 +101,7 @@ impl Links {
 pub struct Targets {
     links: Links,
     nodes: Vec<Arc<dyn ProcessTarget>>,
+    metrics: Option<FaultMetrics>,
 }
 
 impl std::fmt::Debug for Targets {
@@ -115,12 +117,26 @@ impl std::fmt::Debug for Targets {
 }
 
 impl Targets {
-    /// Targets with these links and no nodes yet.
+    /// Targets with these links and no nodes yet. With local links, faults are reported
+    /// to that controller's [`FaultMetrics`] (its `/metrics`).
     pub fn new(links: Links) -> Self {
+        let metrics = match &links {
+            Links::Local(c) => Some(c.fault_metrics()),
+            _ => None,
+        };
         Targets {
             links,
             nodes: Vec::new(),
+            metrics,
         }
+    }
+
+    /// Report faults to `metrics` (`flowline_chaos_active_faults` / `_faults_total`).
+    /// Link faults on local proxies are seen by their controller itself; everything else
+    /// (process faults, a remote Toxiproxy's links) is reported here.
+    pub fn with_metrics(mut self, metrics: FaultMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Add a node that process faults may target (by its `node_id`).
@@ -395,7 +411,26 @@ impl Shared {
         }
     }
 
+    /// Report an injected or healed fault to the metrics unless the local controller
+    /// already sees it in its proxies.
+    fn report(&self, action: &str, spec: &FaultSpec, targets: &[String]) {
+        let Some(m) = &self.targets.metrics else {
+            return;
+        };
+        if !spec.kind.is_process() && matches!(self.targets.links, Links::Local(_)) {
+            return;
+        }
+        for t in targets {
+            match action {
+                "inject" => m.injected(spec.kind.as_str(), t),
+                "heal" => m.healed(spec.kind.as_str(), t),
+                _ => {}
+            }
+        }
+    }
+
     fn record(&self, action: &str, spec: &FaultSpec, targets: Vec<String>, params: Value) {
+        self.report(action, spec, &targets);
         tracing::info!(
             action,
             kind = spec.kind.as_str(),
@@ -566,6 +601,7 @@ impl Shared {
             }
             Applied::Killed(nodes) => {
                 if !restart {
+                    self.report("heal", &a.spec, &a.targets);
                     return Ok(()); // the run is ending: nothing to bring back
                 }
                 for n in nodes {
@@ -672,7 +708,10 @@ impl Drop for ScheduleHandle {
                     }
                     true
                 }
-                (Applied::Killed(_), _) => continue,
+                (Applied::Killed(_), _) => {
+                    self.shared.report("heal", &a.spec, &a.targets);
+                    continue;
+                }
                 _ => false,
             };
             if sync_ok {

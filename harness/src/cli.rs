@@ -46,6 +46,17 @@ pub struct RunArgs {
     /// Number of loadgen worker processes (default: as many as the users need).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Put the run's link proxies (client-node<i>, node<i>-postgres, node<i>-redis) on
+    /// this Toxiproxy API (e.g. `http://127.0.0.1:8474`, or the docker-compose
+    /// `http://toxiproxy:8474`) instead of the embedded chaos proxy; link faults are
+    /// injected there. The proxies it creates are deleted at the end.
+    #[arg(long, env = "FLOWLINE_TOXIPROXY_URL")]
+    pub toxiproxy_url: Option<String>,
+    /// Serve the run's own metrics endpoints (chaos controller, loadgen workers) on every
+    /// interface and name them with this host in metrics-targets.json, for a Prometheus
+    /// on another machine or container (default: loopback only).
+    #[arg(long)]
+    pub metrics_host: Option<String>,
 }
 
 impl RunArgs {
@@ -79,6 +90,8 @@ impl RunArgs {
                 keep: self.keep,
             },
             workers: self.workers,
+            toxiproxy_url: self.toxiproxy_url.clone().filter(|s| !s.is_empty()),
+            metrics_host: self.metrics_host.clone().filter(|s| !s.is_empty()),
         })
     }
 }

@@ -1,12 +1,13 @@
 //! The scenario's fault schedule, wired to this run: link faults go to the run's
-//! in-process chaos [`Controller`], process faults to the node children of the
+//! proxies (the in-process chaos controller, or a remote Toxiproxy with
+//! `--toxiproxy-url`), process faults to the node children of the
 //! [`Supervisor`] (kill, restart on the same address, pause, resume).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use flowline_chaos::controller::Controller;
+use flowline_chaos::FaultMetrics;
 use flowline_chaos::events::EventLog;
 use flowline_chaos::fault::FaultSpec;
 use flowline_chaos::process::ProcessTarget;
@@ -113,12 +114,15 @@ impl FaultRunner {
     /// each at `zero + at` (`zero` = start of measurement).
     pub fn start(
         faults: &[FaultSpec],
-        controller: Controller,
+        links: Links,
+        metrics: FaultMetrics,
         events: EventLog,
         nodes: Arc<NodeTargets>,
         zero: Instant,
     ) -> anyhow::Result<Self> {
-        let mut targets = Targets::new(Links::Local(controller));
+        // Faults the local controller cannot see in its proxies (process faults, links on
+        // a remote Toxiproxy) are reported to `metrics`, the chaos API's /metrics.
+        let mut targets = Targets::new(links).with_metrics(metrics);
         for n in &nodes.nodes {
             targets = targets.with_node(n.clone());
         }

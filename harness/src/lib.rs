@@ -1,6 +1,7 @@
 //! The `flowline` harness: brings a cluster up, runs a scenario against it, injects faults,
 //! and writes the run folder and its report (`flowline run / compare / replay / report`).
 
+pub mod child;
 pub mod cli;
 pub mod compare;
 pub mod faults;

@@ -34,10 +34,30 @@ enum Command {
     Replay(flowline_harness::cli::ReplayArgs),
     /// Write report.html of a run folder again from its files.
     Report(flowline_harness::cli::ReportArgs),
+    /// Internal: run PROGRAM so that it dies with its parent (used by `flowline run` for
+    /// throwaway Postgres/Redis).
+    #[command(hide = true)]
+    ChildExec {
+        /// Program to execute.
+        program: String,
+        /// Its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
+    // First, on the main thread: a child of `flowline run` dies with it, even on SIGKILL.
+    if let Err(e) = flowline_harness::child::die_with_parent_from_env() {
+        eprintln!("flowline: {e:#}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
+    if let Command::ChildExec { program, args } = &cli.command {
+        let e = flowline_harness::child::exec(program, args);
+        eprintln!("flowline: child-exec: {e:#}");
+        return ExitCode::from(2);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FLOWLINE_LOG")
@@ -68,6 +88,7 @@ fn main() -> ExitCode {
             Command::Compare(args) => flowline_harness::cli::compare_main(args).await,
             Command::Replay(args) => flowline_harness::cli::replay_main(args).await,
             Command::Report(args) => flowline_harness::cli::report_main(args).await,
+            Command::ChildExec { .. } => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

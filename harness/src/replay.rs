@@ -45,6 +45,8 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             keep: false,
         },
         workers: None,
+        toxiproxy_url: None,
+        metrics_host: None,
     };
     let outcome = crate::run::run(opts).await?;
     let again = RunFolder::load(&outcome.dir)?;

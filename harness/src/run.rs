@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use flowline_chaos::controller::Controller;
 use flowline_chaos::events::EventLog;
+use flowline_chaos::{Links, ToxiproxyClient};
 use flowline_loadgen::aggregate::{Aggregator, RunMeta, Summary};
 use flowline_loadgen::scenario::{Overrides, Phase, Scenario};
 use flowline_protocol::announce::Announce;
@@ -67,6 +68,100 @@ pub struct RunOptions {
     pub services: crate::services::Options,
     /// Worker processes (default: as many as the users need).
     pub workers: Option<usize>,
+    /// Put the run's link proxies on this Toxiproxy API (`http://host:8474`) instead of
+    /// the embedded chaos proxy.
+    pub toxiproxy_url: Option<String>,
+    /// Serve the run's own metrics endpoints (chaos controller, workers) on every
+    /// interface and name them with this host in metrics-targets.json (default: loopback).
+    pub metrics_host: Option<String>,
+}
+
+/// Where the run's link proxies live (clones share the list of proxies created).
+#[derive(Clone)]
+enum LinkSet {
+    /// The embedded chaos proxy (this process).
+    Local(Controller),
+    /// A real Toxiproxy (or another `flowline chaos serve`) reached over its API.
+    Remote {
+        client: ToxiproxyClient,
+        /// Proxies this run created, deleted at teardown.
+        created: Arc<std::sync::Mutex<Vec<String>>>,
+    },
+}
+
+impl LinkSet {
+    /// Create proxy `name` to `upstream` (`host:port`); returns where clients reach it.
+    async fn create(&self, name: &str, upstream: &str) -> anyhow::Result<String> {
+        match self {
+            LinkSet::Local(c) => {
+                let info = c
+                    .create_proxy(name, "127.0.0.1:0".parse()?, upstream)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+                    .with_context(|| format!("cannot create proxy {name}"))?;
+                Ok(info.listen.to_string())
+            }
+            LinkSet::Remote { client, created } => {
+                let host = client.host();
+                let loopback = host == "localhost"
+                    || host
+                        .trim_matches(['[', ']'])
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                let listen = if loopback { "127.0.0.1:0" } else { "0.0.0.0:0" };
+                let p = client
+                    .create_proxy(name, listen, upstream)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+                    .with_context(|| {
+                        format!("cannot create proxy {name} on Toxiproxy {}", client.url())
+                    })?;
+                created
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(name.to_string());
+                reachable(&p.listen, &host)
+            }
+        }
+    }
+
+    fn links(&self) -> Links {
+        match self {
+            LinkSet::Local(c) => Links::Local(c.clone()),
+            LinkSet::Remote { client, .. } => Links::Remote(client.clone()),
+        }
+    }
+
+    async fn teardown(&self) {
+        if let LinkSet::Remote { client, created } = self {
+            let names = std::mem::take(&mut *created.lock().unwrap_or_else(|p| p.into_inner()));
+            for name in names {
+                if let Err(e) = client.delete_proxy(&name).await {
+                    tracing::warn!("cannot delete proxy {name} on {}: {e}", client.url());
+                }
+            }
+        }
+    }
+}
+
+/// `host:port` where a proxy reported as listening on `listen` can be reached: a
+/// wildcard address (`0.0.0.0`, `[::]`) is replaced by the Toxiproxy's own host.
+fn reachable(listen: &str, api_host: &str) -> anyhow::Result<String> {
+    let (host, port) = listen
+        .rsplit_once(':')
+        .with_context(|| format!("Toxiproxy reported listen address {listen:?} without a port"))?;
+    let host = host.trim_matches(['[', ']']);
+    let wildcard = host.is_empty()
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified());
+    let host = if wildcard { api_host } else { host };
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    Ok(format!("{host}:{port}"))
 }
 
 /// The result of a run that was carried out.
@@ -225,6 +320,7 @@ pub struct Node {
 struct State {
     services: Option<Services>,
     controller: Option<Controller>,
+    links: Option<LinkSet>,
     faults: Option<FaultRunner>,
     events: Option<EventLog>,
     nodes: Vec<Node>,
@@ -235,7 +331,12 @@ struct State {
 /// Carry out a run. `Err` means it could not be carried out (exit 2).
 pub async fn run(opts: RunOptions) -> anyhow::Result<Outcome> {
     let scenario = load_scenario(&opts.scenario, &opts.overrides)?;
-    check_fault_targets(&scenario).context("bad scenario")?;
+    // An external cluster behind a remote Toxiproxy may have more links than the run
+    // creates (the compose cluster's node<i>-postgres / node<i>-redis): checked against
+    // the Toxiproxy's proxies once it is reached.
+    if opts.toxiproxy_url.is_none() || scenario.cluster.external.is_none() {
+        check_fault_targets(&scenario).context("bad scenario")?;
+    }
     let dir = create_run_dir(&opts.out, &scenario.name)?;
     std::fs::write(dir.join("scenario.toml"), scenario.to_toml())
         .with_context(|| format!("cannot write {}/scenario.toml", dir.display()))?;
@@ -327,14 +428,104 @@ fn host_port(url: &str) -> anyhow::Result<String> {
     Ok(format!("{host}:{port}"))
 }
 
-/// `url` with its host and port replaced by `addr` (a proxy's listen address).
-fn via(url: &str, addr: std::net::SocketAddr) -> anyhow::Result<String> {
+/// `url` with its host and port replaced by `addr` (a proxy's `host:port`).
+fn via(url: &str, addr: &str) -> anyhow::Result<String> {
     let mut u = url::Url::parse(url).with_context(|| format!("bad URL {url:?}"))?;
-    u.set_host(Some(&addr.ip().to_string()))
-        .context("cannot set host")?;
-    u.set_port(Some(addr.port()))
+    let (host, port) = addr
+        .rsplit_once(':')
+        .with_context(|| format!("proxy address {addr:?} has no port"))?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("proxy address {addr:?} has a bad port"))?;
+    u.set_host(Some(host)).context("cannot set host")?;
+    u.set_port(Some(port))
         .map_err(|()| anyhow::anyhow!("cannot set port"))?;
     Ok(u.to_string())
+}
+
+/// The metrics URL of a worker's `loadgen_metrics` announcement line, if it is one.
+fn worker_metrics_url(line: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+    if v.get("event")?.as_str()? != "loadgen_metrics" {
+        return None;
+    }
+    Some(v.get("metrics")?.as_str()?.to_string())
+}
+
+/// The run's Prometheus endpoints, written to `metrics-targets.json` in Prometheus'
+/// file_sd format (`[{"targets": ["host:port"], "labels": {..}}]`), so a Prometheus can
+/// scrape a local run with `file_sd_configs: [{files: [runs/*/metrics-targets.json]}]`.
+pub struct MetricsTargets {
+    path: PathBuf,
+    run: String,
+    host: Option<String>,
+    /// (name, job, url)
+    entries: Vec<(String, String, String)>,
+}
+
+/// The file listing a run's metrics endpoints (Prometheus file_sd format).
+pub const METRICS_TARGETS_FILE: &str = "metrics-targets.json";
+
+impl MetricsTargets {
+    /// An empty list for the run folder `dir`. With `host`, the URLs' hosts are replaced
+    /// by it (endpoints listening on every interface, scraped from another machine).
+    pub fn new(dir: &Path, run: &str, host: Option<&str>) -> Self {
+        MetricsTargets {
+            path: dir.join(METRICS_TARGETS_FILE),
+            run: run.to_string(),
+            host: host.map(str::to_string),
+            entries: Vec::new(),
+        }
+    }
+
+    /// Add (or replace) the endpoint of `name` (`node1`, `worker2`, `chaos`).
+    pub fn add(&mut self, name: &str, job: &str, url: &str) {
+        let mut url = url.to_string();
+        if let (Some(h), Ok(mut u)) = (&self.host, url::Url::parse(&url))
+            && u.set_host(Some(h)).is_ok()
+        {
+            url = u.to_string();
+        }
+        self.entries.retain(|e| e.0 != name);
+        self.entries.push((name.to_string(), job.to_string(), url));
+    }
+
+    /// The URL added last.
+    pub fn last_url(&self) -> &str {
+        self.entries.last().map_or("", |e| e.2.as_str())
+    }
+
+    /// The file_sd document.
+    pub fn to_json(&self) -> serde_json::Value {
+        let groups: Vec<serde_json::Value> = self
+            .entries
+            .iter()
+            .filter_map(|(name, job, url)| {
+                let u = url::Url::parse(url).ok()?;
+                let target = format!("{}:{}", u.host_str()?, u.port_or_known_default()?);
+                Some(json!({
+                    "targets": [target],
+                    "labels": {
+                        "job": job,
+                        "instance_name": name,
+                        "flowline_run": self.run,
+                        "__metrics_path__": u.path(),
+                    }
+                }))
+            })
+            .collect();
+        serde_json::Value::Array(groups)
+    }
+
+    /// Write the file (atomically: Prometheus may read it at any moment).
+    pub fn write(&self) -> anyhow::Result<()> {
+        let tmp = self.path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(&self.to_json())?;
+        std::fs::write(&tmp, text + "\n")
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("cannot write {}", self.path.display()))
+    }
 }
 
 async fn drive(
@@ -356,19 +547,57 @@ async fn drive(
     state.events = Some(events.clone());
     let controller = Controller::new();
     state.controller = Some(controller.clone());
+    let links = match &opts.toxiproxy_url {
+        None => LinkSet::Local(controller.clone()),
+        Some(url) => {
+            // Given explicitly: a Toxiproxy in a container is not on loopback.
+            let client = ToxiproxyClient::new(url, true)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .context("--toxiproxy-url")?;
+            let version = client
+                .version()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("Toxiproxy at {url} does not answer"))?;
+            eprintln!(
+                "flowline: link proxies on Toxiproxy {url} ({})",
+                version.trim()
+            );
+            LinkSet::Remote {
+                client,
+                created: Arc::default(),
+            }
+        }
+    };
+    state.links = Some(links.clone());
     // The run's proxies are also reachable through the Toxiproxy API, so a person (or
-    // toxiproxy-cli) can add faults by hand while it runs; its /metrics counts bytes per link.
-    let api = tokio::net::TcpListener::bind("127.0.0.1:0")
+    // toxiproxy-cli) can add faults by hand while it runs; its /metrics counts bytes per
+    // link and the faults in effect (flowline_chaos_active_faults), also those a schedule
+    // puts on a remote Toxiproxy or on nodes.
+    let bind_ip = if opts.metrics_host.is_some() {
+        "0.0.0.0"
+    } else {
+        "127.0.0.1"
+    };
+    let api = tokio::net::TcpListener::bind((bind_ip, 0))
         .await
-        .context("cannot bind the chaos API on 127.0.0.1")?;
+        .with_context(|| format!("cannot bind the chaos API on {bind_ip}"))?;
     let api_addr = api.local_addr()?;
     tokio::spawn(flowline_chaos::serve_api(
         controller.clone(),
         api,
         state.stop_api.clone(),
     ));
+    let metrics_host = opts.metrics_host.as_deref();
+    let mut targets_file = MetricsTargets::new(dir, &run_id, metrics_host);
+    targets_file.add(
+        "chaos",
+        "flowline-chaos",
+        &format!("http://{api_addr}/metrics"),
+    );
     eprintln!(
-        "flowline: chaos API (Toxiproxy-compatible) http://{api_addr}, metrics http://{api_addr}/metrics"
+        "flowline: chaos API (Toxiproxy-compatible) http://{api_addr}, metrics {}",
+        targets_file.last_url()
     );
     let secret = format!(
         "flowline-{}",
@@ -379,17 +608,13 @@ async fn drive(
     let (http_base, admin_secret) = if let Some(ext) = &scenario.cluster.external {
         for (i, ws) in ext.ws.iter().enumerate() {
             let name = format!("client-node{}", i + 1);
-            let info = controller
-                .create_proxy(&name, "127.0.0.1:0".parse()?, &host_port(ws)?)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .with_context(|| format!("cannot create proxy {name}"))?;
+            let listen = links.create(&name, &host_port(ws)?).await?;
             state.nodes.push(Node {
                 id: format!("node{}", i + 1),
                 addr: host_port(ws)?,
                 http: ext.http.get(i).cloned().unwrap_or_default(),
                 metrics: String::new(),
-                ws_proxied: via(ws, info.listen)?,
+                ws_proxied: via(ws, &listen)?,
             });
         }
         let http = ext
@@ -431,23 +656,15 @@ async fn drive(
             ];
             if let Some(db) = &db {
                 let name = format!("{node_id}-postgres");
-                let info = controller
-                    .create_proxy(&name, "127.0.0.1:0".parse()?, &host_port(db)?)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))
-                    .with_context(|| format!("cannot create proxy {name}"))?;
-                args.extend(["--database-url".into(), via(db, info.listen)?]);
+                let listen = links.create(&name, &host_port(db)?).await?;
+                args.extend(["--database-url".into(), via(db, &listen)?]);
             }
             if let Some(redis) = &redis {
                 let name = format!("{node_id}-redis");
-                let info = controller
-                    .create_proxy(&name, "127.0.0.1:0".parse()?, &host_port(redis)?)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))
-                    .with_context(|| format!("cannot create proxy {name}"))?;
+                let listen = links.create(&name, &host_port(redis)?).await?;
                 args.extend([
                     "--redis-url".into(),
-                    via(redis, info.listen)?,
+                    via(redis, &listen)?,
                     "--cluster-id".into(),
                     run_id.clone(),
                 ]);
@@ -472,19 +689,16 @@ async fn drive(
             // Keep draining its stdout so it never blocks.
             tokio::spawn(async move { while spawned.lines.recv().await.is_some() {} });
             let name = format!("client-node{i}");
-            let info = controller
-                .create_proxy(&name, "127.0.0.1:0".parse()?, &addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .with_context(|| format!("cannot create proxy {name}"))?;
+            let listen = links.create(&name, &addr).await?;
             let _ = events.node_event("start", &node_id, json!({"pid": pid, "addr": addr}));
             eprintln!("flowline: {node_id} pid {pid} on {addr}; metrics {metrics}");
+            targets_file.add(&node_id, "flowline-node", &metrics);
             state.nodes.push(Node {
                 id: node_id,
                 addr,
                 http,
                 metrics,
-                ws_proxied: via(&ws, info.listen)?,
+                ws_proxied: via(&ws, &listen)?,
             });
         }
         let http = state
@@ -494,6 +708,29 @@ async fn drive(
             .context("no node")?;
         (http, secret)
     };
+    targets_file.write()?;
+    if let (LinkSet::Remote { client, .. }, Some(_)) = (&links, &scenario.cluster.external) {
+        let names: Vec<String> = client
+            .proxies()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("cannot list the proxies of {}", client.url()))?
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        for (i, f) in scenario.faults.iter().enumerate() {
+            if !names.iter().any(|n| glob_match(&f.target, n)) {
+                bail!(
+                    "bad scenario: fault #{} ({}) targets {:?}, which matches no proxy of the Toxiproxy at {} ({})",
+                    i + 1,
+                    f.display_label(),
+                    f.target,
+                    client.url(),
+                    names.join(", ")
+                );
+            }
+        }
+    }
 
     // Provision the population.
     let t = Instant::now();
@@ -553,7 +790,8 @@ async fn drive(
         let targets = NodeTargets::new(sup.clone(), events.clone(), &state.nodes);
         let runner = FaultRunner::start(
             &scenario.faults,
-            controller.clone(),
+            links.links(),
+            controller.fault_metrics(),
             events.clone(),
             Arc::new(targets),
             run_start + scenario.warmup,
@@ -572,7 +810,14 @@ async fn drive(
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some((w, line)) => {
-                    if let Err(e) = agg.ingest(w, &line) {
+                    if let Some(url) = worker_metrics_url(&line) {
+                        let name = format!("worker{}", w + 1);
+                        targets_file.add(&name, "flowline-loadgen", &url);
+                        eprintln!("flowline: {name} metrics {}", targets_file.last_url());
+                        if let Err(e) = targets_file.write() {
+                            tracing::warn!("{e:#}");
+                        }
+                    } else if let Err(e) = agg.ingest(w, &line) {
                         bad_lines += 1;
                         if bad_lines <= 5 {
                             tracing::warn!("worker{}: unreadable line: {e}", w + 1);
@@ -700,6 +945,9 @@ async fn teardown(state: &mut State, sup: &Supervisor) {
         }
     }
     state.stop_api.cancel();
+    if let Some(l) = state.links.take() {
+        l.teardown().await;
+    }
     if let Some(c) = state.controller.take() {
         let _ = c.heal_all().await;
         c.shutdown().await;
@@ -726,19 +974,68 @@ mod tests {
         assert_eq!(
             via(
                 "postgres://postgres@127.0.0.1:5432/flowline_run_x",
-                "127.0.0.1:40001".parse().unwrap()
+                "127.0.0.1:40001"
             )
             .unwrap(),
             "postgres://postgres@127.0.0.1:40001/flowline_run_x"
         );
         assert_eq!(
-            via("ws://127.0.0.1:1/ws", "127.0.0.1:2".parse().unwrap()).unwrap(),
+            via("ws://127.0.0.1:1/ws", "127.0.0.1:2").unwrap(),
             "ws://127.0.0.1:2/ws"
         );
         assert_eq!(
             host_port("redis://127.0.0.1:6379").unwrap(),
             "127.0.0.1:6379"
         );
+    }
+
+    #[test]
+    fn remote_proxy_addresses_are_reachable() {
+        assert_eq!(
+            reachable("[::]:26001", "toxiproxy").unwrap(),
+            "toxiproxy:26001"
+        );
+        assert_eq!(
+            reachable("0.0.0.0:26001", "10.0.0.5").unwrap(),
+            "10.0.0.5:26001"
+        );
+        assert_eq!(
+            reachable("127.0.0.1:26001", "localhost").unwrap(),
+            "127.0.0.1:26001"
+        );
+        assert!(reachable("nonsense", "h").is_err());
+        assert_eq!(
+            via("ws://node1:8080/ws", "toxiproxy:26001").unwrap(),
+            "ws://toxiproxy:26001/ws"
+        );
+    }
+
+    #[test]
+    fn metrics_targets_are_file_sd() {
+        let d = tempfile::tempdir().unwrap();
+        let mut t = MetricsTargets::new(d.path(), "r1", None);
+        t.add("chaos", "flowline-chaos", "http://127.0.0.1:9/metrics");
+        t.add("node1", "flowline-node", "http://127.0.0.1:10/metrics");
+        t.add("node1", "flowline-node", "http://127.0.0.1:11/metrics");
+        t.write().unwrap();
+        let v: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(d.path().join(METRICS_TARGETS_FILE)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 2);
+        assert_eq!(v[1]["targets"][0], "127.0.0.1:11");
+        assert_eq!(v[1]["labels"]["job"], "flowline-node");
+        assert_eq!(v[1]["labels"]["__metrics_path__"], "/metrics");
+        let mut t = MetricsTargets::new(d.path(), "r1", Some("loadtest"));
+        t.add("worker1", "flowline-loadgen", "http://0.0.0.0:12/metrics");
+        assert_eq!(t.last_url(), "http://loadtest:12/metrics");
+        assert_eq!(
+            worker_metrics_url(
+                r#"{"event":"loadgen_metrics","worker":0,"metrics":"http://127.0.0.1:5/metrics","pid":3}"#
+            ),
+            Some("http://127.0.0.1:5/metrics".into())
+        );
+        assert_eq!(worker_metrics_url(r#"{"t":1}"#), None);
     }
 
     #[test]

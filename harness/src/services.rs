@@ -249,6 +249,8 @@ impl Services {
             }
             prefix = vec![
                 "setpriv".into(),
+                // A change of user clears the parent-death signal; setpriv sets it after.
+                "--pdeathsig=KILL".into(),
                 format!("--reuid={PG_USER}"),
                 format!("--regid={PG_USER}"),
                 "--clear-groups".into(),
@@ -300,7 +302,7 @@ impl Services {
         } else {
             PathBuf::from(&prefix[0])
         };
-        let mut spec = Spec::new("postgres", program).args(args);
+        let mut spec = Spec::child_exec("postgres", program)?.args(args);
         spec = spec.env("HOME", dir.to_string_lossy());
         sup.spawn(spec)?;
         // SIGINT is Postgres' "fast shutdown".
@@ -331,7 +333,7 @@ impl Services {
         let dir = run_dir.join("services").join("redis");
         self.service_dir(&dir, keep)?;
         let port = free_port()?;
-        let spec = Spec::new("redis", bin).args([
+        let spec = Spec::child_exec("redis", bin)?.args([
             "--port".to_string(),
             port.to_string(),
             "--bind".into(),

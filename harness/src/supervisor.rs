@@ -27,6 +27,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+/// The file in the log folder listing every child started: one `{"name","pid"}` per line.
+pub const CHILDREN_FILE: &str = "children.jsonl";
+
 /// How to start (and restart) one child process.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -51,10 +54,33 @@ impl Spec {
         }
     }
 
-    /// A spec running this very binary (`flowline <args>`).
+    /// A spec running this very binary (`flowline <args>`); the child dies with the
+    /// harness even if the harness is SIGKILLed (see [`crate::child`]).
     pub fn flowline(name: impl Into<String>) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot locate the flowline binary")?;
-        Ok(Self::new(name, exe))
+        Ok(Self::new(name, exe).env(
+            crate::child::DIE_WITH_PARENT_ENV,
+            std::process::id().to_string(),
+        ))
+    }
+
+    /// A spec running another `program` through `flowline child-exec`, so that it too dies
+    /// with the harness (see [`crate::child`]). When this process is not the `flowline`
+    /// binary (the library used from a test binary) the program is started directly.
+    pub fn child_exec(
+        name: impl Into<String>,
+        program: impl Into<PathBuf>,
+    ) -> anyhow::Result<Self> {
+        let program: PathBuf = program.into();
+        let exe = std::env::current_exe().context("cannot locate the flowline binary")?;
+        if exe.file_stem().is_none_or(|s| s != "flowline") {
+            return Ok(Self::new(name, program));
+        }
+        Ok(Self::flowline(name)?.args([
+            "child-exec".to_string(),
+            "--".into(),
+            program.to_string_lossy().into_owned(),
+        ]))
     }
 
     /// Append arguments.
@@ -199,6 +225,17 @@ impl Supervisor {
             }
         });
         tracing::debug!(name = %spec.name, pid, "spawned");
+        // Every pid this run started, so what survives can be checked (and cleaned up by
+        // hand) whatever ends the harness.
+        let record = serde_json::json!({"name": spec.name, "pid": pid});
+        if let Err(e) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_dir.join(CHILDREN_FILE))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{record}\n").as_bytes()))
+        {
+            tracing::warn!("cannot record child {} (pid {pid}): {e}", spec.name);
+        }
         let name = spec.name.clone();
         self.lock().insert(
             name.clone(),

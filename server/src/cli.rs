@@ -46,7 +46,7 @@ pub struct Args {
     pub redis_url: Option<String>,
     /// Cluster id shared by the nodes of one cluster (phases `pubsub`/`queue`): every Redis
     /// key and channel of the cluster starts with `flowline:<cluster-id>:`, so several
-    /// clusters share one Redis. 1 to 64 characters of [A-Za-z0-9_-].
+    /// clusters share one Redis. 1 to 200 characters of [A-Za-z0-9_-].
     #[arg(long, env = "FLOWLINE_CLUSTER_ID")]
     pub cluster_id: Option<String>,
     /// Presence TTL, ms (phases `pubsub`/`queue`): a node beats every third of it, and a

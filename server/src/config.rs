@@ -147,12 +147,12 @@ impl Config {
                 }
                 Some(id)
                     if id.is_empty()
-                        || id.len() > 64
+                        || id.len() > 200
                         || !id
                             .bytes()
                             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
                 {
-                    return bad("cluster id must be 1 to 64 characters of [A-Za-z0-9_-]");
+                    return bad("cluster id must be 1 to 200 characters of [A-Za-z0-9_-]");
                 }
                 Some(_) => {}
             }

@@ -15,6 +15,74 @@ const BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
+/// `# HELP` text of every metric (Prometheus linters, `promtool check metrics`, want one).
+const HELP: &[(&str, &str)] = &[
+    ("flowline_connections_total", "WebSocket sessions accepted"),
+    ("flowline_connections", "WebSocket sessions open now"),
+    (
+        "flowline_sessions_authenticated_total",
+        "Sessions that completed hello",
+    ),
+    ("flowline_messages_in_total", "Messages accepted (acked)"),
+    (
+        "flowline_deliveries_total",
+        "Message events queued to local subscribers",
+    ),
+    ("flowline_replayed_total", "Messages replayed on resume"),
+    (
+        "flowline_slow_consumer_disconnects_total",
+        "Sessions closed because their outbound queue was full",
+    ),
+    (
+        "flowline_heartbeat_timeouts_total",
+        "Sessions closed because the peer stopped answering pings",
+    ),
+    (
+        "flowline_auth_timeouts_total",
+        "Sessions closed for missing the authentication deadline",
+    ),
+    (
+        "flowline_client_errors_total",
+        "Error events sent for bad client input",
+    ),
+    (
+        "flowline_storage_errors_total",
+        "Storage operations that failed",
+    ),
+    (
+        "flowline_fanout_seconds",
+        "Local fan-out time of one message, seconds",
+    ),
+    (
+        "flowline_storage_seconds",
+        "Storage operation time by op, seconds",
+    ),
+    (
+        "flowline_outbound_queued",
+        "Frames queued across every session's outbound queue",
+    ),
+    (
+        "flowline_bus_published_total",
+        "Envelopes this node put on the cluster bus",
+    ),
+    (
+        "flowline_bus_received_total",
+        "Envelopes of other nodes received from the bus",
+    ),
+    (
+        "flowline_bus_lag_seconds",
+        "Publish to receive time of envelopes from other nodes, seconds",
+    ),
+    (
+        "flowline_bus_reconnects_total",
+        "Times a bus connection was re-established",
+    ),
+    (
+        "flowline_bus_undelivered_total",
+        "Messages this node could not publish, or missed",
+    ),
+];
+
 /// Counters, gauges and histograms of one node.
 pub struct Metrics {
     handle: PrometheusHandle,
@@ -68,6 +136,10 @@ impl Metrics {
             .set_buckets(BUCKETS)
             .expect("the bucket list is not empty")
             .build_recorder();
+        for (name, help) in HELP {
+            // The exporter keeps one description per name, whatever the kind.
+            recorder.describe_counter((*name).into(), None, (*help).into());
+        }
         let meta = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
         let counter =
             |name: &'static str| recorder.register_counter(&Key::from_static_name(name), &meta);

@@ -204,7 +204,10 @@
         ]);
         S.members.set(sp.id, mem);
         for (const u of mem) S.users.set(u.id, u.username);
-        for (const ch of chs) S.channels.set(ch.id, Object.assign(S.channels.get(ch.id) || {}, ch));
+        for (const ch of chs) {
+          S.channels.set(ch.id, Object.assign(S.channels.get(ch.id) || {}, ch));
+          if (ch.kind === 'thread' && ch.parent) noteThread(ch.id, ch.parent.channel, ch.parent.id);
+        }
       }
     } catch (e) {
       if (e.status === 401) { showLogin('Your session expired; log in again.'); return; }
@@ -388,7 +391,8 @@
     // A channel we already track keeps its resume point (the node replays after it).
     if (c.last === null) c.last = seq;
     if (!S.channels.has(id)) {
-      // Not a channel of our spaces: a DM (or a thread we do not know yet).
+      // Not a channel of our spaces: a DM, or the thread of a DM (recognised, and moved
+      // out of the DM list, once its parent's thread summary is seen).
       S.channels.set(id, { id, name: 'direct message', kind: 'dm' });
     }
   }
@@ -821,7 +825,9 @@
 
   function noteThread(threadChannel, parentChannel, parentId) {
     const ch = S.channels.get(threadChannel) || {};
-    S.channels.set(threadChannel, Object.assign(ch, { id: threadChannel, name: 'thread', kind: 'thread', parent: { channel: parentChannel, id: parentId } }));
+    const wasListed = ch.kind === 'dm';
+    S.channels.set(threadChannel, Object.assign(ch, { id: threadChannel, name: ch.name || 'thread', kind: 'thread', parent: { channel: parentChannel, id: parentId } }));
+    if (wasListed) renderSidebar();
   }
 
   function openThread(m) {
@@ -933,7 +939,7 @@
     box.textContent = '';
     for (const sp of S.spaces) {
       const list = el('ul', { class: 'chan-list' });
-      for (const ch of S.channels.values()) if (ch.space === sp.id) list.append(chanButton(ch.id));
+      for (const ch of S.channels.values()) if (ch.space === sp.id && ch.kind !== 'thread') list.append(chanButton(ch.id));
       const mem = el('ul', { class: 'members', 'aria-label': 'Members of ' + sp.name });
       for (const u of S.members.get(sp.id) || []) {
         const p = presenceOf(u.id);

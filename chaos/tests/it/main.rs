@@ -2,6 +2,7 @@
 
 mod compat;
 mod effects;
+mod metrics;
 mod process;
 mod schedule;
 mod util;

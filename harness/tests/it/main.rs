@@ -1,5 +1,7 @@
 //! Integration tests of the `flowline` harness, through the real binary.
 
+mod compose;
+mod prometheus;
 mod report;
 mod run;
 mod scenarios;

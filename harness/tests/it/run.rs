@@ -4,7 +4,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    flowline, marked_processes, new_mark, only_run_dir, run, stderr, write_scenario,
+    alive, flowline, marked_processes, new_mark, only_run_dir, run, stderr, write_scenario,
 };
 
 #[test]
@@ -293,4 +293,254 @@ fn postgres_phase_runs_on_a_throwaway_server_and_removes_it() {
     assert!(summary.contains("\"phase\": \"postgres\""), "{summary}");
     assert!(!dir.join("services").exists(), "throwaway data left behind");
     assert!(marked_processes(&mark).is_empty());
+}
+
+/// Pids the harness recorded in `logs/children.jsonl`, by name.
+fn recorded_children(run_dir: &std::path::Path) -> Vec<(String, u32)> {
+    std::fs::read_to_string(run_dir.join("logs/children.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_string(),
+                v["pid"].as_u64().unwrap() as u32,
+            )
+        })
+        .collect()
+}
+
+/// SIGKILL gives the harness no chance to clean up: its children must die by themselves
+/// (PR_SET_PDEATHSIG), the throwaway Postgres (dropped to another user, via setpriv) and
+/// its backends included.
+#[test]
+fn sigkill_of_the_harness_leaves_no_child_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mark = new_mark();
+    let path = write_scenario(tmp.path(), "killed", 50, "60s", "");
+    let mut child = flowline()
+        .args([
+            "run",
+            path.to_str().unwrap(),
+            "--phase",
+            "postgres",
+            "--out",
+            "runs",
+        ])
+        .env("FLOWLINE_TEST_MARK", &mark)
+        .current_dir(tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until Postgres, the node and a worker have been started and are running.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut recorded = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(rd) = std::fs::read_dir(tmp.path().join("runs"))
+            && let Some(dir) = rd.flatten().next()
+        {
+            recorded = recorded_children(&dir.path());
+        }
+        let names: Vec<&str> = recorded.iter().map(|(n, _)| n.as_str()).collect();
+        if ["postgres", "node1", "worker1"]
+            .iter()
+            .all(|n| names.contains(n))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let names: Vec<&str> = recorded.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        ["postgres", "node1", "worker1"]
+            .iter()
+            .all(|n| names.contains(n)),
+        "children never started: {recorded:?}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    for (name, pid) in &recorded {
+        assert!(
+            alive(*pid),
+            "{name} (pid {pid}) is not running before the kill"
+        );
+    }
+    let before = marked_processes(&mark);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    // Postgres backends notice their postmaster's death within a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<_> = recorded.iter().filter(|(_, p)| alive(*p)).collect();
+        let marked = marked_processes(&mark);
+        if left.is_empty() && marked.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind after SIGKILL: recorded {left:?}, marked {marked:?} (before: {before:?})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Kills a child process when dropped.
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `flowline chaos serve` process (a Toxiproxy API) on a free port, and its URL.
+fn chaos_serve() -> (Kill, String) {
+    use std::io::BufRead as _;
+    let mut serve = flowline()
+        .args(["chaos", "serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let announce: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let api = announce["api"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    (Kill(serve), api)
+}
+
+/// With an external cluster behind a remote Toxiproxy, faults may target the Toxiproxy's
+/// own proxies; one that matches none of them is refused (exit 2) before any load.
+#[test]
+fn external_cluster_faults_are_checked_against_the_remote_proxies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_serve, api) = chaos_serve();
+    let path = tmp.path().join("ext.toml");
+    std::fs::write(
+        &path,
+        "[run]\nname = \"ext\"\nduration = \"2s\"\n\n[cluster]\nhttp = [\"http://127.0.0.1:9\"]\nadmin_secret = \"s\"\n\n[population]\nusers = 10\n\n[[faults]]\nat = \"1s\"\nduration = \"1s\"\nkind = \"down\"\ntarget = \"node9-redis\"\n",
+    )
+    .unwrap();
+    // Without a remote Toxiproxy the run has no such link: refused before anything starts.
+    let o = run(
+        &["run", path.to_str().unwrap(), "--out", "runs"],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("matches nothing in this run"),
+        "{}",
+        stderr(&o)
+    );
+    // With one, it is checked against the Toxiproxy's proxies (client-node1 only here).
+    let o = run(
+        &[
+            "run",
+            path.to_str().unwrap(),
+            "--out",
+            "runs",
+            "--toxiproxy-url",
+            &api,
+        ],
+        tmp.path(),
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("matches no proxy of the Toxiproxy") && err.contains("client-node1"),
+        "{err}"
+    );
+}
+
+/// `--toxiproxy-url`: the run's link proxies and its link faults go to a remote
+/// Toxiproxy API (here a separate `flowline chaos serve` process), and the proxies it
+/// created are deleted at the end.
+#[test]
+fn toxiproxy_url_puts_links_and_faults_on_a_remote_toxiproxy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_serve, api) = chaos_serve();
+    let get = |path: &str| -> String {
+        let u = url::Url::parse(&format!("{api}{path}")).unwrap();
+        let mut s =
+            std::net::TcpStream::connect((u.host_str().unwrap(), u.port().unwrap())).unwrap();
+        std::io::Write::write_all(
+            &mut s,
+            format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+        out
+    };
+    let path = write_scenario(
+        tmp.path(),
+        "remote",
+        50,
+        "4s",
+        "[[faults]]\nat = \"1s\"\nduration = \"2s\"\nkind = \"latency\"\ntarget = \"client-node1\"\nlatency = \"30ms\"\n",
+    );
+    let mut child = flowline()
+        .args([
+            "run",
+            path.to_str().unwrap(),
+            "--out",
+            "runs",
+            "--toxiproxy-url",
+            &api,
+        ])
+        .current_dir(tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While it runs: the proxy and, during the fault, its toxic live on the remote API.
+    let mut saw_proxy = false;
+    let mut saw_toxic = false;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the run did not end");
+        let proxies = get("/proxies");
+        saw_proxy |= proxies.contains("\"client-node1\"");
+        saw_toxic |= proxies.contains("flowline_f1_latency");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("link proxies on Toxiproxy"), "{err}");
+    assert!(
+        saw_proxy,
+        "client-node1 never appeared on the remote Toxiproxy"
+    );
+    assert!(
+        saw_toxic,
+        "the latency fault never reached the remote Toxiproxy"
+    );
+    let dir = only_run_dir(&tmp.path().join("runs"));
+    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    assert!(
+        events.contains("\"inject\"")
+            && events.contains("\"heal\"")
+            && !events.contains("\"error\""),
+        "{events}"
+    );
+    // The run's proxies are gone again; the remote counted the fault on its /metrics.
+    let proxies = get("/proxies");
+    assert!(!proxies.contains("client-node1"), "{proxies}");
+    let metrics = get("/metrics");
+    assert!(
+        metrics.contains("flowline_chaos_faults_total{kind=\"latency\",target=\"client-node1\"} 1"),
+        "{metrics}"
+    );
 }

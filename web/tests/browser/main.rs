@@ -455,24 +455,6 @@ async fn two_browsers_use_chat_features() {
         join_space(&bob, space).await?;
         let bob_id = bob.eval("window.flowline.state.me.id").await?;
 
-        // Presence: Alice sees Bob online, then his status and custom text.
-        alice
-            .wait(
-                &format!("document.querySelector('#spaces li[data-user=\"{bob_id}\"]')?.dataset.status === 'online'"),
-                "Alice sees Bob online",
-            )
-            .await?;
-        bob.eval("document.getElementById('status-select').value = 'dnd'")
-            .await?;
-        bob.fill("#status-custom", "in a meeting").await?;
-        bob.click("#status-form button").await?;
-        alice
-            .wait(
-                &format!("(() => {{ const li = document.querySelector('#spaces li[data-user=\"{bob_id}\"]'); return li && li.dataset.status === 'dnd' && li.textContent.includes('in a meeting'); }})()"),
-                "Alice sees Bob's status and custom text",
-            )
-            .await?;
-
         // Typing.
         bob.type_text("#compose-input", "let me think").await?;
         alice
@@ -587,7 +569,33 @@ async fn two_browsers_use_chat_features() {
         )
         .await?;
 
+        // The main view with the thread panel open, for the README.
         alice.screenshot(&artifacts().join("web-client.png")).await?;
+
+        // Presence: Alice sees Bob online, then his status and custom text.
+        alice
+            .wait(
+                &format!("document.querySelector('#spaces li[data-user=\"{bob_id}\"]')?.dataset.status === 'online'"),
+                "Alice sees Bob online",
+            )
+            .await?;
+        let alice_id = alice.eval("window.flowline.state.me.id").await?;
+        bob.wait(
+            &format!("document.querySelector('#spaces li[data-user=\"{alice_id}\"]')?.dataset.status === 'online'"),
+            "Bob sees Alice online",
+        )
+        .await?;
+        bob.eval("document.getElementById('status-select').value = 'dnd'")
+            .await?;
+        bob.fill("#status-custom", "in a meeting").await?;
+        bob.click("#status-form button").await?;
+        alice
+            .wait(
+                &format!("(() => {{ const li = document.querySelector('#spaces li[data-user=\"{bob_id}\"]'); return li && li.dataset.status === 'dnd' && li.textContent.includes('in a meeting'); }})()"),
+                "Alice sees Bob's status and custom text",
+            )
+            .await?;
+
         assert!(alice.errors().is_empty(), "alice: {:?}", alice.errors());
         assert!(bob.errors().is_empty(), "bob: {:?}", bob.errors());
         anyhow::Ok(())
