@@ -66,7 +66,8 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Self {
+    /// Percentiles of a histogram.
+    pub fn of(h: &Histogram<u64>) -> Self {
         Percentiles {
             count: h.len(),
             min: h.min(),
@@ -116,6 +117,10 @@ pub struct Summary {
     pub correctness: CorrectnessReport,
     /// Threshold outcomes.
     pub thresholds: Vec<ThresholdResult>,
+    /// HTTP personas run on goose (login storm, history paging, uploads): requests,
+    /// status codes and latency by kind, and goose's HTML reports in the run folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<crate::httpload::HttpReport>,
     /// Reasons the run is incomplete, if any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
@@ -369,7 +374,21 @@ impl Aggregator {
                 None => problems.push(format!("worker {i} did not finish (no done line)")),
             }
         }
-        let correctness = checker::check(&acked, &recipients);
+        let correctness = match &self.scenario.target {
+            Some(t) => {
+                let mut g = crate::generic::GenericDone::default();
+                for d in self.dones.iter().flatten() {
+                    if let Some(x) = &d.generic {
+                        g.extend(x);
+                    }
+                }
+                crate::generic::check(t, &g, self.scenario.population.users).unwrap_or_else(|e| {
+                    problems.push(format!("correctness check: {e}"));
+                    checker::CorrectnessReport::default()
+                })
+            }
+            None => checker::check(&acked, &recipients),
+        };
 
         let mut measured = Counters::default();
         let mut hists: [Histogram<u64>; 4] = std::array::from_fn(|_| metrics::new_histogram());
@@ -472,7 +491,19 @@ impl Aggregator {
             .iter()
             .map(|t| t.eval(&values))
             .collect();
+        let mut http: Option<crate::httpload::HttpReport> = None;
+        for d in self.dones.iter().flatten() {
+            if let Some(h) = &d.http
+                && let Err(e) = http.get_or_insert_with(Default::default).merge(h)
+            {
+                problems.push(format!("HTTP report: {e}"));
+            }
+        }
+        if let Some(h) = http.as_mut() {
+            h.finish();
+        }
         Summary {
+            http,
             passed: problems.is_empty() && thresholds.iter().all(|t| t.passed),
             scenario: self.scenario.name.clone(),
             seed: self.scenario.seed,

@@ -11,8 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::{Aggregator, RunMeta};
 use crate::plan::{self, Plan, Shard};
+use crate::prom::WorkerMetrics;
 use crate::scenario::{Overrides, Scenario};
 use crate::worker::{self, WorkerConfig};
+use flowline_protocol::announce::Announce;
 
 /// Run a share of a scenario's simulated users as one worker process.
 ///
@@ -45,7 +47,9 @@ pub struct Args {
     /// Admin secret of the node (standalone mode).
     #[arg(long, env = "FLOWLINE_ADMIN_SECRET", hide_env_values = true)]
     pub admin_secret: Option<String>,
-    /// Run folder for standalone mode (default: runs/<unix time>-<scenario>).
+    /// Run folder: standalone mode writes every file there (default:
+    /// runs/<unix time>-<scenario>); worker mode writes goose's HTML report there
+    /// (default: the folder of --plan).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Common start time of all workers, Unix milliseconds (default: now).
@@ -67,6 +71,11 @@ pub struct Args {
     /// Override the measured duration (e.g. 30s).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
+    /// Serve Prometheus metrics (`flowline_loadgen_*`, label `worker`) at
+    /// `http://ADDR/metrics` (e.g. 127.0.0.1:0) and announce the URL as one JSON line
+    /// on stdout: `{"event":"loadgen_metrics","worker":I,"metrics":"http://…","pid":…}`.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 /// Entry point of `flowline loadgen`.
@@ -96,9 +105,13 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
             }
         });
     }
+    let metrics = match &args.metrics_listen {
+        Some(addr) => Some(serve_metrics(addr, shard, cancel.child_token()).await?),
+        None => None,
+    };
     if let Some(plan_path) = &args.plan {
         let plan = Arc::new(Plan::read(plan_path)?);
-        if args.targets.is_empty() {
+        if args.targets.is_empty() && scenario.target.is_none() {
             bail!("--targets (node WebSocket URLs) is required with --plan");
         }
         let cfg = WorkerConfig {
@@ -108,6 +121,11 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
             targets: args.targets.clone(),
             start_at,
             threads,
+            metrics,
+            out: args
+                .out
+                .clone()
+                .or_else(|| plan_path.parent().map(std::path::Path::to_path_buf)),
         };
         let mut stdout = std::io::stdout();
         worker::run(cfg, cancel, |line| {
@@ -118,7 +136,26 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         .await?;
         return Ok(ExitCode::SUCCESS);
     }
-    standalone(args, scenario, shard, threads, start_at, cancel).await
+    standalone(args, scenario, shard, threads, start_at, cancel, metrics).await
+}
+
+/// Start the Prometheus endpoint and announce it on stdout.
+async fn serve_metrics(
+    addr: &str,
+    shard: Shard,
+    cancel: CancellationToken,
+) -> anyhow::Result<Arc<WorkerMetrics>> {
+    let metrics = Arc::new(WorkerMetrics::new(shard.index));
+    let bound = crate::prom::serve(addr, metrics.clone(), cancel).await?;
+    let line = serde_json::to_string(&Announce::LoadgenMetrics {
+        worker: shard.index as u32,
+        metrics: format!("http://{bound}/metrics"),
+        pid: std::process::id(),
+    })?;
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{line}")?;
+    stdout.flush()?;
+    Ok(metrics)
 }
 
 async fn standalone(
@@ -128,7 +165,21 @@ async fn standalone(
     threads: usize,
     start_at: Option<SystemTime>,
     cancel: CancellationToken,
+    metrics: Option<Arc<WorkerMetrics>>,
 ) -> anyhow::Result<ExitCode> {
+    if let Some(t) = &scenario.target {
+        return standalone_generic(
+            args,
+            t.urls.clone(),
+            scenario,
+            shard,
+            threads,
+            start_at,
+            cancel,
+            metrics,
+        )
+        .await;
+    }
     let http = match (&args.target, &scenario.cluster.external) {
         (t, _) if !t.is_empty() => t.clone(),
         (_, Some(ext)) => ext.http.clone(),
@@ -172,6 +223,77 @@ async fn standalone(
         println!("{}", out.join("plan.json").display());
         return Ok(ExitCode::SUCCESS);
     }
+    let meta = RunMeta {
+        started_at: format!("{stamp}"),
+        phase: scenario.cluster.phase.as_str().to_string(),
+        nodes: http.len() as u32,
+        notes: vec!["standalone loadgen against an external cluster".into()],
+    };
+    run_and_report(
+        plan, targets, &out, meta, scenario, shard, threads, start_at, cancel, metrics,
+    )
+    .await
+}
+
+/// Standalone run of a generic WebSocket target: nothing to provision.
+#[allow(clippy::too_many_arguments)]
+async fn standalone_generic(
+    args: Args,
+    urls: Vec<String>,
+    scenario: Arc<Scenario>,
+    shard: Shard,
+    threads: usize,
+    start_at: Option<SystemTime>,
+    cancel: CancellationToken,
+    metrics: Option<Arc<WorkerMetrics>>,
+) -> anyhow::Result<ExitCode> {
+    let stamp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{stamp}-{}", scenario.name)));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(out.join("scenario.toml"), scenario.to_toml())
+        .with_context(|| format!("writing {}", out.join("scenario.toml").display()))?;
+    let plan = Plan::synthetic(&scenario);
+    plan.write(&out.join("plan.json"))?;
+    if args.provision_only {
+        println!("{}", out.join("plan.json").display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let targets = if args.targets.is_empty() {
+        urls
+    } else {
+        args.targets.clone()
+    };
+    let meta = RunMeta {
+        started_at: format!("{stamp}"),
+        phase: "external".into(),
+        nodes: targets.len() as u32,
+        notes: vec!["standalone loadgen against a generic WebSocket service".into()],
+    };
+    run_and_report(
+        plan, targets, &out, meta, scenario, shard, threads, start_at, cancel, metrics,
+    )
+    .await
+}
+
+/// Run the plan's users in this process, aggregate, write the run folder and report.
+#[allow(clippy::too_many_arguments)]
+async fn run_and_report(
+    plan: Plan,
+    targets: Vec<String>,
+    out: &std::path::Path,
+    meta: RunMeta,
+    scenario: Arc<Scenario>,
+    shard: Shard,
+    threads: usize,
+    start_at: Option<SystemTime>,
+    cancel: CancellationToken,
+    metrics: Option<Arc<WorkerMetrics>>,
+) -> anyhow::Result<ExitCode> {
     if shard.count == 1 && plan.users.len() > plan::MAX_USERS_PER_WORKER {
         bail!(
             "{} users need {} worker processes: use `flowline run`",
@@ -186,6 +308,8 @@ async fn standalone(
         targets,
         start_at,
         threads,
+        metrics,
+        out: Some(out.to_path_buf()),
     };
     let mut agg = Aggregator::new(&scenario, 1);
     let tty = std::io::stderr().is_terminal();
@@ -210,13 +334,7 @@ async fn standalone(
     if let Some(e) = bad_line {
         return Err(e).context("reading the worker's lines");
     }
-    let meta = RunMeta {
-        started_at: format!("{stamp}"),
-        phase: scenario.cluster.phase.as_str().to_string(),
-        nodes: http.len() as u32,
-        notes: vec!["standalone loadgen against an external cluster".into()],
-    };
-    let summary = agg.finish(&out, meta)?;
+    let summary = agg.finish(out, meta)?;
     let c = &summary.correctness;
     eprintln!(
         "{}: sent {} acked {} delivered {}; lost {} duplicated {} reordered {} gaps {}; results in {}",

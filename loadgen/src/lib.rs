@@ -16,11 +16,15 @@ pub mod aggregate;
 pub mod checker;
 pub mod cli;
 pub mod error;
+pub mod generic;
+pub mod httpload;
 pub mod metrics;
 pub mod plan;
+pub mod prom;
 pub mod scenario;
 pub mod schedule;
 pub mod threshold;
+pub mod upload;
 pub mod wire;
 pub mod worker;
 

@@ -66,16 +66,17 @@ pub struct LayoutSpace {
     pub channels: Vec<Vec<u32>>,
 }
 
+/// The persona index of user `u` (drawn by weight from the user's own random stream).
+fn persona_of(s: &Scenario, u: u32) -> u32 {
+    let mut rng = user_rng(s.seed, u, 0);
+    pick_weighted(&mut rng, s.personas.iter().map(|p| p.weight))
+}
+
 /// Build the layout of a scenario (pure and deterministic).
 pub fn layout(s: &Scenario) -> Layout {
     let pop = &s.population;
     let users = pop.users;
-    let personas = (0..users)
-        .map(|u| {
-            let mut rng = user_rng(s.seed, u, 0);
-            pick_weighted(&mut rng, s.personas.iter().map(|p| p.weight))
-        })
-        .collect();
+    let personas = (0..users).map(|u| persona_of(s, u)).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
     rng.set_stream(stream::LAYOUT);
     let mut spaces = Vec::with_capacity(pop.spaces as usize);
@@ -263,6 +264,28 @@ impl Plan {
             users,
             channels,
         })
+    }
+
+    /// The plan of a generic WebSocket target: users with their personas, no tokens, no
+    /// channels (nothing to provision; rooms come from `[target]`).
+    pub fn synthetic(s: &Scenario) -> Plan {
+        let personas: Vec<u32> = (0..s.population.users).map(|u| persona_of(s, u)).collect();
+        Plan {
+            scenario: s.name.clone(),
+            seed: s.seed,
+            users: personas
+                .into_iter()
+                .enumerate()
+                .map(|(i, persona)| PlanUser {
+                    index: i as u32,
+                    id: i as i64,
+                    token: String::new(),
+                    persona,
+                    channels: Vec::new(),
+                })
+                .collect(),
+            channels: Vec::new(),
+        }
     }
 
     /// Workers needed so that none holds more than [`MAX_USERS_PER_WORKER`] users.

@@ -118,6 +118,112 @@ pub(crate) struct RawScenario {
     thresholds: Vec<RawThreshold>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     faults: Vec<FaultSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target: Option<RawTarget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    kind: TargetKind,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subprotocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hello: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expect: Option<Expect>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    room: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    room_size: Option<u32>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    join_grace: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    match_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    match_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    time_unit: Option<TimeUnit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    match_regex: Option<String>,
+}
+
+/// What the load generator talks to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    /// The reference chat cluster (Flowline protocol).
+    #[default]
+    Flowline,
+    /// Any WebSocket service, driven by frame templates.
+    Websocket,
+}
+
+/// Correctness the generic target can check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expect {
+    /// Only latency and counts.
+    #[default]
+    None,
+    /// Every sent frame comes back to its sender.
+    Echo,
+    /// Every frame reaches every other member of the sender's room.
+    Room,
+}
+
+/// Unit of a send time placeholder / matched time field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeUnit {
+    /// Unix time, milliseconds.
+    UnixMs,
+    /// Unix time, microseconds.
+    #[default]
+    UnixUs,
+    /// Nanoseconds of the loadgen's monotonic clock since the run's common start.
+    MonoNs,
+}
+
+/// A generic WebSocket target (`[target] kind = "websocket"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WsTarget {
+    /// URLs; user `i` uses `urls[i % len]`.
+    pub urls: Vec<String>,
+    /// Extra handshake headers.
+    pub headers: Vec<(String, String)>,
+    /// `Sec-WebSocket-Protocol` to ask for.
+    pub subprotocol: Option<String>,
+    /// Frame sent once after connecting (template).
+    pub hello: Option<String>,
+    /// Frame sent at the persona's rate (template).
+    pub message: String,
+    /// Correctness check.
+    pub expect: Expect,
+    /// Room key template (users with the same rendered key share a room).
+    pub room: String,
+    /// Users per room: `{room}` is `user / room_size`.
+    pub room_size: u32,
+    /// A member is due a room's frames sent at least this long after it connected.
+    pub join_grace: Duration,
+    /// JSON pointer to the message id in received frames.
+    pub match_id: Option<String>,
+    /// JSON pointer to the send time in received frames.
+    pub match_time: Option<String>,
+    /// Unit of the matched send time.
+    pub time_unit: TimeUnit,
+    /// Regex with named groups `id` and/or `time` for text frames (instead of pointers).
+    pub match_regex: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -201,6 +307,33 @@ struct RawPersona {
         skip_serializing_if = "Option::is_none"
     )]
     reconnect_every: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    http: Option<HttpKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    requests_per_minute: Option<f64>,
+}
+
+/// What an HTTP persona does (run on goose instead of a WebSocket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpKind {
+    /// Sign up once, then log in again and again (`POST /api/v1/auth/login`).
+    Login,
+    /// Page back through channel history (`GET /api/v1/channels/{id}/messages?before=`).
+    History,
+    /// Upload files (`POST /api/v1/uploads`).
+    Upload,
+}
+
+impl HttpKind {
+    /// The kind's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpKind::Login => "login",
+            HttpKind::History => "history",
+            HttpKind::Upload => "upload",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -251,7 +384,26 @@ fn schema(path: &str) -> Option<&'static [&'static str]> {
             "load",
             "thresholds",
             "faults",
+            "target",
         ],
+        "target" => &[
+            "kind",
+            "urls",
+            "headers",
+            "subprotocol",
+            "hello",
+            "message",
+            "expect",
+            "room",
+            "room_size",
+            "join_grace",
+            "match_id",
+            "match_time",
+            "time_unit",
+            "match_regex",
+        ],
+        // Header names are free-form.
+        "target.headers" => return None,
         "run" => &["name", "description", "duration", "warmup", "drain", "seed"],
         "cluster" => &["phase", "nodes", "http", "ws", "admin_secret"],
         "population" => &[
@@ -276,6 +428,8 @@ fn schema(path: &str) -> Option<&'static [&'static str]> {
             "presence_per_minute",
             "uploads_per_minute",
             "reconnect_every",
+            "http",
+            "requests_per_minute",
         ],
         "load" => &["model", "connect_rate", "stages"],
         "load.stages" => &["duration", "target", "rate"],
@@ -416,16 +570,21 @@ pub struct Persona {
     pub history_per_minute: f64,
     /// Close the connection and resume this often (churn); `None`: stay connected.
     pub reconnect_every: Option<Duration>,
-    /// Parsed but not yet sent (the node has no such feature yet): typing indicator.
+    /// Send `typing` before every message.
     pub typing: bool,
-    /// Not yet sent: reactions per minute.
+    /// Reactions per minute (`react` on the latest message seen).
     pub reactions_per_minute: f64,
-    /// Not yet sent: share of messages that are thread replies.
+    /// Share of messages that are thread replies (`start_thread` once, then sends into
+    /// the thread channel).
     pub thread_reply_share: f64,
-    /// Not yet sent: presence changes per minute.
+    /// Presence changes per minute (`set_presence`).
     pub presence_per_minute: f64,
-    /// Not yet sent: attachment uploads per minute.
+    /// Attachment uploads per minute (`POST /api/v1/uploads`, then a `send` carrying it).
     pub uploads_per_minute: f64,
+    /// An HTTP persona: its users run on goose (no WebSocket).
+    pub http: Option<HttpKind>,
+    /// HTTP persona: requests per minute per user.
+    pub requests_per_minute: f64,
 }
 
 impl Persona {
@@ -442,6 +601,8 @@ impl Persona {
             thread_reply_share: 0.0,
             presence_per_minute: 0.0,
             uploads_per_minute: 0.0,
+            http: None,
+            requests_per_minute: 60.0,
         }
     }
 }
@@ -509,6 +670,8 @@ pub struct Scenario {
     pub thresholds: Vec<Threshold>,
     /// Chaos schedule, executed by the harness.
     pub faults: Vec<FaultSpec>,
+    /// A generic WebSocket target instead of the reference cluster.
+    pub target: Option<WsTarget>,
 }
 
 /// Command-line overrides, merged into a scenario in one place.
@@ -625,9 +788,15 @@ impl Scenario {
                 format!("open model, {} stages, peak {peak} msg/s", stages.len())
             }
         };
-        let cluster = match &self.cluster.external {
-            Some(e) => format!("external cluster ({} nodes)", e.http.len()),
-            None => format!(
+        let cluster = match (&self.target, &self.cluster.external) {
+            (Some(t), _) => format!(
+                "websocket target ({} URL(s)), expect {:?}, rooms of {}",
+                t.urls.len(),
+                t.expect,
+                t.room_size
+            ),
+            (None, Some(e)) => format!("external cluster ({} nodes)", e.http.len()),
+            (None, None) => format!(
                 "phase {}, {} node(s)",
                 self.cluster.phase.as_str(),
                 self.cluster.nodes
@@ -696,6 +865,137 @@ fn stages(raw: &[RawStage], open: bool, problems: &mut Vec<String>) -> Vec<Stage
             })
         })
         .collect()
+}
+
+/// Placeholders a frame template may use.
+pub const PLACEHOLDERS: [&str; 8] = [
+    "user", "seq", "msg_id", "unix_ms", "unix_us", "mono_ns", "room", "room_key",
+];
+
+/// Names of the `{…}` placeholders in a template (`{{`/`}}` are literal braces).
+pub fn template_names(t: &str) -> std::result::Result<Vec<&str>, String> {
+    let mut out = Vec::new();
+    let b = t.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'{' if b.get(i + 1) == Some(&b'{') => i += 2,
+            b'}' if b.get(i + 1) == Some(&b'}') => i += 2,
+            b'{' => {
+                let rest = &t[i + 1..];
+                let end = rest
+                    .find('}')
+                    .ok_or_else(|| format!("unclosed `{{` at byte {i}"))?;
+                out.push(&rest[..end]);
+                i += end + 2;
+            }
+            b'}' => return Err(format!("lone `}}` at byte {i} (write `}}}}`)")),
+            _ => i += 1,
+        }
+    }
+    Ok(out)
+}
+
+fn validate_target(t: &RawTarget, p: &mut Vec<String>) -> Option<WsTarget> {
+    if t.kind == TargetKind::Flowline {
+        if t.urls.len() + t.headers.len() > 0 || t.message.is_some() || t.hello.is_some() {
+            p.push("target: kind = \"flowline\" takes no other keys (use [cluster])".into());
+        }
+        return None;
+    }
+    if t.urls.is_empty() {
+        p.push("target.urls: give at least one ws:// URL".into());
+    }
+    for u in &t.urls {
+        if !u.starts_with("ws://") {
+            p.push(format!("target.urls: {u:?} is not a ws:// URL"));
+        }
+    }
+    let check = |what: &str, tpl: &str, p: &mut Vec<String>| match template_names(tpl) {
+        Ok(names) => {
+            for n in names {
+                if !PLACEHOLDERS.contains(&n) {
+                    p.push(format!(
+                        "target.{what}: unknown placeholder {{{n}}} (known: {})",
+                        PLACEHOLDERS.join(", ")
+                    ));
+                }
+            }
+        }
+        Err(e) => p.push(format!("target.{what}: {e}")),
+    };
+    let message = match &t.message {
+        Some(m) => {
+            check("message", m, p);
+            m.clone()
+        }
+        None => {
+            p.push("target.message: a frame template is required".into());
+            String::new()
+        }
+    };
+    if let Some(h) = &t.hello {
+        check("hello", h, p);
+    }
+    let room = t.room.clone().unwrap_or_else(|| "{room}".into());
+    check("room", &room, p);
+    let room_size = t.room_size.unwrap_or(50);
+    if room_size == 0 {
+        p.push("target.room_size must be at least 1".into());
+    }
+    for (what, ptr) in [("match_id", &t.match_id), ("match_time", &t.match_time)] {
+        if let Some(ptr) = ptr
+            && !(ptr.is_empty() || ptr.starts_with('/'))
+        {
+            p.push(format!(
+                "target.{what}: {ptr:?} is not a JSON pointer (starts with `/`)"
+            ));
+        }
+    }
+    if let Some(r) = &t.match_regex {
+        match regex::Regex::new(r) {
+            Ok(re) => {
+                let names: Vec<_> = re.capture_names().flatten().collect();
+                if !names.contains(&"id") && !names.contains(&"time") {
+                    p.push("target.match_regex: needs a named group `id` and/or `time`".into());
+                }
+            }
+            Err(e) => p.push(format!("target.match_regex: {e}")),
+        }
+        if t.match_id.is_some() || t.match_time.is_some() {
+            p.push("target: give match_regex or match_id/match_time, not both".into());
+        }
+    }
+    let expect = t.expect.unwrap_or_default();
+    let has_id = t.match_id.is_some()
+        || t.match_regex
+            .as_ref()
+            .is_some_and(|r| r.contains("?P<id>") || r.contains("?<id>"));
+    if expect != Expect::None && !has_id {
+        p.push("target.expect: checking echo/room delivery needs match_id (or a regex group `id`) with {msg_id} in the message".into());
+    }
+    if expect != Expect::None && !message.contains("{msg_id}") {
+        p.push("target.expect: the message template must carry {msg_id}".into());
+    }
+    Some(WsTarget {
+        urls: t.urls.clone(),
+        headers: t
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        subprotocol: t.subprotocol.clone(),
+        hello: t.hello.clone(),
+        message,
+        expect,
+        room,
+        room_size: room_size.max(1),
+        join_grace: t.join_grace.unwrap_or(Duration::from_millis(500)),
+        match_id: t.match_id.clone(),
+        match_time: t.match_time.clone(),
+        time_unit: t.time_unit.unwrap_or_default(),
+        match_regex: t.match_regex.clone(),
+    })
 }
 
 impl RawScenario {
@@ -786,7 +1086,14 @@ impl RawScenario {
                 thread_reply_share: rp.thread_reply_share.unwrap_or(0.0),
                 presence_per_minute: rp.presence_per_minute.unwrap_or(0.0),
                 uploads_per_minute: rp.uploads_per_minute.unwrap_or(0.0),
+                http: rp.http,
+                requests_per_minute: rp.requests_per_minute.unwrap_or(d.requests_per_minute),
             };
+            if rp.requests_per_minute.is_some() && rp.http.is_none() {
+                p.push(format!(
+                    "{what}: requests_per_minute needs http = \"login\"|\"history\"|\"upload\""
+                ));
+            }
             for (k, v) in [
                 ("weight", persona.weight),
                 ("messages_per_minute", persona.messages_per_minute),
@@ -794,6 +1101,7 @@ impl RawScenario {
                 ("reactions_per_minute", persona.reactions_per_minute),
                 ("presence_per_minute", persona.presence_per_minute),
                 ("uploads_per_minute", persona.uploads_per_minute),
+                ("requests_per_minute", persona.requests_per_minute),
             ] {
                 if !(v.is_finite() && v >= 0.0) {
                     p.push(format!("{what}: {k} must be >= 0, got {v}"));
@@ -836,6 +1144,22 @@ impl RawScenario {
         let connect_rate = self.load.connect_rate.unwrap_or(5_000);
         if connect_rate == 0 {
             p.push("load.connect_rate must be at least 1".into());
+        }
+
+        let target = self
+            .target
+            .as_ref()
+            .and_then(|t| validate_target(t, &mut p));
+        if target.is_some() {
+            if external.is_some() {
+                p.push("target: a websocket target replaces [cluster] http/ws; give one".into());
+            }
+            if personas.iter().any(|x| x.http.is_some()) {
+                p.push(
+                    "personas: http personas need the Flowline cluster, not a websocket target"
+                        .into(),
+                );
+            }
         }
 
         let mut thresholds = Vec::new();
@@ -884,6 +1208,7 @@ impl RawScenario {
             },
             thresholds,
             faults: self.faults.clone(),
+            target,
             raw: self,
         })
     }
@@ -962,6 +1287,60 @@ latency = "50ms"
         let q = Scenario::from_path(&dir.join("quickstart.toml")).unwrap();
         assert!(q.total_time() < Duration::from_secs(60));
         assert_eq!(q.faults[0].target, "client-node*");
+    }
+
+    #[test]
+    fn new_shipped_scenarios_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let ws = Scenario::from_path(&dir.join("ws-broadcast.toml")).unwrap();
+        let t = ws.target.as_ref().expect("a websocket target");
+        assert_eq!((t.expect, t.room_size), (Expect::Room, 50));
+        assert_eq!(t.headers, vec![("X-Load-Test".into(), "flowline".into())]);
+        assert!(ws.summary().contains("websocket target"));
+        let back = Scenario::parse("back", &ws.to_toml()).unwrap();
+        assert_eq!(back, ws);
+        let bench = Scenario::from_path(&dir.join("ws-broadcast-10k.toml")).unwrap();
+        assert_eq!(bench.population.users, 10_000);
+        assert!(bench.target.is_some());
+        let login = Scenario::from_path(&dir.join("login-storm.toml")).unwrap();
+        let kinds: Vec<_> = login.personas.iter().filter_map(|p| p.http).collect();
+        assert_eq!(
+            kinds,
+            [HttpKind::Login, HttpKind::History, HttpKind::Upload]
+        );
+    }
+
+    #[test]
+    fn websocket_target_problems_are_reported() {
+        let text = r#"
+[run]
+name = "x"
+duration = "1s"
+[target]
+kind = "websocket"
+urls = ["http://nope"]
+message = '{{"id":{msg_idd}}}'
+expect = "room"
+match_id = "id"
+bogus = 1
+[population]
+users = 2
+"#;
+        let err = Scenario::parse("t.toml", text).unwrap_err().to_string();
+        assert!(err.contains("target.bogus"), "{err}");
+        let text = text.replace("bogus = 1\n", "");
+        let err = Scenario::parse("t.toml", &text).unwrap_err().to_string();
+        for needle in [
+            "not a ws:// URL",
+            "unknown placeholder {msg_idd}",
+            "not a JSON pointer",
+            "must carry {msg_id}",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in {err}");
+        }
+        let no_msg = text.replace("message = '{{\"id\":{msg_idd}}}'\n", "");
+        let err = Scenario::parse("t.toml", &no_msg).unwrap_err().to_string();
+        assert!(err.contains("target.message"), "{err}");
     }
 
     #[test]

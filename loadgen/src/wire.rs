@@ -40,6 +40,11 @@ pub struct Counters {
     /// Errors by kind (`connect`, `hello_timeout`, `ack_timeout`, `server:<code>`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub errors_by_kind: BTreeMap<String, u64>,
+    /// Feature operations by kind: sent (`typing`, `react`, `start_thread`,
+    /// `thread_reply`, `set_presence`, `upload`, `send_attachment`) and answered
+    /// (`<kind>_ok`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ops_by_kind: BTreeMap<String, u64>,
 }
 
 impl Counters {
@@ -55,6 +60,19 @@ impl Counters {
         self.errors += o.errors;
         for (k, v) in &o.errors_by_kind {
             *self.errors_by_kind.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.ops_by_kind {
+            *self.ops_by_kind.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    /// Count one feature operation of `kind`.
+    pub fn op(&mut self, kind: &str) {
+        match self.ops_by_kind.get_mut(kind) {
+            Some(n) => *n += 1,
+            None => {
+                self.ops_by_kind.insert(kind.to_string(), 1);
+            }
         }
     }
 
@@ -140,6 +158,13 @@ pub struct Done {
     pub acked: Vec<AckedMessage>,
     /// Every (recipient, channel) this worker's users subscribed to.
     pub recipients: Vec<RecipientRecord>,
+    /// Generic WebSocket target: what was sent and received (instead of `acked` and
+    /// `recipients`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generic: Option<crate::generic::GenericDone>,
+    /// HTTP personas (goose): requests by kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<crate::httpload::HttpReport>,
 }
 
 /// A worker stdout line.

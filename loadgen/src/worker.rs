@@ -29,15 +29,19 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 use tokio_util::sync::CancellationToken;
 
 use crate::checker::Receipts;
 use crate::error::{LoadgenError, Result};
+use crate::generic::{GenericDone, GenericReceipt, Matcher, Template, Vars};
 use crate::metrics::{Metric, Recorder};
 use crate::plan::{Plan, PlanUser, Shard};
 use crate::scenario::{LoadModel, Scenario};
+use crate::scenario::{TimeUnit, WsTarget};
 use crate::schedule::{RateCurve, UserSchedule, closed_window};
 use crate::wire::{self, AckedMessage, Chain, Counters, Done, RecipientRecord, Tick, WorkerLine};
 
@@ -56,6 +60,10 @@ pub struct WorkerConfig {
     pub start_at: Option<SystemTime>,
     /// Runtime threads (each records into its own histograms).
     pub threads: usize,
+    /// Cumulative metrics for the Prometheus endpoint (`--metrics-listen`), if served.
+    pub metrics: Option<Arc<crate::prom::WorkerMetrics>>,
+    /// Run folder for worker-side files (goose's HTML report), if any.
+    pub out: Option<std::path::PathBuf>,
 }
 
 /// WebSocket read buffer per connection: tungstenite's default (128 KiB, zeroed before
@@ -93,11 +101,15 @@ impl Clock {
     }
 }
 
-/// A resolved node.
+/// A resolved node (or generic WebSocket service).
 #[derive(Debug, Clone)]
 struct Target {
     url: String,
     addr: SocketAddr,
+    /// Extra handshake headers (generic target).
+    headers: Vec<(String, String)>,
+    /// Subprotocol to ask for (generic target).
+    subprotocol: Option<String>,
 }
 
 /// Per-thread state: the recorder the user tasks write into, and what the checker needs.
@@ -113,6 +125,20 @@ struct ThreadCtx {
     peak: Cell<u64>,
     acked: RefCell<Vec<AckedMessage>>,
     records: RefCell<Vec<RecipientRecord>>,
+    /// Generic target: templates, matcher and what the users sent and received.
+    generic: Option<GenericCtx>,
+    /// HTTP client for uploads (made on first use).
+    http: std::cell::OnceCell<reqwest::Client>,
+}
+
+/// Per-thread state of the generic WebSocket target.
+struct GenericCtx {
+    target: WsTarget,
+    hello: Option<Template>,
+    message: Template,
+    room: Template,
+    matcher: Matcher,
+    done: RefCell<GenericDone>,
 }
 
 impl ThreadCtx {
@@ -126,6 +152,17 @@ impl ThreadCtx {
 
     fn record(&self, m: Metric, us: u64) {
         self.rec.borrow_mut().record(m, us);
+    }
+
+    fn http_client(&self) -> reqwest::Client {
+        self.http
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .timeout(ACK_TIMEOUT)
+                    .build()
+                    .unwrap_or_default()
+            })
+            .clone()
     }
 
     fn set_connected(&self, up: bool) {
@@ -149,6 +186,7 @@ enum ThreadMsg {
         acked: Vec<AckedMessage>,
         records: Vec<RecipientRecord>,
         peak: u64,
+        generic: Option<GenericDone>,
     },
 }
 
@@ -165,6 +203,8 @@ async fn resolve(url: &str) -> Result<Target> {
     Ok(Target {
         url: url.to_string(),
         addr,
+        headers: Vec::new(),
+        subprotocol: None,
     })
 }
 
@@ -175,12 +215,21 @@ pub async fn run(
     cancel: CancellationToken,
     mut on_line: impl FnMut(&str),
 ) -> Result<()> {
-    if cfg.targets.is_empty() {
+    let urls = match &cfg.scenario.target {
+        Some(t) if cfg.targets.is_empty() => t.urls.clone(),
+        _ => cfg.targets.clone(),
+    };
+    if urls.is_empty() {
         return Err(LoadgenError::Invalid("no target node URLs".into()));
     }
     let mut targets = Vec::new();
-    for t in &cfg.targets {
-        targets.push(resolve(t).await?);
+    for u in &urls {
+        let mut t = resolve(u).await?;
+        if let Some(g) = &cfg.scenario.target {
+            t.headers = g.headers.clone();
+            t.subprotocol = g.subprotocol.clone();
+        }
+        targets.push(t);
     }
     let s = cfg.scenario.clone();
     let now_sys = SystemTime::now();
@@ -208,6 +257,22 @@ pub async fn run(
             crate::plan::MAX_USERS_PER_WORKER
         )));
     }
+    // HTTP personas run on goose, beside the WebSocket users.
+    let http_load = crate::httpload::HttpLoad::from_scenario(
+        &s,
+        &users,
+        crate::upload::http_base(&targets[0].url),
+        cfg.out
+            .as_ref()
+            .map(|d| d.join(format!("goose-report-w{}.html", cfg.shard.index))),
+    );
+    let goose = http_load.map(|load| {
+        let delay = start.saturating_duration_since(Instant::now());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            load.run().await
+        })
+    });
     let threads = cfg.threads.clamp(1, 64).min(users.len().max(1));
     tracing::info!(
         shard = %cfg.shard, users = users.len(), threads,
@@ -241,7 +306,11 @@ pub async fn run(
         worker: cfg.shard.index,
         ..Done::default()
     };
+    let prom = cfg.metrics.clone();
     let emit = |t: u64, rec: &Recorder, users: u64, on_line: &mut dyn FnMut(&str)| -> Result<()> {
+        if let Some(m) = &prom {
+            m.observe(users, rec);
+        }
         let tick = Tick {
             worker: cfg.shard.index,
             t,
@@ -280,10 +349,16 @@ pub async fn run(
                 acked,
                 records,
                 peak,
+                generic,
             } => {
                 done.acked.extend(acked);
                 done.recipients.extend(records);
                 done.peak_users += peak;
+                if let Some(g) = generic {
+                    done.generic
+                        .get_or_insert_with(GenericDone::default)
+                        .extend(&g);
+                }
             }
         }
     }
@@ -297,6 +372,34 @@ pub async fn run(
         }
     }
     done.totals = totals;
+    if let Some(g) = goose {
+        match g.await {
+            Ok(Ok((report, errors))) => {
+                for (kind, n) in errors {
+                    done.totals.errors += n;
+                    *done.totals.errors_by_kind.entry(kind).or_default() += n;
+                }
+                done.http = Some(report);
+            }
+            Ok(Err(e)) => {
+                tracing::error!("HTTP personas: {e}");
+                done.totals.error("http:goose");
+            }
+            Err(e) => {
+                tracing::error!("HTTP personas: {e}");
+                done.totals.error("http:goose");
+            }
+        }
+    }
+    if let Some(m) = &cfg.metrics {
+        let lost = match (&cfg.scenario.target, &done.generic) {
+            (Some(t), Some(g)) => {
+                crate::generic::check(t, g, cfg.scenario.population.users).map_or(0, |r| r.lost)
+            }
+            _ => crate::checker::check(&done.acked, &done.recipients).lost,
+        };
+        m.set_lost(lost);
+    }
     let line = serde_json::to_string(&WorkerLine::Done(Box::new(done)))
         .map_err(|e| LoadgenError::json("done line", e))?;
     on_line(&line);
@@ -328,7 +431,17 @@ fn thread_main(
         )),
         LoadModel::Closed { .. } => None,
     };
+    let generic = match scenario.target.as_ref().map(GenericCtx::new) {
+        Some(Ok(g)) => Some(g),
+        Some(Err(e)) => {
+            tracing::error!("generic target: {e}");
+            return;
+        }
+        None => None,
+    };
     let ctx = Rc::new(ThreadCtx {
+        http: std::cell::OnceCell::new(),
+        generic,
         scenario,
         clock,
         targets,
@@ -374,7 +487,13 @@ fn thread_main(
         };
         let tasks: Vec<_> = users
             .into_iter()
-            .map(|u| tokio::task::spawn_local(user_main(ctx.clone(), u)))
+            .map(|u| {
+                if ctx.generic.is_some() {
+                    tokio::task::spawn_local(generic_user_main(ctx.clone(), u))
+                } else {
+                    tokio::task::spawn_local(user_main(ctx.clone(), u))
+                }
+            })
             .collect();
         for t in tasks {
             if let Err(e) = t.await {
@@ -385,11 +504,16 @@ fn thread_main(
         let _ = ticker.await;
         let acked = std::mem::take(&mut *ctx.acked.borrow_mut());
         let records = std::mem::take(&mut *ctx.records.borrow_mut());
+        let generic = ctx
+            .generic
+            .as_ref()
+            .map(|g| std::mem::take(&mut *g.done.borrow_mut()));
         let _ = tx
             .send(ThreadMsg::Done {
                 acked,
                 records,
                 peak: ctx.peak.get(),
+                generic,
             })
             .await;
     });
@@ -433,9 +557,27 @@ async fn connect(target: &Target, user: u32) -> std::result::Result<Ws, &'static
         Err(_) => return Err("connect_timeout"),
     };
     let _ = tcp.set_nodelay(true);
+    let mut req = target
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|_| "bad_url")?;
+    for (k, v) in &target.headers {
+        let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) else {
+            return Err("bad_header");
+        };
+        req.headers_mut().insert(k, v);
+    }
+    if let Some(p) = &target.subprotocol {
+        let v = HeaderValue::from_str(p).map_err(|_| "bad_header")?;
+        req.headers_mut().insert("sec-websocket-protocol", v);
+    }
     match timeout(
         CONNECT_TIMEOUT,
-        client_async_with_config(target.url.as_str(), tcp, Some(ws_config())),
+        client_async_with_config(req, tcp, Some(ws_config())),
     )
     .await
     {
@@ -480,6 +622,99 @@ struct User {
     next_send: Option<Instant>,
     next_history: Option<Instant>,
     stop_at: Instant,
+    /// Uploaded attachments for the next message.
+    attach: Vec<flowline_protocol::AttachmentId>,
+    /// Chat-feature traffic of the persona (reactions, threads, presence, uploads).
+    feat: Features,
+}
+
+/// Feature traffic state of one user (its own random stream, so personas without
+/// features keep exactly the schedule they had before).
+struct Features {
+    rng: rand_chacha::ChaCha8Rng,
+    typing: bool,
+    react_gap_s: Option<f64>,
+    presence_gap_s: Option<f64>,
+    upload_gap_s: Option<f64>,
+    thread_share: f64,
+    next_react: Option<Instant>,
+    next_presence: Option<Instant>,
+    next_upload: Option<Instant>,
+    /// Feature operations awaiting their answer: (req_id, kind).
+    waiting: VecDeque<(u64, &'static str)>,
+    /// The latest message seen (to react to or start a thread on).
+    seen: Option<(ChannelId, flowline_protocol::MessageId)>,
+    /// The user's thread channel, once `thread_created` answered.
+    thread: Option<ChannelId>,
+    presence_n: u32,
+    uploads: u32,
+    /// `http://host:port` of the node (uploads).
+    http: String,
+}
+
+/// Purpose tag of the feature random stream.
+const FEATURES: u64 = 2;
+/// Most feature operations remembered while awaiting an answer.
+const MAX_WAITING: usize = 256;
+
+impl Features {
+    fn new(s: &Scenario, user: u32, p: &crate::scenario::Persona, http: String) -> Self {
+        let gap = |per_min: f64| (per_min > 0.0).then(|| 60.0 / per_min);
+        Features {
+            rng: crate::plan::user_rng(s.seed, user, FEATURES),
+            typing: p.typing,
+            react_gap_s: gap(p.reactions_per_minute),
+            presence_gap_s: gap(p.presence_per_minute),
+            upload_gap_s: gap(p.uploads_per_minute),
+            thread_share: p.thread_reply_share,
+            next_react: None,
+            next_presence: None,
+            next_upload: None,
+            waiting: VecDeque::new(),
+            seen: None,
+            thread: None,
+            presence_n: 0,
+            uploads: 0,
+            http,
+        }
+    }
+
+    fn next(&mut self, now: Instant, gap_s: Option<f64>, end: Instant) -> Option<Instant> {
+        use rand_distr::Distribution;
+        let g = gap_s?;
+        let e: f64 = rand_distr::Exp1.sample(&mut self.rng);
+        Some(now + Duration::from_secs_f64(e * g)).filter(|&at| at < end)
+    }
+
+    /// Schedule whatever is not scheduled yet.
+    fn schedule(&mut self, now: Instant, end: Instant) {
+        if self.next_react.is_none() {
+            self.next_react = self.next(now, self.react_gap_s, end);
+        }
+        if self.next_presence.is_none() {
+            self.next_presence = self.next(now, self.presence_gap_s, end);
+        }
+        if self.next_upload.is_none() {
+            self.next_upload = self.next(now, self.upload_gap_s, end);
+        }
+    }
+
+    fn wait(&mut self, req_id: u64, kind: &'static str) {
+        if self.waiting.len() >= MAX_WAITING {
+            self.waiting.pop_front();
+        }
+        self.waiting.push_back((req_id, kind));
+    }
+
+    fn answered(&mut self, req_id: u64) -> Option<&'static str> {
+        let i = self.waiting.iter().position(|w| w.0 == req_id)?;
+        self.waiting.remove(i).map(|w| w.1)
+    }
+
+    fn thread_reply(&mut self) -> bool {
+        use rand::Rng;
+        self.thread_share > 0.0 && self.rng.random_bool(self.thread_share.min(1.0))
+    }
 }
 
 async fn user_main(ctx: Rc<ThreadCtx>, plan: PlanUser) {
@@ -488,6 +723,10 @@ async fn user_main(ctx: Rc<ThreadCtx>, plan: PlanUser) {
         ctx.error("bad_persona");
         return;
     };
+    if persona.http.is_some() {
+        // Runs on goose (`httpload`).
+        return;
+    }
     let window = match &s.load.model {
         LoadModel::Closed { stages } => closed_window(stages, plan.index, s.load.connect_rate),
         LoadModel::Open { .. } => Some((
@@ -500,7 +739,10 @@ async fn user_main(ctx: Rc<ThreadCtx>, plan: PlanUser) {
     };
     let stop_at = stop_s.map_or(ctx.clock.end, |t| ctx.clock.at(t).min(ctx.clock.end));
     let churn = persona.reconnect_every;
+    let http = crate::upload::http_base(&ctx.targets[plan.index as usize % ctx.targets.len()].url);
     let mut u = User {
+        feat: Features::new(&s, plan.index, persona, http),
+        attach: Vec::new(),
         sched: UserSchedule::new(&s, plan.index, persona),
         chans: plan
             .channels
@@ -696,6 +938,7 @@ impl User {
         if self.next_history.is_none() {
             self.schedule_history(now);
         }
+        self.feat.schedule(now, ctx.clock.send_end);
         let end = self.traffic(&mut ws, churn_at).await;
         ctx.set_connected(false);
         for c in &mut self.chans {
@@ -733,9 +976,17 @@ impl User {
             let ping_at = last_out + ctx.heartbeat.get();
             let ack_deadline = self.pending.front().map(|p| p.at + ACK_TIMEOUT);
             let mut wake = self.stop_at.min(ping_at);
-            for t in [self.next_send, self.next_history, churn_at, ack_deadline]
-                .into_iter()
-                .flatten()
+            for t in [
+                self.next_send,
+                self.next_history,
+                churn_at,
+                ack_deadline,
+                self.feat.next_react,
+                self.feat.next_presence,
+                self.feat.next_upload,
+            ]
+            .into_iter()
+            .flatten()
             {
                 wake = wake.min(t);
             }
@@ -785,6 +1036,11 @@ impl User {
                             last_out = now;
                         }
                     }
+                    match self.features_due(ws, now).await {
+                        Ok(true) => last_out = now,
+                        Ok(false) => {}
+                        Err(()) => return End::Broken,
+                    }
                     if now >= ping_at {
                         let op = ClientOp::Ping { req_id: None, ts: None };
                         if send_op(ws, &op).await.is_err() {
@@ -797,6 +1053,80 @@ impl User {
                 _ = ctx.cancel.cancelled() => return End::Finished,
             }
         }
+    }
+
+    /// Send the feature operations that are due; `Ok(true)` if something was written.
+    async fn features_due(&mut self, ws: &mut Ws, now: Instant) -> std::result::Result<bool, ()> {
+        let ctx = self.ctx.clone();
+        let end = ctx.clock.send_end;
+        let mut wrote = false;
+        if self.feat.next_react.is_some_and(|at| now >= at) {
+            self.feat.next_react = self.feat.next(now, self.feat.react_gap_s, end);
+            if let Some((channel, id)) = self.feat.seen {
+                let req_id = self.take_req();
+                const EMOJI: [&str; 4] = ["👍", "🎉", "❤️", "😂"];
+                let emoji = EMOJI[(req_id % 4) as usize].to_string();
+                let op = ClientOp::React {
+                    req_id,
+                    channel,
+                    id,
+                    emoji,
+                };
+                if send_op(ws, &op).await.is_err() {
+                    ctx.error("ws_send");
+                    return Err(());
+                }
+                self.feat.wait(req_id, "react");
+                ctx.count(|c| c.op("react"));
+                wrote = true;
+            }
+        }
+        if self.feat.next_presence.is_some_and(|at| now >= at) {
+            use flowline_protocol::ws::PresenceStatus;
+            self.feat.next_presence = self.feat.next(now, self.feat.presence_gap_s, end);
+            const CYCLE: [PresenceStatus; 4] = [
+                PresenceStatus::Idle,
+                PresenceStatus::Online,
+                PresenceStatus::Dnd,
+                PresenceStatus::Online,
+            ];
+            let status = CYCLE[(self.feat.presence_n % 4) as usize];
+            self.feat.presence_n += 1;
+            let req_id = self.take_req();
+            let op = ClientOp::SetPresence {
+                req_id: Some(req_id),
+                status,
+                custom: None,
+            };
+            if send_op(ws, &op).await.is_err() {
+                ctx.error("ws_send");
+                return Err(());
+            }
+            self.feat.wait(req_id, "set_presence");
+            ctx.count(|c| c.op("set_presence"));
+            wrote = true;
+        }
+        if self.feat.next_upload.is_some_and(|at| now >= at) {
+            self.feat.next_upload = self.feat.next(now, self.feat.upload_gap_s, end);
+            self.feat.uploads += 1;
+            let name = format!("lg-{}-{}.txt", self.plan.index, self.feat.uploads);
+            ctx.count(|c| c.op("upload"));
+            let client = ctx.http_client();
+            match timeout(
+                ACK_TIMEOUT,
+                crate::upload::upload(&client, &self.feat.http, &self.plan.token, &name),
+            )
+            .await
+            {
+                Ok(Ok(id)) => {
+                    ctx.count(|c| c.op("upload_ok"));
+                    self.attach.push(id);
+                }
+                Ok(Err(kind)) => ctx.error(&kind),
+                Err(_) => ctx.error("upload:timeout"),
+            }
+        }
+        Ok(wrote)
     }
 
     fn take_req(&mut self) -> u64 {
@@ -829,13 +1159,50 @@ impl User {
             // Closed model: the next send is scheduled when this one is acked.
             self.next_send = None;
         }
-        let Some(channel) = self.pick_channel() else {
+        let Some(mut channel) = self.pick_channel() else {
             return Ok(());
         };
+        if self.feat.typing {
+            if send_op(ws, &ClientOp::Typing { channel }).await.is_err() {
+                ctx.error("ws_send");
+                return Err(());
+            }
+            ctx.count(|c| c.op("typing"));
+        }
+        if self.feat.thread_reply() {
+            match (self.feat.thread, self.feat.seen) {
+                (Some(t), _) => {
+                    channel = t;
+                    ctx.count(|c| c.op("thread_reply"));
+                }
+                (None, Some((ch, id)))
+                    if !self.feat.waiting.iter().any(|w| w.1 == "start_thread") =>
+                {
+                    let req_id = self.take_req();
+                    let op = ClientOp::StartThread {
+                        req_id,
+                        channel: ch,
+                        id,
+                        name: None,
+                    };
+                    if send_op(ws, &op).await.is_err() {
+                        ctx.error("ws_send");
+                        return Err(());
+                    }
+                    self.feat.wait(req_id, "start_thread");
+                    ctx.count(|c| c.op("start_thread"));
+                }
+                _ => {}
+            }
+        }
+        let attachments = std::mem::take(&mut self.attach);
+        if !attachments.is_empty() {
+            ctx.count(|c| c.op("send_attachment"));
+        }
         let len = self.sched.body_len();
         let req_id = self.take_req();
         self.sent_n += 1;
-        let op = ClientOp::send_text(
+        let mut op = ClientOp::send_text(
             req_id,
             channel,
             body(len),
@@ -845,6 +1212,9 @@ impl User {
                 ctx.clock.unix_us(at),
             )),
         );
+        if let ClientOp::Send { attachments: a, .. } = &mut op {
+            *a = attachments;
+        }
         if send_op(ws, &op).await.is_err() {
             ctx.error("ws_send");
             return Err(());
@@ -872,6 +1242,9 @@ impl User {
                     return;
                 };
                 let me = self.plan.index;
+                if let Some(id) = p.id {
+                    self.feat.seen = Some((channel, id));
+                }
                 let fresh = self.chan(channel).receipts.add(seq);
                 if let Some((author, _, sent_us)) = p.nonce.and_then(wire::parse_nonce)
                     && author != me
@@ -897,6 +1270,7 @@ impl User {
                 ctx.count(|c| c.acked += 1);
                 if let (Some(seq), Some(id)) = (p.seq, p.id) {
                     let channel = p.channel.unwrap_or(pend.channel);
+                    self.feat.seen = Some((channel, id));
                     ctx.acked
                         .borrow_mut()
                         .push((channel, seq, id, self.plan.index));
@@ -906,6 +1280,21 @@ impl User {
                 }
             }
             "history" => ctx.count(|c| c.history += 1),
+            "ok" => {
+                if let Some(kind) = p.req_id.and_then(|r| self.feat.answered(r)) {
+                    ctx.count(|c| c.op(&format!("{kind}_ok")));
+                }
+            }
+            "thread_created" => {
+                if let Some(kind) = p.req_id.and_then(|r| self.feat.answered(r)) {
+                    ctx.count(|c| c.op(&format!("{kind}_ok")));
+                    if let Ok(ServerEvent::ThreadCreated { thread, .. }) =
+                        serde_json::from_str(text)
+                    {
+                        self.feat.thread = Some(thread.channel);
+                    }
+                }
+            }
             "subscribed" => {
                 if let Ok(ServerEvent::Subscribed { channels, .. }) = serde_json::from_str(text) {
                     for (id, seq) in channels {
@@ -924,6 +1313,10 @@ impl User {
                     .and_then(|c| serde_json::to_value(c).ok())
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_else(|| "unknown".into());
+                if let Some(kind) = p.req_id.and_then(|r| self.feat.answered(r)) {
+                    ctx.error(&format!("{kind}:{code}"));
+                    return;
+                }
                 ctx.error(&format!("server:{code}"));
                 // A refused send is answered by an error instead of an ack.
                 if let Some(req_id) = p.req_id
@@ -966,6 +1359,359 @@ async fn wait_ready(
             Some(Ok(Message::Close(_))) | None => return Err("hello_closed"),
             Some(Ok(_)) => {}
             Some(Err(_)) => return Err("ws_read"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- generic WebSocket target
+
+impl GenericCtx {
+    fn new(t: &WsTarget) -> Result<GenericCtx> {
+        Ok(GenericCtx {
+            hello: t.hello.as_deref().map(Template::parse).transpose()?,
+            message: Template::parse(&t.message)?,
+            room: Template::parse(&t.room)?,
+            matcher: Matcher::new(t)?,
+            target: t.clone(),
+            done: RefCell::new(GenericDone::default()),
+        })
+    }
+}
+
+/// Most own frames remembered for echo latency when frames carry no send time.
+const MAX_INFLIGHT: usize = 4096;
+
+/// One simulated user of a generic WebSocket service.
+struct GenericUser {
+    ctx: Rc<ThreadCtx>,
+    index: u32,
+    sched: UserSchedule,
+    room: u32,
+    room_key: String,
+    seq: u64,
+    /// Own frames written and not yet echoed: (seq, send time), oldest first.
+    inflight: VecDeque<(u64, Instant)>,
+    echo: Receipts,
+    /// Receipts of other users' frames, by author.
+    from: BTreeMap<u32, Receipts>,
+    next_send: Option<Instant>,
+    stop_at: Instant,
+    /// Start of the last session (Unix µs) and whether it lasted to the end.
+    last_session: Option<(u64, bool)>,
+    buf: String,
+}
+
+async fn generic_user_main(ctx: Rc<ThreadCtx>, plan: PlanUser) {
+    let s = ctx.scenario.clone();
+    let Some(g) = ctx.generic.as_ref() else {
+        return;
+    };
+    let Some(persona) = s.personas.get(plan.persona as usize) else {
+        ctx.error("bad_persona");
+        return;
+    };
+    let window = match &s.load.model {
+        LoadModel::Closed { stages } => closed_window(stages, plan.index, s.load.connect_rate),
+        LoadModel::Open { .. } => Some((
+            f64::from(plan.index) / f64::from(s.load.connect_rate.max(1)),
+            None,
+        )),
+    };
+    let Some((start_s, stop_s)) = window else {
+        return;
+    };
+    let room = plan.index / g.target.room_size.max(1);
+    let mut u = GenericUser {
+        ctx: ctx.clone(),
+        index: plan.index,
+        sched: UserSchedule::new(&s, plan.index, persona),
+        room,
+        room_key: crate::generic::room_key(&g.room, plan.index, g.target.room_size),
+        seq: 0,
+        inflight: VecDeque::new(),
+        echo: Receipts::default(),
+        from: BTreeMap::new(),
+        next_send: None,
+        stop_at: stop_s.map_or(ctx.clock.end, |t| ctx.clock.at(t).min(ctx.clock.end)),
+        last_session: None,
+        buf: String::new(),
+    };
+    tokio::select! {
+        _ = sleep_until(ctx.clock.at(start_s).into()) => {}
+        _ = ctx.cancel.cancelled() => return,
+    }
+    if u.sched.is_open() {
+        u.advance_open(ctx.clock.at(start_s));
+    }
+    let target = ctx.targets[u.index as usize % ctx.targets.len()].clone();
+    let churn = persona.reconnect_every;
+    let mut attempt = 0u32;
+    let mut sessions = 0u32;
+    loop {
+        if Instant::now() >= u.stop_at || ctx.cancel.is_cancelled() {
+            break;
+        }
+        let t0 = Instant::now();
+        let ws = match connect(&target, u.index).await {
+            Ok(ws) => ws,
+            Err(kind) => {
+                ctx.error(kind);
+                attempt += 1;
+                let backoff = Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
+                    + Duration::from_millis(u64::from(u.index % 97));
+                tokio::select! {
+                    _ = sleep_until((Instant::now() + backoff).min(u.stop_at).into()) => {}
+                    _ = ctx.cancel.cancelled() => {}
+                }
+                continue;
+            }
+        };
+        ctx.record(Metric::Connect, t0.elapsed().as_micros() as u64);
+        if sessions > 0 {
+            ctx.count(|c| c.reconnects += 1);
+        }
+        sessions += 1;
+        let churn_at = churn.map(|every| {
+            let frac = 0.5 + f64::from(u.index % 101) / 100.0;
+            Instant::now() + every.mul_f64(if sessions == 1 { frac } else { 1.0 })
+        });
+        match u.session(ws, churn_at).await {
+            End::Finished => break,
+            End::Broken => {
+                ctx.count(|c| c.disconnects += 1);
+                attempt += 1;
+                let backoff = Duration::from_millis((50u64 << attempt.min(6)).min(2_000));
+                tokio::select! {
+                    _ = sleep_until((Instant::now() + backoff).min(u.stop_at).into()) => {}
+                    _ = ctx.cancel.cancelled() => {}
+                }
+            }
+            End::Churn => attempt = 0,
+        }
+    }
+    if g.target.expect == crate::scenario::Expect::None {
+        return;
+    }
+    let mut d = g.done.borrow_mut();
+    if let Some((from, open)) = u.last_session {
+        d.sessions.push((u.index, from, open));
+    }
+    let me = u.index;
+    if !u.echo.ranges.is_empty() {
+        d.received.push(GenericReceipt::from_receipts(
+            me,
+            me,
+            std::mem::take(&mut u.echo),
+        ));
+    }
+    for (author, r) in std::mem::take(&mut u.from) {
+        d.received
+            .push(GenericReceipt::from_receipts(me, author, r));
+    }
+}
+
+impl GenericUser {
+    fn advance_open(&mut self, after: Instant) {
+        let Some(curve) = self.ctx.curve.as_ref() else {
+            return;
+        };
+        let t = self.ctx.clock.secs(after);
+        self.next_send = self
+            .sched
+            .next_open(curve, t)
+            .map(|s| self.ctx.clock.at(s))
+            .filter(|&at| at < self.ctx.clock.send_end);
+    }
+
+    /// Closed model: the next frame after a think time (a generic service has no ack to
+    /// wait for).
+    fn schedule_closed(&mut self, now: Instant) {
+        self.next_send = self
+            .sched
+            .think_time()
+            .map(|s| now + Duration::from_secs_f64(s))
+            .filter(|&at| at < self.ctx.clock.send_end);
+    }
+
+    fn vars(&self, seq: u64, at: Instant) -> Vars<'_> {
+        Vars {
+            user: self.index,
+            seq,
+            unix_us: self.ctx.clock.unix_us(at),
+            mono_ns: at
+                .saturating_duration_since(self.ctx.clock.start)
+                .as_nanos() as u64,
+            room: self.room,
+            room_key: &self.room_key,
+        }
+    }
+
+    async fn session(&mut self, mut ws: Ws, churn_at: Option<Instant>) -> End {
+        let ctx = self.ctx.clone();
+        let Some(g) = ctx.generic.as_ref() else {
+            return End::Finished;
+        };
+        if let Some(h) = &g.hello {
+            let text = h.to_string(&self.vars(0, Instant::now()));
+            if ws.send(Message::text(text)).await.is_err() {
+                ctx.error("ws_send");
+                return End::Broken;
+            }
+        }
+        let now = Instant::now();
+        self.last_session = Some((ctx.clock.unix_us(now), false));
+        ctx.set_connected(true);
+        ctx.count(|c| c.connects += 1);
+        if !self.sched.is_open() && self.next_send.is_none() {
+            self.schedule_closed(now);
+        }
+        let end = loop {
+            let mut wake = self.stop_at;
+            for t in [self.next_send, churn_at].into_iter().flatten() {
+                wake = wake.min(t);
+            }
+            tokio::select! {
+                frame = ws.next() => match frame {
+                    Some(Ok(Message::Text(text))) => self.on_frame(g, text.as_str()),
+                    Some(Ok(Message::Binary(b))) => {
+                        if let Ok(text) = std::str::from_utf8(&b) {
+                            self.on_frame(g, text);
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None => {
+                        ctx.error("closed_by_server");
+                        break End::Broken;
+                    }
+                    // Pings are answered by tungstenite.
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => {
+                        ctx.error("ws_read");
+                        break End::Broken;
+                    }
+                },
+                _ = sleep_until(wake.into()) => {
+                    let now = Instant::now();
+                    if now >= self.stop_at {
+                        break End::Finished;
+                    }
+                    if churn_at.is_some_and(|c| now >= c) {
+                        break End::Churn;
+                    }
+                    if let Some(at) = self.next_send.filter(|&at| now >= at)
+                        && self.send_frame(g, &mut ws, at).await.is_err()
+                    {
+                        break End::Broken;
+                    }
+                }
+                _ = ctx.cancel.cancelled() => break End::Finished,
+            }
+        };
+        ctx.set_connected(false);
+        if matches!(end, End::Finished)
+            && Instant::now() >= ctx.clock.end
+            && let Some(s) = self.last_session.as_mut()
+        {
+            s.1 = true;
+        }
+        if !matches!(end, End::Broken) {
+            let _ = timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+        }
+        end
+    }
+
+    async fn send_frame(
+        &mut self,
+        g: &GenericCtx,
+        ws: &mut Ws,
+        intended: Instant,
+    ) -> std::result::Result<(), ()> {
+        let ctx = self.ctx.clone();
+        let now = Instant::now();
+        let open = self.sched.is_open();
+        let at = if open { intended } else { now };
+        if open {
+            self.advance_open(intended);
+        } else {
+            self.schedule_closed(now);
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        let mut buf = std::mem::take(&mut self.buf);
+        g.message.render(&mut buf, &self.vars(seq, at));
+        let r = ws.send(Message::text(buf.as_str())).await;
+        self.buf = buf;
+        if r.is_err() {
+            ctx.error("ws_send");
+            return Err(());
+        }
+        ctx.count(|c| c.sent += 1);
+        if g.target.expect != crate::scenario::Expect::None {
+            g.done
+                .borrow_mut()
+                .sent
+                .push((self.index, seq as i64, ctx.clock.unix_us(at)));
+        }
+        if self.inflight.len() >= MAX_INFLIGHT {
+            self.inflight.pop_front();
+        }
+        self.inflight.push_back((seq, at));
+        Ok(())
+    }
+
+    fn on_frame(&mut self, g: &GenericCtx, text: &str) {
+        let ctx = self.ctx.clone();
+        let now = Instant::now();
+        let m = g.matcher.extract(text);
+        let lat = m.time.map(|t| match g.matcher.unit {
+            TimeUnit::UnixMs => ctx
+                .clock
+                .unix_us(now)
+                .saturating_sub(t.saturating_mul(1000)),
+            TimeUnit::UnixUs => ctx.clock.unix_us(now).saturating_sub(t),
+            TimeUnit::MonoNs => {
+                let ns = now.saturating_duration_since(ctx.clock.start).as_nanos() as u64;
+                ns.saturating_sub(t) / 1000
+            }
+        });
+        match m.id.map(crate::generic::split_id) {
+            Some((author, seq)) if author == self.index => {
+                if !self.echo.add(seq as i64) {
+                    return;
+                }
+                ctx.count(|c| c.acked += 1);
+                let mut sent_at = None;
+                while let Some(&(s, at)) = self.inflight.front() {
+                    if s > seq {
+                        break;
+                    }
+                    self.inflight.pop_front();
+                    if s == seq {
+                        sent_at = Some(at);
+                    }
+                }
+                let lat = lat.or_else(|| {
+                    sent_at.map(|at| now.saturating_duration_since(at).as_micros() as u64)
+                });
+                if let Some(l) = lat {
+                    ctx.record(Metric::Ack, l);
+                }
+            }
+            Some((author, seq)) => {
+                if !self.from.entry(author).or_default().add(seq as i64) {
+                    return;
+                }
+                ctx.count(|c| c.delivered += 1);
+                if let Some(l) = lat {
+                    ctx.record(Metric::Delivery, l);
+                }
+            }
+            None if m.time.is_some() || !g.matcher.matches_anything() => {
+                ctx.count(|c| c.delivered += 1);
+                if let Some(l) = lat {
+                    ctx.record(Metric::Delivery, l);
+                }
+            }
+            None => {}
         }
     }
 }

@@ -28,6 +28,16 @@ pub enum Announce {
     },
     /// A chaos controller is serving the Toxiproxy API.
     ChaosListening { api: String, pid: u32 },
+    /// A loadgen worker (`flowline loadgen --metrics-listen ADDR`) is serving Prometheus
+    /// metrics (`flowline_loadgen_*`, label `worker`).
+    LoadgenMetrics {
+        /// Shard index of the worker (the `worker` label).
+        worker: u32,
+        /// Prometheus metrics URL, e.g. `http://127.0.0.1:43122/metrics`.
+        metrics: String,
+        /// Process id.
+        pid: u32,
+    },
 }
 
 impl Announce {
@@ -55,5 +65,13 @@ mod tests {
         assert!(line.contains(r#""event":"listening""#));
         assert_eq!(Announce::parse(&line), Some(a));
         assert_eq!(Announce::parse("hello"), None);
+        let w = Announce::LoadgenMetrics {
+            worker: 1,
+            metrics: "http://127.0.0.1:2/metrics".into(),
+            pid: 8,
+        };
+        let line = serde_json::to_string(&w).unwrap();
+        assert!(line.contains(r#""event":"loadgen_metrics""#), "{line}");
+        assert_eq!(Announce::parse(&line), Some(w));
     }
 }

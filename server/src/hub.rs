@@ -551,6 +551,49 @@ mod tests {
     }
 
     #[test]
+    fn accept_orders_holds_and_skips_per_channel() {
+        let hub = Hub::new(Arc::new(Metrics::new("test")));
+        let (tx, mut rx) = mpsc::channel(64);
+        let sub = Subscriber {
+            tx,
+            shared: Arc::new(SessionShared::new(0)),
+        };
+        hub.subscribe(1, &sub, &[7]);
+        let t = |s: Seq| Utf8Bytes::from(s.to_string());
+        let mut got = || {
+            let mut seqs = Vec::new();
+            while let Ok(Outbound::Live(d)) = rx.try_recv() {
+                seqs.push(d.seq);
+            }
+            seqs
+        };
+        hub.accept(7, 1, &t(1));
+        hub.accept(7, 3, &t(3)); // overtook 2: held
+        assert_eq!(got(), [1]);
+        assert_eq!(hub.overdue_gaps(Duration::ZERO).len(), 1);
+        hub.accept(7, 2, &t(2));
+        hub.accept(7, 2, &t(2)); // duplicate
+        assert_eq!(got(), [2, 3]);
+        assert!(hub.overdue_gaps(Duration::ZERO).is_empty());
+        hub.accept(7, 6, &t(6));
+        hub.accept(7, 9, &t(9));
+        assert_eq!(
+            hub.overdue_gaps(Duration::ZERO),
+            [Gap {
+                channel: 7,
+                last: 3,
+                first_held: 6
+            }]
+        );
+        assert!(hub.overdue_gaps(Duration::from_secs(60)).is_empty());
+        assert_eq!(hub.skip_gaps(7), 2 + 2, "4, 5, 7 and 8 skipped");
+        assert_eq!(got(), [6, 9]);
+        hub.accept(7, 5, &t(5)); // late: already skipped
+        hub.accept(7, 10, &t(10));
+        assert_eq!(got(), [10]);
+    }
+
+    #[test]
     fn queue_items_stay_small() {
         assert!(
             std::mem::size_of::<Outbound>() <= 24,

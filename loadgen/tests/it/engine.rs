@@ -43,6 +43,8 @@ async fn run_scenario(scenario: Scenario, shards: usize) -> (Vec<Vec<String>>, S
             targets: vec![node.ws.clone()],
             start_at,
             threads: 2,
+            metrics: None,
+            out: None,
         };
         joins.push(tokio::spawn(async move {
             let mut lines = Vec::new();

@@ -1,4 +1,7 @@
 //! Integration tests of the load generator: one binary, modules per area.
 
 mod engine;
+mod features;
+mod generic;
+mod prom;
 mod util;

@@ -27,6 +27,8 @@ struct Node {
     http: String,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), flowline_server::Error>>,
+    /// The node's data directory (uploads), removed when the test ends.
+    _data: tempfile::TempDir,
 }
 
 impl Node {
@@ -37,6 +39,9 @@ impl Node {
             iterations: 1,
             parallelism: 1,
         };
+        // Where the node keeps uploads, once it has them (`config.features.data_dir`
+        // on the features branch; set it here when that lands on main).
+        let data = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -51,6 +56,7 @@ impl Node {
                     http,
                     shutdown,
                     task,
+                    _data: data,
                 };
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -109,6 +115,53 @@ async fn create_space(page: &Page, name: &str) -> anyhow::Result<(i64, i64)> {
         v[0].as_i64().context("space id")?,
         v[1].as_i64().context("channel")?,
     ))
+}
+
+/// Log in through the page's form (the user exists); waits for the main view.
+async fn log_in(page: &Page, name: &str) -> anyhow::Result<()> {
+    page.wait(
+        "!document.getElementById('login-view').hidden",
+        "the login form shows",
+    )
+    .await?;
+    page.fill("#login-user", name).await?;
+    page.fill("#login-pass", "correct horse").await?;
+    page.click("#login-btn").await?;
+    page.wait(
+        "!document.getElementById('app-view').hidden && document.body.dataset.conn === 'ready'",
+        &format!("{name} is logged in and connected"),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Sign `name` up through the HTTP API and join `space`; returns the user id.
+async fn api_member(node: &Node, name: &str, space: i64) -> anyhow::Result<i64> {
+    let client = reqwest::Client::new();
+    let creds = json!({"username": name, "password": "correct horse"});
+    let user: Value = client
+        .post(format!("{}/api/v1/auth/signup", node.http))
+        .json(&creds)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let session: Value = client
+        .post(format!("{}/api/v1/auth/login", node.http))
+        .json(&creds)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    client
+        .post(format!("{}/api/v1/spaces/{space}/join", node.http))
+        .bearer_auth(session["token"].as_str().context("token")?)
+        .send()
+        .await?
+        .error_for_status()?;
+    user["id"].as_i64().context("user id")
 }
 
 async fn join_space(page: &Page, space: i64) -> anyhow::Result<()> {
@@ -450,10 +503,30 @@ async fn two_browsers_use_chat_features() {
         let alice = browser.page(&format!("{}/", node.http)).await?;
         sign_up(&alice, "alice").await?;
         let (space, _general) = create_space(&alice, "Team").await?;
+        // Bob is a member already when he opens the client: he signed up and joined
+        // through the API, and logs in through the form.
+        let bob_id = api_member(&node, "bob", space).await?;
         let bob = browser.page(&format!("{}/", node.http)).await?;
-        sign_up(&bob, "bob").await?;
-        join_space(&bob, space).await?;
-        let bob_id = bob.eval("window.flowline.state.me.id").await?;
+        log_in(&bob, "bob").await?;
+        bob.wait(
+            "document.getElementById('chan-title').textContent === '#general'",
+            "Bob's page opens #general",
+        )
+        .await?;
+
+        // Presence: each sees the other online.
+        alice
+            .wait(
+                &format!("document.querySelector('#spaces li[data-user=\"{bob_id}\"]')?.dataset.status === 'online'"),
+                "Alice sees Bob online",
+            )
+            .await?;
+        let alice_id = alice.eval("window.flowline.state.me.id").await?;
+        bob.wait(
+            &format!("document.querySelector('#spaces li[data-user=\"{alice_id}\"]')?.dataset.status === 'online'"),
+            "Bob sees Alice online",
+        )
+        .await?;
 
         // Typing.
         bob.type_text("#compose-input", "let me think").await?;
@@ -572,19 +645,7 @@ async fn two_browsers_use_chat_features() {
         // The main view with the thread panel open, for the README.
         alice.screenshot(&artifacts().join("web-client.png")).await?;
 
-        // Presence: Alice sees Bob online, then his status and custom text.
-        alice
-            .wait(
-                &format!("document.querySelector('#spaces li[data-user=\"{bob_id}\"]')?.dataset.status === 'online'"),
-                "Alice sees Bob online",
-            )
-            .await?;
-        let alice_id = alice.eval("window.flowline.state.me.id").await?;
-        bob.wait(
-            &format!("document.querySelector('#spaces li[data-user=\"{alice_id}\"]')?.dataset.status === 'online'"),
-            "Bob sees Alice online",
-        )
-        .await?;
+        // Custom status: Bob sets Do not disturb with a text, Alice sees both.
         bob.eval("document.getElementById('status-select').value = 'dnd'")
             .await?;
         bob.fill("#status-custom", "in a meeting").await?;
@@ -598,6 +659,40 @@ async fn two_browsers_use_chat_features() {
 
         assert!(alice.errors().is_empty(), "alice: {:?}", alice.errors());
         assert!(bob.errors().is_empty(), "bob: {:?}", bob.errors());
+        anyhow::Ok(())
+    }
+    .await;
+    browser.close().await;
+    node.stop().await;
+    result.unwrap();
+}
+
+/// A user who joins a space while connected: the members already there see them online,
+/// and they see those members online, without anyone reconnecting.
+#[tokio::test]
+async fn presence_reaches_members_when_joining_a_space_while_connected() {
+    let node = Node::start().await;
+    let browser = Browser::launch().await.unwrap();
+    let result = async {
+        let alice = browser.page(&format!("{}/", node.http)).await?;
+        sign_up(&alice, "alice").await?;
+        let (space, _general) = create_space(&alice, "Team").await?;
+        let bob = browser.page(&format!("{}/", node.http)).await?;
+        sign_up(&bob, "bob").await?;
+        join_space(&bob, space).await?;
+        let bob_id = bob.eval("window.flowline.state.me.id").await?;
+        let alice_id = alice.eval("window.flowline.state.me.id").await?;
+        alice
+            .wait(
+                &format!("document.querySelector('#spaces li[data-user=\"{bob_id}\"]')?.dataset.status === 'online'"),
+                "Alice sees Bob online after he joins",
+            )
+            .await?;
+        bob.wait(
+            &format!("document.querySelector('#spaces li[data-user=\"{alice_id}\"]')?.dataset.status === 'online'"),
+            "Bob sees Alice online after he joins",
+        )
+        .await?;
         anyhow::Ok(())
     }
     .await;
