@@ -8,7 +8,7 @@ RUN cargo build --release --locked -p flowline-harness --bin flowline \
 
 FROM debian:12.11-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates git \
+ && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --create-home flowline \
  && mkdir /runs && chown flowline /runs

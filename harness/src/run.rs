@@ -772,6 +772,10 @@ async fn drive(
             targets.join(","),
             "--start-at".into(),
             started_at.timestamp_millis().to_string(),
+            // Its Prometheus endpoint, announced on stdout and listed in
+            // metrics-targets.json.
+            "--metrics-listen".into(),
+            format!("{bind_ip}:0"),
         ]);
         let mut spawned = sup.spawn(spec)?;
         let tx = tx.clone();

@@ -9,11 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::util::{flowline, new_mark};
 
-/// Whether the loadgen workers serve `/metrics` yet (loadgen's `--metrics-listen`, not on
-/// main when this test was written): until then their targets and the load dashboard's
-/// worker expressions are not checked.
-const WORKER_METRICS: bool = false;
-
 /// An installed program, or a failure saying how to install it.
 fn installed(name: &str) -> PathBuf {
     std::env::var_os("PATH")
@@ -181,7 +176,7 @@ label = "node2 clients cut"
             let count = |job: &str| t.iter().filter(|(j, _)| j == job).count();
             if count("flowline-node") == 2
                 && count("flowline-chaos") == 1
-                && (count("flowline-loadgen") >= 1 || !WORKER_METRICS)
+                && count("flowline-loadgen") >= 1
             {
                 break (dir, t);
             }
@@ -299,9 +294,6 @@ label = "node2 clients cut"
         )
         .unwrap();
         for expr in expressions(&dash) {
-            if !WORKER_METRICS && expr.contains("flowline_loadgen_") {
-                continue;
-            }
             // Grafana's rate interval; 4 scrapes at 1 s.
             let q = expr.replace("$__rate_interval", "4s");
             let v: serde_json::Value = http
@@ -332,7 +324,7 @@ label = "node2 clients cut"
             checked += 1;
         }
     }
-    assert!(checked >= 25, "only {checked} expressions");
+    assert!(checked >= 40, "only {checked} expressions");
     assert!(
         empty.is_empty(),
         "{} of {checked} dashboard expressions returned no data:\n{}",
