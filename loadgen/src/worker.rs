@@ -54,7 +54,7 @@ pub struct WorkerConfig {
     pub plan: Arc<Plan>,
     /// Which users of the plan this worker runs.
     pub shard: Shard,
-    /// WebSocket URLs of the nodes; user `i` uses `targets[i % len]`.
+    /// WebSocket URLs of the nodes; user `i` uses [`target_index`]`(i, attempt, len)`.
     pub targets: Vec<String>,
     /// Common start time of all workers (`None`: now), so their seconds line up.
     pub start_at: Option<SystemTime>,
@@ -529,6 +529,25 @@ struct Chan {
 
 type Ws = WebSocketStream<TcpStream>;
 
+/// Which node a user's connection attempt goes to.
+///
+/// The home node is a hash of the user index, not `index % nodes`: users join spaces by
+/// `index % spaces`, so with `index % nodes` a whole space sits on one node whenever the
+/// space and node counts share a factor, and no message of it ever crosses the cluster
+/// bus. Each failed or broken attempt moves on to the next node, so the users of a killed
+/// node reconnect (and resume) elsewhere.
+pub fn target_index(user: u32, attempt: u32, nodes: usize) -> usize {
+    if nodes <= 1 {
+        return 0;
+    }
+    // splitmix64 finalizer: deterministic, well mixed for consecutive indices.
+    let mut z = u64::from(user).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    ((z % nodes as u64) as usize + attempt as usize) % nodes
+}
+
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
@@ -739,7 +758,8 @@ async fn user_main(ctx: Rc<ThreadCtx>, plan: PlanUser) {
     };
     let stop_at = stop_s.map_or(ctx.clock.end, |t| ctx.clock.at(t).min(ctx.clock.end));
     let churn = persona.reconnect_every;
-    let http = crate::upload::http_base(&ctx.targets[plan.index as usize % ctx.targets.len()].url);
+    let home = target_index(plan.index, 0, ctx.targets.len());
+    let http = crate::upload::http_base(&ctx.targets[home].url);
     let mut u = User {
         feat: Features::new(&s, plan.index, persona, http),
         attach: Vec::new(),
@@ -770,7 +790,6 @@ async fn user_main(ctx: Rc<ThreadCtx>, plan: PlanUser) {
     if u.sched.is_open() {
         u.advance_open(ctx.clock.at(start_s));
     }
-    let target = ctx.targets[u.plan.index as usize % ctx.targets.len()].clone();
     let mut attempt = 0u32;
     let mut sessions = 0u32;
     loop {
@@ -778,7 +797,8 @@ async fn user_main(ctx: Rc<ThreadCtx>, plan: PlanUser) {
             break;
         }
         let t0 = Instant::now();
-        let ws = match connect(&target, u.plan.index).await {
+        let target = &ctx.targets[target_index(u.plan.index, attempt, ctx.targets.len())];
+        let ws = match connect(target, u.plan.index).await {
             Ok(ws) => ws,
             Err(kind) => {
                 ctx.error(kind);
@@ -1713,5 +1733,47 @@ impl GenericUser {
             }
             None => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::target_index;
+
+    #[test]
+    fn every_space_spans_every_node() {
+        // 10 spaces over 2 nodes and 15 over 3 share factors: with `index % nodes` each
+        // space would sit on a single node.
+        for (spaces, nodes) in [(10u32, 2usize), (15, 3), (4, 4)] {
+            for space in 0..spaces {
+                let mut seen = vec![false; nodes];
+                for user in (space..2_000).step_by(spaces as usize) {
+                    seen[target_index(user, 0, nodes)] = true;
+                }
+                assert!(
+                    seen.iter().all(|&s| s),
+                    "space {space} of {spaces} on {nodes} nodes"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn failed_attempts_move_to_the_next_node() {
+        assert_eq!(target_index(7, 3, 1), 0);
+        for user in 0..100 {
+            let home = target_index(user, 0, 3);
+            assert_eq!(target_index(user, 1, 3), (home + 1) % 3);
+            assert_eq!(target_index(user, 3, 3), home);
+        }
+        // Users spread evenly enough over nodes.
+        let mut per_node = [0u32; 3];
+        for user in 0..3_000 {
+            per_node[target_index(user, 0, 3)] += 1;
+        }
+        assert!(
+            per_node.iter().all(|&n| (900..1_100).contains(&n)),
+            "{per_node:?}"
+        );
     }
 }

@@ -431,6 +431,14 @@ async fn space_join(
         .await?
         .ok_or_else(|| ApiError::not_found("space not found"))?;
     app.storage.join_space(id, caller.user.id).await?;
+    let members: Vec<_> = app
+        .storage
+        .space_members(id)
+        .await?
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    crate::session::ops::presence_on_join(&app, caller.user.id, &members).await;
     Ok(Json(space))
 }
 

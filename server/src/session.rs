@@ -19,7 +19,7 @@
 //! ones whose seq is higher, dropping the overlap. Announcing before subscribing keeps
 //! every other event of the channels after the announcement.
 
-mod ops;
+pub(crate) mod ops;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

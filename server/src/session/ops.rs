@@ -69,6 +69,49 @@ pub(crate) async fn announce_presence(app: &App, p: Presence) {
     }
 }
 
+/// Presence of those of `users` who are not offline. In a cluster, users connected to
+/// other nodes are online per the bus's registry (their chosen status and text are known
+/// to their own node only).
+pub(crate) async fn presence_snapshot(app: &App, users: &[UserId]) -> Vec<Presence> {
+    let mut snapshot = app.features.presence.snapshot(users).await;
+    if let Some(bus) = app.hub.bus() {
+        match bus.online_users(users).await {
+            Ok(online) => {
+                let known: std::collections::HashSet<UserId> =
+                    snapshot.iter().map(|p| p.user_id).collect();
+                snapshot.extend(
+                    online
+                        .into_iter()
+                        .filter(|u| !known.contains(u))
+                        .map(|user_id| Presence {
+                            user_id,
+                            status: PresenceStatus::Online,
+                            custom: None,
+                        }),
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the cluster's presence registry"),
+        }
+    }
+    snapshot
+}
+
+/// A user joined a space: its members and the joiner learn each other's presence (they
+/// shared no space before, so neither was told).
+pub(crate) async fn presence_on_join(app: &App, joiner: UserId, members: &[UserId]) {
+    let mut everyone = members.to_vec();
+    everyone.push(joiner);
+    let others: Vec<UserId> = members.iter().copied().filter(|&u| u != joiner).collect();
+    for p in presence_snapshot(app, &everyone).await {
+        let audience = if p.user_id == joiner {
+            Audience::Users(others.clone())
+        } else {
+            Audience::Users(vec![joiner])
+        };
+        emit(app, &audience, &ServerEvent::Presence(p));
+    }
+}
+
 /// Is `emoji` a unicode emoji sequence or a `:name:`?
 pub(super) fn valid_emoji(emoji: &str) -> Result<(), Refusal> {
     let n = emoji.chars().count();
@@ -645,26 +688,7 @@ impl Session {
                 return (Vec::new(), change);
             }
         };
-        let mut snapshot = self.app.features.presence.snapshot(&users).await;
-        // In a cluster, users connected to other nodes are online per the bus's registry
-        // (their chosen status and text are known to their own node only).
-        if let Some(bus) = self.app.hub.bus() {
-            match bus.online_users(&users).await {
-                Ok(online) => {
-                    let known: std::collections::HashSet<UserId> =
-                        snapshot.iter().map(|p| p.user_id).collect();
-                    snapshot.extend(online.into_iter().filter(|u| !known.contains(u)).map(
-                        |user_id| Presence {
-                            user_id,
-                            status: PresenceStatus::Online,
-                            custom: None,
-                        },
-                    ));
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot read the cluster's presence registry"),
-            }
-        }
-        (snapshot, change)
+        (presence_snapshot(&self.app, &users).await, change)
     }
 
     /// A frame from an authenticated user: activity (back from idle).

@@ -39,9 +39,9 @@ impl Node {
             iterations: 1,
             parallelism: 1,
         };
-        // Where the node keeps uploads, once it has them (`config.features.data_dir`
-        // on the features branch; set it here when that lands on main).
+        // Uploads go to a throwaway data directory, removed with the node.
         let data = tempfile::tempdir().unwrap();
+        config.features.data_dir = data.path().to_path_buf();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
