@@ -1,9 +1,8 @@
 //! Feature personas over the WebSocket (typing, reactions, threads, presence, uploads) and
 //! HTTP personas on goose (login storm, history paging, uploads), against a real node.
 //!
-//! Whether the node implements a feature yet or answers `unknown_op` (or 404 for the
-//! uploads API), every operation must be answered exactly once and counted under its
-//! kind, and the chat traffic beside it must stay correct.
+//! Every operation must be answered exactly once, succeed (the node implements every
+//! feature), and be counted under its kind; the chat traffic beside it must stay correct.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -81,6 +80,10 @@ uploads_per_minute = 30
         let answered = n(&format!("{kind}_ok")) + errors_of(errs, &format!("{kind}:"));
         assert_eq!(answered, n(kind), "{kind}: ops {ops:?} errors {errs:?}");
     }
+    // The node implements every feature: each one succeeds.
+    for kind in ["react", "set_presence", "start_thread", "upload"] {
+        assert_eq!(n(&format!("{kind}_ok")), n(kind), "{kind}: errors {errs:?}");
+    }
     assert_eq!(n("send_attachment") > 0, n("upload_ok") > 0, "{ops:?}");
     // Thread replies only after a thread exists.
     assert!(
@@ -147,14 +150,9 @@ requests_per_minute = 120
     );
     let up = stat("upload");
     assert!(up.requests > 0, "{up:?}");
-    // The uploads API may not be on this node yet: then every upload is a 404, counted
-    // as an error of its kind, never faked.
-    assert_eq!(
-        up.fail,
-        errors_of(&s.totals.errors_by_kind, "http:upload:"),
-        "{:?}",
-        s.totals.errors_by_kind
-    );
+    // Every upload is stored (201); a failure would be counted as an error of its kind.
+    assert_eq!(up.fail, 0, "{:?}", s.totals.errors_by_kind);
+    assert_eq!(errors_of(&s.totals.errors_by_kind, "http:upload:"), 0);
     assert_eq!(up.success + up.fail, up.requests);
     assert_eq!(up.success, up.status_codes.get("201").copied().unwrap_or(0));
     // Goose's own HTML report is kept in the run folder.

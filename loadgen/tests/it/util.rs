@@ -17,6 +17,8 @@ pub struct Node {
     /// `ws://127.0.0.1:port/ws`.
     pub ws: String,
     shutdown: CancellationToken,
+    /// The node's data directory (uploads), removed when the test ends.
+    _data: tempfile::TempDir,
 }
 
 impl Drop for Node {
@@ -31,6 +33,9 @@ pub async fn start_node() -> Node {
     let addr: SocketAddr = listener.local_addr().unwrap();
     let mut config = flowline_server::Config::new("node1", flowline_server::Phase::Single);
     config.admin_secret = Some(SECRET.into());
+    // Uploads go to a throwaway directory, removed with the node (not into the source tree).
+    let data = tempfile::tempdir().unwrap();
+    config.features.data_dir = data.path().to_path_buf();
     let shutdown = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let token = shutdown.clone();
@@ -51,6 +56,7 @@ pub async fn start_node() -> Node {
         http: format!("http://{addr}"),
         ws: format!("ws://{addr}/ws"),
         shutdown,
+        _data: data,
     }
 }
 
