@@ -251,6 +251,41 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     }
 }
 
+/// Most users whose connections the embedded chaos proxy carries: each costs the harness
+/// process two sockets, and a process may hold at most 20,000 files.
+pub const EMBEDDED_CLIENT_PROXY_MAX_USERS: u32 = 8_000;
+
+/// Whether workers reach the nodes through `client-node<i>` proxies: always on a remote
+/// Toxiproxy, on the embedded one up to [`EMBEDDED_CLIENT_PROXY_MAX_USERS`] users. Above
+/// it workers connect to the nodes directly (the proxy would run out of files long before
+/// the node does), and faults on client links are refused.
+pub fn clients_proxied(s: &Scenario, remote_proxy: bool) -> bool {
+    remote_proxy || s.population.users <= EMBEDDED_CLIENT_PROXY_MAX_USERS
+}
+
+/// Refuse faults on client links the run will not proxy (see [`clients_proxied`]).
+pub fn check_client_link_faults(s: &Scenario, remote_proxy: bool) -> anyhow::Result<()> {
+    if clients_proxied(s, remote_proxy) {
+        return Ok(());
+    }
+    for (i, f) in s.faults.iter().enumerate() {
+        if (1..=64).any(|n| glob_match(&f.target, &format!("client-node{n}"))) {
+            bail!(
+                "fault #{} ({}) targets client links ({:?}), but with {} users the workers \
+                 connect to the nodes directly: the embedded proxy carries at most {} users' \
+                 connections (two sockets each; a process may hold 20,000 files). Lower \
+                 population.users, or put the links on a Toxiproxy with --toxiproxy-url",
+                i + 1,
+                f.display_label(),
+                f.target,
+                s.population.users,
+                EMBEDDED_CLIENT_PROXY_MAX_USERS
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Every fault must hit something this run will have, checked before anything starts.
 pub fn check_fault_targets(s: &Scenario) -> anyhow::Result<()> {
     let names = target_names(s);
@@ -311,7 +346,8 @@ pub struct Node {
     pub http: String,
     /// Prometheus endpoint.
     pub metrics: String,
-    /// WebSocket URL through the node's `client-node<i>` proxy.
+    /// WebSocket URL the workers use: through the node's `client-node<i>` proxy, or the
+    /// node's own when client links are not proxied ([`clients_proxied`]).
     pub ws_proxied: String,
 }
 
@@ -337,6 +373,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Outcome> {
     if opts.toxiproxy_url.is_none() || scenario.cluster.external.is_none() {
         check_fault_targets(&scenario).context("bad scenario")?;
     }
+    check_client_link_faults(&scenario, opts.toxiproxy_url.is_some()).context("bad scenario")?;
     let dir = create_run_dir(&opts.out, &scenario.name)?;
     std::fs::write(dir.join("scenario.toml"), scenario.to_toml())
         .with_context(|| format!("cannot write {}/scenario.toml", dir.display()))?;
@@ -407,6 +444,19 @@ fn print_verdict(s: &Summary, dir: &Path) {
         "  correctness: expected {} delivered {} lost {} duplicated {} reordered {}",
         c.expected, c.delivered, c.lost, c.duplicated, c.reordered
     );
+    if let Some(l) = &s.loadgen {
+        eprintln!(
+            "  loadgen: {} worker(s), {:.1} CPU s ({:.2} µs per delivery), peak RSS {} KiB ({:.1} KiB per user){}",
+            l.workers,
+            l.cpu_s,
+            l.cpu_us_per_delivery,
+            l.peak_rss_kib,
+            l.rss_kib_per_user,
+            s.peak_users_at_s
+                .map(|t| format!("; {} users connected after {t} s", s.peak_users))
+                .unwrap_or_default()
+        );
+    }
     for p in &s.problems {
         eprintln!("  problem: {p}");
     }
@@ -604,17 +654,30 @@ async fn drive(
         std::process::id() ^ setup_start.elapsed().subsec_nanos()
     );
 
+    let proxied = clients_proxied(scenario, opts.toxiproxy_url.is_some());
+    if !proxied {
+        eprintln!(
+            "flowline: workers connect to the nodes directly: {} users are more than the \
+             embedded proxy carries ({EMBEDDED_CLIENT_PROXY_MAX_USERS}); no client-node<i> links",
+            scenario.population.users
+        );
+    }
     // Nodes, or an external cluster.
     let (http_base, admin_secret) = if let Some(ext) = &scenario.cluster.external {
         for (i, ws) in ext.ws.iter().enumerate() {
-            let name = format!("client-node{}", i + 1);
-            let listen = links.create(&name, &host_port(ws)?).await?;
+            let ws_proxied = if proxied {
+                let name = format!("client-node{}", i + 1);
+                let listen = links.create(&name, &host_port(ws)?).await?;
+                via(ws, &listen)?
+            } else {
+                ws.clone()
+            };
             state.nodes.push(Node {
                 id: format!("node{}", i + 1),
                 addr: host_port(ws)?,
                 http: ext.http.get(i).cloned().unwrap_or_default(),
                 metrics: String::new(),
-                ws_proxied: via(ws, &listen)?,
+                ws_proxied,
             });
         }
         let http = ext
@@ -688,8 +751,13 @@ async fn drive(
             };
             // Keep draining its stdout so it never blocks.
             tokio::spawn(async move { while spawned.lines.recv().await.is_some() {} });
-            let name = format!("client-node{i}");
-            let listen = links.create(&name, &addr).await?;
+            let ws_proxied = if proxied {
+                let name = format!("client-node{i}");
+                let listen = links.create(&name, &addr).await?;
+                via(&ws, &listen)?
+            } else {
+                ws.clone()
+            };
             let _ = events.node_event("start", &node_id, json!({"pid": pid, "addr": addr}));
             eprintln!("flowline: {node_id} pid {pid} on {addr}; metrics {metrics}");
             targets_file.add(&node_id, "flowline-node", &metrics);
@@ -698,7 +766,7 @@ async fn drive(
                 addr,
                 http,
                 metrics,
-                ws_proxied: via(&ws, &listen)?,
+                ws_proxied,
             });
         }
         let http = state
@@ -894,7 +962,17 @@ async fn drive(
         .finish(dir, meta)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("cannot write the run's results")?;
-    annotate_summary(dir)?;
+    // What each node process cost, read before teardown (a node restarted by a fault
+    // counts from its restart).
+    let node_cost: Vec<serde_json::Value> = state
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let r = flowline_loadgen::wire::Resources::of_pid(sup.pid(&n.id)?)?;
+            Some(json!({"node": n.id, "cpu_s": r.cpu_s, "peak_rss_kib": r.peak_rss_kib}))
+        })
+        .collect();
+    annotate_summary(dir, node_cost)?;
     Ok(summary)
 }
 
@@ -919,7 +997,7 @@ pub fn revision() -> String {
 
 /// Add what only the harness knows to summary.json's `meta`: the source revision and the
 /// flowline version (the loadgen's `RunMeta` has no field for them).
-fn annotate_summary(dir: &Path) -> anyhow::Result<()> {
+fn annotate_summary(dir: &Path, node_cost: Vec<serde_json::Value>) -> anyhow::Result<()> {
     let path = dir.join("summary.json");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
@@ -928,6 +1006,11 @@ fn annotate_summary(dir: &Path) -> anyhow::Result<()> {
     if let Some(meta) = v.get_mut("meta").and_then(|m| m.as_object_mut()) {
         meta.insert("revision".into(), revision().into());
         meta.insert("flowline_version".into(), env!("CARGO_PKG_VERSION").into());
+    }
+    if !node_cost.is_empty()
+        && let Some(o) = v.as_object_mut()
+    {
+        o.insert("nodes_cost".into(), node_cost.into());
     }
     let text = serde_json::to_string_pretty(&v)?;
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
@@ -1049,6 +1132,31 @@ mod tests {
         assert!(!glob_match("node*-redis", "node2-postgres"));
         assert!(glob_match("node2", "node2"));
         assert!(!glob_match("node2", "node22"));
+    }
+
+    #[test]
+    fn client_link_faults_need_a_proxy_that_can_carry_the_users() {
+        let scenario = |users: u32, target: &str| {
+            Scenario::parse(
+                "t",
+                &format!(
+                    "[run]\nname = \"t\"\nduration = \"5s\"\nseed = 1\n[population]\nusers = {users}\n\
+                     [[faults]]\nat = \"1s\"\nkind = \"down\"\ntarget = \"{target}\"\n"
+                ),
+            )
+            .unwrap()
+        };
+        let big = scenario(EMBEDDED_CLIENT_PROXY_MAX_USERS + 1, "client-node*");
+        assert!(!clients_proxied(&big, false));
+        let e = check_client_link_faults(&big, false).unwrap_err().to_string();
+        assert!(e.contains("--toxiproxy-url") && e.contains("8001 users"), "{e}");
+        // A remote Toxiproxy holds them; a fault elsewhere needs no client link.
+        assert!(clients_proxied(&big, true));
+        check_client_link_faults(&big, true).unwrap();
+        check_client_link_faults(&scenario(20_000, "node1"), false).unwrap();
+        let small = scenario(EMBEDDED_CLIENT_PROXY_MAX_USERS, "client-node1");
+        assert!(clients_proxied(&small, false));
+        check_client_link_faults(&small, false).unwrap();
     }
 
     #[test]

@@ -105,6 +105,13 @@ pub struct Summary {
     pub totals: Counters,
     /// Peak users connected at once.
     pub peak_users: u64,
+    /// Seconds from the run's start until the peak was first reached (to the second: how
+    /// long connecting everybody took, ramp included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_users_at_s: Option<u64>,
+    /// What the loadgen workers themselves cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loadgen: Option<LoadgenCost>,
     /// Sends per second over the measured window.
     pub sends_per_s: f64,
     /// Deliveries per second over the measured window.
@@ -124,6 +131,21 @@ pub struct Summary {
     /// Reasons the run is incomplete, if any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+}
+
+/// The generator's own cost over the whole run, summed over worker processes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadgenCost {
+    /// Workers that reported their usage.
+    pub workers: usize,
+    /// CPU seconds (user + system).
+    pub cpu_s: f64,
+    /// Sum of the workers' peak resident set sizes, KiB.
+    pub peak_rss_kib: u64,
+    /// `peak_rss_kib` per peak connected user (process baseline included).
+    pub rss_kib_per_user: f64,
+    /// CPU µs per delivery received (acks and own echoes not counted).
+    pub cpu_us_per_delivery: f64,
 }
 
 /// A live view of the run.
@@ -413,6 +435,12 @@ impl Aggregator {
             }
         }
         let peak_users = peak_users.max(peak_done);
+        let peak_users_at_s = self
+            .intervals
+            .iter()
+            .find(|(_, iv)| peak_users > 0 && iv.users >= peak_users)
+            .map(|(&t, _)| t);
+        let loadgen = self.cost(&totals, peak_users);
         if self.dones.iter().all(Option::is_none) {
             totals = self
                 .intervals
@@ -479,6 +507,11 @@ impl Aggregator {
         ] {
             values.insert(k.to_string(), v);
         }
+        if let Some(c) = &loadgen {
+            values.insert("loadgen.cpu_s".into(), c.cpu_s);
+            values.insert("loadgen.rss_kib_per_user".into(), c.rss_kib_per_user);
+            values.insert("loadgen.cpu_us_per_delivery".into(), c.cpu_us_per_delivery);
+        }
         // Correctness needs every worker's history: without it, those values are unknown.
         if !problems.is_empty() {
             for k in ["expected", "lost", "duplicated", "reordered", "gaps"] {
@@ -516,11 +549,36 @@ impl Aggregator {
             measured,
             totals,
             peak_users,
+            peak_users_at_s,
+            loadgen,
             latency_us,
             correctness,
             thresholds,
             problems,
         }
+    }
+
+    /// The workers' own cost, if any reported it.
+    fn cost(&self, totals: &Counters, peak_users: u64) -> Option<LoadgenCost> {
+        let used: Vec<_> = self
+            .dones
+            .iter()
+            .flatten()
+            .filter_map(|d| d.resources)
+            .collect();
+        if used.is_empty() {
+            return None;
+        }
+        let cpu_s: f64 = used.iter().map(|r| r.cpu_s).sum();
+        let peak_rss_kib: u64 = used.iter().map(|r| r.peak_rss_kib).sum();
+        let ratio = |a: f64, b: u64| if b > 0 { a / b as f64 } else { 0.0 };
+        Some(LoadgenCost {
+            workers: used.len(),
+            cpu_s,
+            peak_rss_kib,
+            rss_kib_per_user: ratio(peak_rss_kib as f64, peak_users),
+            cpu_us_per_delivery: ratio(cpu_s * 1e6, totals.delivered),
+        })
     }
 
     /// The interval log: one histogram per metric per second, tagged by metric name.
@@ -691,6 +749,36 @@ mod tests {
             (back.passed, &back.correctness, &back.measured),
             (s.passed, &s.correctness, &s.measured)
         );
+    }
+
+    #[test]
+    fn workers_cost_is_summed_and_divided_by_users_and_deliveries() {
+        let mut a = Aggregator::new(&scenario(), 2);
+        a.ingest(0, &tick_line(0, 1, false, &[])).unwrap();
+        a.ingest(1, &tick_line(1, 1, false, &[])).unwrap();
+        a.ingest(0, &tick_line(0, 2, true, &[1000, 2000])).unwrap();
+        a.ingest(1, &tick_line(1, 2, true, &[3000, 4000])).unwrap();
+        let s = a.summarize(RunMeta::default());
+        assert_eq!(s.loadgen, None, "no worker told its usage yet");
+        for w in 0..2 {
+            let mut d: WorkerLine = serde_json::from_str(&done_line(w, false)).unwrap();
+            if let WorkerLine::Done(d) = &mut d {
+                d.totals.delivered = 2;
+                d.resources = Some(crate::wire::Resources {
+                    cpu_s: 0.5 + w as f64,
+                    peak_rss_kib: 100,
+                });
+            }
+            a.ingest(w, &serde_json::to_string(&d).unwrap()).unwrap();
+        }
+        let s = a.summarize(RunMeta::default());
+        let c = s.loadgen.expect("both workers told");
+        assert_eq!((c.workers, c.peak_rss_kib), (2, 200));
+        assert!((c.cpu_s - 2.0).abs() < 1e-9, "{c:?}");
+        // 2 users per worker at the peak (second 1), 4 deliveries in all.
+        assert_eq!((s.peak_users, s.peak_users_at_s), (4, Some(1)));
+        assert!((c.rss_kib_per_user - 50.0).abs() < 1e-9, "{c:?}");
+        assert!((c.cpu_us_per_delivery - 500_000.0).abs() < 1e-6, "{c:?}");
     }
 
     #[test]

@@ -400,6 +400,7 @@ pub async fn run(
         };
         m.set_lost(lost);
     }
+    done.resources = wire::Resources::of_self();
     let line = serde_json::to_string(&WorkerLine::Done(Box::new(done)))
         .map_err(|e| LoadgenError::json("done line", e))?;
     on_line(&line);
@@ -485,13 +486,22 @@ fn thread_main(
                 }
             })
         };
+        let mut logged = false;
         let tasks: Vec<_> = users
             .into_iter()
             .map(|u| {
                 if ctx.generic.is_some() {
-                    tokio::task::spawn_local(generic_user_main(ctx.clone(), u))
+                    let f = generic_user_main(ctx.clone(), u);
+                    if !std::mem::replace(&mut logged, true) {
+                        tracing::debug!(bytes = std::mem::size_of_val(&f), "generic user task");
+                    }
+                    tokio::task::spawn_local(f)
                 } else {
-                    tokio::task::spawn_local(user_main(ctx.clone(), u))
+                    let f = user_main(ctx.clone(), u);
+                    if !std::mem::replace(&mut logged, true) {
+                        tracing::debug!(bytes = std::mem::size_of_val(&f), "user task");
+                    }
+                    tokio::task::spawn_local(f)
                 }
             })
             .collect();
@@ -736,6 +746,93 @@ impl Features {
     }
 }
 
+/// When a user connects and when it leaves: its ramp window (closed model) or its place
+/// in the connect order (open model), bounded by the end of the run. `None`: the ramp
+/// never reaches this user.
+fn user_window(ctx: &ThreadCtx, index: u32) -> Option<(Instant, Instant)> {
+    let s = &ctx.scenario;
+    let (start_s, stop_s) = match &s.load.model {
+        LoadModel::Closed { stages } => closed_window(stages, index, s.load.connect_rate)?,
+        LoadModel::Open { .. } => (f64::from(index) / f64::from(s.load.connect_rate.max(1)), None),
+    };
+    let stop_at = stop_s.map_or(ctx.clock.end, |t| ctx.clock.at(t).min(ctx.clock.end));
+    Some((ctx.clock.at(start_s), stop_at))
+}
+
+/// Sleep until `start`; false when the run is cancelled first.
+async fn wait_start(ctx: &ThreadCtx, start: Instant) -> bool {
+    tokio::select! {
+        _ = sleep_until(start.into()) => true,
+        _ = ctx.cancel.cancelled() => false,
+    }
+}
+
+/// A simulated user whose connections [`drive`] opens, whatever protocol it speaks.
+trait Sessions {
+    fn index(&self) -> u32;
+    fn stop_at(&self) -> Instant;
+    /// One connection's life, from the handshake's end to its close.
+    async fn session(&mut self, ws: Ws, churn_at: Option<Instant>) -> End;
+}
+
+/// Connection behaviour shared by every kind of user: connect to the user's node (see
+/// [`target_index`]), run a session, and reconnect after a failed attempt or a broken
+/// session with capped exponential backoff, moving on to the next node each time; planned
+/// churn closes and reconnects to the home node. Ends at the user's stop time or on
+/// cancellation.
+async fn drive(ctx: &ThreadCtx, u: &mut impl Sessions, churn: Option<Duration>) {
+    let index = u.index();
+    let mut attempt = 0u32;
+    let mut sessions = 0u32;
+    loop {
+        let stop_at = u.stop_at();
+        if Instant::now() >= stop_at || ctx.cancel.is_cancelled() {
+            break;
+        }
+        let t0 = Instant::now();
+        let target = &ctx.targets[target_index(index, attempt, ctx.targets.len())];
+        let backoff = match connect(target, index).await {
+            Err(kind) => {
+                ctx.error(kind);
+                attempt += 1;
+                // Failed attempts back off longer, spread by user so a refused crowd does
+                // not come back in lockstep.
+                Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
+                    + Duration::from_millis(u64::from(index % 97))
+            }
+            Ok(ws) => {
+                ctx.record(Metric::Connect, t0.elapsed().as_micros() as u64);
+                if sessions > 0 {
+                    ctx.count(|c| c.reconnects += 1);
+                }
+                sessions += 1;
+                let churn_at = churn.map(|every| {
+                    // Spread churn over users deterministically: a first close after
+                    // 50–150% of the interval, depending on the user's index.
+                    let frac = 0.5 + f64::from(index % 101) / 100.0;
+                    Instant::now() + every.mul_f64(if sessions == 1 { frac } else { 1.0 })
+                });
+                match u.session(ws, churn_at).await {
+                    End::Finished => break,
+                    End::Churn => {
+                        attempt = 0;
+                        continue;
+                    }
+                    End::Broken => {
+                        ctx.count(|c| c.disconnects += 1);
+                        attempt += 1;
+                        Duration::from_millis((50u64 << attempt.min(6)).min(2_000))
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            _ = sleep_until((Instant::now() + backoff).min(u.stop_at()).into()) => {}
+            _ = ctx.cancel.cancelled() => {}
+        }
+    }
+}
+
 async fn user_main(ctx: Rc<ThreadCtx>, plan: PlanUser) {
     let s = ctx.scenario.clone();
     let Some(persona) = s.personas.get(plan.persona as usize) else {
@@ -746,17 +843,9 @@ async fn user_main(ctx: Rc<ThreadCtx>, plan: PlanUser) {
         // Runs on goose (`httpload`).
         return;
     }
-    let window = match &s.load.model {
-        LoadModel::Closed { stages } => closed_window(stages, plan.index, s.load.connect_rate),
-        LoadModel::Open { .. } => Some((
-            f64::from(plan.index) / f64::from(s.load.connect_rate.max(1)),
-            None,
-        )),
-    };
-    let Some((start_s, stop_s)) = window else {
+    let Some((start, stop_at)) = user_window(&ctx, plan.index) else {
         return;
     };
-    let stop_at = stop_s.map_or(ctx.clock.end, |t| ctx.clock.at(t).min(ctx.clock.end));
     let churn = persona.reconnect_every;
     let home = target_index(plan.index, 0, ctx.targets.len());
     let http = crate::upload::http_base(&ctx.targets[home].url);
@@ -783,60 +872,13 @@ async fn user_main(ctx: Rc<ThreadCtx>, plan: PlanUser) {
         next_history: None,
         stop_at,
     };
-    tokio::select! {
-        _ = sleep_until(ctx.clock.at(start_s).into()) => {}
-        _ = ctx.cancel.cancelled() => return,
+    if !wait_start(&ctx, start).await {
+        return;
     }
     if u.sched.is_open() {
-        u.advance_open(ctx.clock.at(start_s));
+        u.advance_open(start);
     }
-    let mut attempt = 0u32;
-    let mut sessions = 0u32;
-    loop {
-        if Instant::now() >= u.stop_at || ctx.cancel.is_cancelled() {
-            break;
-        }
-        let t0 = Instant::now();
-        let target = &ctx.targets[target_index(u.plan.index, attempt, ctx.targets.len())];
-        let ws = match connect(target, u.plan.index).await {
-            Ok(ws) => ws,
-            Err(kind) => {
-                ctx.error(kind);
-                attempt += 1;
-                let backoff = Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
-                    + Duration::from_millis(u64::from(u.plan.index % 97));
-                tokio::select! {
-                    _ = sleep_until((Instant::now() + backoff).min(u.stop_at).into()) => {}
-                    _ = ctx.cancel.cancelled() => {}
-                }
-                continue;
-            }
-        };
-        ctx.record(Metric::Connect, t0.elapsed().as_micros() as u64);
-        if sessions > 0 {
-            ctx.count(|c| c.reconnects += 1);
-        }
-        sessions += 1;
-        let churn_at = churn.map(|every| {
-            // Spread churn over users deterministically: a first close after 50–150% of
-            // the interval, depending on the user's index.
-            let frac = 0.5 + f64::from(u.plan.index % 101) / 100.0;
-            Instant::now() + every.mul_f64(if sessions == 1 { frac } else { 1.0 })
-        });
-        match u.session(ws, churn_at).await {
-            End::Finished => break,
-            End::Broken => {
-                ctx.count(|c| c.disconnects += 1);
-                attempt += 1;
-                let backoff = Duration::from_millis((50u64 << attempt.min(6)).min(2_000));
-                tokio::select! {
-                    _ = sleep_until((Instant::now() + backoff).min(u.stop_at).into()) => {}
-                    _ = ctx.cancel.cancelled() => {}
-                }
-            }
-            End::Churn => attempt = 0,
-        }
-    }
+    drive(&ctx, &mut u, churn).await;
     // Record what this user saw for the checker.
     let mut records = ctx.records.borrow_mut();
     for c in u.chans.drain(..) {
@@ -853,6 +895,18 @@ async fn user_main(ctx: Rc<ThreadCtx>, plan: PlanUser) {
             dup_seqs: c.receipts.dup_seqs,
             reordered_seqs: c.receipts.reordered_seqs,
         });
+    }
+}
+
+impl Sessions for User {
+    fn index(&self) -> u32 {
+        self.plan.index
+    }
+    fn stop_at(&self) -> Instant {
+        self.stop_at
+    }
+    async fn session(&mut self, ws: Ws, churn_at: Option<Instant>) -> End {
+        User::session(self, ws, churn_at).await
     }
 }
 
@@ -990,6 +1044,13 @@ impl User {
     async fn traffic(&mut self, ws: &mut Ws, churn_at: Option<Instant>) -> End {
         let ctx = self.ctx.clone();
         let mut last_out = Instant::now();
+        // One timer and one cancellation waiter for the whole session, re-armed only when
+        // the wake-up time moves: building them per received frame cost a timer-wheel
+        // insert and a lock per delivery.
+        let cancelled = ctx.cancel.cancelled();
+        tokio::pin!(cancelled);
+        let timer = sleep_until(self.stop_at.into());
+        tokio::pin!(timer);
         loop {
             // The node pings at the WebSocket level (answered by tungstenite); an application
             // ping after a full idle heartbeat is only a safety net.
@@ -1010,6 +1071,9 @@ impl User {
             {
                 wake = wake.min(t);
             }
+            if timer.deadline() != wake.into() {
+                timer.as_mut().reset(wake.into());
+            }
             tokio::select! {
                 frame = ws.next() => match frame {
                     Some(Ok(Message::Text(text))) => self.on_frame(text.as_str()),
@@ -1023,7 +1087,7 @@ impl User {
                         return End::Broken;
                     }
                 },
-                _ = sleep_until(wake.into()) => {
+                _ = &mut timer => {
                     let now = Instant::now();
                     if now >= self.stop_at {
                         return End::Finished;
@@ -1039,7 +1103,7 @@ impl User {
                         }
                     }
                     if let Some(at) = self.next_send.filter(|&at| now >= at) {
-                        if self.send_message(ws, at).await.is_err() {
+                        if Box::pin(self.send_message(ws, at)).await.is_err() {
                             return End::Broken;
                         }
                         last_out = now;
@@ -1056,7 +1120,9 @@ impl User {
                             last_out = now;
                         }
                     }
-                    match self.features_due(ws, now).await {
+                    // Boxed: rare, and its future (HTTP uploads) would otherwise
+                    // enlarge every user's task for the whole run.
+                    match Box::pin(self.features_due(ws, now)).await {
                         Ok(true) => last_out = now,
                         Ok(false) => {}
                         Err(()) => return End::Broken,
@@ -1070,7 +1136,7 @@ impl User {
                         last_out = now;
                     }
                 }
-                _ = ctx.cancel.cancelled() => return End::Finished,
+                _ = &mut cancelled => return End::Finished,
             }
         }
     }
@@ -1430,14 +1496,7 @@ async fn generic_user_main(ctx: Rc<ThreadCtx>, plan: PlanUser) {
         ctx.error("bad_persona");
         return;
     };
-    let window = match &s.load.model {
-        LoadModel::Closed { stages } => closed_window(stages, plan.index, s.load.connect_rate),
-        LoadModel::Open { .. } => Some((
-            f64::from(plan.index) / f64::from(s.load.connect_rate.max(1)),
-            None,
-        )),
-    };
-    let Some((start_s, stop_s)) = window else {
+    let Some((start, stop_at)) = user_window(&ctx, plan.index) else {
         return;
     };
     let room = plan.index / g.target.room_size.max(1);
@@ -1452,63 +1511,17 @@ async fn generic_user_main(ctx: Rc<ThreadCtx>, plan: PlanUser) {
         echo: Receipts::default(),
         from: BTreeMap::new(),
         next_send: None,
-        stop_at: stop_s.map_or(ctx.clock.end, |t| ctx.clock.at(t).min(ctx.clock.end)),
+        stop_at,
         last_session: None,
         buf: String::new(),
     };
-    tokio::select! {
-        _ = sleep_until(ctx.clock.at(start_s).into()) => {}
-        _ = ctx.cancel.cancelled() => return,
+    if !wait_start(&ctx, start).await {
+        return;
     }
     if u.sched.is_open() {
-        u.advance_open(ctx.clock.at(start_s));
+        u.advance_open(start);
     }
-    let target = ctx.targets[u.index as usize % ctx.targets.len()].clone();
-    let churn = persona.reconnect_every;
-    let mut attempt = 0u32;
-    let mut sessions = 0u32;
-    loop {
-        if Instant::now() >= u.stop_at || ctx.cancel.is_cancelled() {
-            break;
-        }
-        let t0 = Instant::now();
-        let ws = match connect(&target, u.index).await {
-            Ok(ws) => ws,
-            Err(kind) => {
-                ctx.error(kind);
-                attempt += 1;
-                let backoff = Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
-                    + Duration::from_millis(u64::from(u.index % 97));
-                tokio::select! {
-                    _ = sleep_until((Instant::now() + backoff).min(u.stop_at).into()) => {}
-                    _ = ctx.cancel.cancelled() => {}
-                }
-                continue;
-            }
-        };
-        ctx.record(Metric::Connect, t0.elapsed().as_micros() as u64);
-        if sessions > 0 {
-            ctx.count(|c| c.reconnects += 1);
-        }
-        sessions += 1;
-        let churn_at = churn.map(|every| {
-            let frac = 0.5 + f64::from(u.index % 101) / 100.0;
-            Instant::now() + every.mul_f64(if sessions == 1 { frac } else { 1.0 })
-        });
-        match u.session(ws, churn_at).await {
-            End::Finished => break,
-            End::Broken => {
-                ctx.count(|c| c.disconnects += 1);
-                attempt += 1;
-                let backoff = Duration::from_millis((50u64 << attempt.min(6)).min(2_000));
-                tokio::select! {
-                    _ = sleep_until((Instant::now() + backoff).min(u.stop_at).into()) => {}
-                    _ = ctx.cancel.cancelled() => {}
-                }
-            }
-            End::Churn => attempt = 0,
-        }
-    }
+    drive(&ctx, &mut u, persona.reconnect_every).await;
     if g.target.expect == crate::scenario::Expect::None {
         return;
     }
@@ -1527,6 +1540,18 @@ async fn generic_user_main(ctx: Rc<ThreadCtx>, plan: PlanUser) {
     for (author, r) in std::mem::take(&mut u.from) {
         d.received
             .push(GenericReceipt::from_receipts(me, author, r));
+    }
+}
+
+impl Sessions for GenericUser {
+    fn index(&self) -> u32 {
+        self.index
+    }
+    fn stop_at(&self) -> Instant {
+        self.stop_at
+    }
+    async fn session(&mut self, ws: Ws, churn_at: Option<Instant>) -> End {
+        GenericUser::session(self, ws, churn_at).await
     }
 }
 
@@ -1585,10 +1610,18 @@ impl GenericUser {
         if !self.sched.is_open() && self.next_send.is_none() {
             self.schedule_closed(now);
         }
+        // As in the chat traffic loop: one timer and one cancellation waiter per session.
+        let cancelled = ctx.cancel.cancelled();
+        tokio::pin!(cancelled);
+        let timer = sleep_until(self.stop_at.into());
+        tokio::pin!(timer);
         let end = loop {
             let mut wake = self.stop_at;
             for t in [self.next_send, churn_at].into_iter().flatten() {
                 wake = wake.min(t);
+            }
+            if timer.deadline() != wake.into() {
+                timer.as_mut().reset(wake.into());
             }
             tokio::select! {
                 frame = ws.next() => match frame {
@@ -1609,7 +1642,7 @@ impl GenericUser {
                         break End::Broken;
                     }
                 },
-                _ = sleep_until(wake.into()) => {
+                _ = &mut timer => {
                     let now = Instant::now();
                     if now >= self.stop_at {
                         break End::Finished;
@@ -1623,7 +1656,7 @@ impl GenericUser {
                         break End::Broken;
                     }
                 }
-                _ = ctx.cancel.cancelled() => break End::Finished,
+                _ = &mut cancelled => break End::Finished,
             }
         };
         ctx.set_connected(false);
