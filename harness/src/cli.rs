@@ -46,7 +46,8 @@ pub struct RunArgs {
     /// Number of loadgen worker processes (default: as many as the users need).
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Put the run's link proxies (client-node<i>, node<i>-postgres, node<i>-redis) on
+    /// Put the run's link proxies (client-node<i>, node<i>-postgres, node<i>-redis, or
+    /// client-target<i> for a generic WebSocket target) on
     /// this Toxiproxy API (e.g. `http://127.0.0.1:8474`, or the docker-compose
     /// `http://toxiproxy:8474`) instead of the embedded chaos proxy; link faults are
     /// injected there. The proxies it creates are deleted at the end.

@@ -27,6 +27,14 @@ enum Command {
     Chaos(flowline_chaos::cli::Args),
     /// Run a scenario: start a cluster, drive it, inject faults, write a run folder and
     /// report (exit 0: thresholds held, 1: a threshold failed, 2: not carried out).
+    ///
+    /// A scenario with `[target] kind = "websocket"` drives that generic WebSocket
+    /// service instead of the reference cluster, with the same run folder: no nodes or
+    /// services are started and nothing is provisioned. Each ws:// URL of `target.urls`
+    /// is reached through a chaos link `client-target<i>` (i = its position, from 1), so
+    /// link faults (latency, partitions, ... on `client-target<i>` or `client-*`) apply
+    /// to the service; wss:// URLs are used directly and take no faults. Node faults
+    /// (kill, pause) are refused with exit 2.
     Run(flowline_harness::cli::RunArgs),
     /// Compare finished runs side by side (table + compare.html).
     Compare(flowline_harness::cli::CompareArgs),

@@ -5,6 +5,8 @@
 //!   ─▶ services (given URLs, throwaway servers, or exit 2)
 //!   ─▶ proxies node<i>-postgres / node<i>-redis ─▶ nodes (flowline server, announce)
 //!   ─▶ proxies client-node<i> ─▶ provision plan.json through node1's admin API
+//!   (generic WebSocket target instead: proxies client-target<i> per ws:// URL, no nodes,
+//!    no services, plan.json from Plan::synthetic)
 //!   ─▶ workers (flowline loadgen --shard i/n) ─▶ Aggregator (progress every second)
 //!        └─ fault schedule from run start + warm-up, events.jsonl
 //!   ─▶ workers done (or deadline) ─▶ heal ─▶ summary.json, histograms.hlog,
@@ -202,7 +204,7 @@ pub fn load_scenario(src: &ScenarioSource, o: &Overrides) -> anyhow::Result<Scen
     // Phases without cross-node fan-out run one node (DESIGN.md): several would not see
     // each other's messages, which measures nothing useful.
     let single_node = matches!(s.cluster.phase, Phase::Single | Phase::Postgres);
-    if single_node && s.cluster.nodes > 1 && s.cluster.external.is_none() {
+    if single_node && s.cluster.nodes > 1 && s.cluster.external.is_none() && s.target.is_none() {
         eprintln!(
             "flowline: phase {} runs one node; using 1 instead of {}",
             s.cluster.phase.as_str(),
@@ -220,8 +222,34 @@ pub fn load_scenario(src: &ScenarioSource, o: &Overrides) -> anyhow::Result<Scen
     Ok(s)
 }
 
-/// Names the harness gives a scenario's links and nodes (fault targets).
+/// Name of the chaos link in front of a generic target's `i`-th URL (1-based).
+pub fn generic_link_name(i: usize) -> String {
+    format!("client-target{i}")
+}
+
+/// Whether the harness puts a generic target's URL behind a chaos link: plain `ws://`
+/// only. A `wss://` handshake is TLS bound to the service's host name (SNI, certificate),
+/// which a TCP proxy in between would break, so such URLs are used directly.
+pub fn generic_url_proxied(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| u.scheme() == "ws")
+}
+
+/// The links of a generic target with these URLs.
+fn generic_link_names(urls: &[String]) -> Vec<String> {
+    urls.iter()
+        .enumerate()
+        .filter(|(_, u)| generic_url_proxied(u))
+        .map(|(i, _)| generic_link_name(i + 1))
+        .collect()
+}
+
+/// Names the harness gives a scenario's links and nodes (fault targets). A generic
+/// WebSocket target has one link per proxied URL (`client-target<i>`, `i` = position in
+/// `target.urls` from 1) and no nodes.
 pub fn target_names(s: &Scenario) -> Vec<String> {
+    if let Some(t) = &s.target {
+        return generic_link_names(&t.urls);
+    }
     let needs = Needs::for_phase(s.cluster.phase.as_str()).unwrap_or_default();
     let external = s.cluster.external.as_ref().map(|e| e.ws.len());
     let nodes = external.unwrap_or(s.cluster.nodes as usize);
@@ -255,12 +283,21 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 /// process two sockets, and a process may hold at most 20,000 files.
 pub const EMBEDDED_CLIENT_PROXY_MAX_USERS: u32 = 8_000;
 
-/// Whether workers reach the nodes through `client-node<i>` proxies: always on a remote
+/// Whether workers reach the nodes (or a generic target) through `client-node<i>`
+/// (`client-target<i>`) proxies: always on a remote
 /// Toxiproxy, on the embedded one up to [`EMBEDDED_CLIENT_PROXY_MAX_USERS`] users. Above
 /// it workers connect to the nodes directly (the proxy would run out of files long before
 /// the node does), and faults on client links are refused.
 pub fn clients_proxied(s: &Scenario, remote_proxy: bool) -> bool {
     remote_proxy || s.population.users <= EMBEDDED_CLIENT_PROXY_MAX_USERS
+}
+
+fn say_clients_direct(s: &Scenario, links: &str) {
+    eprintln!(
+        "flowline: workers connect directly, without {links} links: {} users are more than \
+         the embedded proxy carries ({EMBEDDED_CLIENT_PROXY_MAX_USERS}; --toxiproxy-url has no such limit)",
+        s.population.users
+    );
 }
 
 /// Refuse faults on client links the run will not proxy (see [`clients_proxied`]).
@@ -269,7 +306,11 @@ pub fn check_client_link_faults(s: &Scenario, remote_proxy: bool) -> anyhow::Res
         return Ok(());
     }
     for (i, f) in s.faults.iter().enumerate() {
-        if (1..=64).any(|n| glob_match(&f.target, &format!("client-node{n}"))) {
+        let client_link = |n: usize| {
+            glob_match(&f.target, &format!("client-node{n}"))
+                || glob_match(&f.target, &generic_link_name(n))
+        };
+        if (1..=64).any(client_link) {
             bail!(
                 "fault #{} ({}) targets client links ({:?}), but with {} users the workers \
                  connect to the nodes directly: the embedded proxy carries at most {} users' \
@@ -289,6 +330,9 @@ pub fn check_client_link_faults(s: &Scenario, remote_proxy: bool) -> anyhow::Res
 /// Every fault must hit something this run will have, checked before anything starts.
 pub fn check_fault_targets(s: &Scenario) -> anyhow::Result<()> {
     let names = target_names(s);
+    if let Some(t) = &s.target {
+        return check_generic_faults(s, &t.urls, &names);
+    }
     for (i, f) in s.faults.iter().enumerate() {
         if !names.iter().any(|n| glob_match(&f.target, n)) {
             bail!(
@@ -299,6 +343,72 @@ pub fn check_fault_targets(s: &Scenario) -> anyhow::Result<()> {
                 s.cluster.phase.as_str(),
                 s.cluster.nodes,
                 names.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The faults of a scenario with a generic WebSocket target: link faults on its
+/// `client-target<i>` links only; process faults have no node to act on.
+fn check_generic_faults(s: &Scenario, urls: &[String], names: &[String]) -> anyhow::Result<()> {
+    for (i, f) in s.faults.iter().enumerate() {
+        if f.kind.is_process() {
+            bail!(
+                "fault #{} ({}) is a process fault ({}), but this scenario drives a generic \
+                 WebSocket service ([target] kind = \"websocket\"): the run starts no nodes \
+                 to {} — only link faults on client-target<i> apply",
+                i + 1,
+                f.display_label(),
+                f.kind.as_str(),
+                f.kind.as_str()
+            );
+        }
+        if !names.iter().any(|n| glob_match(&f.target, n)) {
+            let links: Vec<String> = urls
+                .iter()
+                .enumerate()
+                .filter(|(_, u)| generic_url_proxied(u))
+                .map(|(i, u)| format!("{} → {u}", generic_link_name(i + 1)))
+                .collect();
+            let direct: Vec<&str> = urls
+                .iter()
+                .filter(|u| !generic_url_proxied(u))
+                .map(String::as_str)
+                .collect();
+            let mut msg = format!(
+                "fault #{} ({}) targets {:?}, which matches no proxy of this run: a generic \
+                 WebSocket target has one link per ws:// URL ({})",
+                i + 1,
+                f.display_label(),
+                f.target,
+                if links.is_empty() {
+                    "none here".to_string()
+                } else {
+                    links.join(", ")
+                }
+            );
+            if !direct.is_empty() {
+                msg.push_str(&format!(
+                    "; {} used directly, without a proxy (a TLS handshake cannot pass a TCP \
+                     proxy), so no link fault applies to it",
+                    direct.join(", ")
+                ));
+            }
+            bail!(msg);
+        }
+    }
+    Ok(())
+}
+
+/// What `flowline run` cannot pass on for a generic target: its workers get the URLs as
+/// one comma-separated `--targets` list.
+fn check_generic_urls(s: &Scenario) -> anyhow::Result<()> {
+    for u in s.target.iter().flat_map(|t| &t.urls) {
+        if u.contains(',') {
+            bail!(
+                "target.urls: {u:?} contains a comma, which `flowline run` cannot pass to its \
+                 workers; write it percent-encoded (%2C)"
             );
         }
     }
@@ -374,6 +484,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Outcome> {
         check_fault_targets(&scenario).context("bad scenario")?;
     }
     check_client_link_faults(&scenario, opts.toxiproxy_url.is_some()).context("bad scenario")?;
+    if scenario.target.is_some() {
+        check_generic_urls(&scenario).context("bad scenario")?;
+        if opts.overrides.phase.is_some() || opts.overrides.nodes.is_some() {
+            eprintln!(
+                "flowline: --phase and --nodes do not apply to a generic WebSocket target; ignored"
+            );
+        }
+    }
     let dir = create_run_dir(&opts.out, &scenario.name)?;
     std::fs::write(dir.join("scenario.toml"), scenario.to_toml())
         .with_context(|| format!("cannot write {}/scenario.toml", dir.display()))?;
@@ -585,7 +703,6 @@ async fn drive(
     sup: &Supervisor,
     state: &mut State,
 ) -> anyhow::Result<Summary> {
-    let phase = scenario.cluster.phase.as_str();
     let run_id = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -654,171 +771,30 @@ async fn drive(
         std::process::id() ^ setup_start.elapsed().subsec_nanos()
     );
 
-    let proxied = clients_proxied(scenario, opts.toxiproxy_url.is_some());
-    if !proxied {
-        eprintln!(
-            "flowline: workers connect to the nodes directly: {} users are more than the \
-             embedded proxy carries ({EMBEDDED_CLIENT_PROXY_MAX_USERS}); no client-node<i> links",
-            scenario.population.users
-        );
-    }
-    // Nodes, or an external cluster.
-    let (http_base, admin_secret) = if let Some(ext) = &scenario.cluster.external {
-        for (i, ws) in ext.ws.iter().enumerate() {
-            let ws_proxied = if proxied {
-                let name = format!("client-node{}", i + 1);
-                let listen = links.create(&name, &host_port(ws)?).await?;
-                via(ws, &listen)?
-            } else {
-                ws.clone()
+    // The system under test: nodes the run starts, an external cluster, or a generic
+    // WebSocket service; then the population plan.
+    let (plan, targets) = match &scenario.target {
+        Some(t) => generic_target(scenario, &t.urls, &links, &events).await?,
+        None => {
+            let ctx = ClusterCtx {
+                opts,
+                dir,
+                sup,
+                links: &links,
+                events: &events,
+                run_id: &run_id,
+                secret,
             };
-            state.nodes.push(Node {
-                id: format!("node{}", i + 1),
-                addr: host_port(ws)?,
-                http: ext.http.get(i).cloned().unwrap_or_default(),
-                metrics: String::new(),
-                ws_proxied,
-            });
+            start_cluster(scenario, ctx, state, &mut targets_file).await?
         }
-        let http = ext
-            .http
-            .first()
-            .cloned()
-            .context("external cluster without http URL")?;
-        let secret = ext
-            .admin_secret
-            .clone()
-            .context("external cluster without admin_secret: cannot provision users")?;
-        (http, secret)
-    } else {
-        let needs = Needs::for_phase(phase)?;
-        let services = Services::resolve(needs, &opts.services, dir, &run_id, sup).await?;
-        for n in &services.notes {
-            eprintln!("flowline: {n}");
-        }
-        let db = services.database_url.clone();
-        let redis = services.redis_url.clone();
-        state.services = Some(services);
-        for i in 1..=scenario.cluster.nodes {
-            let node_id = format!("node{i}");
-            let mut args: Vec<String> = vec![
-                "server".into(),
-                "--phase".into(),
-                phase.into(),
-                "--listen".into(),
-                "127.0.0.1:0".into(),
-                "--node-id".into(),
-                node_id.clone(),
-                "--admin-secret".into(),
-                secret.clone(),
-                // Provisioning mints users in bulk; sign-ups in scenarios stay cheap.
-                "--argon2-memory-kib".into(),
-                "64".into(),
-                "--argon2-iterations".into(),
-                "1".into(),
-            ];
-            if let Some(db) = &db {
-                let name = format!("{node_id}-postgres");
-                let listen = links.create(&name, &host_port(db)?).await?;
-                args.extend(["--database-url".into(), via(db, &listen)?]);
-            }
-            if let Some(redis) = &redis {
-                let name = format!("{node_id}-redis");
-                let listen = links.create(&name, &host_port(redis)?).await?;
-                args.extend([
-                    "--redis-url".into(),
-                    via(redis, &listen)?,
-                    "--cluster-id".into(),
-                    run_id.clone(),
-                ]);
-            }
-            let spec = Spec::flowline(&node_id)?
-                .args(args)
-                .env("FLOWLINE_LOG", "warn");
-            let mut spawned = sup.spawn(spec)?;
-            let announce =
-                wait_announce(&mut spawned, NODE_READY_TIMEOUT, &sup.log_path(&node_id)).await?;
-            let Announce::Listening {
-                addr,
-                http,
-                ws,
-                metrics,
-                pid,
-                ..
-            } = announce
-            else {
-                bail!("{node_id} announced something other than `listening`");
-            };
-            // Keep draining its stdout so it never blocks.
-            tokio::spawn(async move { while spawned.lines.recv().await.is_some() {} });
-            let ws_proxied = if proxied {
-                let name = format!("client-node{i}");
-                let listen = links.create(&name, &addr).await?;
-                via(&ws, &listen)?
-            } else {
-                ws.clone()
-            };
-            let _ = events.node_event("start", &node_id, json!({"pid": pid, "addr": addr}));
-            eprintln!("flowline: {node_id} pid {pid} on {addr}; metrics {metrics}");
-            targets_file.add(&node_id, "flowline-node", &metrics);
-            state.nodes.push(Node {
-                id: node_id,
-                addr,
-                http,
-                metrics,
-                ws_proxied,
-            });
-        }
-        let http = state
-            .nodes
-            .first()
-            .map(|n| n.http.clone())
-            .context("no node")?;
-        (http, secret)
     };
     targets_file.write()?;
-    if let (LinkSet::Remote { client, .. }, Some(_)) = (&links, &scenario.cluster.external) {
-        let names: Vec<String> = client
-            .proxies()
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .with_context(|| format!("cannot list the proxies of {}", client.url()))?
-            .into_iter()
-            .map(|p| p.name)
-            .collect();
-        for (i, f) in scenario.faults.iter().enumerate() {
-            if !names.iter().any(|n| glob_match(&f.target, n)) {
-                bail!(
-                    "bad scenario: fault #{} ({}) targets {:?}, which matches no proxy of the Toxiproxy at {} ({})",
-                    i + 1,
-                    f.display_label(),
-                    f.target,
-                    client.url(),
-                    names.join(", ")
-                );
-            }
-        }
-    }
-
-    // Provision the population.
-    let t = Instant::now();
-    let plan = flowline_loadgen::plan::provision(scenario, &http_base, &admin_secret)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .context("provisioning the scenario's users through the admin API failed")?;
     let plan_path = dir.join("plan.json");
     plan.write(&plan_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    eprintln!(
-        "flowline: provisioned {} users, {} channels in {:.1}s",
-        plan.users.len(),
-        plan.channels.len(),
-        t.elapsed().as_secs_f64()
-    );
     let workers = opts.workers.unwrap_or_else(|| plan.workers_needed()).max(1);
     plan.shards(workers).map_err(|e| anyhow::anyhow!("{e}"))?;
 
     // Workers.
-    let targets: Vec<String> = state.nodes.iter().map(|n| n.ws_proxied.clone()).collect();
     let scenario_path = dir.join("scenario.toml");
     let (tx, mut rx) = mpsc::channel::<(usize, String)>(1024);
     // One start instant for every worker (ticks count from it) and for the fault schedule;
@@ -952,10 +928,25 @@ async fn drive(
             notes.push(format!("{} was not running at the end", n.id));
         }
     }
+    // A generic target is an outside service, as in the standalone loadgen's summary.
+    let (phase, nodes) = match &scenario.target {
+        Some(t) => {
+            notes.insert(
+                0,
+                format!(
+                    "target: a generic WebSocket service ({} URL(s)), not the Flowline cluster; \
+                     no nodes started, nothing provisioned",
+                    t.urls.len()
+                ),
+            );
+            ("external", t.urls.len() as u32)
+        }
+        None => (scenario.cluster.phase.as_str(), state.nodes.len() as u32),
+    };
     let meta = RunMeta {
         started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         phase: phase.to_string(),
-        nodes: state.nodes.len() as u32,
+        nodes,
         notes,
     };
     let summary = agg
@@ -974,6 +965,254 @@ async fn drive(
         .collect();
     annotate_summary(dir, node_cost)?;
     Ok(summary)
+}
+
+/// What starting the reference cluster needs from the run.
+struct ClusterCtx<'a> {
+    opts: &'a RunOptions,
+    dir: &'a Path,
+    sup: &'a Supervisor,
+    links: &'a LinkSet,
+    events: &'a EventLog,
+    run_id: &'a str,
+    /// The nodes' admin secret.
+    secret: String,
+}
+
+/// Nodes (or an external cluster) behind `client-node<i>` links, the population
+/// provisioned through node1's admin API; returns the plan and the workers' URLs.
+async fn start_cluster(
+    scenario: &Scenario,
+    ctx: ClusterCtx<'_>,
+    state: &mut State,
+    targets_file: &mut MetricsTargets,
+) -> anyhow::Result<(flowline_loadgen::plan::Plan, Vec<String>)> {
+    let ClusterCtx {
+        opts,
+        dir,
+        sup,
+        links,
+        events,
+        run_id,
+        secret,
+    } = ctx;
+    let phase = scenario.cluster.phase.as_str();
+    let proxied = clients_proxied(scenario, opts.toxiproxy_url.is_some());
+    if !proxied {
+        say_clients_direct(scenario, "client-node<i>");
+    }
+    // Nodes, or an external cluster.
+    let (http_base, admin_secret) = if let Some(ext) = &scenario.cluster.external {
+        for (i, ws) in ext.ws.iter().enumerate() {
+            let ws_proxied = if proxied {
+                let name = format!("client-node{}", i + 1);
+                let listen = links.create(&name, &host_port(ws)?).await?;
+                via(ws, &listen)?
+            } else {
+                ws.clone()
+            };
+            state.nodes.push(Node {
+                id: format!("node{}", i + 1),
+                addr: host_port(ws)?,
+                http: ext.http.get(i).cloned().unwrap_or_default(),
+                metrics: String::new(),
+                ws_proxied,
+            });
+        }
+        let http = ext
+            .http
+            .first()
+            .cloned()
+            .context("external cluster without http URL")?;
+        let secret = ext
+            .admin_secret
+            .clone()
+            .context("external cluster without admin_secret: cannot provision users")?;
+        (http, secret)
+    } else {
+        let needs = Needs::for_phase(phase)?;
+        let services = Services::resolve(needs, &opts.services, dir, run_id, sup).await?;
+        for n in &services.notes {
+            eprintln!("flowline: {n}");
+        }
+        let db = services.database_url.clone();
+        let redis = services.redis_url.clone();
+        state.services = Some(services);
+        for i in 1..=scenario.cluster.nodes {
+            let node_id = format!("node{i}");
+            let mut args: Vec<String> = vec![
+                "server".into(),
+                "--phase".into(),
+                phase.into(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--node-id".into(),
+                node_id.clone(),
+                "--admin-secret".into(),
+                secret.clone(),
+                // Provisioning mints users in bulk; sign-ups in scenarios stay cheap.
+                "--argon2-memory-kib".into(),
+                "64".into(),
+                "--argon2-iterations".into(),
+                "1".into(),
+            ];
+            if let Some(db) = &db {
+                let name = format!("{node_id}-postgres");
+                let listen = links.create(&name, &host_port(db)?).await?;
+                args.extend(["--database-url".into(), via(db, &listen)?]);
+            }
+            if let Some(redis) = &redis {
+                let name = format!("{node_id}-redis");
+                let listen = links.create(&name, &host_port(redis)?).await?;
+                args.extend([
+                    "--redis-url".into(),
+                    via(redis, &listen)?,
+                    "--cluster-id".into(),
+                    run_id.to_string(),
+                ]);
+            }
+            let spec = Spec::flowline(&node_id)?
+                .args(args)
+                .env("FLOWLINE_LOG", "warn");
+            let mut spawned = sup.spawn(spec)?;
+            let announce =
+                wait_announce(&mut spawned, NODE_READY_TIMEOUT, &sup.log_path(&node_id)).await?;
+            let Announce::Listening {
+                addr,
+                http,
+                ws,
+                metrics,
+                pid,
+                ..
+            } = announce
+            else {
+                bail!("{node_id} announced something other than `listening`");
+            };
+            // Keep draining its stdout so it never blocks.
+            tokio::spawn(async move { while spawned.lines.recv().await.is_some() {} });
+            let ws_proxied = if proxied {
+                let name = format!("client-node{i}");
+                let listen = links.create(&name, &addr).await?;
+                via(&ws, &listen)?
+            } else {
+                ws.clone()
+            };
+            let _ = events.node_event("start", &node_id, json!({"pid": pid, "addr": addr}));
+            eprintln!("flowline: {node_id} pid {pid} on {addr}; metrics {metrics}");
+            targets_file.add(&node_id, "flowline-node", &metrics);
+            state.nodes.push(Node {
+                id: node_id,
+                addr,
+                http,
+                metrics,
+                ws_proxied,
+            });
+        }
+        let http = state
+            .nodes
+            .first()
+            .map(|n| n.http.clone())
+            .context("no node")?;
+        (http, secret)
+    };
+    if let (LinkSet::Remote { client, .. }, Some(_)) = (links, &scenario.cluster.external) {
+        let names: Vec<String> = client
+            .proxies()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("cannot list the proxies of {}", client.url()))?
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        for (i, f) in scenario.faults.iter().enumerate() {
+            if !names.iter().any(|n| glob_match(&f.target, n)) {
+                bail!(
+                    "bad scenario: fault #{} ({}) targets {:?}, which matches no proxy of the Toxiproxy at {} ({})",
+                    i + 1,
+                    f.display_label(),
+                    f.target,
+                    client.url(),
+                    names.join(", ")
+                );
+            }
+        }
+    }
+
+    // Provision the population.
+    let t = Instant::now();
+    let plan = flowline_loadgen::plan::provision(scenario, &http_base, &admin_secret)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("provisioning the scenario's users through the admin API failed")?;
+    eprintln!(
+        "flowline: provisioned {} users, {} channels in {:.1}s",
+        plan.users.len(),
+        plan.channels.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let targets = state.nodes.iter().map(|n| n.ws_proxied.clone()).collect();
+    Ok((plan, targets))
+}
+
+/// A generic WebSocket service (`[target] kind = "websocket"`): no nodes, no services,
+/// nothing provisioned. Each `ws://` URL gets a chaos link `client-target<i>` and the
+/// workers connect through it (path and query kept); a `wss://` URL is used directly.
+/// Returns the synthetic plan and the workers' URLs.
+async fn generic_target(
+    scenario: &Scenario,
+    urls: &[String],
+    links: &LinkSet,
+    events: &EventLog,
+) -> anyhow::Result<(flowline_loadgen::plan::Plan, Vec<String>)> {
+    let remote = matches!(links, LinkSet::Remote { .. });
+    if !clients_proxied(scenario, remote) {
+        say_clients_direct(scenario, "client-target<i>");
+        let plan = flowline_loadgen::plan::Plan::synthetic(scenario);
+        return Ok((plan, urls.to_vec()));
+    }
+    let mut targets = Vec::with_capacity(urls.len());
+    for (i, url) in urls.iter().enumerate() {
+        if !generic_url_proxied(url) {
+            eprintln!(
+                "flowline: target {url} is used directly (TLS cannot pass a TCP proxy): no link \
+                 fault applies to it"
+            );
+            targets.push(url.clone());
+            continue;
+        }
+        let name = generic_link_name(i + 1);
+        let listen = links
+            .create(&name, &host_port(url)?)
+            .await
+            .with_context(|| {
+                let hint = match links {
+                    LinkSet::Local(_) => {
+                        "; the embedded chaos proxy forwards to loopback addresses only: for a \
+                     service on another host put the links on a Toxiproxy that can reach it \
+                     (--toxiproxy-url), or run without proxies (`flowline loadgen --scenario`)"
+                    }
+                    LinkSet::Remote { .. } => "",
+                };
+                format!("cannot put the chaos link {name} in front of {url}{hint}")
+            })?;
+        let proxied = via(url, &listen)?;
+        eprintln!("flowline: {name} {listen} → {url} (generic WebSocket service)");
+        // What the run put in front of the service, as node starts are for the cluster.
+        let _ = events.record(
+            "start",
+            "link",
+            vec![name.clone()],
+            &name,
+            json!({"url": url, "listen": listen, "workers_use": proxied}),
+        );
+        targets.push(proxied);
+    }
+    let plan = flowline_loadgen::plan::Plan::synthetic(scenario);
+    eprintln!(
+        "flowline: generic WebSocket target: {} users, nothing to provision",
+        plan.users.len()
+    );
+    Ok((plan, targets))
 }
 
 /// The source revision of this binary: `git describe` of the checkout it was built from
@@ -1132,6 +1371,88 @@ mod tests {
         assert!(!glob_match("node*-redis", "node2-postgres"));
         assert!(glob_match("node2", "node2"));
         assert!(!glob_match("node2", "node22"));
+    }
+
+    /// A scenario with a generic WebSocket target on two URLs and `faults` appended.
+    fn generic(faults: &str) -> Scenario {
+        let text = format!(
+            r#"
+[run]
+name = "g"
+duration = "5s"
+
+[target]
+kind = "websocket"
+urls = ["ws://127.0.0.1:9100/a?x=1", "ws://127.0.0.1:9101/"]
+message = "hi"
+
+[population]
+users = 10
+{faults}"#
+        );
+        Scenario::parse("g", &text).unwrap()
+    }
+
+    const FAULT: &str = "\n[[faults]]\nat = \"1s\"\nduration = \"1s\"\n";
+
+    #[test]
+    fn generic_targets_have_client_target_links_and_no_nodes() {
+        let s = generic("");
+        assert_eq!(target_names(&s), ["client-target1", "client-target2"]);
+        let ok = generic(&format!(
+            "{FAULT}kind = \"latency\"\nlatency = \"200ms\"\ntarget = \"client-*\"\n{FAULT}kind = \"down\"\ntarget = \"client-target2\"\n"
+        ));
+        check_fault_targets(&ok).unwrap();
+        assert!(generic_url_proxied("ws://example.com/x"));
+        assert!(!generic_url_proxied("wss://example.com/x"));
+        assert_eq!(
+            via("ws://127.0.0.1:9100/a?x=1", "127.0.0.1:40000").unwrap(),
+            "ws://127.0.0.1:40000/a?x=1"
+        );
+    }
+
+    #[test]
+    fn generic_targets_refuse_process_faults_and_faults_on_no_link() {
+        for kind in [
+            "kind = \"kill\"\nrestart_after = \"1s\"",
+            "kind = \"pause\"",
+        ] {
+            let s = generic(&format!("{FAULT}{kind}\ntarget = \"node1\"\n"));
+            let e = format!("{:#}", check_fault_targets(&s).unwrap_err());
+            assert!(
+                e.contains("fault #1")
+                    && e.contains("process fault")
+                    && e.contains("generic WebSocket service")
+                    && e.contains("starts no nodes"),
+                "{e}"
+            );
+        }
+        let s = generic(&format!(
+            "{FAULT}kind = \"down\"\ntarget = \"client-node1\"\n"
+        ));
+        let e = format!("{:#}", check_fault_targets(&s).unwrap_err());
+        assert!(
+            e.contains("\"client-node1\", which matches no proxy of this run")
+                && e.contains("client-target1 → ws://127.0.0.1:9100/a?x=1"),
+            "{e}"
+        );
+        // A wss:// URL (TLS) gets no link: a fault aimed at its position matches nothing
+        // and the message says why.
+        let s = generic(&format!(
+            "{FAULT}kind = \"down\"\ntarget = \"client-target2\"\n"
+        ));
+        let urls = vec![
+            "ws://127.0.0.1:9100/".to_string(),
+            "wss://chat.example.com/socket".to_string(),
+        ];
+        let names = generic_link_names(&urls);
+        assert_eq!(names, ["client-target1"]);
+        let e = format!("{:#}", check_generic_faults(&s, &urls, &names).unwrap_err());
+        assert!(
+            e.contains("matches no proxy of this run")
+                && e.contains("wss://chat.example.com/socket used directly"),
+            "{e}"
+        );
     }
 
     #[test]
