@@ -92,11 +92,17 @@ pub fn rows(runs: &[RunFolder]) -> Vec<(String, Vec<String>)> {
     ));
     rows.push((
         "loadgen CPU µs/delivery".into(),
-        cell(&|r| r.num(&["loadgen.cpu_us_per_delivery"]).map(|v| format!("{v:.2}"))),
+        cell(&|r| {
+            r.num(&["loadgen.cpu_us_per_delivery"])
+                .map(|v| format!("{v:.2}"))
+        }),
     ));
     rows.push((
         "loadgen KiB/user".into(),
-        cell(&|r| r.num(&["loadgen.rss_kib_per_user"]).map(|v| format!("{v:.1}"))),
+        cell(&|r| {
+            r.num(&["loadgen.rss_kib_per_user"])
+                .map(|v| format!("{v:.1}"))
+        }),
     ));
     rows.push(("thresholds held".into(), cell(&thresholds_held)));
     rows

@@ -1469,8 +1469,13 @@ users = 10
         };
         let big = scenario(EMBEDDED_CLIENT_PROXY_MAX_USERS + 1, "client-node*");
         assert!(!clients_proxied(&big, false));
-        let e = check_client_link_faults(&big, false).unwrap_err().to_string();
-        assert!(e.contains("--toxiproxy-url") && e.contains("8001 users"), "{e}");
+        let e = check_client_link_faults(&big, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--toxiproxy-url") && e.contains("8001 users"),
+            "{e}"
+        );
         // A remote Toxiproxy holds them; a fault elsewhere needs no client link.
         assert!(clients_proxied(&big, true));
         check_client_link_faults(&big, true).unwrap();

@@ -340,7 +340,10 @@ mod tests {
 
     #[test]
     fn own_resources_are_read() {
-        assert_eq!(parse_vm_hwm("Name:\tx\nVmHWM:\t   20480 kB\nVmRSS: 1 kB\n"), Some(20480));
+        assert_eq!(
+            parse_vm_hwm("Name:\tx\nVmHWM:\t   20480 kB\nVmRSS: 1 kB\n"),
+            Some(20480)
+        );
         assert_eq!(parse_vm_hwm("VmRSS: 1 kB\n"), None);
         // Burn a little CPU and hold some memory: both show.
         let v: Vec<u64> = (0..2_000_000).collect();

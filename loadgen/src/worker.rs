@@ -68,7 +68,7 @@ pub struct WorkerConfig {
 
 /// WebSocket read buffer per connection: tungstenite's default (128 KiB, zeroed before
 /// every read) would cost ~135 KiB per connection.
-const READ_BUFFER: usize = 4 * 1024;
+const READ_BUFFER: usize = 1024;
 /// Users per source address: one (source, destination) pair has ~28k ephemeral ports and
 /// an explicitly bound source shares its ports across destinations.
 const USERS_PER_SOURCE: u32 = 20_000;
@@ -753,7 +753,10 @@ fn user_window(ctx: &ThreadCtx, index: u32) -> Option<(Instant, Instant)> {
     let s = &ctx.scenario;
     let (start_s, stop_s) = match &s.load.model {
         LoadModel::Closed { stages } => closed_window(stages, index, s.load.connect_rate)?,
-        LoadModel::Open { .. } => (f64::from(index) / f64::from(s.load.connect_rate.max(1)), None),
+        LoadModel::Open { .. } => (
+            f64::from(index) / f64::from(s.load.connect_rate.max(1)),
+            None,
+        ),
     };
     let stop_at = stop_s.map_or(ctx.clock.end, |t| ctx.clock.at(t).min(ctx.clock.end));
     Some((ctx.clock.at(start_s), stop_at))
@@ -971,6 +974,10 @@ impl User {
             v: flowline_protocol::PROTOCOL_VERSION,
             resume: resume.clone(),
             subscribe_all: true,
+            // Only users that change presence look at it; the others skip the snapshot,
+            // which in spaces of hundreds is the largest frame of a session and would
+            // grow its read buffer for good.
+            presence: self.feat.presence_gap_s.is_some(),
         };
         let t0 = Instant::now();
         if send_op(&mut ws, &hello).await.is_err() {

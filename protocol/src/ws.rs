@@ -31,6 +31,12 @@ pub enum ClientOp {
         /// client `subscribe` explicitly.
         #[serde(default = "default_true")]
         subscribe_all: bool,
+        /// Put the presence of the user's co-members in `ready` (default). A client that
+        /// shows no presence (a bot, a load generator) says false and gets an empty
+        /// snapshot — in spaces of thousands it is the largest frame a session receives
+        /// (compare Discord's presence intent). Presence events still arrive.
+        #[serde(default = "default_true")]
+        presence: bool,
     },
     /// Start receiving live messages of channels the user is a member of.
     Subscribe {
@@ -548,6 +554,7 @@ mod tests {
                 v: 1,
                 resume: BTreeMap::from([(3, 41)]),
                 subscribe_all: true,
+                presence: true,
             },
             ClientOp::Send {
                 req_id: 7,
@@ -594,7 +601,8 @@ mod tests {
                 token: "x".into(),
                 v: crate::PROTOCOL_VERSION,
                 resume: BTreeMap::from([(12, 5)]),
-                subscribe_all: true
+                subscribe_all: true,
+                presence: true,
             }
         );
     }

@@ -125,6 +125,7 @@ fn node_fanout(c: &mut Criterion) {
                 v: 1,
                 resume: Default::default(),
                 subscribe_all: true,
+                presence: true,
             };
             ws.send(WsMessage::text(serde_json::to_string(&hello).unwrap()))
                 .await
@@ -157,6 +158,7 @@ fn node_fanout(c: &mut Criterion) {
             v: 1,
             resume: Default::default(),
             subscribe_all: false,
+            presence: true,
         };
         ws.send(WsMessage::text(serde_json::to_string(&hello).unwrap()))
             .await

@@ -138,6 +138,7 @@ fn client(url: &str) -> anyhow::Result<()> {
                 v: 1,
                 resume: Default::default(),
                 subscribe_all: true,
+                presence: true,
             };
             ws.send(WsMessage::text(serde_json::to_string(&hello)?))
                 .await?;

@@ -246,7 +246,8 @@ impl Session {
                     v,
                     resume,
                     subscribe_all,
-                } => self.hello(&token, v, resume, subscribe_all).await,
+                    presence,
+                } => self.hello(&token, v, resume, subscribe_all, presence).await,
                 _ => {
                     self.error(
                         op_req_id(&op),
@@ -355,6 +356,7 @@ impl Session {
         v: u32,
         resume: BTreeMap<ChannelId, Seq>,
         subscribe_all: bool,
+        want_presence: bool,
     ) -> Flow {
         if v != PROTOCOL_VERSION {
             self.error(
@@ -416,7 +418,7 @@ impl Session {
         let heartbeat_ms = u64::try_from(self.app.config.heartbeat.as_millis()).unwrap_or(u64::MAX);
         let node_id = self.app.config.node_id.clone();
         self.idle_at = Instant::now() + self.app.config.features.idle_after;
-        let (presence, change) = self.presence_on_connect(user.id).await;
+        let (presence, change) = self.presence_on_connect(user.id, want_presence).await;
         let result = self
             .attach(&channels, &resume, |seqs| ServerEvent::Ready {
                 v: PROTOCOL_VERSION,

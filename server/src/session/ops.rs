@@ -675,12 +675,16 @@ impl Session {
     }
 
     /// Presence after `hello`: online (unless reconnecting within the grace period), and
-    /// the snapshot of co-members for `ready`.
+    /// the snapshot of co-members for `ready` (empty unless `snapshot`).
     pub(super) async fn presence_on_connect(
         &self,
         user: UserId,
+        snapshot: bool,
     ) -> (Vec<Presence>, Option<Presence>) {
         let change = self.app.features.presence.connect(user).await;
+        if !snapshot {
+            return (Vec::new(), change);
+        }
         let users = match self.app.storage.co_members(user).await {
             Ok(users) => users,
             Err(e) => {

@@ -368,6 +368,7 @@ fn hello_resume(token: &str, resume: BTreeMap<i64, i64>) -> ClientOp {
         v: flowline_protocol::PROTOCOL_VERSION,
         resume,
         subscribe_all: true,
+        presence: true,
     }
 }
 

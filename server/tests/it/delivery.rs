@@ -15,6 +15,7 @@ fn hello(token: &str, resume: BTreeMap<i64, i64>, subscribe_all: bool) -> Client
         v: flowline_protocol::PROTOCOL_VERSION,
         resume,
         subscribe_all,
+        presence: true,
     }
 }
 

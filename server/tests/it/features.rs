@@ -203,6 +203,46 @@ async fn presence_reaches_space_members_without_flapping(phase: Phase) {
 }
 crate::both_phases!(presence_reaches_space_members_without_flapping);
 
+async fn hello_without_presence_gets_an_empty_snapshot_and_still_the_events(phase: Phase) {
+    let (node, _db) = start_with(phase, |c| {
+        c.features.presence_grace = GRACE;
+    })
+    .await;
+    let w = world(&node).await;
+    let (mut b, _) = Ws::hello(&node.ws, &w.b.token).await;
+    let mut a = Ws::connect(&node.ws).await;
+    a.op(&ClientOp::Hello {
+        token: w.a.token.clone(),
+        v: flowline_protocol::PROTOCOL_VERSION,
+        resume: Default::default(),
+        subscribe_all: true,
+        presence: false,
+    })
+    .await;
+    let ready = a.next().await.unwrap();
+    let ServerEvent::Ready { presence, .. } = ready else {
+        panic!("expected ready, got {ready:?}")
+    };
+    // bob is online and shares the space, yet the snapshot was declined.
+    assert!(presence.is_empty(), "{presence:?}");
+    // ann is still announced to bob, and bob's changes still reach ann.
+    b.until(
+        "ann online",
+        presence_of(w.a.user.id, PresenceStatus::Online),
+    )
+    .await;
+    b.op(&ClientOp::SetPresence {
+        req_id: Some(1),
+        status: PresenceStatus::Dnd,
+        custom: None,
+    })
+    .await;
+    a.until("bob dnd", presence_of(w.b.user.id, PresenceStatus::Dnd))
+        .await;
+    node.stop().await;
+}
+crate::both_phases!(hello_without_presence_gets_an_empty_snapshot_and_still_the_events);
+
 async fn inactivity_turns_idle_and_activity_back_online(phase: Phase) {
     let (node, _db) = start_with(phase, |c| {
         c.features.idle_after = Duration::from_millis(400);

@@ -250,6 +250,7 @@ async fn ws_refusals(phase: Phase) {
         v: 1,
         resume: Default::default(),
         subscribe_all: true,
+        presence: true,
     })
     .await;
     assert!(matches!(
@@ -261,6 +262,7 @@ async fn ws_refusals(phase: Phase) {
         v: 1,
         resume: Default::default(),
         subscribe_all: true,
+        presence: true,
     })
     .await;
     expect_error(&mut ws, ErrorCode::NotAuthenticated, None).await;
@@ -299,6 +301,7 @@ async fn ws_refusals(phase: Phase) {
         v: 1,
         resume: [(public.id, 0)].into(),
         subscribe_all: true,
+        presence: true,
     })
     .await;
     let ServerEvent::Ready { channels, .. } = r.next().await.unwrap() else {
@@ -377,6 +380,7 @@ async fn ws_refusals(phase: Phase) {
         v: 1,
         resume: Default::default(),
         subscribe_all: true,
+        presence: true,
     })
     .await;
     let (code, events) = bad.close_code().await;
@@ -398,6 +402,7 @@ async fn ws_refusals(phase: Phase) {
         v: 99,
         resume: Default::default(),
         subscribe_all: true,
+        presence: true,
     })
     .await;
     assert_eq!(old.close_code().await.0, close::UNSUPPORTED_VERSION);

@@ -197,6 +197,7 @@ impl Ws {
             v: flowline_protocol::PROTOCOL_VERSION,
             resume: Default::default(),
             subscribe_all: true,
+            presence: true,
         })
         .await;
         let ready = ws.next().await.unwrap();

@@ -191,6 +191,7 @@ async fn seed(node: &Node, token: &str, channel: i64, n: u64) -> anyhow::Result<
         v: 1,
         resume: Default::default(),
         subscribe_all: false,
+        presence: true,
     };
     ws.send(WsMessage::text(serde_json::to_string(&hello)?))
         .await?;
