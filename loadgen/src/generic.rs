@@ -295,6 +295,14 @@ pub struct GenericDone {
 }
 
 impl GenericDone {
+    /// Take another part's history (no copy: with rooms of 50 a 10k-user run holds
+    /// half a million receipts).
+    pub fn append(&mut self, mut o: GenericDone) {
+        self.sent.append(&mut o.sent);
+        self.sessions.append(&mut o.sessions);
+        self.received.append(&mut o.received);
+    }
+
     /// Add another worker's history.
     pub fn extend(&mut self, o: &GenericDone) {
         self.sent.extend_from_slice(&o.sent);

@@ -355,9 +355,10 @@ pub async fn run(
                 done.recipients.extend(records);
                 done.peak_users += peak;
                 if let Some(g) = generic {
-                    done.generic
-                        .get_or_insert_with(GenericDone::default)
-                        .extend(&g);
+                    match done.generic.as_mut() {
+                        Some(d) => d.append(g),
+                        None => done.generic = Some(g),
+                    }
                 }
             }
         }

@@ -137,34 +137,13 @@ impl Member {
         });
         let addr = addr_rx.await.unwrap();
         let task = tokio::spawn(async move { done_rx.await.unwrap_or(Ok(())) });
-        let node = Node {
-            http: format!("http://{addr}"),
-            ws: format!("ws://{addr}/ws"),
-            shutdown,
-            task,
-            client: reqwest::Client::new(),
-        };
-        for _ in 0..200 {
-            if let Ok(r) = node
-                .client
-                .get(format!("{}/readyz", node.http))
-                .send()
-                .await
-                && r.status().is_success()
-            {
-                return Member {
-                    node,
-                    kill: Some(kill_tx),
-                    thread: Some(thread),
-                };
-            }
-            if node.task.is_finished() {
-                let err = node.task.await.unwrap();
-                panic!("node exited during start-up: {err:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut node = Node::at(addr, shutdown, task);
+        node.wait_ready(Duration::from_secs(10)).await;
+        Member {
+            node,
+            kill: Some(kill_tx),
+            thread: Some(thread),
         }
-        panic!("node did not become ready");
     }
 
     /// Kill the node: drop its runtime without any shutdown.

@@ -50,27 +50,47 @@ impl Node {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(flowline_server::run(config, listener, shutdown.clone()));
-        let node = Node {
+        let mut node = Node::at(addr, shutdown, task);
+        node.wait_ready(Duration::from_secs(5)).await;
+        node
+    }
+
+    /// The handle of a node serving on `addr`, run by `task`, stopped by `shutdown`.
+    pub fn at(
+        addr: std::net::SocketAddr,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<Result<(), flowline_server::Error>>,
+    ) -> Node {
+        Node {
             http: format!("http://{addr}"),
             ws: format!("ws://{addr}/ws"),
             shutdown,
             task,
             client: reqwest::Client::new(),
-        };
-        // Wait until it answers (storage opened).
-        for _ in 0..100 {
-            if let Ok(r) = node
+        }
+    }
+
+    /// Wait until `/readyz` answers (storage opened); panics with the node's error if it
+    /// exits first, or after `within`.
+    pub async fn wait_ready(&mut self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(r) = self
                 .client
-                .get(format!("{}/readyz", node.http))
+                .get(format!("{}/readyz", self.http))
                 .send()
                 .await
                 && r.status().is_success()
             {
-                return node;
+                return;
+            }
+            if self.task.is_finished() {
+                let outcome = (&mut self.task).await;
+                panic!("node exited during start-up: {outcome:?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("node did not become ready");
+        panic!("node did not become ready within {within:?}");
     }
 
     pub async fn stop(self) {
