@@ -776,7 +776,9 @@ trait Sessions {
     fn index(&self) -> u32;
     fn stop_at(&self) -> Instant;
     /// One connection's life, from the handshake's end to its close.
-    async fn session(&mut self, ws: Ws, churn_at: Option<Instant>) -> End;
+    /// Takes the socket by reference: moved in, it would sit in the task twice (as the
+    /// argument and as the session's local).
+    async fn session(&mut self, ws: &mut Ws, churn_at: Option<Instant>) -> End;
 }
 
 /// Connection behaviour shared by every kind of user: connect to the user's node (see
@@ -795,7 +797,9 @@ async fn drive(ctx: &ThreadCtx, u: &mut impl Sessions, churn: Option<Duration>) 
         }
         let t0 = Instant::now();
         let target = &ctx.targets[target_index(index, attempt, ctx.targets.len())];
-        let backoff = match connect(target, index).await {
+        // Boxed, as every step that only runs now and then: a task's size is that of its
+        // largest state, paid by every user for the whole run.
+        let backoff = match Box::pin(connect(target, index)).await {
             Err(kind) => {
                 ctx.error(kind);
                 attempt += 1;
@@ -804,7 +808,7 @@ async fn drive(ctx: &ThreadCtx, u: &mut impl Sessions, churn: Option<Duration>) 
                 Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
                     + Duration::from_millis(u64::from(index % 97))
             }
-            Ok(ws) => {
+            Ok(mut ws) => {
                 ctx.record(Metric::Connect, t0.elapsed().as_micros() as u64);
                 if sessions > 0 {
                     ctx.count(|c| c.reconnects += 1);
@@ -816,7 +820,7 @@ async fn drive(ctx: &ThreadCtx, u: &mut impl Sessions, churn: Option<Duration>) 
                     let frac = 0.5 + f64::from(index % 101) / 100.0;
                     Instant::now() + every.mul_f64(if sessions == 1 { frac } else { 1.0 })
                 });
-                match u.session(ws, churn_at).await {
+                match u.session(&mut ws, churn_at).await {
                     End::Finished => break,
                     End::Churn => {
                         attempt = 0;
@@ -909,7 +913,7 @@ impl Sessions for User {
     fn stop_at(&self) -> Instant {
         self.stop_at
     }
-    async fn session(&mut self, ws: Ws, churn_at: Option<Instant>) -> End {
+    async fn session(&mut self, ws: &mut Ws, churn_at: Option<Instant>) -> End {
         User::session(self, ws, churn_at).await
     }
 }
@@ -960,7 +964,7 @@ impl User {
     }
 
     /// One WebSocket session: hello, ready, then traffic until the end, churn or a break.
-    async fn session(&mut self, mut ws: Ws, churn_at: Option<Instant>) -> End {
+    async fn session(&mut self, ws: &mut Ws, churn_at: Option<Instant>) -> End {
         let ctx = self.ctx.clone();
         let resume: BTreeMap<ChannelId, Seq> = self
             .chans
@@ -981,11 +985,11 @@ impl User {
             presence: self.feat.presence_gap_s.is_some(),
         };
         let t0 = Instant::now();
-        if send_op(&mut ws, &hello).await.is_err() {
+        if Box::pin(send_op(ws, &hello)).await.is_err() {
             ctx.error("ws_send");
             return End::Broken;
         }
-        let ready = match timeout(HELLO_TIMEOUT, wait_ready(&mut ws)).await {
+        let ready = match Box::pin(timeout(HELLO_TIMEOUT, wait_ready(ws))).await {
             Ok(Ok(r)) => r,
             Ok(Err(kind)) => {
                 ctx.error(kind);
@@ -1021,7 +1025,7 @@ impl User {
             self.schedule_history(now);
         }
         self.feat.schedule(now, ctx.clock.send_end);
-        let end = self.traffic(&mut ws, churn_at).await;
+        let end = self.traffic(ws, churn_at).await;
         ctx.set_connected(false);
         for c in &mut self.chans {
             if matches!(end, End::Finished) && Instant::now() >= ctx.clock.end && c.subscribed {
@@ -1044,7 +1048,7 @@ impl User {
             }
         }
         if !matches!(end, End::Broken) {
-            let _ = timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+            let _ = Box::pin(timeout(CLOSE_TIMEOUT, ws.close(None))).await;
         }
         end
     }
@@ -1121,7 +1125,7 @@ impl User {
                         if let Some(ch) = self.pick_channel() {
                             let req_id = self.take_req();
                             let op = ClientOp::History { req_id, channel: ch, before: None, after: None, limit: Some(50) };
-                            if send_op(ws, &op).await.is_err() {
+                            if Box::pin(send_op(ws, &op)).await.is_err() {
                                 ctx.error("ws_send");
                                 return End::Broken;
                             }
@@ -1137,7 +1141,7 @@ impl User {
                     }
                     if now >= ping_at {
                         let op = ClientOp::Ping { req_id: None, ts: None };
-                        if send_op(ws, &op).await.is_err() {
+                        if Box::pin(send_op(ws, &op)).await.is_err() {
                             ctx.error("ws_send");
                             return End::Broken;
                         }
@@ -1558,7 +1562,7 @@ impl Sessions for GenericUser {
     fn stop_at(&self) -> Instant {
         self.stop_at
     }
-    async fn session(&mut self, ws: Ws, churn_at: Option<Instant>) -> End {
+    async fn session(&mut self, ws: &mut Ws, churn_at: Option<Instant>) -> End {
         GenericUser::session(self, ws, churn_at).await
     }
 }
@@ -1599,14 +1603,14 @@ impl GenericUser {
         }
     }
 
-    async fn session(&mut self, mut ws: Ws, churn_at: Option<Instant>) -> End {
+    async fn session(&mut self, ws: &mut Ws, churn_at: Option<Instant>) -> End {
         let ctx = self.ctx.clone();
         let Some(g) = ctx.generic.as_ref() else {
             return End::Finished;
         };
         if let Some(h) = &g.hello {
             let text = h.to_string(&self.vars(0, Instant::now()));
-            if ws.send(Message::text(text)).await.is_err() {
+            if Box::pin(ws.send(Message::text(text))).await.is_err() {
                 ctx.error("ws_send");
                 return End::Broken;
             }
@@ -1659,7 +1663,7 @@ impl GenericUser {
                         break End::Churn;
                     }
                     if let Some(at) = self.next_send.filter(|&at| now >= at)
-                        && self.send_frame(g, &mut ws, at).await.is_err()
+                        && Box::pin(self.send_frame(g, ws, at)).await.is_err()
                     {
                         break End::Broken;
                     }
@@ -1675,7 +1679,7 @@ impl GenericUser {
             s.1 = true;
         }
         if !matches!(end, End::Broken) {
-            let _ = timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+            let _ = Box::pin(timeout(CLOSE_TIMEOUT, ws.close(None))).await;
         }
         end
     }
