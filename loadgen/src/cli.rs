@@ -204,23 +204,12 @@ async fn standalone(
             .map(|h| format!("{}/ws", h.trim_end_matches('/').replacen("http", "ws", 1)))
             .collect()
     };
-    let stamp = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("runs/{stamp}-{}", scenario.name)));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    std::fs::write(out.join("scenario.toml"), scenario.to_toml())
-        .with_context(|| format!("writing {}", out.join("scenario.toml").display()))?;
+    let (stamp, out) = standalone_folder(&args, &scenario)?;
     tracing::info!(users = scenario.population.users, node = %http[0], "provisioning");
     let plan = plan::provision(&scenario, &http[0], &secret)
         .await
         .context("provisioning the users")?;
-    plan.write(&out.join("plan.json"))?;
-    if args.provision_only {
-        println!("{}", out.join("plan.json").display());
+    if write_plan(&plan, &out, args.provision_only)? {
         return Ok(ExitCode::SUCCESS);
     }
     let meta = RunMeta {
@@ -235,6 +224,32 @@ async fn standalone(
     .await
 }
 
+/// The run folder of a standalone run (`--out`, else `runs/<unix time>-<name>`), created
+/// with the scenario in it; returns the Unix time it is named after.
+fn standalone_folder(args: &Args, scenario: &Scenario) -> anyhow::Result<(u64, PathBuf)> {
+    let stamp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{stamp}-{}", scenario.name)));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(out.join("scenario.toml"), scenario.to_toml())
+        .with_context(|| format!("writing {}", out.join("scenario.toml").display()))?;
+    Ok((stamp, out))
+}
+
+/// Write `plan.json` into the run folder; with `--provision-only` print its path and
+/// return true: the run stops there.
+fn write_plan(plan: &Plan, out: &std::path::Path, provision_only: bool) -> anyhow::Result<bool> {
+    plan.write(&out.join("plan.json"))?;
+    if provision_only {
+        println!("{}", out.join("plan.json").display());
+    }
+    Ok(provision_only)
+}
+
 /// Standalone run of a generic WebSocket target: nothing to provision.
 #[allow(clippy::too_many_arguments)]
 async fn standalone_generic(
@@ -247,20 +262,9 @@ async fn standalone_generic(
     cancel: CancellationToken,
     metrics: Option<Arc<WorkerMetrics>>,
 ) -> anyhow::Result<ExitCode> {
-    let stamp = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("runs/{stamp}-{}", scenario.name)));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    std::fs::write(out.join("scenario.toml"), scenario.to_toml())
-        .with_context(|| format!("writing {}", out.join("scenario.toml").display()))?;
+    let (stamp, out) = standalone_folder(&args, &scenario)?;
     let plan = Plan::synthetic(&scenario);
-    plan.write(&out.join("plan.json"))?;
-    if args.provision_only {
-        println!("{}", out.join("plan.json").display());
+    if write_plan(&plan, &out, args.provision_only)? {
         return Ok(ExitCode::SUCCESS);
     }
     let targets = if args.targets.is_empty() {

@@ -165,6 +165,27 @@ impl ThreadCtx {
             .clone()
     }
 
+    /// Open model: the user's next intended send on `curve` after `after`, if it is
+    /// before the end of sending.
+    fn next_open(
+        &self,
+        curve: &RateCurve,
+        sched: &mut UserSchedule,
+        after: Instant,
+    ) -> Option<Instant> {
+        sched
+            .next_open(curve, self.clock.secs(after))
+            .map(|s| self.clock.at(s))
+            .filter(|&at| at < self.clock.send_end)
+    }
+
+    /// `now` plus a gap of `gap_s` seconds, if that is before the end of sending.
+    fn after_gap(&self, now: Instant, gap_s: Option<f64>) -> Option<Instant> {
+        gap_s
+            .map(|s| now + Duration::from_secs_f64(s))
+            .filter(|&at| at < self.clock.send_end)
+    }
+
     fn set_connected(&self, up: bool) {
         let n = if up {
             self.connected.get() + 1
@@ -920,31 +941,17 @@ impl Sessions for User {
 
 impl User {
     fn advance_open(&mut self, after: Instant) {
-        let Some(curve) = self.ctx.curve.as_ref() else {
-            return;
-        };
-        let t = self.ctx.clock.secs(after);
-        self.next_send = self
-            .sched
-            .next_open(curve, t)
-            .map(|s| self.ctx.clock.at(s))
-            .filter(|&at| at < self.ctx.clock.send_end);
+        if let Some(curve) = self.ctx.curve.as_ref() {
+            self.next_send = self.ctx.next_open(curve, &mut self.sched, after);
+        }
     }
 
     fn schedule_closed(&mut self, now: Instant) {
-        self.next_send = self
-            .sched
-            .think_time()
-            .map(|s| now + Duration::from_secs_f64(s))
-            .filter(|&at| at < self.ctx.clock.send_end);
+        self.next_send = self.ctx.after_gap(now, self.sched.think_time());
     }
 
     fn schedule_history(&mut self, now: Instant) {
-        self.next_history = self
-            .sched
-            .history_gap()
-            .map(|s| now + Duration::from_secs_f64(s))
-            .filter(|&at| at < self.ctx.clock.send_end);
+        self.next_history = self.ctx.after_gap(now, self.sched.history_gap());
     }
 
     fn chan(&mut self, id: ChannelId) -> &mut Chan {
@@ -1569,25 +1576,15 @@ impl Sessions for GenericUser {
 
 impl GenericUser {
     fn advance_open(&mut self, after: Instant) {
-        let Some(curve) = self.ctx.curve.as_ref() else {
-            return;
-        };
-        let t = self.ctx.clock.secs(after);
-        self.next_send = self
-            .sched
-            .next_open(curve, t)
-            .map(|s| self.ctx.clock.at(s))
-            .filter(|&at| at < self.ctx.clock.send_end);
+        if let Some(curve) = self.ctx.curve.as_ref() {
+            self.next_send = self.ctx.next_open(curve, &mut self.sched, after);
+        }
     }
 
     /// Closed model: the next frame after a think time (a generic service has no ack to
     /// wait for).
     fn schedule_closed(&mut self, now: Instant) {
-        self.next_send = self
-            .sched
-            .think_time()
-            .map(|s| now + Duration::from_secs_f64(s))
-            .filter(|&at| at < self.ctx.clock.send_end);
+        self.next_send = self.ctx.after_gap(now, self.sched.think_time());
     }
 
     fn vars(&self, seq: u64, at: Instant) -> Vars<'_> {
