@@ -109,6 +109,20 @@ pub enum Error {
         /// Why.
         source: io::Error,
     },
+    /// An `ip`, `tc` or `nft` command failed.
+    #[error("{command}: {reason}")]
+    Kernel {
+        /// The command line.
+        command: String,
+        /// Its error output, or why it could not run.
+        reason: String,
+    },
+    /// A run's network cannot be made or used as asked.
+    #[error("network namespaces: {reason}")]
+    Network {
+        /// Why.
+        reason: String,
+    },
     /// Any other I/O error (500).
     #[error(transparent)]
     Io(#[from] io::Error),

@@ -14,6 +14,22 @@
 //!
 //! Link names are fixed by the harness: `client-node<i>` (load generator → node i),
 //! `node<i>-redis` and `node<i>-postgres`. Node ids are `node<i>`, 1-based.
+//!
+//! Kernel faults act between hosts in network namespaces (see [`crate::kernel`]):
+//!
+//! ```toml
+//! [[faults]]
+//! at = "10s"
+//! duration = "20s"
+//! kind = "partition"        # loss | partition | block_new | bandwidth | unplug
+//!                           # (+ delay | reorder | duplicate | corrupt where netem exists)
+//! target = "node2"          # a host name glob: node<i>, redis, postgres, worker<i>
+//! peer = "redis"            # host glob; default every host that is not a target
+//! direction = "to"          # to: target → peer dropped; from: peer → target; both (default)
+//! ```
+//!
+//! `bandwidth` is the proxy's when its target names links and the kernel's (tbf) when it
+//! names hosts.
 //! Raw parameters are parsed leniently per kind and checked by [`FaultSpec::validate`], so
 //! a parameter that does not belong to the kind is an error rather than silently ignored.
 
@@ -21,7 +37,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The kind of a fault: a Toxiproxy toxic on links, a partition, or a process fault.
+/// The kind of a fault: a Toxiproxy toxic on links, a partition, a process fault, or a
+/// kernel fault between hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {
@@ -47,12 +64,52 @@ pub enum FaultKind {
     Kill,
     /// SIGSTOP the node for the duration, then SIGCONT.
     Pause,
+    /// Kernel: drop `percent` % of the packets between hosts.
+    Loss,
+    /// Kernel: drop every packet between hosts (one way with `direction`).
+    Partition,
+    /// Kernel: drop new connections between hosts, keep established ones.
+    BlockNew,
+    /// Kernel: the hosts' cables pulled (link down), then plugged back.
+    Unplug,
+    /// Kernel, netem only: delay packets by `delay` ± `jitter`.
+    Delay,
+    /// Kernel, netem only: reorder `percent` % of packets (needs `delay`).
+    Reorder,
+    /// Kernel, netem only: duplicate `percent` % of packets.
+    Duplicate,
+    /// Kernel, netem only: corrupt `percent` % of packets.
+    Corrupt,
 }
 
 impl FaultKind {
     /// Whether this kind targets processes (node ids) rather than links.
     pub fn is_process(self) -> bool {
         matches!(self, FaultKind::Kill | FaultKind::Pause)
+    }
+
+    /// Whether only the kernel makes this kind (it targets hosts). `bandwidth` is made by
+    /// both the proxy and the kernel and answers false.
+    pub fn is_kernel(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Loss
+                | FaultKind::Partition
+                | FaultKind::BlockNew
+                | FaultKind::Unplug
+                | FaultKind::Delay
+                | FaultKind::Reorder
+                | FaultKind::Duplicate
+                | FaultKind::Corrupt
+        )
+    }
+
+    /// Whether the kind needs the kernel's netem qdisc.
+    pub fn needs_netem(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Delay | FaultKind::Reorder | FaultKind::Duplicate | FaultKind::Corrupt
+        )
     }
 
     /// Name of the kind as written in scenarios and in Toxiproxy's `type` field.
@@ -69,6 +126,14 @@ impl FaultKind {
             FaultKind::Blackhole => "blackhole",
             FaultKind::Kill => "kill",
             FaultKind::Pause => "pause",
+            FaultKind::Loss => "loss",
+            FaultKind::Partition => "partition",
+            FaultKind::BlockNew => "block_new",
+            FaultKind::Unplug => "unplug",
+            FaultKind::Delay => "delay",
+            FaultKind::Reorder => "reorder",
+            FaultKind::Duplicate => "duplicate",
+            FaultKind::Corrupt => "corrupt",
         }
     }
 }
@@ -84,6 +149,30 @@ pub enum StreamSel {
     Upstream,
     /// Both directions (one toxic each).
     Both,
+}
+
+/// Which way a kernel fault hits traffic, seen from its targets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostDirection {
+    /// Traffic from the targets to their peers and back (the default).
+    #[default]
+    Both,
+    /// Traffic the targets send to their peers.
+    To,
+    /// Traffic the targets receive from their peers.
+    From,
+}
+
+impl HostDirection {
+    /// The name as written in scenarios.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostDirection::Both => "both",
+            HostDirection::To => "to",
+            HostDirection::From => "from",
+        }
+    }
 }
 
 /// A fault of a scenario's schedule, as parsed.
@@ -102,8 +191,19 @@ pub struct FaultSpec {
     pub duration: Option<Duration>,
     /// What the fault does.
     pub kind: FaultKind,
-    /// Link name glob (`client-node*`, `node2-redis`) or node id glob (`node2`).
+    /// Link name glob (`client-node*`, `node2-redis`), node id glob (`node2`), or for
+    /// kernel faults a host name glob (`node2`, `redis`, `worker*`).
     pub target: String,
+    /// Kernel faults between hosts: the other end (host glob; default every host that
+    /// is not a target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// Kernel faults: which way traffic is hit (default both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<HostDirection>,
+    /// `loss`, `reorder`, `duplicate`, `corrupt`: share of packets, in percent (0..=100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
     /// Optional label shown in reports (defaults to `<kind> <target>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
@@ -120,7 +220,7 @@ pub struct FaultSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub latency: Option<Duration>,
-    /// `latency`: ± this much, uniformly.
+    /// `latency` (proxy) and `delay` (netem): ± this much.
     #[serde(
         default,
         with = "humantime_serde",
@@ -137,7 +237,8 @@ pub struct FaultSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub timeout: Option<Duration>,
-    /// `slow_close`: close delay; `slicer`: delay between pieces.
+    /// `slow_close`: close delay; `slicer`: delay between pieces; `delay`/`reorder`
+    /// (netem): the added delay.
     #[serde(
         default,
         with = "humantime_serde",
@@ -188,6 +289,9 @@ impl FaultSpec {
                 set.push(name);
             }
         };
+        push("peer", self.peer.is_some());
+        push("direction", self.direction.is_some());
+        push("percent", self.percent.is_some());
         push("stream", self.stream.is_some());
         push("toxicity", self.toxicity.is_some());
         push("latency", self.latency.is_some());
@@ -207,7 +311,9 @@ impl FaultSpec {
         const TOXIC: [&str; 2] = ["stream", "toxicity"];
         match kind {
             FaultKind::Latency => (&["stream", "toxicity", "latency", "jitter"], &["latency"]),
-            FaultKind::Bandwidth => (&["stream", "toxicity", "rate"], &["rate"]),
+            // `stream`/`toxicity` for the proxy, `direction` for the kernel: which one
+            // applies is known once the target is resolved (Schedule::new).
+            FaultKind::Bandwidth => (&["stream", "toxicity", "rate", "direction"], &["rate"]),
             FaultKind::Timeout => (&["stream", "toxicity", "timeout"], &["timeout"]),
             FaultKind::ResetPeer => (&["stream", "toxicity", "timeout"], &[]),
             FaultKind::SlowClose => (&["stream", "toxicity", "delay"], &["delay"]),
@@ -226,6 +332,12 @@ impl FaultSpec {
             FaultKind::Blackhole => (&TOXIC, &[]),
             FaultKind::Kill => (&["restart_after"], &[]),
             FaultKind::Pause => (&[], &[]),
+            FaultKind::Loss => (&["peer", "direction", "percent"], &["percent"]),
+            FaultKind::Partition | FaultKind::BlockNew => (&["peer", "direction"], &[]),
+            FaultKind::Unplug => (&[], &[]),
+            FaultKind::Delay => (&["direction", "delay", "jitter"], &["delay"]),
+            FaultKind::Reorder => (&["direction", "percent", "delay"], &["percent", "delay"]),
+            FaultKind::Duplicate | FaultKind::Corrupt => (&["direction", "percent"], &["percent"]),
         }
     }
 
@@ -271,6 +383,23 @@ impl FaultSpec {
         }
         if self.duration == Some(Duration::ZERO) {
             return Err(err("duration must be positive".into()));
+        }
+        if let Some(p) = self.percent
+            && !(p > 0.0 && p <= 100.0)
+        {
+            return Err(err(format!(
+                "percent must be within 0 (excluded) and 100, got {p}"
+            )));
+        }
+        if let Some(p) = &self.peer
+            && let Err(e) = glob::Pattern::new(p)
+        {
+            return Err(err(format!("bad peer glob: {e}")));
+        }
+        if self.kind.needs_netem()
+            && let Err(reason) = crate::kernel::netem::support()
+        {
+            return Err(err(reason));
         }
         Ok(())
     }

@@ -6,6 +6,9 @@
 //!   partition), enable/disable (a partition), and [`Controller::heal_all`].
 //! - [`api`]: the Toxiproxy 2.x HTTP API over a controller (`flowline chaos serve`).
 //! - [`ProcessTarget`]: SIGKILL (+ restart by the owner), SIGSTOP/SIGCONT.
+//! - [`kernel`]: a run's hosts in network namespaces ([`Network`]) and the faults the
+//!   kernel makes between them (loss, partition, block_new, bandwidth, unplug, and the
+//!   netem kinds where the kernel has netem).
 //! - [`Schedule`]: a scenario's `[[faults]]` ([`fault::FaultSpec`]) run against
 //!   [`Targets`] (local controller or a remote Toxiproxy via [`ToxiproxyClient`], plus
 //!   nodes), written to events.jsonl ([`EventLog`]).
@@ -48,6 +51,7 @@ pub mod controller;
 pub mod error;
 pub mod events;
 pub mod fault;
+pub mod kernel;
 mod link;
 pub mod metrics;
 pub mod process;
@@ -60,6 +64,7 @@ pub use client::ToxiproxyClient;
 pub use controller::{Controller, ProxyConfig, ProxyUpdate};
 pub use error::{Error, Result};
 pub use events::{Event, EventLog};
+pub use kernel::{Host, Network};
 pub use metrics::FaultMetrics;
 pub use process::{PidProcess, ProcessTarget};
 pub use proxy::ProxyInfo;

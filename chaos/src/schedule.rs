@@ -2,6 +2,8 @@
 //! duration ends, recorded in events.jsonl, and always healed when the run ends.
 //!
 //! One task per fault sleeps until `zero + at`, injects, sleeps until the end, heals.
+//! A fault reaches proxy links, nodes (processes), or, with a [`Network`], hosts in
+//! network namespaces (kernel faults, [`crate::kernel`]).
 //! Injections and heals are serialised through one async lock over the set of active
 //! faults, and every injection first checks the cancellation token under that lock, so
 //! [`ScheduleHandle::heal_all`] (cancel, then take the lock and heal the set) cannot
@@ -22,6 +24,7 @@ use crate::controller::Controller;
 use crate::error::{Error, Result};
 use crate::events::EventLog;
 use crate::fault::{FaultKind, FaultSpec, StreamSel};
+use crate::kernel::{self, Change, Network};
 use crate::metrics::FaultMetrics;
 use crate::process::ProcessTarget;
 use crate::toxic::{Direction, ToxicKind, ToxicSpec};
@@ -96,11 +99,12 @@ impl Links {
     }
 }
 
-/// What faults can reach: links (proxies) and nodes (processes).
+/// What faults can reach: links (proxies), nodes (processes) and hosts (a network).
 #[derive(Clone)]
 pub struct Targets {
     links: Links,
     nodes: Vec<Arc<dyn ProcessTarget>>,
+    network: Option<Arc<Network>>,
     metrics: Option<FaultMetrics>,
 }
 
@@ -112,6 +116,7 @@ impl std::fmt::Debug for Targets {
                 "nodes",
                 &self.nodes.iter().map(|n| n.node_id()).collect::<Vec<_>>(),
             )
+            .field("network", &self.network.as_ref().map(|n| n.run_id()))
             .finish()
     }
 }
@@ -127,6 +132,7 @@ impl Targets {
         Targets {
             links,
             nodes: Vec::new(),
+            network: None,
             metrics,
         }
     }
@@ -136,6 +142,12 @@ impl Targets {
     /// (process faults, a remote Toxiproxy's links) is reported here.
     pub fn with_metrics(mut self, metrics: FaultMetrics) -> Self {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Hosts in network namespaces that kernel faults may target (by host name).
+    pub fn with_network(mut self, network: Arc<Network>) -> Self {
+        self.network = Some(network);
         self
     }
 
@@ -156,12 +168,23 @@ enum Applied {
     Paused(Vec<Arc<dyn ProcessTarget>>),
     /// Processes killed, to be restarted when the fault ends.
     Killed(Vec<Arc<dyn ProcessTarget>>),
+    /// Changes made to the run's network.
+    Kernel(Arc<Network>, Vec<Change>),
+}
+
+impl Applied {
+    /// Whether the local controller already reports this fault in its own metrics.
+    fn seen_by_controller(&self, links: &Links) -> bool {
+        matches!(self, Applied::Toxics(_) | Applied::Disabled(_))
+            && matches!(links, Links::Local(_))
+    }
 }
 
 struct Active {
     index: usize,
     spec: FaultSpec,
     targets: Vec<String>,
+    params: Value,
     applied: Applied,
 }
 
@@ -227,7 +250,8 @@ pub fn toxics_for(index: usize, spec: &FaultSpec) -> Option<Vec<ToxicSpec>> {
             bytes: spec.bytes.unwrap_or(0),
         },
         FaultKind::Blackhole => ToxicKind::Blackhole,
-        FaultKind::Down | FaultKind::Kill | FaultKind::Pause => return None,
+        // Disables, process faults and kernel faults add no toxic.
+        _ => return None,
     };
     let dirs: &[Direction] = match spec.stream.unwrap_or_default() {
         StreamSel::Downstream => &[Direction::Downstream],
@@ -268,6 +292,7 @@ impl Schedule {
     pub fn new(faults: Vec<FaultSpec>, targets: Targets, events: EventLog) -> Result<Self> {
         for (i, f) in faults.iter().enumerate() {
             f.validate(i + 1)?;
+            kernel::check(i + 1, f, targets.network.as_deref())?;
             if let Err(e) = glob::Pattern::new(&f.target) {
                 return Err(Error::Fault(crate::fault::FaultError {
                     index: i + 1,
@@ -315,7 +340,7 @@ async fn run_fault(shared: Arc<Shared>, index: usize, spec: FaultSpec, zero: Ins
         }
         match shared.inject(index, &spec).await {
             Ok(a) => {
-                shared.record("inject", &a.spec, a.targets.clone(), params_of(&a.spec));
+                shared.record_active("inject", &a, a.params.clone());
                 active.push(a);
             }
             Err(e) => {
@@ -413,13 +438,14 @@ impl Shared {
 
     /// Report an injected or healed fault to the metrics unless the local controller
     /// already sees it in its proxies.
-    fn report(&self, action: &str, spec: &FaultSpec, targets: &[String]) {
+    fn report(&self, action: &str, a: &Active) {
         let Some(m) = &self.targets.metrics else {
             return;
         };
-        if !spec.kind.is_process() && matches!(self.targets.links, Links::Local(_)) {
+        if a.applied.seen_by_controller(&self.targets.links) {
             return;
         }
+        let (spec, targets) = (&a.spec, &a.targets);
         for t in targets {
             match action {
                 "inject" => m.injected(spec.kind.as_str(), t),
@@ -429,8 +455,13 @@ impl Shared {
         }
     }
 
+    /// Record an injection or heal: metrics, log, events.jsonl.
+    fn record_active(&self, action: &str, a: &Active, params: Value) {
+        self.report(action, a);
+        self.record(action, &a.spec, a.targets.clone(), params);
+    }
+
     fn record(&self, action: &str, spec: &FaultSpec, targets: Vec<String>, params: Value) {
-        self.report(action, spec, &targets);
         tracing::info!(
             action,
             kind = spec.kind.as_str(),
@@ -464,6 +495,11 @@ impl Shared {
         let pattern = glob::Pattern::new(&spec.target).map_err(|e| {
             Error::BadRequestBody(format!("bad target glob {:?}: {e}", spec.target))
         })?;
+        if let Some(net) = &self.targets.network
+            && kernel::uses_kernel(spec, Some(net))
+        {
+            return self.inject_kernel(index, spec, net.clone()).await;
+        }
         if spec.kind.is_process() {
             let nodes: Vec<_> = self
                 .targets
@@ -506,6 +542,7 @@ impl Shared {
                 index,
                 spec: spec.clone(),
                 targets: names,
+                params: params_of(spec),
                 applied,
             });
         }
@@ -570,7 +607,39 @@ impl Shared {
             index,
             spec: spec.clone(),
             targets: names,
+            params: params_of(spec),
             applied,
+        })
+    }
+
+    /// Inject a kernel fault: resolve its hosts, apply its changes (off the runtime's
+    /// threads: they run `ip`/`nft`/`tc`).
+    async fn inject_kernel(
+        &self,
+        index: usize,
+        spec: &FaultSpec,
+        net: Arc<Network>,
+    ) -> Result<Active> {
+        let plan = kernel::plan(index, spec, &net)?;
+        let changes = plan.changes.clone();
+        let n = net.clone();
+        tokio::task::spawn_blocking(move || kernel::apply_all(&n, &changes))
+            .await
+            .map_err(|e| Error::Network {
+                reason: format!("applying fault #{index} panicked: {e}"),
+            })??;
+        let mut params = params_of(spec);
+        if let Some(m) = params.as_object_mut()
+            && !plan.peers.is_empty()
+        {
+            m.insert("peers".into(), Value::from(plan.peers.clone()));
+        }
+        Ok(Active {
+            index,
+            spec: spec.clone(),
+            targets: plan.targets,
+            params,
+            applied: Applied::Kernel(net, plan.changes),
         })
     }
 
@@ -601,19 +670,31 @@ impl Shared {
             }
             Applied::Killed(nodes) => {
                 if !restart {
-                    self.report("heal", &a.spec, &a.targets);
+                    self.report("heal", &a);
                     return Ok(()); // the run is ending: nothing to bring back
                 }
                 for n in nodes {
                     note(n.restart().await);
                 }
             }
+            Applied::Kernel(net, changes) => {
+                let (net, changes) = (net.clone(), changes.clone());
+                note(
+                    tokio::task::spawn_blocking(move || kernel::revert_all(&net, &changes))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(Error::Network {
+                                reason: format!("healing panicked: {e}"),
+                            })
+                        }),
+                );
+            }
         }
-        let mut params = params_of(&a.spec);
+        let mut params = a.params.clone();
         if let (Some(m), Some(e)) = (params.as_object_mut(), &first_err) {
             m.insert("error".into(), Value::from(e.to_string()));
         }
-        self.record("heal", &a.spec, a.targets.clone(), params);
+        self.record_active("heal", &a, params);
         first_err.map_or(Ok(()), Err)
     }
 }
@@ -708,15 +789,18 @@ impl Drop for ScheduleHandle {
                     }
                     true
                 }
+                (Applied::Kernel(net, changes), _) => {
+                    let _ = kernel::revert_all(net, changes);
+                    true
+                }
                 (Applied::Killed(_), _) => {
-                    self.shared.report("heal", &a.spec, &a.targets);
+                    self.shared.report("heal", &a);
                     continue;
                 }
                 _ => false,
             };
             if sync_ok {
-                self.shared
-                    .record("heal", &a.spec, a.targets.clone(), params_of(&a.spec));
+                self.shared.record_active("heal", &a, a.params.clone());
             } else {
                 later.push(a);
             }

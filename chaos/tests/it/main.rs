@@ -1,7 +1,10 @@
-//! Integration tests of the chaos crate: real TCP on 127.0.0.1, real child processes.
+//! Integration tests of the chaos crate: real TCP on 127.0.0.1, real child processes, and
+//! real traffic between hosts in network namespaces the tests make (kernel faults).
 
 mod compat;
 mod effects;
+mod hosts;
+mod kernel;
 mod metrics;
 mod process;
 mod schedule;
