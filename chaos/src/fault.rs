@@ -15,7 +15,7 @@
 //! Link names are fixed by the harness: `client-node<i>` (load generator → node i),
 //! `node<i>-redis` and `node<i>-postgres`. Node ids are `node<i>`, 1-based.
 //!
-//! Kernel faults act between hosts in network namespaces (see [`crate::kernel`]):
+//! Kernel faults act between hosts in network namespaces (see the `kernel` module):
 //!
 //! ```toml
 //! [[faults]]

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | [`fault`] | one `[[faults]]` entry as written in a scenario, and its validation |
 //! | `error` | [`Error`] and the Toxiproxy status code of each API error |
+//! | [`kernel`] | a run's hosts in network namespaces ([`Network`]) and one file per kernel fault behind `KernelFault` (`fault` asks only `kernel::netem`, which uses std alone) |
 //! | `toxic` | [`ToxicSpec`] (the API's JSON) and one file per toxic behind the `Toxic` trait |
 //! | `link` | one proxied connection: reader → toxic chain → writer, per direction |
 //! | `proxy` | one proxy: listener, its toxics, its connections |

@@ -68,7 +68,18 @@ pub(crate) fn run_with_input(program: &str, args: &[&str], input: Option<&str>) 
 
 /// `nft -f -` inside the network namespace `ns`.
 pub(crate) fn nft_in(ns: &str, script: &str) -> Result<String> {
-    run_with_input("ip", &["netns", "exec", ns, "nft", "-f", "-"], Some(script))
+    run_with_input("ip", &["netns", "exec", ns, "nft", "-f", "-"], Some(script)).map_err(|e| {
+        match e {
+            // `ip netns exec` reports a missing program in its own words.
+            Error::Kernel { command, reason } if reason.contains("exec of \"nft\" failed") => {
+                Error::Kernel {
+                    command,
+                    reason: format!("{reason} (`nft` is not installed: {})", install_hint("nft")),
+                }
+            }
+            e => e,
+        }
+    })
 }
 
 fn install_hint(program: &str) -> &'static str {

@@ -1,11 +1,11 @@
 //! Faults the kernel makes between hosts in network namespaces: the run's network
 //! ([`Network`]: one namespace, veth and address per host on a bridge of the run) and
-//! one file per fault kind behind the small [`KernelFault`] interface.
+//! one file per fault kind behind the small `KernelFault` interface.
 //!
 //! # The contract a kernel fault keeps
 //!
 //! A kind never touches the kernel itself: from the hosts the fault resolved to (its
-//! [`Scope`]) it returns a list of [`Change`]s, each of which knows how to apply and undo
+//! `Scope`) it returns a list of `Change`s, each of which knows how to apply and undo
 //! itself. The schedule applies them in order (undoing the applied ones if one fails)
 //! and undoes them in reverse when the fault heals, when the run ends, and when the
 //! schedule is dropped. So a kind is a pure function from parameters to changes, and
