@@ -29,6 +29,7 @@ mod command;
 mod corrupt;
 mod delay;
 mod duplicate;
+pub mod forward;
 mod loss;
 pub mod netem;
 pub mod network;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flowline_chaos::fault::FaultSpec;
+use flowline_chaos::kernel::forward::Forward;
 use flowline_chaos::{EventLog, Links, Network, Schedule, ScheduleHandle, Targets};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -507,4 +508,50 @@ fn a_new_network_removes_the_leftovers_of_a_dead_run_and_says_so() {
     assert!(net.host("a").unwrap().netns_path().exists());
     drop(net);
     assert_nothing_left("kt-sweeper");
+}
+
+#[tokio::test]
+async fn a_forward_lets_the_harness_reach_a_host_that_has_no_route_out() {
+    let Some(net) = network("kt-forward", &["a", "b"]) else {
+        return;
+    };
+    let l = listen(&net, "b");
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    // A host has no route out: the kernel refuses before a packet leaves (TEST-NET-1,
+    // so nothing would answer anyway).
+    let a = net.host("a").unwrap();
+    let out = a
+        .enter(|| {
+            std::net::TcpStream::connect_timeout(
+                &"192.0.2.1:80".parse().unwrap(),
+                Duration::from_secs(1),
+            )
+        })
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(out.kind(), std::io::ErrorKind::NetworkUnreachable, "{out}");
+
+    let fwd = Forward::start(net.host("a").unwrap().clone(), addr)
+        .await
+        .unwrap();
+    let mut s = tokio::net::TcpStream::connect(fwd.local_addr())
+        .await
+        .unwrap();
+    s.write_all(b"through").await.unwrap();
+    let mut buf = [0u8; 7];
+    timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"through");
+    drop((s, fwd));
+    remove_and_assert_gone(net);
 }
