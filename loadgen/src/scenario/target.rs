@@ -101,3 +101,25 @@ pub fn template_names(t: &str) -> std::result::Result<Vec<&str>, String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+impl WsTarget {
+    /// A small echo/room target for unit tests.
+    pub(crate) fn example(expect: Expect) -> WsTarget {
+        WsTarget {
+            urls: vec!["ws://127.0.0.1:1/".into()],
+            headers: vec![],
+            subprotocol: None,
+            hello: None,
+            message: "{msg_id}".into(),
+            expect,
+            room: "r{room}".into(),
+            room_size: 3,
+            join_grace: Duration::from_millis(100),
+            match_id: Some("/id".into()),
+            match_time: None,
+            time_unit: TimeUnit::UnixUs,
+            match_regex: None,
+        }
+    }
+}

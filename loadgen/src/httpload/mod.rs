@@ -1,6 +1,8 @@
 //! HTTP personas on goose: a `GooseAttack` built from the scenario's personas with an
 //! `http` kind (login storm, history paging, uploads), run beside the WebSocket users of
-//! the same worker.
+//! the same worker. One file per kind (`login.rs`, `history.rs`, `upload.rs`), each a
+//! `step` the goose transaction dispatches to by [`HttpKind`]; what they share and how
+//! they time a request is `shared.rs`; what the attack reports is `wire::HttpReport`.
 //!
 //! ```text
 //! personas with http = "login" | "history" | "upload"
@@ -18,169 +20,29 @@
 //! (`goose-report-w<I>.html`). A non-2xx answer counts as an error of kind
 //! `http:<kind>:<status>` (e.g. `http:upload:404` while a node has no uploads API).
 
-use std::collections::{BTreeMap, VecDeque};
+mod history;
+mod login;
+mod shared;
+mod upload;
+
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use goose::GooseAttack;
 use goose::config::{GooseConfiguration, GooseDefault, GooseDefaultType};
-use goose::goose::{GooseMethod, GooseRequest, GooseUser, Scenario as GooseScenario, Transaction};
+use goose::goose::{GooseUser, Scenario as GooseScenario, Transaction};
 use goose::prelude::TransactionResult;
-use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
 
-use crate::aggregate::Percentiles;
 use crate::error::{LoadgenError, Result};
-use crate::metrics::{self, new_histogram};
+use crate::histogram::{self, new_histogram};
 use crate::plan::PlanUser;
 use crate::scenario::{HttpKind, Scenario};
+use crate::wire::HttpReport;
+use shared::{Session, Shared};
 
-/// One kind of HTTP request, merged over workers.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct HttpStat {
-    /// Requests made.
-    pub requests: u64,
-    /// 2xx answers.
-    pub success: u64,
-    /// Other answers and transport errors.
-    pub fail: u64,
-    /// Answers by status code (goose's count; string keys, as JSON has them).
-    pub status_codes: BTreeMap<String, u64>,
-    /// Request latency, µs (base64 HdrHistogram V2 compressed, as in tick lines).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub hist: String,
-    /// Percentiles of `hist` (filled in by the aggregator).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latency_us: Option<Percentiles>,
-}
-
-/// What a worker's goose attack did (part of its `done` line).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct HttpReport {
-    /// By kind (`login`, `signup`, `history`, `upload`).
-    pub kinds: BTreeMap<String, HttpStat>,
-    /// Goose HTML reports written (run-folder paths).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub reports: Vec<String>,
-    /// Goose's own totals: users started, seconds run.
-    pub goose_users: u64,
-    /// Seconds goose ran.
-    pub goose_seconds: u64,
-}
-
-impl HttpReport {
-    /// Merge another worker's report.
-    pub fn merge(&mut self, o: &HttpReport) -> Result<()> {
-        for (k, s) in &o.kinds {
-            let e = self.kinds.entry(k.clone()).or_default();
-            e.requests += s.requests;
-            e.success += s.success;
-            e.fail += s.fail;
-            for (c, n) in &s.status_codes {
-                *e.status_codes.entry(c.clone()).or_default() += n;
-            }
-            if !s.hist.is_empty() {
-                let mut h = if e.hist.is_empty() {
-                    new_histogram()
-                } else {
-                    metrics::decode(&e.hist)?
-                };
-                h.add(metrics::decode(&s.hist)?)
-                    .map_err(|e| LoadgenError::Histogram(format!("merge: {e:?}")))?;
-                e.hist = metrics::encode(&h)?;
-            }
-        }
-        self.reports.extend(o.reports.iter().cloned());
-        self.goose_users += o.goose_users;
-        self.goose_seconds = self.goose_seconds.max(o.goose_seconds);
-        Ok(())
-    }
-
-    /// Fill in the percentiles of every kind.
-    pub fn finish(&mut self) {
-        for s in self.kinds.values_mut() {
-            if let Ok(h) = metrics::decode(&s.hist) {
-                s.latency_us = Some(Percentiles::of(&h));
-            }
-        }
-    }
-}
-
-/// State shared by the goose users of one kind.
-struct Shared {
-    kind: HttpKind,
-    users: Mutex<VecDeque<PlanUser>>,
-    /// Username prefix for signed-up users (unique per run).
-    prefix: String,
-    hist: Mutex<BTreeMap<&'static str, Histogram<u64>>>,
-    errors: Mutex<BTreeMap<String, u64>>,
-}
-
-impl Shared {
-    fn record(&self, name: &'static str, us: u64) {
-        let mut h = self.hist.lock().unwrap_or_else(|e| e.into_inner());
-        metrics::record(h.entry(name).or_insert_with(new_histogram), us);
-    }
-
-    fn error(&self, kind: String) {
-        *self
-            .errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(kind)
-            .or_default() += 1;
-    }
-}
-
-/// A goose user's own state.
-#[derive(Clone)]
-struct Session {
-    user: PlanUser,
-    token: String,
-    username: String,
-    password: String,
-    /// History paging: the seq to page back from (`None`: the newest page).
-    before: Option<i64>,
-    channel: usize,
-    uploads: u64,
-}
-
-type Res<T> = std::result::Result<T, Box<goose::goose::TransactionError>>;
-
-async fn timed(
-    shared: &Shared,
-    user: &mut GooseUser,
-    name: &'static str,
-    method: GooseMethod,
-    path: &str,
-    build: impl FnOnce(goose_reqwest::RequestBuilder) -> goose_reqwest::RequestBuilder,
-) -> Res<(u16, Option<goose_reqwest::Response>)> {
-    let rb = build(user.get_request_builder(&method, path)?);
-    let req = GooseRequest::builder()
-        .method(method)
-        .path(path)
-        .name(name)
-        .set_request_builder(rb)
-        .build();
-    let t0 = Instant::now();
-    let resp = user.request(req).await?;
-    shared.record(name, t0.elapsed().as_micros() as u64);
-    match resp.response {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            if !r.status().is_success() {
-                shared.error(format!("http:{name}:{status}"));
-            }
-            Ok((status, Some(r)))
-        }
-        Err(_) => {
-            shared.error(format!("http:{name}:io"));
-            Ok((0, None))
-        }
-    }
-}
-
+/// A goose user starts: take the next plan user of its kind (a login user signs up).
 async fn on_start(shared: Arc<Shared>, user: &mut GooseUser) -> TransactionResult {
     let plan = shared
         .users
@@ -193,16 +55,7 @@ async fn on_start(shared: Arc<Shared>, user: &mut GooseUser) -> TransactionResul
     let username = format!("{}{}", shared.prefix, plan.index);
     let password = format!("pw-{}-{}", plan.index, shared.prefix);
     if shared.kind == HttpKind::Login {
-        let body = serde_json::json!({ "username": username, "password": password });
-        timed(
-            &shared,
-            user,
-            "signup",
-            GooseMethod::Post,
-            "/api/v1/auth/signup",
-            |rb| rb.json(&body),
-        )
-        .await?;
+        login::sign_up(&shared, user, &username, &password).await?;
     }
     user.set_session_data(Session {
         token: plan.token.clone(),
@@ -216,90 +69,13 @@ async fn on_start(shared: Arc<Shared>, user: &mut GooseUser) -> TransactionResul
     Ok(())
 }
 
+/// One transaction of the user's kind.
 async fn step(shared: Arc<Shared>, user: &mut GooseUser) -> TransactionResult {
-    let Some(s) = user.get_session_data::<Session>() else {
-        return Ok(());
-    };
     match shared.kind {
-        HttpKind::Login => {
-            let body = serde_json::json!({ "username": s.username, "password": s.password });
-            let (status, resp) = timed(
-                &shared,
-                user,
-                "login",
-                GooseMethod::Post,
-                "/api/v1/auth/login",
-                |rb| rb.json(&body),
-            )
-            .await?;
-            if status == 200
-                && let Some(r) = resp
-                && let Ok(sess) = r.json::<flowline_protocol::api::Session>().await
-                && let Some(s) = user.get_session_data_mut::<Session>()
-            {
-                s.token = sess.token;
-            }
-        }
-        HttpKind::History => {
-            let Some(&channel) = s
-                .user
-                .channels
-                .get(s.channel % s.user.channels.len().max(1))
-            else {
-                return Ok(());
-            };
-            let path = match s.before {
-                Some(b) => format!("/api/v1/channels/{channel}/messages?limit=50&before={b}"),
-                None => format!("/api/v1/channels/{channel}/messages?limit=50"),
-            };
-            let token = s.token.clone();
-            let (status, resp) = timed(&shared, user, "history", GooseMethod::Get, &path, |rb| {
-                rb.bearer_auth(token)
-            })
-            .await?;
-            let page = match (status, resp) {
-                (200, Some(r)) => r
-                    .json::<Vec<flowline_protocol::ws::Message>>()
-                    .await
-                    .unwrap_or_default(),
-                _ => Vec::new(),
-            };
-            if let Some(s) = user.get_session_data_mut::<Session>() {
-                // Page back until the start of the channel, then the next channel's newest.
-                match page.iter().map(|m| m.seq).min() {
-                    Some(min) if min > 1 => s.before = Some(min),
-                    _ => {
-                        s.before = None;
-                        s.channel += 1;
-                    }
-                }
-            }
-        }
-        HttpKind::Upload => {
-            let token = s.token.clone();
-            let name = format!("lgh-{}-{}.txt", s.user.index, s.uploads);
-            timed(
-                &shared,
-                user,
-                "upload",
-                GooseMethod::Post,
-                "/api/v1/uploads",
-                |rb| {
-                    rb.bearer_auth(token)
-                        .header("content-type", crate::upload::content_type())
-                        .body(crate::upload::multipart_body(
-                            &name,
-                            crate::upload::UPLOAD_BYTES,
-                        ))
-                },
-            )
-            .await?;
-            if let Some(s) = user.get_session_data_mut::<Session>() {
-                s.uploads += 1;
-            }
-        }
+        HttpKind::Login => login::step(&shared, user).await,
+        HttpKind::History => history::step(&shared, user).await,
+        HttpKind::Upload => upload::step(&shared, user).await,
     }
-    Ok(())
 }
 
 /// The HTTP users of one worker and how to run them.
@@ -455,12 +231,12 @@ impl HttpLoad {
                 let mut merged = if e.hist.is_empty() {
                     new_histogram()
                 } else {
-                    metrics::decode(&e.hist)?
+                    histogram::decode(&e.hist)?
                 };
                 merged
                     .add(h)
                     .map_err(|e| LoadgenError::Histogram(format!("merge: {e:?}")))?;
-                e.hist = metrics::encode(&merged)?;
+                e.hist = histogram::encode(&merged)?;
             }
             for (k, n) in sh.errors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                 *errors.entry(k.clone()).or_default() += n;

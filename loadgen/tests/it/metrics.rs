@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use flowline_loadgen::metrics::{self, WorkerMetrics};
 use flowline_loadgen::plan::{self, Shard};
-use flowline_loadgen::prom::{self, WorkerMetrics};
 use flowline_loadgen::worker::{self, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +31,7 @@ async fn metrics_endpoint_serves_moving_values() {
     );
     let metrics = Arc::new(WorkerMetrics::new(0));
     let stop = CancellationToken::new();
-    let addr = prom::serve("127.0.0.1:0", metrics.clone(), stop.clone())
+    let addr = metrics::serve("127.0.0.1:0", metrics.clone(), stop.clone())
         .await
         .unwrap();
     let url = format!("http://{addr}/metrics");

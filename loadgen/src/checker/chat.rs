@@ -1,5 +1,5 @@
-//! The correctness checker: decides from the workers' `done` lines whether every
-//! acknowledged message reached every member that was due to receive it.
+//! The chat checker: decides from the workers' `done` lines whether every acknowledged
+//! message reached every member that was due to receive it.
 //!
 //! A recipient is *due* a message of channel `c` with seq `s` when its last subscription
 //! chain on `c` began at a seq `< s` (from `ready`/`subscribed`, continued across resumed
@@ -14,97 +14,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use flowline_protocol::{ChannelId, MessageId, Seq};
-use serde::{Deserialize, Serialize};
 
+use crate::checker::verdict::{ChannelReport, CorrectnessReport, MAX_OFFENDERS, Offence, Offender};
+use crate::receipts::contains;
 use crate::wire::{AckedMessage, RecipientRecord};
-
-/// Most offenders listed in the report.
-pub const MAX_OFFENDERS: usize = 100;
-
-/// What went wrong with one delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Offence {
-    /// Due and never received.
-    Lost,
-    /// Received more than once.
-    Duplicated,
-    /// Received after a message with a larger seq.
-    Reordered,
-    /// A seq missing between received ones.
-    Gap,
-}
-
-/// One offending delivery.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Offender {
-    /// What went wrong.
-    pub offence: Offence,
-    /// Channel id.
-    pub channel: ChannelId,
-    /// Seq in the channel.
-    pub seq: Seq,
-    /// Message id, when the message was acked to one of the simulated users.
-    pub id: Option<MessageId>,
-    /// Recipient user index.
-    pub recipient: u32,
-}
-
-/// Counts of one channel.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChannelReport {
-    /// Due deliveries.
-    pub expected: u64,
-    /// Due and never received.
-    pub lost: u64,
-    /// Received twice or more.
-    pub duplicated: u64,
-    /// Received out of order.
-    pub reordered: u64,
-    /// Seqs missing between received ones.
-    pub gaps: u64,
-}
-
-impl ChannelReport {
-    fn is_clean(&self) -> bool {
-        self.lost == 0 && self.duplicated == 0 && self.reordered == 0 && self.gaps == 0
-    }
-}
-
-/// The checker's verdict.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CorrectnessReport {
-    /// Acked messages considered.
-    pub acked: u64,
-    /// Due deliveries (acked message × due recipient).
-    pub expected: u64,
-    /// Due deliveries that arrived.
-    pub delivered: u64,
-    /// Due deliveries that never arrived.
-    pub lost: u64,
-    /// Deliveries received more than once.
-    pub duplicated: u64,
-    /// Deliveries received out of order.
-    pub reordered: u64,
-    /// Seqs missing between received ones.
-    pub gaps: u64,
-    /// Channels with at least one problem.
-    pub channels: BTreeMap<ChannelId, ChannelReport>,
-    /// The first offenders (lost first).
-    pub offenders: Vec<Offender>,
-}
-
-impl CorrectnessReport {
-    /// No loss, duplicate, reordering or gap.
-    pub fn is_clean(&self) -> bool {
-        self.lost == 0 && self.duplicated == 0 && self.reordered == 0 && self.gaps == 0
-    }
-}
-
-fn contains(ranges: &[(Seq, Seq)], s: Seq) -> bool {
-    let i = ranges.partition_point(|&(_, hi)| hi < s);
-    ranges.get(i).is_some_and(|&(lo, _)| lo <= s)
-}
 
 /// Check merged histories.
 pub fn check(acked: &[AckedMessage], recipients: &[RecipientRecord]) -> CorrectnessReport {
@@ -208,70 +121,10 @@ pub fn check(acked: &[AckedMessage], recipients: &[RecipientRecord]) -> Correctn
     rep
 }
 
-/// Records what one recipient receives on one channel (used by the worker's user tasks).
-#[derive(Debug, Clone, Default)]
-pub struct Receipts {
-    /// Received seqs as sorted disjoint inclusive ranges.
-    pub ranges: Vec<(Seq, Seq)>,
-    /// Highest seq received.
-    pub max: Seq,
-    /// Duplicates seen.
-    pub duplicates: u64,
-    /// Out-of-order arrivals seen.
-    pub reordered: u64,
-    /// First few duplicated seqs.
-    pub dup_seqs: Vec<Seq>,
-    /// First few reordered seqs.
-    pub reordered_seqs: Vec<Seq>,
-}
-
-const KEEP_SEQS: usize = 10;
-
-impl Receipts {
-    /// Note seq `s`; returns false if it was a duplicate.
-    pub fn add(&mut self, s: Seq) -> bool {
-        // Fast path: the next seq in order.
-        if let Some(last) = self.ranges.last_mut()
-            && s == last.1 + 1
-        {
-            last.1 = s;
-            self.max = s;
-            return true;
-        }
-        let i = self.ranges.partition_point(|&(_, hi)| hi < s);
-        if self.ranges.get(i).is_some_and(|&(lo, _)| lo <= s) {
-            self.duplicates += 1;
-            if self.dup_seqs.len() < KEEP_SEQS {
-                self.dup_seqs.push(s);
-            }
-            return false;
-        }
-        if s < self.max {
-            self.reordered += 1;
-            if self.reordered_seqs.len() < KEEP_SEQS {
-                self.reordered_seqs.push(s);
-            }
-        }
-        self.max = self.max.max(s);
-        // Insert at i, merging with neighbours.
-        let join_prev = i > 0 && self.ranges[i - 1].1 + 1 == s;
-        let join_next = self.ranges.get(i).is_some_and(|&(lo, _)| lo == s + 1);
-        match (join_prev, join_next) {
-            (true, true) => {
-                self.ranges[i - 1].1 = self.ranges[i].1;
-                self.ranges.remove(i);
-            }
-            (true, false) => self.ranges[i - 1].1 = s,
-            (false, true) => self.ranges[i].0 = s,
-            (false, false) => self.ranges.insert(i, (s, s)),
-        }
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::receipts::Receipts;
     use crate::wire::Chain;
 
     fn rec(user: u32, channel: ChannelId, from: Seq, open: bool, got: &[Seq]) -> RecipientRecord {
@@ -279,16 +132,7 @@ mod tests {
         for &s in got {
             r.add(s);
         }
-        RecipientRecord {
-            user,
-            channel,
-            chains: vec![Chain { from, open }],
-            received: r.ranges,
-            duplicates: r.duplicates,
-            reordered: r.reordered,
-            dup_seqs: r.dup_seqs,
-            reordered_seqs: r.reordered_seqs,
-        }
+        r.into_record(user, channel, vec![Chain { from, open }])
     }
 
     fn acked(
@@ -375,17 +219,5 @@ mod tests {
         let r = check(&a, &[rec(2, 1, 0, true, &[])]);
         assert_eq!(r.lost, 500);
         assert_eq!(r.offenders.len(), MAX_OFFENDERS);
-    }
-
-    #[test]
-    fn receipts_merge_ranges() {
-        let mut r = Receipts::default();
-        for s in [1, 2, 3, 7, 5, 6, 4, 9] {
-            assert!(r.add(s));
-        }
-        assert!(!r.add(5));
-        assert_eq!(r.ranges, [(1, 7), (9, 9)]);
-        assert_eq!((r.duplicates, r.reordered), (1, 3));
-        assert!(contains(&r.ranges, 4) && !contains(&r.ranges, 8) && !contains(&r.ranges, 10));
     }
 }
