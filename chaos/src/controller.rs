@@ -109,16 +109,6 @@ impl Controller {
         }
     }
 
-    /// Serve the Toxiproxy HTTP API for this set on `listener` until `shutdown` is
-    /// cancelled (same as [`crate::api::serve_api`]).
-    pub async fn serve_api(
-        &self,
-        listener: tokio::net::TcpListener,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) -> std::io::Result<()> {
-        crate::api::serve_api(self.clone(), listener, shutdown).await
-    }
-
     /// Whether non-loopback addresses are allowed.
     pub fn allow_non_loopback(&self) -> bool {
         self.inner.allow_non_loopback

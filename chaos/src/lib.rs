@@ -1,6 +1,23 @@
 //! Flowline's fault injection: a Toxiproxy-compatible fault proxy, process faults, and
 //! fault schedules that fire on time, are recorded, and are always healed.
 //!
+//! # Module map (each file imports only from the lines above it)
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`fault`] | one `[[faults]]` entry as written in a scenario, and its validation |
+//! | `error` | [`Error`] and the Toxiproxy status code of each API error |
+//! | `toxic` | [`ToxicSpec`] (the API's JSON) and one file per toxic behind the `Toxic` trait |
+//! | `link` | one proxied connection: reader → toxic chain → writer, per direction |
+//! | `proxy` | one proxy: listener, its toxics, its connections |
+//! | [`metrics`] | fault metrics (`flowline_chaos_*`, Prometheus) |
+//! | [`controller`] | [`Controller`], the set of proxies: every operation of the API |
+//! | [`api`] | the Toxiproxy HTTP API over a controller |
+//! | [`client`] | a client of a remote Toxiproxy API |
+//! | [`process`], [`events`] | process faults (kill, pause); events.jsonl |
+//! | [`schedule`] | [`Schedule`]: faults fired on time against [`Targets`], always healed |
+//! | [`cli`] | `flowline chaos` (serve, heal, list, run) |
+//!
 //! - [`Controller`]: an in-process set of TCP proxies with toxics (latency, bandwidth,
 //!   slow_close, timeout, reset_peer, slicer, limit_data, and `blackhole`, a one-way
 //!   partition), enable/disable (a partition), and [`Controller::heal_all`].
