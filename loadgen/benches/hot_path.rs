@@ -6,9 +6,10 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use flowline_loadgen::checker::Receipts;
-use flowline_loadgen::metrics::{Metric, Recorder};
-use flowline_loadgen::wire::{self, Peek};
+use flowline_loadgen::histogram::Metric;
+use flowline_loadgen::receipts::Receipts;
+use flowline_loadgen::recorder::Recorder;
+use flowline_loadgen::worker::{self, Peek};
 use flowline_protocol::ws::{Message, ServerEvent};
 
 fn frame(seq: i64) -> String {
@@ -18,7 +19,7 @@ fn frame(seq: i64) -> String {
         id: 1_000_000 + seq,
         author: 7,
         body: "x".repeat(100),
-        nonce: Some(wire::nonce(7, seq as u64, 1_764_300_000_000_000)),
+        nonce: Some(worker::nonce(7, seq as u64, 1_764_300_000_000_000)),
         created_at: 1_764_300_000_000,
         ..Default::default()
     }))
@@ -36,7 +37,7 @@ fn delivery(c: &mut Criterion) {
             let text = &frames[i % frames.len()];
             i += 1;
             let p: Peek<'_> = serde_json::from_str(black_box(text)).unwrap();
-            let (_, _, sent) = p.nonce.and_then(wire::parse_nonce).unwrap();
+            let (_, _, sent) = p.nonce.and_then(worker::parse_nonce).unwrap();
             // Keep seqs increasing across laps so receipts stay on the in-order path.
             if i.is_multiple_of(frames.len()) {
                 base += frames.len() as i64;

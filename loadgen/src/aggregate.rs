@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checker::{self, CorrectnessReport};
 use crate::error::{LoadgenError, Result};
-use crate::metrics::{self, Metric};
+use crate::histogram::{self, Metric, Percentiles};
 use crate::scenario::Scenario;
 use crate::threshold::ThresholdResult;
 use crate::wire::{Counters, Done, Tick, WorkerLine};
@@ -40,46 +40,6 @@ pub struct RunMeta {
     /// Free notes (e.g. "node2 was killed at 20s").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
-}
-
-/// Percentiles of a latency metric, µs.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Percentiles {
-    /// Samples.
-    pub count: u64,
-    /// Smallest.
-    pub min: u64,
-    /// Median.
-    pub p50: u64,
-    /// 90th percentile.
-    pub p90: u64,
-    /// 99th percentile.
-    pub p99: u64,
-    /// 99.9th percentile.
-    pub p999: u64,
-    /// 99.99th percentile.
-    pub p9999: u64,
-    /// Largest.
-    pub max: u64,
-    /// Mean (never read alone).
-    pub mean: f64,
-}
-
-impl Percentiles {
-    /// Percentiles of a histogram.
-    pub fn of(h: &Histogram<u64>) -> Self {
-        Percentiles {
-            count: h.len(),
-            min: h.min(),
-            p50: h.value_at_quantile(0.5),
-            p90: h.value_at_quantile(0.9),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            p9999: h.value_at_quantile(0.9999),
-            max: h.max(),
-            mean: h.mean(),
-        }
-    }
 }
 
 /// The run's result, written as `summary.json`.
@@ -127,7 +87,7 @@ pub struct Summary {
     /// HTTP personas run on goose (login storm, history paging, uploads): requests,
     /// status codes and latency by kind, and goose's HTML reports in the run folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http: Option<crate::httpload::HttpReport>,
+    pub http: Option<crate::wire::HttpReport>,
     /// Reasons the run is incomplete, if any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
@@ -202,7 +162,7 @@ struct Interval {
 impl Interval {
     fn open_mut(&mut self) -> &mut [Histogram<u64>; 4] {
         self.open
-            .get_or_insert_with(|| Box::new(std::array::from_fn(|_| metrics::new_histogram())))
+            .get_or_insert_with(|| Box::new(std::array::from_fn(|_| histogram::new_histogram())))
     }
 
     /// The metric's histogram of this second, if it has samples.
@@ -327,7 +287,7 @@ impl Aggregator {
             let Some(m) = Metric::ALL.iter().find(|m| m.name() == name) else {
                 continue;
             };
-            let h = metrics::decode(enc).map_err(|e| LoadgenError::Worker {
+            let h = histogram::decode(enc).map_err(|e| LoadgenError::Worker {
                 worker,
                 message: format!("tick {}: {e}", t.t),
             })?;
@@ -408,7 +368,7 @@ impl Aggregator {
         }
         let correctness = match &self.scenario.target {
             Some(t) => {
-                let parts: Vec<&crate::generic::GenericDone> = self
+                let parts: Vec<&crate::wire::GenericDone> = self
                     .dones
                     .iter()
                     .flatten()
@@ -420,7 +380,7 @@ impl Aggregator {
                 let g = match parts.as_slice() {
                     [one] => *one,
                     _ => {
-                        let mut m = crate::generic::GenericDone::default();
+                        let mut m = crate::wire::GenericDone::default();
                         for p in &parts {
                             m.extend(p);
                         }
@@ -428,7 +388,7 @@ impl Aggregator {
                         &merged
                     }
                 };
-                crate::generic::check(t, g, self.scenario.population.users).unwrap_or_else(|e| {
+                checker::generic::check(t, g, self.scenario.population.users).unwrap_or_else(|e| {
                     problems.push(format!("correctness check: {e}"));
                     checker::CorrectnessReport::default()
                 })
@@ -437,7 +397,7 @@ impl Aggregator {
         };
 
         let mut measured = Counters::default();
-        let mut hists: [Histogram<u64>; 4] = std::array::from_fn(|_| metrics::new_histogram());
+        let mut hists: [Histogram<u64>; 4] = std::array::from_fn(|_| histogram::new_histogram());
         let mut measured_s = 0.0;
         let mut peak_users = 0;
         for iv in self.intervals.values() {
@@ -548,7 +508,7 @@ impl Aggregator {
             .iter()
             .map(|t| t.eval(&values))
             .collect();
-        let mut http: Option<crate::httpload::HttpReport> = None;
+        let mut http: Option<crate::wire::HttpReport> = None;
         for d in self.dones.iter().flatten() {
             if let Some(h) = &d.http
                 && let Err(e) = http.get_or_insert_with(Default::default).merge(h)
@@ -681,7 +641,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Recorder;
+    use crate::recorder::Recorder;
     use crate::wire::{Chain, RecipientRecord};
 
     fn scenario() -> Scenario {

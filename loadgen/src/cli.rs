@@ -10,8 +10,8 @@ use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::{Aggregator, RunMeta};
+use crate::metrics::WorkerMetrics;
 use crate::plan::{self, Plan, Shard};
-use crate::prom::WorkerMetrics;
 use crate::scenario::{Overrides, Scenario};
 use crate::worker::{self, WorkerConfig};
 use flowline_protocol::announce::Announce;
@@ -146,7 +146,7 @@ async fn serve_metrics(
     cancel: CancellationToken,
 ) -> anyhow::Result<Arc<WorkerMetrics>> {
     let metrics = Arc::new(WorkerMetrics::new(shard.index));
-    let bound = crate::prom::serve(addr, metrics.clone(), cancel).await?;
+    let bound = crate::metrics::serve(addr, metrics.clone(), cancel).await?;
     let line = serde_json::to_string(&Announce::LoadgenMetrics {
         worker: shard.index as u32,
         metrics: format!("http://{bound}/metrics"),

@@ -1,6 +1,18 @@
-//! Error types of the load generator library.
+//! Error types of the load generator library: scenario files ([`ScenarioError`], with
+//! every [`UnknownKey`] listed) and everything else ([`LoadgenError`]).
 
-use crate::scenario::UnknownKey;
+use serde::Serialize;
+
+/// A key that no table of the scenario format knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnknownKey {
+    /// Dotted path, e.g. `personas.mesages_per_minute`.
+    pub key: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+}
 
 /// A scenario file could not be read, parsed or validated.
 #[derive(Debug, thiserror::Error)]

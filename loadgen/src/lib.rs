@@ -6,21 +6,39 @@
 //! scenario.toml ─▶ Scenario ─▶ plan::provision ─▶ plan.json
 //!                                                   │
 //!        flowline loadgen --shard I/N (worker) ◀────┘  × N processes
-//!            │ stdout: tick lines (1/s), one done line
+//!            │ wire::Output: tick lines (1/s), one done line
 //!            ▼
 //!        aggregate::Aggregator ─▶ checker + thresholds ─▶ summary.json,
 //!                                  histograms.hlog, timeline.csv
 //! ```
+//!
+//! | module | what it is for |
+//! |---|---|
+//! | [`scenario`] | the scenario file: raw form, validation per table, typed model |
+//! | [`plan`], [`schedule`] | who the users are (plan.json) and when each one acts |
+//! | [`worker`] | one shard's users: threads, connect/reconnect, chat and generic users |
+//! | [`httpload`] | HTTP personas on goose (login, history, upload), one file each |
+//! | [`generic`] | a generic WebSocket target's frame templates and matcher |
+//! | [`wire`] | **what a worker reports**: tick and done lines, and the output they go through |
+//! | [`recorder`], [`histogram`] | per-thread seconds; latency histograms and their encoding |
+//! | [`receipts`] | what a recipient received, compacted into seq ranges |
+//! | [`checker`] | did every acked message reach everyone due it (chat, generic) |
+//! | [`aggregate`], [`threshold`] | workers' lines → summary.json, hlog, timeline; thresholds |
+//! | [`metrics`] | a worker's Prometheus endpoint |
+//! | [`resources`], [`upload`], [`error`], [`cli`] | process cost, uploads, errors, flags |
 
 pub mod aggregate;
 pub mod checker;
 pub mod cli;
 pub mod error;
 pub mod generic;
+pub mod histogram;
 pub mod httpload;
 pub mod metrics;
 pub mod plan;
-pub mod prom;
+pub mod receipts;
+pub mod recorder;
+pub mod resources;
 pub mod scenario;
 pub mod schedule;
 pub mod threshold;

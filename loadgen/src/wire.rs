@@ -1,21 +1,34 @@
-//! The worker's stdout lines: one `tick` JSON line per second and a final `done` line.
+//! The worker's report: every line a worker sends the aggregator, and the one interface
+//! it sends them through. Open this file to learn what a worker reports.
 //!
 //! ```text
 //! {"type":"tick","worker":0,"t":3,"elapsed_ms":3000,"measuring":true,"drain":false,"users":1000,
 //!  "sent":120,"acked":120,"delivered":5880,"connects":0,"disconnects":0,"reconnects":0,
 //!  "errors":0,"errors_by_kind":{},"hist":{"delivery":"HISTFAAAA…","ack":"…"}}
-//! {"type":"done","worker":0,"totals":{…counters…},"acked":[[channel,seq,id,author],…],
+//! {"type":"done","worker":0,"totals":{…counters…},"peak_users":1000,
+//!  "acked":[[channel,seq,id,author],…],
 //!  "recipients":[{"user":7,"channel":3,"chains":[{"from":0,"open":true}],
-//!                 "received":[[1,40]],"duplicates":0,"reordered":0,"dup_seqs":[]}]}
+//!                 "received":[[1,40]],"duplicates":0,"reordered":0,"dup_seqs":[]}],
+//!  "generic":{…},            generic WebSocket target: sent, sessions, received by author
+//!  "http":{…},               HTTP personas (goose): requests, status codes, latency by kind
+//!  "resources":{"cpu_s":…,"peak_rss_kib":…}}
 //! ```
-//! `hist` values are base64 (standard alphabet) of HdrHistogram V2 *compressed* (deflate)
-//! interval histograms in µs, for the second that just ended. Counters in `tick` are
+//! One `tick` line per second, one `done` line at the end. `hist` values are base64
+//! (standard alphabet) of HdrHistogram V2 *compressed* (deflate) interval histograms in µs
+//! (see [`crate::histogram`]), for the second that just ended. Counters in `tick` are
 //! per-interval deltas; `totals` in `done` are whole-run sums (warm-up included).
+//!
+//! A worker writes its lines through [`Output`]: today a pipe (the worker's stdout, read
+//! by the harness, or a closure feeding an in-process aggregator); a coordinator's socket
+//! can implement it without the worker changing.
 
 use std::collections::BTreeMap;
 
 use flowline_protocol::{ChannelId, MessageId, Seq};
 use serde::{Deserialize, Serialize};
+
+use crate::error::{LoadgenError, Result};
+use crate::histogram::{self, Percentiles, new_histogram};
 
 /// Counters of one interval (tick) or of a whole run (done).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +158,131 @@ pub struct RecipientRecord {
 /// An acknowledged message: (channel, seq, message id, author user index).
 pub type AckedMessage = (ChannelId, Seq, MessageId, u32);
 
+/// What one user received from one author (or its own echoes: `author == user`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenericReceipt {
+    /// Recipient user index.
+    pub user: u32,
+    /// Author user index.
+    pub author: u32,
+    /// Received per-author seqs as sorted, disjoint, inclusive ranges.
+    pub received: Vec<(i64, i64)>,
+    /// Frames received more than once.
+    pub duplicates: u64,
+    /// Frames received after a larger seq of the same author.
+    pub reordered: u64,
+}
+
+/// A worker's generic-target history (part of its `done` line).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenericDone {
+    /// Frames written: (author, seq, send time in Unix µs).
+    pub sent: Vec<(u32, i64, u64)>,
+    /// Each user's last session: (user, start in Unix µs, lasted to the end).
+    pub sessions: Vec<(u32, u64, bool)>,
+    /// What users received, by author.
+    pub received: Vec<GenericReceipt>,
+}
+
+impl GenericDone {
+    /// Take another part's history (no copy: with rooms of 50 a 10k-user run holds
+    /// half a million receipts).
+    pub fn append(&mut self, mut o: GenericDone) {
+        self.sent.append(&mut o.sent);
+        self.sessions.append(&mut o.sessions);
+        self.received.append(&mut o.received);
+    }
+
+    /// Add another worker's history.
+    pub fn extend(&mut self, o: &GenericDone) {
+        self.sent.extend_from_slice(&o.sent);
+        self.sessions.extend_from_slice(&o.sessions);
+        self.received.extend_from_slice(&o.received);
+    }
+}
+
+/// One kind of HTTP request, merged over workers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HttpStat {
+    /// Requests made.
+    pub requests: u64,
+    /// 2xx answers.
+    pub success: u64,
+    /// Other answers and transport errors.
+    pub fail: u64,
+    /// Answers by status code (goose's count; string keys, as JSON has them).
+    pub status_codes: BTreeMap<String, u64>,
+    /// Request latency, µs (base64 HdrHistogram V2 compressed, as in tick lines).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hist: String,
+    /// Percentiles of `hist` (filled in by the aggregator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<Percentiles>,
+}
+
+/// What a worker's goose attack did (part of its `done` line).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HttpReport {
+    /// By kind (`login`, `signup`, `history`, `upload`).
+    pub kinds: BTreeMap<String, HttpStat>,
+    /// Goose HTML reports written (run-folder paths).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<String>,
+    /// Goose's own totals: users started, seconds run.
+    pub goose_users: u64,
+    /// Seconds goose ran.
+    pub goose_seconds: u64,
+}
+
+impl HttpReport {
+    /// Merge another worker's report.
+    pub fn merge(&mut self, o: &HttpReport) -> Result<()> {
+        for (k, s) in &o.kinds {
+            let e = self.kinds.entry(k.clone()).or_default();
+            e.requests += s.requests;
+            e.success += s.success;
+            e.fail += s.fail;
+            for (c, n) in &s.status_codes {
+                *e.status_codes.entry(c.clone()).or_default() += n;
+            }
+            if !s.hist.is_empty() {
+                let mut h = if e.hist.is_empty() {
+                    new_histogram()
+                } else {
+                    histogram::decode(&e.hist)?
+                };
+                h.add(histogram::decode(&s.hist)?)
+                    .map_err(|e| LoadgenError::Histogram(format!("merge: {e:?}")))?;
+                e.hist = histogram::encode(&h)?;
+            }
+        }
+        self.reports.extend(o.reports.iter().cloned());
+        self.goose_users += o.goose_users;
+        self.goose_seconds = self.goose_seconds.max(o.goose_seconds);
+        Ok(())
+    }
+
+    /// Fill in the percentiles of every kind.
+    pub fn finish(&mut self) {
+        for s in self.kinds.values_mut() {
+            if let Ok(h) = histogram::decode(&s.hist) {
+                s.latency_us = Some(Percentiles::of(&h));
+            }
+        }
+    }
+}
+
+/// Resource usage of one worker process, so a run shows the generator's own cost beside
+/// the figures it measured (a generator near its CPU limit distorts latency). Read by
+/// [`Resources::of_self`] and [`Resources::of_pid`] (`resources.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    /// User plus system CPU time of the whole process, seconds.
+    pub cpu_s: f64,
+    /// Peak resident set size (VmHWM), KiB.
+    pub peak_rss_kib: u64,
+}
+
 /// The final line of a worker: totals and what the correctness checker needs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Done {
@@ -161,70 +299,13 @@ pub struct Done {
     /// Generic WebSocket target: what was sent and received (instead of `acked` and
     /// `recipients`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub generic: Option<crate::generic::GenericDone>,
+    pub generic: Option<GenericDone>,
     /// HTTP personas (goose): requests by kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http: Option<crate::httpload::HttpReport>,
+    pub http: Option<HttpReport>,
     /// What the worker process itself cost (read at its end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
-}
-
-/// Resource usage of one worker process, so a run shows the generator's own cost beside
-/// the figures it measured (a generator near its CPU limit distorts latency).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Resources {
-    /// User plus system CPU time of the whole process, seconds.
-    pub cpu_s: f64,
-    /// Peak resident set size (VmHWM), KiB.
-    pub peak_rss_kib: u64,
-}
-
-impl Resources {
-    /// This process's usage so far; `None` where the OS does not tell (not Linux).
-    pub fn of_self() -> Option<Resources> {
-        use nix::sys::resource::{UsageWho, getrusage};
-        let usage = getrusage(UsageWho::RUSAGE_SELF).ok()?;
-        let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        Some(Resources {
-            cpu_s: secs(usage.user_time()) + secs(usage.system_time()),
-            peak_rss_kib: parse_vm_hwm(&status)?,
-        })
-    }
-}
-
-impl Resources {
-    /// Usage of another process so far, from `/proc/<pid>/{stat,status}`; `None` if it is
-    /// gone or the OS does not tell.
-    pub fn of_pid(pid: u32) -> Option<Resources> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-            .ok()
-            .flatten()
-            .filter(|&t| t > 0)? as f64;
-        Some(Resources {
-            cpu_s: parse_stat_ticks(&stat)? as f64 / ticks,
-            peak_rss_kib: parse_vm_hwm(&status)?,
-        })
-    }
-}
-
-/// utime + stime (clock ticks) of a `/proc/<pid>/stat` line. The command name is in
-/// parentheses and may hold spaces or parentheses itself: fields count from the last `)`.
-fn parse_stat_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut f = rest.split_whitespace().skip(11);
-    let utime: u64 = f.next()?.parse().ok()?;
-    let stime: u64 = f.next()?.parse().ok()?;
-    Some(utime + stime)
-}
-
-/// The `VmHWM:  1234 kB` line of `/proc/<pid>/status`, in KiB.
-fn parse_vm_hwm(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// A worker stdout line.
@@ -237,81 +318,31 @@ pub enum WorkerLine {
     Done(Box<Done>),
 }
 
-/// The fields of a server frame the worker's hot path needs; everything else (the body,
-/// `ready`'s channel map) is skipped without being copied.
-#[derive(Debug, Deserialize)]
-pub struct Peek<'a> {
-    /// The event's `type`.
-    #[serde(rename = "type", borrow)]
-    pub kind: &'a str,
-    /// `message`/`ack`: channel.
-    #[serde(default)]
-    pub channel: Option<ChannelId>,
-    /// `message`/`ack`: seq in the channel.
-    #[serde(default)]
-    pub seq: Option<Seq>,
-    /// `message`/`ack`: message id.
-    #[serde(default)]
-    pub id: Option<MessageId>,
-    /// `ack`/`error`: request id.
-    #[serde(default)]
-    pub req_id: Option<u64>,
-    /// `message`: the sender's nonce.
-    #[serde(default, borrow)]
-    pub nonce: Option<&'a str>,
-    /// `error`: code.
-    #[serde(default)]
-    pub code: Option<flowline_protocol::ws::ErrorCode>,
+/// Where a worker's lines go: the harness's pipe today, a coordinator's socket tomorrow.
+pub trait Output {
+    /// Send one line (a tick, or the done line last).
+    fn send(&mut self, line: &WorkerLine) -> Result<()>;
 }
 
-/// Nonce carried by every `send`: `"<user>:<n>:<unix µs>"`. The time is the intended send
-/// time (open model) or the actual one (closed), so a recipient in any worker process on
-/// this machine measures send→delivery with the same clock.
-pub fn nonce(user: u32, n: u64, unix_us: u64) -> String {
-    format!("{user}:{n}:{unix_us}")
-}
+/// An [`Output`] handing each line as JSON text to a closure (a pipe writer, a test's
+/// vector, an in-process aggregator).
+pub struct Lines<F>(pub F);
 
-/// Parse a nonce made by [`nonce`]: (user, n, unix µs).
-pub fn parse_nonce(s: &str) -> Option<(u32, u64, u64)> {
-    let mut it = s.splitn(3, ':');
-    let user = it.next()?.parse().ok()?;
-    let n = it.next()?.parse().ok()?;
-    let t = it.next()?.parse().ok()?;
-    Some((user, n, t))
+impl<F: FnMut(&str)> Output for Lines<F> {
+    fn send(&mut self, line: &WorkerLine) -> Result<()> {
+        let what = match line {
+            WorkerLine::Tick(_) => "tick line",
+            WorkerLine::Done(_) => "done line",
+        };
+        let text = serde_json::to_string(line).map_err(|e| LoadgenError::json(what, e))?;
+        (self.0)(&text);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn peek_reads_a_message_frame() {
-        let ev = flowline_protocol::ws::ServerEvent::Message(flowline_protocol::ws::Message {
-            channel: 3,
-            seq: 9,
-            id: 77,
-            author: 5,
-            body: "with \"escapes\" and ünïcode".into(),
-            nonce: Some(nonce(4, 2, 123)),
-            created_at: 1,
-            ..Default::default()
-        });
-        let text = serde_json::to_string(&ev).unwrap();
-        let p: Peek<'_> = serde_json::from_str(&text).unwrap();
-        assert_eq!(
-            (p.kind, p.channel, p.seq, p.id),
-            ("message", Some(3), Some(9), Some(77))
-        );
-        assert_eq!(p.nonce.and_then(parse_nonce), Some((4, 2, 123)));
-    }
-
-    #[test]
-    fn nonce_round_trip() {
-        let n = nonce(17, 3, 1_700_000_000_123_456);
-        assert_eq!(parse_nonce(&n), Some((17, 3, 1_700_000_000_123_456)));
-        assert_eq!(parse_nonce("x:1:2"), None);
-        assert_eq!(parse_nonce("1:2"), None);
-    }
 
     #[test]
     fn lines_round_trip() {
@@ -336,28 +367,5 @@ mod tests {
         }));
         let s = serde_json::to_string(&done).unwrap();
         assert_eq!(serde_json::from_str::<WorkerLine>(&s).unwrap(), done);
-    }
-
-    #[test]
-    fn own_resources_are_read() {
-        assert_eq!(
-            parse_vm_hwm("Name:\tx\nVmHWM:\t   20480 kB\nVmRSS: 1 kB\n"),
-            Some(20480)
-        );
-        assert_eq!(parse_vm_hwm("VmRSS: 1 kB\n"), None);
-        // Burn a little CPU and hold some memory: both show.
-        let v: Vec<u64> = (0..2_000_000).collect();
-        let sum: u64 = v.iter().copied().map(std::hint::black_box).sum();
-        assert!(sum > 0);
-        let r = Resources::of_self().expect("Linux tells a process its usage");
-        assert!(r.cpu_s > 0.0, "{r:?}");
-        assert!(r.peak_rss_kib >= 2_000_000 * 8 / 1024, "{r:?}");
-        let p = Resources::of_pid(std::process::id()).expect("our own /proc entry");
-        assert!(p.peak_rss_kib >= r.peak_rss_kib, "{p:?} vs {r:?}");
-        assert!(p.cpu_s > 0.0 && p.cpu_s <= r.cpu_s + 1.0, "{p:?} vs {r:?}");
-        assert_eq!(Resources::of_pid(u32::MAX), None);
-        let stat = "42 (a) b) c) S 1 2 3 4 5 6 7 8 9 10 250 30 0 0";
-        assert_eq!(parse_stat_ticks(stat), Some(280));
-        assert_eq!(parse_stat_ticks("42 (x) S 1"), None);
     }
 }

@@ -144,7 +144,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
     let node_id = config.node_id.clone();
-    let result = crate::run_with_ready(config, listener, shutdown.clone(), move |addr| {
+    let result = crate::server::run_with_ready(config, listener, shutdown.clone(), move |addr| {
         let line = Announce::Listening {
             node_id,
             addr: addr.to_string(),

@@ -1,22 +1,46 @@
 //! Flowline's reference chat node: HTTP API and WebSocket protocol (see
-//! `docs/protocol.md`), in-memory or Postgres storage, bounded local fan-out, and the Redis cluster bus of
-//! phases `pubsub` and `queue` ([`bus`]).
+//! `docs/protocol.md`), in-memory or Postgres storage, bounded local fan-out, and the Redis
+//! cluster bus of phases `pubsub` and `queue` (`docs/phases.md`).
 //!
 //! Start one in-process with [`run`] (tests do); `flowline server` ([`cli`]) wraps it.
+//!
+//! Modules, bottom floor first (each uses only modules on its own floor or below):
+//!
+//! | floor | module | what it is |
+//! |---|---|---|
+//! | values | [`error`], `clock`, [`metrics`], [`features`], [`config`], [`auth`], `refusal` | errors, time, Prometheus, settings, passwords/tokens, the one storage-error → client-error mapping |
+//! | state | [`storage`] | the storage contract and its two implementations |
+//! | state | [`hub`] | local fan-out: subscriptions, per-channel order, cluster sequencing |
+//! | state | [`bus`] | the Redis cluster bus; sees the hub through `bus::Inbox`, storage through `Storage` |
+//! | state | `membership` | who may read what; co-members |
+//! | state | `presence` | presence: the per-node state machine and the `Roster` that announces it |
+//! | state | `chat` | the chat actions (send, edit, delete, react, thread, typing), transport-independent |
+//! | state | `sessions`, `node` | the open sessions registry; `Node`, everything above assembled |
+//! | runners | `session` | one WebSocket session: reader, ops, writer |
+//! | runners | `http` | the HTTP API |
+//! | runners | `server` | [`run`]: open, serve, drain |
+//! | runners | [`cli`] | `flowline server` |
 
-mod app;
 pub mod auth;
 pub mod bus;
+mod chat;
 pub mod cli;
+mod clock;
 pub mod config;
 pub mod error;
 pub mod features;
 mod http;
 pub mod hub;
+mod membership;
 pub mod metrics;
+mod node;
+mod presence;
+mod refusal;
+mod server;
 mod session;
+mod sessions;
 pub mod storage;
 
-pub use app::{run, run_with_ready};
 pub use config::{Argon2Cost, Config, Limits, Phase};
 pub use error::{Error, StorageError};
+pub use server::{run, run_with_ready};

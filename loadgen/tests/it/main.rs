@@ -3,5 +3,5 @@
 mod engine;
 mod features;
 mod generic;
-mod prom;
+mod metrics;
 mod util;

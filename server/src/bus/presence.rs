@@ -1,4 +1,5 @@
-//! The cluster's presence registry in Redis: which node holds which user.
+//! The cluster's presence registry in Redis: which node holds which user (the registry
+//! task keeping this node's entries, and the queries every node may ask).
 //!
 //! ```text
 //!  flowline:<cluster>:presence:nodes          SET of node ids that have registered
@@ -22,8 +23,15 @@ use tokio_util::sync::CancellationToken;
 
 use flowline_protocol::UserId;
 
-use super::{Backoff, Bus, PresenceOp, RESPONSE_TIMEOUT};
-use crate::app::App;
+use super::inbox::Inbox;
+use super::link::{Backoff, Link, RESPONSE_TIMEOUT};
+
+/// A change to this node's entries in the registry.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum PresenceOp {
+    Online(UserId),
+    Offline(UserId),
+}
 
 /// Users written per SADD at most when rewriting a node's set.
 const CHUNK: usize = 5000;
@@ -40,14 +48,18 @@ fn users_key(prefix: &str, node: &str) -> String {
     format!("{prefix}presence:users:{node}")
 }
 
-fn ttl_ms(bus: &Bus) -> u64 {
+fn ttl_ms(bus: &Link) -> u64 {
     u64::try_from(bus.presence_ttl.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Rewrite this node's entries from the hub's current users.
-async fn resync(bus: &Bus, app: &App, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+async fn resync(
+    bus: &Link,
+    inbox: &dyn Inbox,
+    conn: &mut MultiplexedConnection,
+) -> redis::RedisResult<()> {
     let users_key = users_key(&bus.prefix, &bus.node_id);
-    let users = app.hub.local_users();
+    let users = inbox.local_users();
     let mut pipe = redis::pipe();
     pipe.atomic();
     pipe.cmd("DEL").arg(&users_key).ignore();
@@ -62,7 +74,7 @@ async fn resync(bus: &Bus, app: &App, conn: &mut MultiplexedConnection) -> redis
     pipe.query_async::<()>(conn).await
 }
 
-fn add_beat(pipe: &mut redis::Pipeline, bus: &Bus) {
+fn add_beat(pipe: &mut redis::Pipeline, bus: &Link) {
     let ttl = ttl_ms(bus);
     pipe.cmd("SET")
         .arg(alive_key(&bus.prefix, &bus.node_id))
@@ -79,8 +91,8 @@ fn add_beat(pipe: &mut redis::Pipeline, bus: &Bus) {
 /// Keep this node's registry entries current: apply online/offline changes, beat, and
 /// rewrite everything after a reconnect or a dropped change.
 pub(super) async fn registry_loop(
-    bus: Arc<Bus>,
-    app: Arc<App>,
+    bus: Arc<Link>,
+    inbox: Arc<dyn Inbox>,
     mut rx: mpsc::Receiver<PresenceOp>,
     shutdown: CancellationToken,
 ) {
@@ -102,7 +114,7 @@ pub(super) async fn registry_loop(
         // write that state.
         while rx.try_recv().is_ok() {}
         bus.presence_resync.store(false, Ordering::Release);
-        if let Err(e) = resync(&bus, &app, &mut conn).await {
+        if let Err(e) = resync(&bus, inbox.as_ref(), &mut conn).await {
             tracing::warn!(error = %e, "presence registry: rewrite failed");
             if !backoff.wait(&shutdown).await {
                 return;
@@ -142,7 +154,7 @@ pub(super) async fn registry_loop(
                 }
                 _ = beat.tick() => {
                     if bus.presence_resync.swap(false, Ordering::AcqRel) {
-                        if let Err(e) = resync(&bus, &app, &mut conn).await {
+                        if let Err(e) = resync(&bus, inbox.as_ref(), &mut conn).await {
                             break e;
                         }
                         continue;
@@ -162,7 +174,7 @@ pub(super) async fn registry_loop(
 }
 
 /// Live nodes (alive key present) and the ones among `users` each holds.
-async fn live_sets(bus: &Bus, users: &[UserId]) -> redis::RedisResult<Vec<(String, Vec<bool>)>> {
+async fn live_sets(bus: &Link, users: &[UserId]) -> redis::RedisResult<Vec<(String, Vec<bool>)>> {
     let mut conn = bus.query.clone();
     let nodes: Vec<String> = redis::cmd("SMEMBERS")
         .arg(nodes_key(&bus.prefix))
@@ -192,7 +204,7 @@ async fn live_sets(bus: &Bus, users: &[UserId]) -> redis::RedisResult<Vec<(Strin
 }
 
 /// Which of `users` are held by a live node (order kept, no duplicates added).
-pub(super) async fn online_users(bus: &Bus, users: &[UserId]) -> redis::RedisResult<Vec<UserId>> {
+pub(super) async fn online_users(bus: &Link, users: &[UserId]) -> redis::RedisResult<Vec<UserId>> {
     let sets = live_sets(bus, users).await?;
     Ok(users
         .iter()
@@ -206,7 +218,7 @@ pub(super) async fn online_users(bus: &Bus, users: &[UserId]) -> redis::RedisRes
 }
 
 /// The live nodes holding `user`.
-pub(super) async fn user_nodes(bus: &Bus, user: UserId) -> redis::RedisResult<Vec<String>> {
+pub(super) async fn user_nodes(bus: &Link, user: UserId) -> redis::RedisResult<Vec<String>> {
     let sets = live_sets(bus, &[user]).await?;
     Ok(sets
         .into_iter()

@@ -9,8 +9,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{Backoff, Bus, CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
-use crate::app::App;
+use super::envelope::receive;
+use super::inbox::Inbox;
+use super::link::{Backoff, CONNECT_TIMEOUT, Link, RESPONSE_TIMEOUT};
 
 /// How often the subscriber pings Redis, so a silently dead link is noticed.
 const PING_EVERY: Duration = Duration::from_secs(1);
@@ -29,13 +30,17 @@ pub(super) fn add_publish(pipe: &mut redis::Pipeline, prefix: &str, payload: &st
 
 /// Subscribe and hand every envelope to the node; on a lost connection, resubscribe
 /// with backoff (counting the reconnect).
-pub(super) async fn receive_loop(bus: Arc<Bus>, app: Arc<App>, shutdown: CancellationToken) {
-    let name = channel(&bus.prefix);
+pub(super) async fn receive_loop(
+    link: Arc<Link>,
+    inbox: Arc<dyn Inbox>,
+    shutdown: CancellationToken,
+) {
+    let name = channel(&link.prefix);
     let mut backoff = Backoff::new();
     let mut connected_before = false;
     loop {
         let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
-            let mut ps = bus.client.get_async_pubsub().await?;
+            let mut ps = link.client.get_async_pubsub().await?;
             ps.subscribe(&name).await?;
             redis::RedisResult::Ok(ps)
         })
@@ -58,7 +63,7 @@ pub(super) async fn receive_loop(bus: Arc<Bus>, app: Arc<App>, shutdown: Cancell
             }
         };
         if connected_before {
-            bus.metrics.bus_reconnects.increment(1);
+            link.metrics.bus_reconnects.increment(1);
             tracing::info!("bus subscriber reconnected to Redis");
         }
         connected_before = true;
@@ -69,7 +74,7 @@ pub(super) async fn receive_loop(bus: Arc<Bus>, app: Arc<App>, shutdown: Cancell
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 msg = stream.next() => match msg {
-                    Some(msg) => bus.receive(&app, msg.get_payload_bytes()),
+                    Some(msg) => receive(&link, inbox.as_ref(), msg.get_payload_bytes()),
                     None => {
                         tracing::warn!("bus subscriber lost Redis; resubscribing");
                         break;

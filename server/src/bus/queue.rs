@@ -16,8 +16,9 @@ use redis::aio::ConnectionManager;
 use redis::streams::{StreamRangeReply, StreamReadReply};
 use tokio_util::sync::CancellationToken;
 
-use super::{Backoff, Bus, Envelope};
-use crate::app::App;
+use super::envelope::{Envelope, receive};
+use super::inbox::Inbox;
+use super::link::{Backoff, Link, RESPONSE_TIMEOUT};
 
 /// Number of stream shards.
 pub(super) const SHARDS: i64 = 16;
@@ -79,14 +80,18 @@ pub(super) async fn tail_ids(
 
 /// Read every shard from the node's positions and hand entries to the node; reconnect
 /// with backoff and continue from the same positions.
-pub(super) async fn receive_loop(bus: Arc<Bus>, app: Arc<App>, shutdown: CancellationToken) {
-    let keys = keys(&bus.prefix);
-    let mut ids = bus.start_ids.clone();
+pub(super) async fn receive_loop(
+    link: Arc<Link>,
+    inbox: Arc<dyn Inbox>,
+    shutdown: CancellationToken,
+) {
+    let keys = keys(&link.prefix);
+    let mut ids = link.start_ids.clone();
     let mut backoff = Backoff::new();
     let mut connected_before = false;
     'connect: loop {
-        let mut conn = match bus
-            .connection(Duration::from_millis(BLOCK_MS) + super::RESPONSE_TIMEOUT)
+        let mut conn = match link
+            .connection(Duration::from_millis(BLOCK_MS) + RESPONSE_TIMEOUT)
             .await
         {
             Ok(c) => c,
@@ -99,7 +104,7 @@ pub(super) async fn receive_loop(bus: Arc<Bus>, app: Arc<App>, shutdown: Cancell
             }
         };
         if connected_before {
-            bus.metrics.bus_reconnects.increment(1);
+            link.metrics.bus_reconnects.increment(1);
             tracing::info!("bus reader reconnected to Redis; catching up");
         }
         connected_before = true;
@@ -135,7 +140,7 @@ pub(super) async fn receive_loop(bus: Arc<Bus>, app: Arc<App>, shutdown: Cancell
                 };
                 for entry in stream.ids {
                     if let Some(redis::Value::BulkString(payload)) = entry.map.get("e") {
-                        bus.receive(&app, payload);
+                        receive(&link, inbox.as_ref(), payload);
                     }
                     ids[i] = entry.id;
                 }

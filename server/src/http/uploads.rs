@@ -22,8 +22,10 @@ use tokio::io::AsyncWriteExt;
 use flowline_protocol::AttachmentId;
 use flowline_protocol::ws::{Attachment, ErrorCode};
 
-use super::{ApiError, ApiPath, ApiResult, Caller};
-use crate::app::{App, now_ms};
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiPath, Caller};
+use crate::clock::now_ms;
+use crate::node::Node;
 use crate::storage::NewAttachment;
 
 /// Longest file name kept, characters.
@@ -32,15 +34,15 @@ const MAX_FILENAME: usize = 255;
 /// Multipart body of `POST /api/v1/uploads`.
 #[allow(dead_code)] // describes the body for the OpenAPI document only
 #[derive(utoipa::ToSchema)]
-pub(crate) struct UploadForm {
+pub(super) struct UploadForm {
     /// The file, with its file name and content type in the part's headers.
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
 }
 
 /// Where uploaded files live.
-pub(crate) fn uploads_dir(app: &App) -> PathBuf {
-    app.config.features.data_dir.join("uploads")
+fn uploads_dir(node: &Node) -> PathBuf {
+    node.config.features.data_dir.join("uploads")
 }
 
 fn too_large(max: u64) -> ApiError {
@@ -67,14 +69,14 @@ fn too_large(max: u64) -> ApiError {
         (status = 415, description = "`unsupported_type`: content type not allowed", body = flowline_protocol::api::ApiErrorBody),
     )
 )]
-pub(crate) async fn upload_create(
-    State(app): State<Arc<App>>,
+pub(super) async fn upload_create(
+    State(node): State<Arc<Node>>,
     caller: Caller,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<(StatusCode, Json<Attachment>)> {
     let mut multipart =
         multipart.map_err(|r| ApiError::new(r.status(), ErrorCode::BadRequest, r.body_text()))?;
-    let features = &app.config.features;
+    let features = &node.config.features;
     let max = features.upload_max_bytes;
     let multipart_error = |e: axum::extract::multipart::MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -105,7 +107,7 @@ pub(crate) async fn upload_create(
                 ),
             ));
         }
-        let dir = uploads_dir(&app);
+        let dir = uploads_dir(&node);
         let tmp_dir = dir.join("tmp");
         tokio::fs::create_dir_all(&tmp_dir)
             .await
@@ -144,7 +146,7 @@ pub(crate) async fn upload_create(
             sha256,
             created_at: now_ms() as i64,
         };
-        return match app.storage.insert_attachment(new).await {
+        return match node.storage.insert_attachment(new).await {
             Ok(a) => Ok((StatusCode::CREATED, Json(a))),
             Err(e) => {
                 // No row: do not keep a file nobody can reference.
@@ -188,20 +190,20 @@ fn clean_filename(name: Option<&str>) -> ApiResult<String> {
         (status = 404, description = "No such attachment", body = flowline_protocol::api::ApiErrorBody),
     )
 )]
-pub(crate) async fn upload_get(
-    State(app): State<Arc<App>>,
+pub(super) async fn upload_get(
+    State(node): State<Arc<Node>>,
     caller: Caller,
     ApiPath(id): ApiPath<AttachmentId>,
 ) -> ApiResult<Response> {
-    let Some((att, _)) = app.storage.attachments(&[id]).await?.into_iter().next() else {
+    let Some((att, _)) = node.storage.attachments(&[id]).await?.into_iter().next() else {
         return Err(ApiError::not_found("attachment not found"));
     };
-    if !app.storage.can_download(id, caller.user.id).await? {
+    if !node.storage.can_download(id, caller.user.id).await? {
         return Err(ApiError::forbidden(
             "not a member of a channel where this file was posted",
         ));
     }
-    let path = content_path(&uploads_dir(&app), &att.sha256)?;
+    let path = content_path(&uploads_dir(&node), &att.sha256)?;
     let bytes = match tokio::fs::read(&path).await {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -16,9 +16,9 @@ use flowline_protocol::api::{Channel, ChannelKind, Provision, ProvisionedSpace, 
 use flowline_protocol::ws::{Attachment, Message, MessageRef, ReactionCount, ThreadSummary};
 use flowline_protocol::{AttachmentId, ChannelId, MessageId, Seq, SpaceId, UserId};
 
-use super::{
-    Credentials, NewAttachment, NewMessage, ProvisionedIds, ReactionChange, Result, Storage,
-    ThreadLink, check_provision,
+use super::contract::{
+    Accounts, Attachments, Credentials, Messages, NewAttachment, NewMessage, ProvisionedIds,
+    Provisioning, ReactionChange, Result, Spaces, Storage, ThreadLink, check_provision,
 };
 use crate::auth::TokenHash;
 use crate::error::StorageError;
@@ -224,11 +224,7 @@ impl MemoryStorage {
     }
 }
 
-impl Storage for MemoryStorage {
-    fn ping(&self) -> BoxFuture<'_, Result<()>> {
-        async { Ok(()) }.boxed()
-    }
-
+impl Accounts for MemoryStorage {
     fn create_user<'a>(&'a self, username: &'a str, hash: &'a str) -> BoxFuture<'a, Result<User>> {
         async move {
             let id = self
@@ -287,7 +283,9 @@ impl Storage for MemoryStorage {
     fn delete_token(&self, hash: TokenHash) -> BoxFuture<'_, Result<bool>> {
         async move { Ok(self.inner.write().tokens.remove(&hash).is_some()) }.boxed()
     }
+}
 
+impl Spaces for MemoryStorage {
     fn create_space<'a>(&'a self, owner: UserId, name: &'a str) -> BoxFuture<'a, Result<Space>> {
         async move { Ok(self.inner.write().new_space(owner, name)) }.boxed()
     }
@@ -463,6 +461,20 @@ impl Storage for MemoryStorage {
         .boxed()
     }
 
+    fn co_members(&self, user: UserId) -> BoxFuture<'_, Result<Vec<UserId>>> {
+        async move {
+            let inner = self.inner.read();
+            let mut out: BTreeSet<UserId> = BTreeSet::new();
+            for s in inner.user_spaces.get(&user).into_iter().flatten() {
+                out.extend(inner.space_members.get(s).into_iter().flatten());
+            }
+            Ok(out.into_iter().collect())
+        }
+        .boxed()
+    }
+}
+
+impl Messages for MemoryStorage {
     fn last_seqs<'a>(
         &'a self,
         channels: &'a [ChannelId],
@@ -528,6 +540,37 @@ impl Storage for MemoryStorage {
                 });
             }
             Ok(m)
+        }
+        .boxed()
+    }
+
+    fn messages(
+        &self,
+        channel: ChannelId,
+        before: Option<Seq>,
+        after: Option<Seq>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<Message>>> {
+        async move {
+            let Some(log) = self.logs.get(&channel) else {
+                return Ok(Vec::new());
+            };
+            let log = &log.msgs;
+            // seq s sits at index s-1.
+            let len = log.len() as Seq;
+            let hi = before.map_or(len, |b| (b - 1).clamp(0, len)); // last seq included
+            let limit = Seq::from(limit);
+            let (lo, hi) = match after {
+                Some(a) => {
+                    let lo = a.clamp(0, len) + 1;
+                    (lo, hi.min(lo + limit - 1))
+                }
+                None => ((hi - limit + 1).max(1), hi),
+            };
+            if lo > hi {
+                return Ok(Vec::new());
+            }
+            Ok(log[(lo - 1) as usize..hi as usize].to_vec())
         }
         .boxed()
     }
@@ -700,19 +743,9 @@ impl Storage for MemoryStorage {
         }
         .boxed()
     }
+}
 
-    fn co_members(&self, user: UserId) -> BoxFuture<'_, Result<Vec<UserId>>> {
-        async move {
-            let inner = self.inner.read();
-            let mut out: BTreeSet<UserId> = BTreeSet::new();
-            for s in inner.user_spaces.get(&user).into_iter().flatten() {
-                out.extend(inner.space_members.get(s).into_iter().flatten());
-            }
-            Ok(out.into_iter().collect())
-        }
-        .boxed()
-    }
-
+impl Attachments for MemoryStorage {
     fn insert_attachment(&self, a: NewAttachment) -> BoxFuture<'_, Result<Attachment>> {
         async move {
             let mut inner = self.inner.write();
@@ -777,38 +810,9 @@ impl Storage for MemoryStorage {
         }
         .boxed()
     }
+}
 
-    fn messages(
-        &self,
-        channel: ChannelId,
-        before: Option<Seq>,
-        after: Option<Seq>,
-        limit: u32,
-    ) -> BoxFuture<'_, Result<Vec<Message>>> {
-        async move {
-            let Some(log) = self.logs.get(&channel) else {
-                return Ok(Vec::new());
-            };
-            let log = &log.msgs;
-            // seq s sits at index s-1.
-            let len = log.len() as Seq;
-            let hi = before.map_or(len, |b| (b - 1).clamp(0, len)); // last seq included
-            let limit = Seq::from(limit);
-            let (lo, hi) = match after {
-                Some(a) => {
-                    let lo = a.clamp(0, len) + 1;
-                    (lo, hi.min(lo + limit - 1))
-                }
-                None => ((hi - limit + 1).max(1), hi),
-            };
-            if lo > hi {
-                return Ok(Vec::new());
-            }
-            Ok(log[(lo - 1) as usize..hi as usize].to_vec())
-        }
-        .boxed()
-    }
-
+impl Provisioning for MemoryStorage {
     fn provision<'a>(
         &'a self,
         req: &'a Provision,
@@ -856,5 +860,11 @@ impl Storage for MemoryStorage {
             Ok(out)
         }
         .boxed()
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn ping(&self) -> BoxFuture<'_, Result<()>> {
+        async { Ok(()) }.boxed()
     }
 }

@@ -1,0 +1,65 @@
+//! `[cluster]`: the phase and node count the harness starts, or an external cluster's
+//! addresses.
+
+use flowline_protocol::Phase;
+
+use crate::scenario::model::{Cluster, External};
+use crate::scenario::raw::RawCluster;
+
+pub(super) fn cluster(raw: &RawCluster, p: &mut Vec<String>) -> Cluster {
+    let external = if raw.http.is_empty() {
+        if !raw.ws.is_empty() {
+            p.push("cluster.ws needs cluster.http (the admin API) too".into());
+        }
+        None
+    } else {
+        let ws = if raw.ws.is_empty() {
+            raw.http.iter().map(|h| ws_from_http(h)).collect()
+        } else {
+            raw.ws.clone()
+        };
+        if ws.len() != raw.http.len() {
+            p.push(format!(
+                "cluster.ws has {} URLs but cluster.http has {}",
+                ws.len(),
+                raw.http.len()
+            ));
+        }
+        Some(External {
+            http: raw.http.clone(),
+            ws,
+            admin_secret: raw.admin_secret.clone(),
+        })
+    };
+    let phase = raw.phase.unwrap_or_default();
+    let nodes = raw.nodes.unwrap_or(match phase {
+        Phase::Single | Phase::Postgres => 1,
+        Phase::Pubsub | Phase::Queue => 3,
+    });
+    if nodes == 0 {
+        p.push("cluster.nodes must be at least 1".into());
+    }
+    if matches!(phase, Phase::Single | Phase::Postgres) && nodes > 1 && external.is_none() {
+        p.push(format!(
+            "phase {} runs exactly one node, got cluster.nodes = {nodes}",
+            phase.as_str()
+        ));
+    }
+    Cluster {
+        phase,
+        nodes,
+        external,
+    }
+}
+
+fn ws_from_http(http: &str) -> String {
+    let base = http.trim_end_matches('/');
+    let ws = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        base.to_string()
+    };
+    format!("{ws}/ws")
+}

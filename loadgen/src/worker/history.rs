@@ -1,0 +1,68 @@
+//! What a worker thread's users record for the checker: every acknowledged send, what
+//! each recipient received of each channel, and the generic target's sends, sessions and
+//! receipts. Users write here as they go (sends) and when they end (receipts); the thread
+//! hands it to its shard, which merges the threads' histories into the `done` line.
+
+use crate::wire::{AckedMessage, GenericDone, GenericReceipt, RecipientRecord};
+
+/// One thread's (or, merged, one worker's) history.
+#[derive(Debug, Default)]
+pub(super) struct History {
+    pub(super) acked: Vec<AckedMessage>,
+    pub(super) recipients: Vec<RecipientRecord>,
+    /// Generic target only (and only when it checks delivery).
+    pub(super) generic: Option<GenericDone>,
+}
+
+impl History {
+    /// An empty history; a generic target's carries its (possibly empty) generic part.
+    pub(super) fn new(generic: bool) -> Self {
+        History {
+            generic: generic.then(GenericDone::default),
+            ..History::default()
+        }
+    }
+
+    /// A chat send was acknowledged.
+    pub(super) fn acked(&mut self, m: AckedMessage) {
+        self.acked.push(m);
+    }
+
+    /// A chat user's record of one channel, at its end.
+    pub(super) fn recipient(&mut self, r: RecipientRecord) {
+        self.recipients.push(r);
+    }
+
+    /// A generic-target frame was written: (author, seq, send time in Unix µs).
+    pub(super) fn generic_sent(&mut self, author: u32, seq: i64, at_us: u64) {
+        self.generic_mut().sent.push((author, seq, at_us));
+    }
+
+    /// A generic-target user's last session and what it received, at its end.
+    pub(super) fn generic_user(
+        &mut self,
+        last_session: Option<(u32, u64, bool)>,
+        received: impl IntoIterator<Item = GenericReceipt>,
+    ) {
+        let g = self.generic_mut();
+        g.sessions.extend(last_session);
+        g.received.extend(received);
+    }
+
+    fn generic_mut(&mut self) -> &mut GenericDone {
+        self.generic.get_or_insert_with(GenericDone::default)
+    }
+
+    /// Take another thread's history (moved, not copied: a big run holds hundreds of
+    /// thousands of receipts).
+    pub(super) fn append(&mut self, mut o: History) {
+        self.acked.append(&mut o.acked);
+        self.recipients.append(&mut o.recipients);
+        if let Some(g) = o.generic {
+            match self.generic.as_mut() {
+                Some(d) => d.append(g),
+                None => self.generic = Some(g),
+            }
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! One worker (one shard of the plan): resolve the targets, start the threads, merge their
+//! seconds into one tick line per second, run the HTTP personas on goose beside them, and
+//! end with the done line (totals, the merged history, the process's own cost).
+//!
+//! ```text
+//!  thread 1 (current-thread runtime + LocalSet)      thread 2 ...
+//!   user tasks ──record──▶ Recorder (RefCell, no lock)
+//!   ticker: every second swap the Recorder ──┐
+//!                                            │ bounded mpsc (per-thread intervals)
+//!                                            ▼
+//!  caller's runtime: merge intervals of second t from every thread
+//!                    ──▶ Output: tick line  … at the end ──▶ Output: done line
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::checker;
+use crate::error::{LoadgenError, Result};
+use crate::plan::{Plan, PlanUser, Shard};
+use crate::recorder::Recorder;
+use crate::scenario::Scenario;
+use crate::wire::{Counters, Done, Lines, Output, Resources, Tick, WorkerLine};
+use crate::worker::connect::resolve;
+use crate::worker::context::Clock;
+use crate::worker::history::History;
+use crate::worker::thread::{ThreadMsg, thread_main};
+
+/// What one worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The scenario (overrides already applied).
+    pub scenario: Arc<Scenario>,
+    /// The provisioned plan.
+    pub plan: Arc<Plan>,
+    /// Which users of the plan this worker runs.
+    pub shard: Shard,
+    /// WebSocket URLs of the nodes; user `i` uses
+    /// [`target_index`](crate::worker::target_index)`(i, attempt, len)`.
+    pub targets: Vec<String>,
+    /// Common start time of all workers (`None`: now), so their seconds line up.
+    pub start_at: Option<SystemTime>,
+    /// Runtime threads (each records into its own histograms).
+    pub threads: usize,
+    /// Cumulative metrics for the Prometheus endpoint (`--metrics-listen`), if served.
+    pub metrics: Option<Arc<crate::metrics::WorkerMetrics>>,
+    /// Run folder for worker-side files (goose's HTML report), if any.
+    pub out: Option<std::path::PathBuf>,
+}
+
+/// Run the shard to the end of the drain, calling `on_line` with every line as JSON text
+/// (tick lines, then the done line).
+pub async fn run(
+    cfg: WorkerConfig,
+    cancel: CancellationToken,
+    on_line: impl FnMut(&str),
+) -> Result<()> {
+    run_to(cfg, cancel, Lines(on_line)).await
+}
+
+/// Run the shard to the end of the drain, sending every line (tick lines, then the done
+/// line) to `out`.
+pub async fn run_to(
+    cfg: WorkerConfig,
+    cancel: CancellationToken,
+    mut out: impl Output,
+) -> Result<()> {
+    let urls = match &cfg.scenario.target {
+        Some(t) if cfg.targets.is_empty() => t.urls.clone(),
+        _ => cfg.targets.clone(),
+    };
+    if urls.is_empty() {
+        return Err(LoadgenError::Invalid("no target node URLs".into()));
+    }
+    let mut targets = Vec::new();
+    for u in &urls {
+        let mut t = resolve(u).await?;
+        if let Some(g) = &cfg.scenario.target {
+            t.headers = g.headers.clone();
+            t.subprotocol = g.subprotocol.clone();
+        }
+        targets.push(t);
+    }
+    let s = cfg.scenario.clone();
+    let now_sys = SystemTime::now();
+    let now = Instant::now();
+    let start_sys = cfg.start_at.unwrap_or(now_sys);
+    let start = match start_sys.duration_since(now_sys) {
+        Ok(ahead) => now + ahead,
+        Err(behind) => now.checked_sub(behind.duration()).unwrap_or(now),
+    };
+    let start_unix_us = start_sys
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let clock = Clock {
+        start,
+        start_unix_us,
+        send_end: start + s.warmup + s.duration,
+        end: start + s.total_time(),
+    };
+    let users: Vec<PlanUser> = cfg.plan.shard_users(cfg.shard).cloned().collect();
+    if users.len() > crate::plan::MAX_USERS_PER_WORKER {
+        return Err(LoadgenError::Invalid(format!(
+            "shard {} has {} users, more than {} per worker",
+            cfg.shard,
+            users.len(),
+            crate::plan::MAX_USERS_PER_WORKER
+        )));
+    }
+    // HTTP personas run on goose, beside the WebSocket users.
+    let http_load = crate::httpload::HttpLoad::from_scenario(
+        &s,
+        &users,
+        crate::upload::http_base(&targets[0].url),
+        cfg.out
+            .as_ref()
+            .map(|d| d.join(format!("goose-report-w{}.html", cfg.shard.index))),
+    );
+    let goose = http_load.map(|load| {
+        let delay = start.saturating_duration_since(Instant::now());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            load.run().await
+        })
+    });
+    let threads = cfg.threads.clamp(1, 64).min(users.len().max(1));
+    tracing::info!(
+        shard = %cfg.shard, users = users.len(), threads,
+        "worker starting: {} target(s)", targets.len()
+    );
+    let (tx, mut rx) = mpsc::channel::<ThreadMsg>(threads * 8);
+    let mut per_thread: Vec<Vec<PlanUser>> = vec![Vec::new(); threads];
+    for (i, u) in users.into_iter().enumerate() {
+        per_thread[i % threads].push(u);
+    }
+    let mut handles = Vec::new();
+    for (k, users) in per_thread.into_iter().enumerate() {
+        let tx = tx.clone();
+        let scenario = s.clone();
+        let targets = targets.clone();
+        let cancel = cancel.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("loadgen-{k}"))
+            .spawn(move || thread_main(scenario, clock, targets, users, cancel, tx))
+            .map_err(|e| LoadgenError::io("spawning a worker thread", e))?;
+        handles.push(handle);
+    }
+    drop(tx);
+
+    // Merge the threads' intervals second by second.
+    let warm = s.warmup.as_secs_f64();
+    let send_end = warm + s.duration.as_secs_f64();
+    let mut pending: BTreeMap<u64, (usize, Recorder, u64)> = BTreeMap::new();
+    let mut totals = Counters::default();
+    let mut done = Done {
+        worker: cfg.shard.index,
+        ..Done::default()
+    };
+    let mut history = History::default();
+    let prom = cfg.metrics.clone();
+    let emit = |t: u64, rec: &Recorder, users: u64, out: &mut dyn Output| -> Result<()> {
+        if let Some(m) = &prom {
+            m.observe(users, rec);
+        }
+        let tick = Tick {
+            worker: cfg.shard.index,
+            t,
+            elapsed_ms: t * 1000,
+            measuring: (t as f64 - 1.0) >= warm - 1e-9 && (t as f64) <= send_end + 1e-9,
+            drain: (t as f64 - 1.0) >= send_end - 1e-9,
+            users,
+            counters: rec.counters.clone(),
+            hist: rec.encode_hists()?,
+        };
+        out.send(&WorkerLine::Tick(tick))
+    };
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            ThreadMsg::Tick { t, rec, users } => {
+                totals.add(&rec.counters);
+                let entry = pending
+                    .entry(t)
+                    .or_insert_with(|| (0, Recorder::default(), 0));
+                entry.0 += 1;
+                entry.1.merge(&rec);
+                entry.2 += users;
+                // Emit every second that all threads have reported, in order.
+                while let Some(first) = pending.first_entry() {
+                    if first.get().0 < threads {
+                        break;
+                    }
+                    let (t, (_, rec, users)) = first.remove_entry();
+                    emit(t, &rec, users, &mut out)?;
+                }
+            }
+            ThreadMsg::Done { history: h, peak } => {
+                history.append(h);
+                done.peak_users += peak;
+            }
+        }
+    }
+    // Threads that ended early leave partial seconds behind.
+    for (t, (_, rec, users)) in std::mem::take(&mut pending) {
+        emit(t, &rec, users, &mut out)?;
+    }
+    for h in handles {
+        if h.join().is_err() {
+            return Err(LoadgenError::Invalid("a worker thread panicked".into()));
+        }
+    }
+    done.totals = totals;
+    done.acked = history.acked;
+    done.recipients = history.recipients;
+    done.generic = history.generic;
+    if let Some(g) = goose {
+        match g.await {
+            Ok(Ok((report, errors))) => {
+                for (kind, n) in errors {
+                    done.totals.errors += n;
+                    *done.totals.errors_by_kind.entry(kind).or_default() += n;
+                }
+                done.http = Some(report);
+            }
+            Ok(Err(e)) => {
+                tracing::error!("HTTP personas: {e}");
+                done.totals.error("http:goose");
+            }
+            Err(e) => {
+                tracing::error!("HTTP personas: {e}");
+                done.totals.error("http:goose");
+            }
+        }
+    }
+    if let Some(m) = &cfg.metrics {
+        let lost = match (&cfg.scenario.target, &done.generic) {
+            (Some(t), Some(g)) => {
+                checker::generic::check(t, g, cfg.scenario.population.users).map_or(0, |r| r.lost)
+            }
+            _ => checker::check(&done.acked, &done.recipients).lost,
+        };
+        m.set_lost(lost);
+    }
+    done.resources = Resources::of_self();
+    out.send(&WorkerLine::Done(Box::new(done)))
+}

@@ -1,0 +1,93 @@
+//! The unit on the bus ([`Envelope`]: a committed message or an addressed event, as JSON)
+//! and what a node does with one it receives ([`receive`]).
+
+use axum::extract::ws::Utf8Bytes;
+
+use flowline_protocol::{ChannelId, Seq};
+
+use super::inbox::Inbox;
+use super::link::Link;
+use crate::clock::now_ms;
+use crate::hub::Audience;
+
+/// What one envelope carries.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Body {
+    /// A committed message: its serialized `message` event.
+    Message {
+        /// Channel.
+        channel: ChannelId,
+        /// Seq in the channel.
+        seq: Seq,
+        /// The serialized `message` event.
+        event: String,
+    },
+    /// Any other event and who it is for.
+    Event {
+        /// Who receives it.
+        audience: Audience,
+        /// The serialized event.
+        event: String,
+    },
+}
+
+/// One unit on the bus, serialized as JSON.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Envelope {
+    /// Publishing node's incarnation (`<node id>#<random>`); a node skips its own.
+    pub origin: String,
+    /// Unix ms when it was published (for `flowline_bus_lag_seconds`).
+    pub sent_ms: u64,
+    /// The content.
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+impl Envelope {
+    pub(super) fn is_message(&self) -> bool {
+        matches!(self.body, Body::Message { .. })
+    }
+
+    /// The channel it belongs to, if any (picks the `queue` shard).
+    pub(super) fn channel(&self) -> Option<ChannelId> {
+        match &self.body {
+            Body::Message { channel, .. }
+            | Body::Event {
+                audience: Audience::Channel(channel),
+                ..
+            } => Some(*channel),
+            Body::Event { .. } => None,
+        }
+    }
+}
+
+/// Handle one envelope received from Redis: skip this node's own, record the lag, and
+/// hand it to the hub.
+pub(super) fn receive(link: &Link, inbox: &dyn Inbox, payload: &[u8]) {
+    let env: Envelope = match serde_json::from_slice(payload) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "undecodable bus envelope skipped");
+            return;
+        }
+    };
+    if env.origin == link.origin {
+        return;
+    }
+    link.metrics.bus_received.increment(1);
+    let lag_ms = now_ms().saturating_sub(env.sent_ms);
+    link.metrics.bus_lag_seconds.record(lag_ms as f64 / 1000.0);
+    match env.body {
+        Body::Message {
+            channel,
+            seq,
+            event,
+        } => {
+            inbox.accept(channel, seq, &Utf8Bytes::from(event));
+        }
+        Body::Event { audience, event } => {
+            inbox.emit_local(&audience, &Utf8Bytes::from(event));
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! `/admin/provision`: bulk provisioning for load tests, enabled by the node's admin
+//! secret.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::HeaderMap;
+
+use flowline_protocol::api::{ADMIN_HEADER, Provision, Provisioned, ProvisionedUser};
+use flowline_protocol::ws::ErrorCode;
+
+use super::error::{ApiError, ApiResult};
+use crate::auth::{self, TokenHash};
+use crate::node::Node;
+
+/// Bulk provisioning (enabled by the node's admin secret).
+#[utoipa::path(post, path = "/admin/provision", tag = "admin", security(("admin" = [])),
+    request_body = Provision,
+    responses((status = 200, body = Provisioned), (status = 400, description = "Inconsistent request", body = flowline_protocol::api::ApiErrorBody), (status = 403, description = "Missing or wrong admin header", body = flowline_protocol::api::ApiErrorBody),
+        (status = 404, description = "Admin API disabled", body = flowline_protocol::api::ApiErrorBody), (status = 409, description = "A username is taken", body = flowline_protocol::api::ApiErrorBody)))]
+pub(super) async fn admin_provision(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    body: Result<Json<Provision>, JsonRejection>,
+) -> ApiResult<Json<Provisioned>> {
+    let Some(secret) = node.config.admin_secret.as_deref() else {
+        return Err(ApiError::not_found("not found"));
+    };
+    let given = headers.get(ADMIN_HEADER).and_then(|v| v.to_str().ok());
+    if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), secret.as_bytes())) {
+        return Err(ApiError::forbidden(format!(
+            "missing or wrong {ADMIN_HEADER} header"
+        )));
+    }
+    let Json(req) = body?;
+    if req.username_prefix.chars().count() > node.config.limits.max_name_chars / 2 {
+        return Err(ApiError::bad(
+            ErrorCode::TooLong,
+            "username prefix too long",
+        ));
+    }
+    let (tokens, hashes): (Vec<String>, Vec<TokenHash>) =
+        (0..req.users).map(|_| auth::new_token()).unzip();
+    let ids = node.storage.provision(&req, &hashes).await?;
+    Ok(Json(Provisioned {
+        users: ids
+            .users
+            .into_iter()
+            .zip(tokens)
+            .map(|(id, token)| ProvisionedUser { id, token })
+            .collect(),
+        spaces: ids.spaces,
+        dms: ids.dms,
+    }))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

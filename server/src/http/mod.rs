@@ -1,0 +1,21 @@
+//! The HTTP API under `/api/v1` (paths listed in `flowline_protocol::api`): handlers,
+//! the bearer-token extractor and the JSON error type.
+//!
+//! Every handler carries a `#[utoipa::path]` description and is mounted through
+//! `utoipa_axum`'s router, so the OpenAPI document served at `/api/v1/openapi.json` is
+//! built from the very routes that serve requests and cannot drift from them.
+//!
+//! Files: `api.rs` (the document's frame, the route groups, the document), `error.rs`
+//! ([`error::ApiError`]), `extract.rs` (bodies, path ids, the caller), one file per group
+//! of routes: `accounts.rs`, `spaces.rs`, `channels.rs`, `uploads.rs`, `admin.rs`.
+
+mod accounts;
+mod admin;
+mod api;
+mod channels;
+mod error;
+mod extract;
+mod spaces;
+mod uploads;
+
+pub(crate) use api::routes;

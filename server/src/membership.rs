@@ -1,0 +1,120 @@
+//! Who may read what, in one place for the HTTP API and the WebSocket ops: channel access
+//! (reading a channel is also the right to subscribe to and post in it), space membership,
+//! and co-members (who shares a space with a user, the audience of their presence).
+//!
+//! The rules themselves live in storage ([`crate::storage::Spaces::can_read`]); this module
+//! turns them into answers ([`Refusal`]s) and remembers what a caller was already allowed
+//! ([`Access`]), so a session does not ask storage again for every op.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use flowline_protocol::api::Space;
+use flowline_protocol::ws::ErrorCode;
+use flowline_protocol::{ChannelId, SpaceId, UserId};
+
+use crate::refusal::Refusal;
+use crate::storage::{self, Storage};
+
+/// A caller and the channels they have been found to read. A WebSocket session keeps one
+/// for its lifetime (access is re-checked when it reconnects).
+#[derive(Debug, Default)]
+pub struct Access {
+    /// The caller.
+    pub user: UserId,
+    readable: HashSet<ChannelId>,
+}
+
+impl Access {
+    /// A caller nothing is known about yet.
+    pub fn new(user: UserId) -> Self {
+        Self {
+            user,
+            readable: HashSet::new(),
+        }
+    }
+
+    /// Remember channels found readable elsewhere (e.g. every channel of `hello`).
+    pub fn allow(&mut self, channels: impl IntoIterator<Item = ChannelId>) {
+        self.readable.extend(channels);
+    }
+
+    /// Is `channel` known to be readable?
+    pub fn allows(&self, channel: ChannelId) -> bool {
+        self.readable.contains(&channel)
+    }
+}
+
+/// Membership checks over the node's storage.
+pub struct Membership {
+    storage: Arc<dyn Storage>,
+}
+
+impl Membership {
+    /// Checks answered by `storage`.
+    pub fn new(storage: Arc<dyn Storage>) -> Self {
+        Self { storage }
+    }
+
+    /// May the caller read (subscribe to, post in) `channel`? `not_found` if it does not
+    /// exist, `forbidden` if they are not a member, `unavailable` if storage failed.
+    pub async fn authorize(&self, access: &mut Access, channel: ChannelId) -> Result<(), Refusal> {
+        if access.allows(channel) {
+            return Ok(());
+        }
+        self.check_channel(access.user, channel).await?;
+        access.readable.insert(channel);
+        Ok(())
+    }
+
+    /// The same check, remembering nothing.
+    pub async fn check_channel(&self, user: UserId, channel: ChannelId) -> Result<(), Refusal> {
+        if self.storage.can_read(channel, user).await? {
+            return Ok(());
+        }
+        match self.storage.channel(channel).await? {
+            None => Refusal::err(
+                ErrorCode::NotFound,
+                format!("channel {channel} does not exist"),
+            ),
+            Some(_) => Refusal::err(
+                ErrorCode::Forbidden,
+                format!("not a member of channel {channel}"),
+            ),
+        }
+    }
+
+    /// May `user` read `channel`? (`false` if it does not exist.)
+    pub async fn can_read(&self, channel: ChannelId, user: UserId) -> storage::Result<bool> {
+        self.storage.can_read(channel, user).await
+    }
+
+    /// Every channel `user` can read.
+    pub async fn readable_channels(&self, user: UserId) -> storage::Result<Vec<ChannelId>> {
+        self.storage.readable_channels(user).await
+    }
+
+    /// The space, if `user` is a member: `not_found` if it does not exist, `forbidden` if
+    /// they are not a member.
+    pub async fn member_space(&self, space: SpaceId, user: UserId) -> Result<Space, Refusal> {
+        let space = self
+            .storage
+            .space(space)
+            .await?
+            .ok_or_else(|| Refusal::new(ErrorCode::NotFound, "space not found"))?;
+        if !self.storage.is_space_member(space.id, user).await? {
+            return Refusal::err(ErrorCode::Forbidden, "not a member of this space");
+        }
+        Ok(space)
+    }
+
+    /// Is `user` a member of `space`?
+    pub async fn is_space_member(&self, space: SpaceId, user: UserId) -> storage::Result<bool> {
+        self.storage.is_space_member(space, user).await
+    }
+
+    /// Users sharing at least one space with `user` (`user` included if in any space).
+    pub async fn co_members(&self, user: UserId) -> storage::Result<Vec<UserId>> {
+        self.storage.co_members(user).await
+    }
+}

@@ -1,0 +1,237 @@
+//! `hello` and attaching channels to a session (also used by `subscribe`): authenticate,
+//! find the channels, announce them (`ready`/`subscribed`), subscribe at the hub and
+//! replay what a resuming client missed.
+//!
+//! Resume without gap or duplicate: for each channel the reader first queues `Hold`, reads
+//! the latest seqs and queues the announcement (`ready`/`subscribed`), then subscribes at
+//! the hub (live messages are now held by the writer), then reads storage again (the
+//! latest seq, and every message after the client's seq, or after the announced one),
+//! then queues `Replay`; the writer writes the replayed messages and then the held live
+//! ones whose seq is higher, dropping the overlap. Announcing before subscribing keeps
+//! every other event of the channels after the announcement.
+
+use std::collections::BTreeMap;
+
+use axum::extract::ws::Utf8Bytes;
+
+use flowline_protocol::ws::{ErrorCode, ServerEvent, close};
+use flowline_protocol::{ChannelId, PROTOCOL_VERSION, Seq};
+
+use super::connection::{Flow, Session};
+use crate::auth::token_hash;
+use crate::error::StorageError;
+use crate::hub::{Outbound, Replay};
+use crate::membership::Access;
+use crate::refusal::Refusal;
+
+/// Messages read from storage per page while replaying a resume.
+const REPLAY_PAGE: u32 = 500;
+
+impl Session {
+    /// `hello`: authenticate, subscribe (every readable channel with `subscribe_all`,
+    /// plus the resumed ones), answer `ready`, replay, and go online.
+    pub(super) async fn hello(
+        &mut self,
+        token: &str,
+        v: u32,
+        resume: BTreeMap<ChannelId, Seq>,
+        subscribe_all: bool,
+        want_presence: bool,
+    ) -> Flow {
+        if v != PROTOCOL_VERSION {
+            self.error(
+                None,
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "protocol version {v} is not supported (this node speaks {PROTOCOL_VERSION})"
+                ),
+            );
+            return Err(close::UNSUPPORTED_VERSION);
+        }
+        let hash = token_hash(token);
+        let node = self.node.clone();
+        let user = match node.storage.user_by_token(hash).await {
+            Ok(Some(u)) => u,
+            Ok(None) => {
+                self.error(None, ErrorCode::InvalidToken, "unknown or revoked token");
+                return Err(close::AUTH_FAILED);
+            }
+            Err(e) => {
+                self.refuse(None, Refusal::from(&e));
+                return Ok(());
+            }
+        };
+        let mut access = Access::new(user.id);
+        let mut channels = if subscribe_all {
+            match node.membership.readable_channels(user.id).await {
+                Ok(c) => c,
+                Err(e) => {
+                    self.refuse(None, Refusal::from(&e));
+                    return Ok(());
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        access.allow(channels.iter().copied());
+        let mut refused = Vec::new();
+        for &c in resume.keys() {
+            if access.allows(c) {
+                continue;
+            }
+            match node.membership.can_read(c, user.id).await {
+                Ok(true) => {
+                    access.allow([c]);
+                    channels.push(c);
+                }
+                Ok(false) => refused.push(c),
+                Err(e) => {
+                    self.refuse(None, Refusal::from(&e));
+                    return Ok(());
+                }
+            }
+        }
+        self.user = Some(user.clone());
+        self.token = Some(hash);
+        self.access = access;
+        node.sessions
+            .remember(hash, self.id, self.sub.shared.clone());
+        node.metrics.sessions_authenticated.increment(1);
+        let heartbeat_ms = u64::try_from(node.config.heartbeat.as_millis()).unwrap_or(u64::MAX);
+        let node_id = node.config.node_id.clone();
+        self.idle_at = tokio::time::Instant::now() + node.roster.idle_after();
+        let (presence, change) = node.roster.connect(user.id, want_presence).await;
+        let result = self
+            .attach(&channels, &resume, |seqs| ServerEvent::Ready {
+                v: PROTOCOL_VERSION,
+                user_id: user.id,
+                node_id,
+                channels: seqs,
+                heartbeat_ms,
+                presence,
+            })
+            .await;
+        if let Err(e) = result {
+            self.refuse(None, Refusal::from(&e));
+        }
+        // Events for the user (presence) start after `ready` is queued, so none precedes it.
+        node.hub.register_user(user.id, self.id, &self.sub);
+        if let Some(p) = change {
+            node.roster.announce(p).await;
+        }
+        for c in refused {
+            self.error(
+                None,
+                ErrorCode::Forbidden,
+                format!("cannot resume channel {c}: not a member"),
+            );
+        }
+        Ok(())
+    }
+
+    /// Subscribe to `channels` and queue `announce(latest seqs)` followed by the replay of
+    /// every resumed channel (see the module doc for why this order has no gap).
+    pub(super) async fn attach(
+        &mut self,
+        channels: &[ChannelId],
+        resume: &BTreeMap<ChannelId, Seq>,
+        announce: impl FnOnce(BTreeMap<ChannelId, Seq>) -> ServerEvent,
+    ) -> Result<(), StorageError> {
+        let node = self.node.clone();
+        // One Hold and one Replay item whatever the number of channels, so a large
+        // subscription never looks like a full queue.
+        self.queue(Outbound::Hold(channels.into()));
+        let release = |floors: &BTreeMap<ChannelId, Seq>| -> Outbound {
+            Outbound::Replay(
+                channels
+                    .iter()
+                    .map(|&channel| Replay {
+                        channel,
+                        floor: floors.get(&channel).copied().unwrap_or(0),
+                        frames: Vec::new(),
+                    })
+                    .collect(),
+            )
+        };
+        // The announcement is queued before the hub subscription, so no event of these
+        // channels (typing, reactions, edits...) can reach the client before it; messages
+        // committed between the two seq reads are replayed from storage below.
+        let announced: BTreeMap<ChannelId, Seq> = match node.storage.last_seqs(channels).await {
+            Ok(s) => s.into_iter().collect(),
+            Err(e) => {
+                // Release the holds so the session stays usable.
+                self.queue(release(&BTreeMap::new()));
+                return Err(e);
+            }
+        };
+        self.event(&announce(announced.clone()));
+        node.hub.subscribe(self.id, &self.sub, channels);
+        self.subscribed.extend(channels.iter().copied());
+        let seqs = match node.storage.last_seqs(channels).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.queue(release(&announced));
+                return Err(e);
+            }
+        };
+        let seqs: BTreeMap<ChannelId, Seq> = seqs.into_iter().collect();
+        for (&channel, &seq) in &seqs {
+            node.hub.note_seq(channel, seq);
+        }
+        let mut replays = Vec::with_capacity(channels.len());
+        for &channel in channels {
+            let latest = seqs.get(&channel).copied().unwrap_or(0);
+            let from = match resume.get(&channel) {
+                Some(&from) => from,
+                None => announced.get(&channel).copied().unwrap_or(0),
+            };
+            let frames = if latest > from {
+                self.replay_frames(channel, from, latest).await
+            } else {
+                Vec::new()
+            };
+            node.metrics.replayed.increment(frames.len() as u64);
+            replays.push(Replay {
+                channel,
+                floor: from,
+                frames,
+            });
+        }
+        self.queue(Outbound::Replay(replays.into()));
+        Ok(())
+    }
+
+    /// Serialized stored messages of `channel` with seq in (from, upto].
+    async fn replay_frames(
+        &self,
+        channel: ChannelId,
+        from: Seq,
+        upto: Seq,
+    ) -> Vec<(Seq, Utf8Bytes)> {
+        let mut frames = Vec::new();
+        let mut after = from;
+        while after < upto {
+            let page = match self
+                .node
+                .storage
+                .messages(channel, Some(upto + 1), Some(after), REPLAY_PAGE)
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    self.refuse(None, Refusal::from(&e));
+                    break;
+                }
+            };
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for m in page {
+                let seq = m.seq;
+                if let Ok(text) = serde_json::to_string(&ServerEvent::Message(m)) {
+                    frames.push((seq, text.into()));
+                }
+            }
+        }
+        frames
+    }
+}

@@ -1,0 +1,310 @@
+//! A session's writer task: owns the socket's sending half, applies the queued
+//! [`Outbound`] items in order (holding live messages of channels being resumed until
+//! their replay, dropping the overlap), batches frames per flush, pings on the
+//! heartbeat, and sends the close frame.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes};
+use futures_util::{Sink, SinkExt};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use flowline_protocol::ws::close;
+use flowline_protocol::{ChannelId, Seq};
+
+use crate::clock::now_ms;
+use crate::hub::{Outbound, Replay, SessionShared};
+use crate::metrics::Metrics;
+
+/// Frames written per flush at most (batching amortises syscalls under fan-out).
+const WRITE_BATCH: usize = 64;
+
+#[derive(Default)]
+struct ChannelState {
+    /// Highest seq written to the client (or known to it).
+    delivered: Seq,
+    /// Live messages held while a replay is pending.
+    held: Option<Vec<(Seq, Utf8Bytes)>>,
+}
+
+/// Apply one queued item; push frames to write onto `out`. Returns false if a hold
+/// buffer overflowed (the client is too slow to be resumed).
+fn apply(
+    item: Outbound,
+    chans: &mut HashMap<ChannelId, ChannelState>,
+    out: &mut Vec<Utf8Bytes>,
+    max_held: usize,
+) -> bool {
+    match item {
+        Outbound::Direct(t) => out.push(*t),
+        Outbound::Live(d) => {
+            let (channel, seq, text) = (d.channel, d.seq, d.text.clone());
+            let st = chans.entry(channel).or_default();
+            if let Some(held) = &mut st.held {
+                if held.len() >= max_held {
+                    return false;
+                }
+                held.push((seq, text));
+            } else if seq > st.delivered {
+                st.delivered = seq;
+                out.push(text);
+            }
+        }
+        Outbound::Hold(channels) => {
+            for &channel in channels.iter() {
+                chans.entry(channel).or_default().held = Some(Vec::new());
+            }
+        }
+        Outbound::Replay(replays) => {
+            for Replay {
+                channel,
+                floor,
+                frames,
+            } in replays.into_vec()
+            {
+                let st = chans.entry(channel).or_default();
+                st.delivered = floor;
+                let held = st.held.take().unwrap_or_default();
+                for (seq, text) in frames.into_iter().chain(held) {
+                    if seq > st.delivered {
+                        st.delivered = seq;
+                        out.push(text);
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
+/// A session's outbound queue as its writer sees it: keeps `flowline_outbound_queued`
+/// exact (every item taken, or left behind when the session ends, is subtracted).
+struct Queued {
+    rx: mpsc::Receiver<Outbound>,
+    metrics: Arc<Metrics>,
+}
+
+impl Queued {
+    async fn recv(&mut self) -> Option<Outbound> {
+        let item = self.rx.recv().await;
+        if item.is_some() {
+            self.metrics.outbound_queued.decrement(1.0);
+        }
+        item
+    }
+
+    fn try_recv(&mut self) -> Result<Outbound, mpsc::error::TryRecvError> {
+        let item = self.rx.try_recv();
+        if item.is_ok() {
+            self.metrics.outbound_queued.decrement(1.0);
+        }
+        item
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        // Closed first, so no item slips in after the count.
+        self.rx.close();
+        let mut left = 0u32;
+        while self.rx.try_recv().is_ok() {
+            left += 1;
+        }
+        self.metrics.outbound_queued.decrement(f64::from(left));
+    }
+}
+
+/// What the writer needs of its node.
+pub(super) struct WriterConfig {
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) heartbeat: Duration,
+    pub(super) write_timeout: Duration,
+    /// Live messages held per channel during a resume, at most (the queue's capacity).
+    pub(super) max_held: usize,
+    pub(super) shutdown: CancellationToken,
+}
+
+/// Write queued items to the socket until the session is kicked; then write what the
+/// session queued before its own close, and the close frame.
+pub(super) async fn write_loop<Si>(
+    cfg: WriterConfig,
+    mut sink: Si,
+    rx: mpsc::Receiver<Outbound>,
+    shared: Arc<SessionShared>,
+) where
+    Si: Sink<WsMessage> + Unpin,
+{
+    let metrics = cfg.metrics;
+    let mut rx = Queued {
+        rx,
+        metrics: metrics.clone(),
+    };
+    let heartbeat = cfg.heartbeat;
+    let write_timeout = cfg.write_timeout;
+    let max_held = cfg.max_held;
+    let mut tick = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut chans: HashMap<ChannelId, ChannelState> = HashMap::new();
+    let mut out: Vec<Utf8Bytes> = Vec::new();
+    // Both futures are created once per session, not per frame (each creation registers
+    // a waiter under a lock; the shutdown one is shared by every session).
+    let kicked = shared.kicked();
+    tokio::pin!(kicked);
+    let shutdown = cfg.shutdown.cancelled();
+    tokio::pin!(shutdown);
+    let mut shutting_down = false;
+    let code = loop {
+        tokio::select! {
+            biased;
+            code = &mut kicked => break code,
+            () = &mut shutdown, if !shutting_down => {
+                shutting_down = true;
+                shared.kick(close::GOING_AWAY);
+            }
+            _ = tick.tick() => {
+                let silent = now_ms().saturating_sub(shared.last_seen_ms.load(Ordering::Relaxed));
+                if Duration::from_millis(silent) > heartbeat * 2 {
+                    if shared.kick(close::HEARTBEAT_TIMEOUT) {
+                        metrics.heartbeat_timeouts.increment(1);
+                    }
+                } else if !matches!(
+                    tokio::time::timeout(write_timeout, sink.send(WsMessage::Ping(Default::default()))).await,
+                    Ok(Ok(()))
+                ) {
+                    shared.kick(0);
+                }
+            }
+            item = rx.recv() => {
+                let Some(item) = item else { break 0 };
+                let mut ok = apply(item, &mut chans, &mut out, max_held);
+                while ok && out.len() < WRITE_BATCH {
+                    match rx.try_recv() {
+                        Ok(item) => ok = apply(item, &mut chans, &mut out, max_held),
+                        Err(_) => break,
+                    }
+                }
+                if !ok {
+                    if shared.kick(close::SLOW_CONSUMER) {
+                        metrics.slow_consumer_disconnects.increment(1);
+                    }
+                    continue;
+                }
+                if !out.is_empty() && !write_all(&mut sink, &mut out, write_timeout).await {
+                    shared.kick(0);
+                }
+            }
+        }
+    };
+    // Frames queued before a close the session decided itself (e.g. the `error` event
+    // explaining it) still go out; a slow consumer's backlog does not.
+    if code != 0 && code != close::SLOW_CONSUMER {
+        while let Ok(item) = rx.try_recv() {
+            apply(item, &mut chans, &mut out, max_held);
+        }
+        if !out.is_empty() {
+            write_all(&mut sink, &mut out, write_timeout).await;
+        }
+    }
+    if code == 0 {
+        let _ = tokio::time::timeout(write_timeout, sink.close()).await;
+    } else {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(close_reason(code)),
+        };
+        let _ = tokio::time::timeout(write_timeout, async {
+            let _ = sink.send(WsMessage::Close(Some(frame))).await;
+            let _ = sink.close().await;
+        })
+        .await;
+    }
+    shared.kick(0);
+}
+
+async fn write_all<Si>(sink: &mut Si, out: &mut Vec<Utf8Bytes>, limit: Duration) -> bool
+where
+    Si: Sink<WsMessage> + Unpin,
+{
+    let write = async {
+        for text in out.drain(..) {
+            if sink.feed(WsMessage::Text(text)).await.is_err() {
+                return false;
+            }
+        }
+        sink.flush().await.is_ok()
+    };
+    matches!(tokio::time::timeout(limit, write).await, Ok(true))
+}
+
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close::GOING_AWAY => "node shutting down",
+        close::MESSAGE_TOO_BIG => "frame too large",
+        close::AUTH_TIMEOUT => "no hello within the deadline",
+        close::AUTH_FAILED => "invalid token",
+        close::SLOW_CONSUMER => "slow consumer",
+        close::HEARTBEAT_TIMEOUT => "heartbeat timeout",
+        close::PROTOCOL_ERROR => "protocol error",
+        close::UNSUPPORTED_VERSION => "unsupported protocol version",
+        close::LOGGED_OUT => "logged out",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(channel: ChannelId, seq: Seq, text: Utf8Bytes) -> Outbound {
+        Outbound::Live(Arc::new(crate::hub::Delivery { channel, seq, text }))
+    }
+
+    #[test]
+    fn writer_resume_drops_overlap_and_keeps_order() {
+        let t = |s: &str| Utf8Bytes::from(s);
+        let mut chans = HashMap::new();
+        let mut out = Vec::new();
+        assert!(apply(
+            Outbound::Hold(vec![1].into()),
+            &mut chans,
+            &mut out,
+            10
+        ));
+        // live 5 and 6 arrive while storage is read
+        for s in [5, 6] {
+            apply(live(1, s, t(&s.to_string())), &mut chans, &mut out, 10);
+        }
+        assert!(out.is_empty());
+        let frames = vec![(4, t("4")), (5, t("5"))];
+        apply(
+            Outbound::Replay(
+                vec![Replay {
+                    channel: 1,
+                    floor: 3,
+                    frames,
+                }]
+                .into(),
+            ),
+            &mut chans,
+            &mut out,
+            10,
+        );
+        apply(live(1, 6, t("6")), &mut chans, &mut out, 10);
+        apply(live(1, 7, t("7")), &mut chans, &mut out, 10);
+        let got: Vec<&str> = out.iter().map(|u| u.as_str()).collect();
+        assert_eq!(got, ["4", "5", "6", "7"]);
+        assert!(apply(
+            Outbound::Hold(vec![2].into()),
+            &mut chans,
+            &mut out,
+            1
+        ));
+        assert!(apply(live(2, 1, t("x")), &mut chans, &mut out, 1));
+        assert!(!apply(live(2, 2, t("y")), &mut chans, &mut out, 1));
+    }
+}
