@@ -6,4 +6,5 @@ mod prometheus;
 mod report;
 mod run;
 mod scenarios;
+mod scripts_test;
 mod util;
