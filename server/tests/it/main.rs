@@ -8,6 +8,7 @@ mod cluster;
 mod delivery;
 mod features;
 mod heartbeat;
+mod leaving;
 mod outage;
 mod refusals;
 mod storage;
