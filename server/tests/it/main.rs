@@ -6,6 +6,7 @@ mod basic;
 mod cluster;
 mod delivery;
 mod features;
+mod hot_channel;
 mod outage;
 mod refusals;
 mod storage;

@@ -14,11 +14,16 @@ pub struct PgStorage {
 }
 
 impl PgStorage {
-    /// Connect (pool of `pool_size`) and apply `migrations/`.
-    pub async fn connect(url: &str, pool_size: u32) -> std::result::Result<Self, Error> {
+    /// Connect (pool of `pool_size`, waits for a connection bounded by `acquire_timeout`)
+    /// and apply `migrations/`.
+    pub async fn connect(
+        url: &str,
+        pool_size: u32,
+        acquire_timeout: std::time::Duration,
+    ) -> std::result::Result<Self, Error> {
         let pool = PgPoolOptions::new()
             .max_connections(pool_size)
-            .acquire_timeout(std::time::Duration::from_secs(5))
+            .acquire_timeout(acquire_timeout)
             .connect(url)
             .await
             .map_err(StorageError::Database)?;
