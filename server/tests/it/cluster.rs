@@ -198,7 +198,11 @@ impl Cluster {
     }
 
     /// [`start`](Self::start) with every node's config adjusted by `adjust`.
-    pub(crate) async fn start_with(phase: Phase, n: usize, adjust: impl Fn(&mut Config)) -> Cluster {
+    pub(crate) async fn start_with(
+        phase: Phase,
+        n: usize,
+        adjust: impl Fn(&mut Config),
+    ) -> Cluster {
         let db = TestDb::new().await;
         let cluster_id = format!("test-{}-{:016x}", std::process::id(), rand::random::<u64>());
         let mut relays = Vec::new();
@@ -278,7 +282,7 @@ impl Cluster {
 }
 
 /// Users `names`, one space owned by the first with everyone in it, and one channel.
-pub(crate) async fn population(node: &Node, names: &[&str]) -> (Vec<Session>, i64) {
+async fn population(node: &Node, names: &[&str]) -> (Vec<Session>, i64) {
     let mut users = Vec::new();
     for n in names {
         users.push(node.user(n).await);

@@ -11,16 +11,17 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use flowline_protocol::api::ChannelKind;
 use flowline_protocol::ws::{ClientOp, ServerEvent};
 use flowline_protocol::{ChannelId, PROTOCOL_VERSION, Seq};
 use flowline_server::Phase;
-use flowline_server::storage::Messages;
+use flowline_server::storage::{Accounts, Messages, PgStorage, Spaces};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::cluster::{Cluster, population};
+use crate::cluster::Cluster;
 use crate::util::Ws;
 
 /// Checked members (plus three senders).
@@ -47,13 +48,18 @@ async fn hello(url: &str, token: &str, ch: ChannelId, resume: Option<Seq>) -> Op
     ws.op(&ClientOp::Hello {
         token: token.into(),
         v: PROTOCOL_VERSION,
-        resume: resume.map(|s| BTreeMap::from([(ch, s)])).unwrap_or_default(),
+        resume: resume
+            .map(|s| BTreeMap::from([(ch, s)]))
+            .unwrap_or_default(),
         subscribe_all: true,
         presence: true,
     })
     .await;
     loop {
-        match timeout(Duration::from_secs(10), ws.inner.next()).await.ok()?? {
+        match timeout(Duration::from_secs(10), ws.inner.next())
+            .await
+            .ok()??
+        {
             Ok(WsMessage::Text(t)) => match serde_json::from_str(&t).ok()? {
                 ServerEvent::Ready { channels, .. } => {
                     return Some((ws, channels.get(&ch).copied().unwrap_or(0)));
@@ -163,7 +169,9 @@ async fn sender(url: String, token: String, ch: ChannelId, tag: usize) -> Vec<Se
                             break;
                         }
                         // Refused (storage): not committed; the next message goes on.
-                        Ok(ServerEvent::Error { req_id: Some(r), .. }) if r == req_id => break,
+                        Ok(ServerEvent::Error {
+                            req_id: Some(r), ..
+                        }) if r == req_id => break,
                         _ => {}
                     },
                     Ok(Some(Ok(WsMessage::Close(_)) | Err(_)) | None) | Err(_) => {
@@ -180,22 +188,43 @@ async fn sender(url: String, token: String, ch: ChannelId, tag: usize) -> Vec<Se
     acked
 }
 
+/// `n` users with tokens, one space with all of them, one public channel.
+async fn population(storage: &PgStorage, n: usize) -> (Vec<String>, ChannelId) {
+    let mut tokens = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let user = storage.create_user(&format!("u{i}"), "x").await.unwrap();
+        let (token, hash) = flowline_server::auth::new_token();
+        storage.insert_token(user.id, hash).await.unwrap();
+        tokens.push(token);
+        ids.push(user.id);
+    }
+    let space = storage.create_space(ids[0], "g").await.unwrap();
+    for &id in &ids[1..] {
+        storage.join_space(space.id, id).await.unwrap();
+    }
+    let ch = storage
+        .create_channel(space.id, "c", ChannelKind::Public, &[])
+        .await
+        .unwrap();
+    (tokens, ch.id)
+}
+
 async fn storm(phase: Phase) {
     let cluster = Cluster::start_with(phase, 3, |c| {
         c.db_pool_size = 1;
         c.db_acquire_timeout = Duration::from_millis(20);
     })
     .await;
-    let names: Vec<String> = (0..MEMBERS + 3).map(|i| format!("u{i}")).collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let (users, ch) = population(cluster.node(0), &names).await;
+    // Set up through storage directly: the nodes' starved pools are for the storm.
+    let (tokens, ch) = population(&cluster.db.storage().await, MEMBERS + 3).await;
     let urls: Vec<String> = (0..3).map(|i| cluster.node(i).ws.clone()).collect();
     let deadline = Instant::now() + LIMIT;
 
     let (target_tx, target_rx) = watch::channel(None);
     let mut members = Vec::new();
-    for (i, u) in users[3..].iter().enumerate() {
-        let (urls, token, rx) = (urls.clone(), u.token.clone(), target_rx.clone());
+    for (i, u) in tokens[3..].iter().enumerate() {
+        let (urls, token, rx) = (urls.clone(), u.clone(), target_rx.clone());
         // The storm: members arrive in three waves while the senders post.
         let delay = Duration::from_millis(250 * (i % 3) as u64);
         members.push(tokio::spawn(async move {
@@ -204,7 +233,7 @@ async fn storm(phase: Phase) {
         }));
     }
     let senders: Vec<_> = (0..3)
-        .map(|i| tokio::spawn(sender(urls[i].clone(), users[i].token.clone(), ch, i)))
+        .map(|i| tokio::spawn(sender(urls[i].clone(), tokens[i].clone(), ch, i)))
         .collect();
     let mut acked = Vec::new();
     for s in senders {
@@ -218,7 +247,10 @@ async fn storm(phase: Phase) {
         .unwrap()
         .first()
         .map_or(0, |&(_, s)| s);
-    assert!(total >= acked.len() as Seq && acked.len() >= 3, "acked {acked:?}, total {total}");
+    assert!(
+        total >= acked.len() as Seq && acked.len() >= 3,
+        "acked {acked:?}, total {total}"
+    );
     target_tx.send(Some(total)).unwrap();
 
     let mut reconnected = 0;
