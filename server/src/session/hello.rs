@@ -60,7 +60,8 @@ impl Session {
                 format!(
                     "protocol version {v} is not supported (this node speaks {PROTOCOL_VERSION})"
                 ),
-            );
+            )
+            .await;
             return Err(close::UNSUPPORTED_VERSION);
         }
         let hash = token_hash(token);
@@ -68,11 +69,12 @@ impl Session {
         let user = match node.storage.user_by_token(hash).await {
             Ok(Some(u)) => u,
             Ok(None) => {
-                self.error(None, ErrorCode::InvalidToken, "unknown or revoked token");
+                self.error(None, ErrorCode::InvalidToken, "unknown or revoked token")
+                    .await;
                 return Err(close::AUTH_FAILED);
             }
             Err(e) => {
-                self.refuse(None, Refusal::from(&e));
+                self.refuse(None, Refusal::from(&e)).await;
                 return Ok(());
             }
         };
@@ -81,7 +83,7 @@ impl Session {
             match node.membership.readable_channels(user.id).await {
                 Ok(c) => c,
                 Err(e) => {
-                    self.refuse(None, Refusal::from(&e));
+                    self.refuse(None, Refusal::from(&e)).await;
                     return Ok(());
                 }
             }
@@ -89,6 +91,17 @@ impl Session {
             Vec::new()
         };
         access.allow(channels.iter().copied());
+        // A negative seq is no position in any channel: refused (after `ready`, like an
+        // unreadable channel), never silently replayed from the start.
+        let mut resume = resume;
+        let negative: Vec<ChannelId> = resume
+            .iter()
+            .filter(|&(_, &seq)| seq < 0)
+            .map(|(&c, _)| c)
+            .collect();
+        for c in &negative {
+            resume.remove(c);
+        }
         let mut refused = Vec::new();
         for &c in resume.keys() {
             if access.allows(c) {
@@ -101,7 +114,7 @@ impl Session {
                 }
                 Ok(false) => refused.push(c),
                 Err(e) => {
-                    self.refuse(None, Refusal::from(&e));
+                    self.refuse(None, Refusal::from(&e)).await;
                     return Ok(());
                 }
             }
@@ -129,7 +142,7 @@ impl Session {
         if let Err(e) = result {
             // No `ready`, or a `ready` whose replay could not be read: the client
             // reconnects and resumes (4013).
-            self.refuse(None, Refusal::from(&e.storage));
+            self.refuse(None, Refusal::from(&e.storage)).await;
             return Err(close::TRY_AGAIN);
         }
         // Events for the user (presence) start after `ready` is queued, so none precedes it.
@@ -137,12 +150,21 @@ impl Session {
         if let Some(p) = change {
             node.roster.announce(p).await;
         }
+        for c in negative {
+            self.error(
+                None,
+                ErrorCode::BadRequest,
+                format!("cannot resume channel {c}: a resume seq must be 0 or more"),
+            )
+            .await;
+        }
         for c in refused {
             self.error(
                 None,
                 ErrorCode::Forbidden,
                 format!("cannot resume channel {c}: not a member"),
-            );
+            )
+            .await;
         }
         Ok(())
     }
@@ -164,7 +186,7 @@ impl Session {
         let node = self.node.clone();
         // One Hold and one Replay item whatever the number of channels, so a large
         // subscription never looks like a full queue.
-        self.queue(Outbound::Hold(channels.into()));
+        self.queue(Outbound::Hold(channels.into())).await;
         // The announcement is queued before the hub subscription, so no event of these
         // channels (typing, reactions, edits...) can reach the client before it; messages
         // committed between the two seq reads are replayed from storage below.
@@ -181,7 +203,8 @@ impl Session {
                             frames: Vec::new(),
                         })
                         .collect(),
-                ));
+                ))
+                .await;
                 return Err(AttachError {
                     storage: e,
                     announced: false,
@@ -194,12 +217,12 @@ impl Session {
         for (&channel, &seq) in &announced {
             node.hub.note_seq(channel, seq);
         }
-        self.event(&announce(announced.clone()));
+        self.event(&announce(announced.clone())).await;
         node.hub.subscribe(self.id, &self.sub, channels);
         self.subscribed.extend(channels.iter().copied());
         match self.read_replays(channels, resume, &announced).await {
             Ok(replays) => {
-                self.queue(Outbound::Replay(replays.into()));
+                self.queue(Outbound::Replay(replays.into())).await;
                 Ok(())
             }
             Err(e) => {
@@ -230,7 +253,10 @@ impl Session {
         for &channel in channels {
             let latest = seqs.get(&channel).copied().unwrap_or(0);
             let from = match resume.get(&channel) {
-                Some(&from) => from,
+                // A client claiming more than the channel holds (e.g. after the node's
+                // storage was reset) resumes from the announced seq, so it keeps
+                // receiving what follows instead of having it all dropped as known.
+                Some(&from) => from.min(announced.get(&channel).copied().unwrap_or(0)),
                 None => announced.get(&channel).copied().unwrap_or(0),
             };
             let frames = if latest > from {
