@@ -5,6 +5,8 @@ pub mod child;
 pub mod cli;
 pub mod compare;
 pub mod faults;
+/// `flowline run --phases`: one scenario over several phases with one seed, then compared.
+pub mod phases;
 pub mod replay;
 pub mod report;
 pub mod run;

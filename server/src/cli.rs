@@ -74,7 +74,9 @@ pub struct Args {
     /// Deepest JSON nesting in a frame (deeper: error + close 4010).
     #[arg(long, default_value_t = Limits::default().max_json_depth)]
     pub max_json_depth: usize,
-    /// Outbound frames queued per connection before it is cut off as a slow consumer (4008).
+    /// Events a connection did not ask for (fan-out) queued before it is cut off as a slow
+    /// consumer (4008); as many answers to its own requests may wait on top, then its
+    /// socket is not read until they are written.
     #[arg(long, default_value_t = Limits::default().outbound_queue)]
     pub outbound_queue: usize,
     /// Most concurrent WebSocket sessions (more: 503).

@@ -43,7 +43,8 @@ pub struct Limits {
     pub max_name_chars: usize,
     /// Deepest JSON nesting accepted in a WebSocket frame.
     pub max_json_depth: usize,
-    /// Outbound frames queued per connection before it counts as a slow consumer.
+    /// Fan-out frames queued per connection before it counts as a slow consumer; as many
+    /// answers to its own requests may be queued on top (then its socket is not read).
     pub outbound_queue: usize,
     /// Largest HTTP request body, bytes (the admin provisioning API allows 64× this).
     pub max_http_body: usize,

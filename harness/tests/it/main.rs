@@ -2,6 +2,7 @@
 
 mod compose;
 mod generic;
+mod phases;
 mod prometheus;
 mod report;
 mod run;

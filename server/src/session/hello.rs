@@ -45,7 +45,8 @@ impl Session {
                 format!(
                     "protocol version {v} is not supported (this node speaks {PROTOCOL_VERSION})"
                 ),
-            );
+            )
+            .await;
             return Err(close::UNSUPPORTED_VERSION);
         }
         let hash = token_hash(token);
@@ -53,11 +54,12 @@ impl Session {
         let user = match node.storage.user_by_token(hash).await {
             Ok(Some(u)) => u,
             Ok(None) => {
-                self.error(None, ErrorCode::InvalidToken, "unknown or revoked token");
+                self.error(None, ErrorCode::InvalidToken, "unknown or revoked token")
+                    .await;
                 return Err(close::AUTH_FAILED);
             }
             Err(e) => {
-                self.refuse(None, Refusal::from(&e));
+                self.refuse(None, Refusal::from(&e)).await;
                 return Ok(());
             }
         };
@@ -66,7 +68,7 @@ impl Session {
             match node.membership.readable_channels(user.id).await {
                 Ok(c) => c,
                 Err(e) => {
-                    self.refuse(None, Refusal::from(&e));
+                    self.refuse(None, Refusal::from(&e)).await;
                     return Ok(());
                 }
             }
@@ -74,6 +76,17 @@ impl Session {
             Vec::new()
         };
         access.allow(channels.iter().copied());
+        // A negative seq is no position in any channel: refused (after `ready`, like an
+        // unreadable channel), never silently replayed from the start.
+        let mut resume = resume;
+        let negative: Vec<ChannelId> = resume
+            .iter()
+            .filter(|&(_, &seq)| seq < 0)
+            .map(|(&c, _)| c)
+            .collect();
+        for c in &negative {
+            resume.remove(c);
+        }
         let mut refused = Vec::new();
         for &c in resume.keys() {
             if access.allows(c) {
@@ -86,7 +99,7 @@ impl Session {
                 }
                 Ok(false) => refused.push(c),
                 Err(e) => {
-                    self.refuse(None, Refusal::from(&e));
+                    self.refuse(None, Refusal::from(&e)).await;
                     return Ok(());
                 }
             }
@@ -112,19 +125,28 @@ impl Session {
             })
             .await;
         if let Err(e) = result {
-            self.refuse(None, Refusal::from(&e));
+            self.refuse(None, Refusal::from(&e)).await;
         }
         // Events for the user (presence) start after `ready` is queued, so none precedes it.
         node.hub.register_user(user.id, self.id, &self.sub);
         if let Some(p) = change {
             node.roster.announce(p).await;
         }
+        for c in negative {
+            self.error(
+                None,
+                ErrorCode::BadRequest,
+                format!("cannot resume channel {c}: a resume seq must be 0 or more"),
+            )
+            .await;
+        }
         for c in refused {
             self.error(
                 None,
                 ErrorCode::Forbidden,
                 format!("cannot resume channel {c}: not a member"),
-            );
+            )
+            .await;
         }
         Ok(())
     }
@@ -140,7 +162,7 @@ impl Session {
         let node = self.node.clone();
         // One Hold and one Replay item whatever the number of channels, so a large
         // subscription never looks like a full queue.
-        self.queue(Outbound::Hold(channels.into()));
+        self.queue(Outbound::Hold(channels.into())).await;
         let release = |floors: &BTreeMap<ChannelId, Seq>| -> Outbound {
             Outbound::Replay(
                 channels
@@ -160,17 +182,17 @@ impl Session {
             Ok(s) => s.into_iter().collect(),
             Err(e) => {
                 // Release the holds so the session stays usable.
-                self.queue(release(&BTreeMap::new()));
+                self.queue(release(&BTreeMap::new())).await;
                 return Err(e);
             }
         };
-        self.event(&announce(announced.clone()));
+        self.event(&announce(announced.clone())).await;
         node.hub.subscribe(self.id, &self.sub, channels);
         self.subscribed.extend(channels.iter().copied());
         let seqs = match node.storage.last_seqs(channels).await {
             Ok(s) => s,
             Err(e) => {
-                self.queue(release(&announced));
+                self.queue(release(&announced)).await;
                 return Err(e);
             }
         };
@@ -182,7 +204,10 @@ impl Session {
         for &channel in channels {
             let latest = seqs.get(&channel).copied().unwrap_or(0);
             let from = match resume.get(&channel) {
-                Some(&from) => from,
+                // A client claiming more than the channel holds (e.g. after the node's
+                // storage was reset) resumes from the announced seq, so it keeps
+                // receiving what follows instead of having it all dropped as known.
+                Some(&from) => from.min(announced.get(&channel).copied().unwrap_or(0)),
                 None => announced.get(&channel).copied().unwrap_or(0),
             };
             let frames = if latest > from {
@@ -197,7 +222,7 @@ impl Session {
                 frames,
             });
         }
-        self.queue(Outbound::Replay(replays.into()));
+        self.queue(Outbound::Replay(replays.into())).await;
         Ok(())
     }
 
@@ -219,7 +244,7 @@ impl Session {
             {
                 Ok(p) => p,
                 Err(e) => {
-                    self.refuse(None, Refusal::from(&e));
+                    self.refuse(None, Refusal::from(&e)).await;
                     break;
                 }
             };

@@ -3,9 +3,11 @@
 
 mod admin;
 mod basic;
+mod bursts;
 mod cluster;
 mod delivery;
 mod features;
+mod heartbeat;
 mod outage;
 mod refusals;
 mod storage;
