@@ -78,7 +78,7 @@ pub async fn run_with_ready(
         shutdown.clone(),
     ));
     if let Some(bus) = &bus {
-        bus.start(node.hub.clone(), node.storage.clone(), shutdown.clone());
+        bus.start(node.inbox(), node.storage.clone(), shutdown.clone());
     }
     let upkeep = tokio::spawn(metrics_upkeep(node.clone()));
     let router = router(node.clone());
