@@ -146,6 +146,27 @@ impl Membership {
         Ok(audience)
     }
 
+    /// Those of `users` who share a space (of any size) with `caller`, order kept, from
+    /// the node's cache.
+    pub async fn sharing_a_space(
+        &self,
+        caller: UserId,
+        users: &[UserId],
+    ) -> storage::Result<Vec<UserId>> {
+        let asked: HashSet<UserId> = users.iter().copied().collect();
+        let mut found = HashSet::new();
+        for &space in self.cache.spaces_of(caller).await?.iter() {
+            let members = self.cache.members(space).await?;
+            found.extend(members.iter().copied().filter(|u| asked.contains(u)));
+        }
+        let mut seen = HashSet::new();
+        Ok(users
+            .iter()
+            .copied()
+            .filter(|u| found.contains(u) && seen.insert(*u))
+            .collect())
+    }
+
     /// Members of `space` (from the node's cache).
     pub async fn members(&self, space: SpaceId) -> storage::Result<Arc<[UserId]>> {
         self.cache.members(space).await

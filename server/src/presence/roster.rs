@@ -12,7 +12,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use flowline_protocol::UserId;
-use flowline_protocol::ws::{ErrorCode, Presence, PresenceStatus, ServerEvent};
+use flowline_protocol::ws::{
+    ErrorCode, MAX_PRESENCE_QUERY, Presence, PresenceStatus, ServerEvent,
+};
 
 use super::tracker::{LocalPresenceStore, PresenceTracker};
 use crate::bus::Bus;
@@ -110,6 +112,19 @@ impl Roster {
             }
         }
         snapshot
+    }
+
+    /// `get_presence` of `caller`: the presence of those of `users` who share a space
+    /// (large ones too) with the caller and are not offline.
+    pub async fn query(&self, caller: UserId, users: &[UserId]) -> Result<Vec<Presence>, Refusal> {
+        if users.len() > MAX_PRESENCE_QUERY {
+            return Refusal::err(
+                ErrorCode::TooLong,
+                format!("get_presence asks about at most {MAX_PRESENCE_QUERY} users"),
+            );
+        }
+        let visible = self.membership.sharing_a_space(caller, users).await?;
+        Ok(self.snapshot(&visible).await)
     }
 
     /// A user joined a space: its members and the joiner learn each other's presence (they
