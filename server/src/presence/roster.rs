@@ -12,9 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use flowline_protocol::UserId;
-use flowline_protocol::ws::{
-    ErrorCode, MAX_PRESENCE_QUERY, Presence, PresenceStatus, ServerEvent,
-};
+use flowline_protocol::ws::{ErrorCode, MAX_PRESENCE_QUERY, Presence, PresenceStatus, ServerEvent};
 
 use super::tracker::{LocalPresenceStore, PresenceTracker};
 use crate::bus::Bus;
@@ -155,7 +153,11 @@ impl Roster {
         if !snapshot {
             return (Vec::new(), change);
         }
-        let users = match self.membership.presence_audience(user, self.max_space).await {
+        let users = match self
+            .membership
+            .presence_audience(user, self.max_space)
+            .await
+        {
             Ok(users) => users,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read presence snapshot: storage failed");

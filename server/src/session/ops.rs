@@ -179,8 +179,11 @@ impl Session {
             },
             ClientOp::GetPresence { req_id, users } => {
                 match self.node.roster.query(user, &users).await {
-                    Ok(presence) => self.event(&ServerEvent::PresenceList { req_id, presence }),
-                    Err(r) => self.refuse(Some(req_id), r),
+                    Ok(presence) => {
+                        self.event(&ServerEvent::PresenceList { req_id, presence })
+                            .await;
+                    }
+                    Err(r) => self.refuse(Some(req_id), r).await,
                 }
             }
             ClientOp::History {

@@ -255,15 +255,21 @@ async fn presence_in_large_spaces_is_asked_for(phase: Phase) {
     let w = world(&node).await;
     let (mut b, _) = Ws::hello(&node.ws, &w.b.token).await;
     let (mut a, _) = Ws::hello(&node.ws, &w.a.token).await;
-    b.until("ann online", presence_of(w.a.user.id, PresenceStatus::Online))
-        .await;
+    b.until(
+        "ann online",
+        presence_of(w.a.user.id, PresenceStatus::Online),
+    )
+    .await;
     let dan = node.user("dan").await;
     node.join(&dan, &w.space).await;
     let (_d, ready) = Ws::hello(&node.ws, &dan.token).await;
     let ServerEvent::Ready { presence, .. } = ready else {
         unreachable!()
     };
-    assert!(presence.is_empty(), "large space: no snapshot, got {presence:?}");
+    assert!(
+        presence.is_empty(),
+        "large space: no snapshot, got {presence:?}"
+    );
     let (_c, _) = Ws::hello(&node.ws, &w.c.token).await;
     let ask = ClientOp::GetPresence {
         req_id: 7,
@@ -271,7 +277,9 @@ async fn presence_in_large_spaces_is_asked_for(phase: Phase) {
     };
     a.op(&ask).await;
     let answer = a
-        .until("presence_list", |e| matches!(e, ServerEvent::PresenceList { .. }))
+        .until("presence_list", |e| {
+            matches!(e, ServerEvent::PresenceList { .. })
+        })
         .await;
     let ServerEvent::PresenceList { req_id, presence } = answer else {
         unreachable!()
@@ -282,7 +290,9 @@ async fn presence_in_large_spaces_is_asked_for(phase: Phase) {
     assert_eq!(users, [dan.user.id, w.b.user.id]);
     let pushed = a.drain_for(Duration::from_millis(300)).await;
     assert!(
-        !pushed.iter().any(|e| matches!(e, ServerEvent::Presence(p) if p.user_id == dan.user.id)),
+        !pushed
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Presence(p) if p.user_id == dan.user.id)),
         "{pushed:?}"
     );
     let too_many = ClientOp::GetPresence {

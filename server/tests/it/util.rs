@@ -376,8 +376,8 @@ impl TestDb {
             },
             None,
         )
-            .await
-            .unwrap()
+        .await
+        .unwrap()
     }
 }
 

@@ -116,7 +116,9 @@ async fn acquire(
 impl Storage for PgStorage {
     fn ping(&self) -> BoxFuture<'_, Result<()>> {
         async move {
-            sqlx::query("SELECT 1").execute(&mut *self.conn().await?).await?;
+            sqlx::query("SELECT 1")
+                .execute(&mut *self.conn().await?)
+                .await?;
             Ok(())
         }
         .boxed()
