@@ -99,7 +99,7 @@ impl MemberCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::MemoryStorage;
+    use crate::storage::{Accounts, MemoryStorage, Spaces};
 
     #[tokio::test]
     async fn reads_once_and_forgets_on_change() {
@@ -109,8 +109,9 @@ mod tests {
         let space = storage.create_space(a.id, "s").await.unwrap();
         let cache = MemberCache::new(storage.clone());
         assert_eq!(&*cache.members(space.id).await.unwrap(), [a.id]);
+        assert!(cache.spaces_of(b.id).await.unwrap().is_empty());
         storage.join_space(space.id, b.id).await.unwrap();
-        // Not told yet: the cached list stands.
+        // Not told yet: the cached lists stand.
         assert_eq!(&*cache.members(space.id).await.unwrap(), [a.id]);
         assert!(cache.spaces_of(b.id).await.unwrap().is_empty());
         cache.forget(&MemberChange::Member {
