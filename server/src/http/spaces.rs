@@ -95,6 +95,9 @@ pub(super) async fn space_leave(
         space: id,
         user: caller.user.id,
     });
+    // Sessions of the caller on this node stop posting now (on other nodes: within
+    // `membership::RECHECK`).
+    node.membership.left(caller.user.id);
     Ok(StatusCode::NO_CONTENT)
 }
 
