@@ -24,6 +24,18 @@ pub struct RunArgs {
     /// Architecture phase: single, postgres, pubsub or queue (replaces `cluster.phase`).
     #[arg(long)]
     pub phase: Option<String>,
+    /// Run the scenario once per phase, in this order (e.g. `single,postgres,pubsub,queue`),
+    /// all with one seed (drawn once and printed unless given), one run folder per phase
+    /// under `<out>/<timestamp>-<scenario>-phases/<phase>/`, then their comparison (table
+    /// and compare.html in that parent folder). Exit 2 if a phase could not be carried
+    /// out, 1 if a phase failed a threshold, 0 otherwise.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        conflicts_with = "phase",
+        value_name = "PHASE,..."
+    )]
+    pub phases: Vec<String>,
     /// Number of nodes (replaces `cluster.nodes`).
     #[arg(long)]
     pub nodes: Option<u32>,
@@ -101,6 +113,10 @@ impl RunArgs {
 
 /// Entry point of `flowline run`: exit 0 thresholds held, 1 one failed, 2 not carried out.
 pub async fn run_main(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if !args.phases.is_empty() {
+        let phases = crate::phases::parse_phases(&args.phases)?;
+        return crate::phases::run_phases(args.to_options()?, &phases).await;
+    }
     let opts = args.to_options()?;
     let outcome = crate::run::run(opts).await?;
     Ok(outcome.exit_code())

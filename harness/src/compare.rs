@@ -1,5 +1,7 @@
 //! `flowline compare RUN RUN...`: a side-by-side table of finished runs, printed and
-//! written as compare.html with each latency metric's percentile curves overlaid.
+//! written as compare.html with their per-second curves (fault windows shaded) and each
+//! latency metric's percentile curves overlaid; both warn when the runs' load was not
+//! identical (seed, scenario hash or users differ).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -8,7 +10,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use crate::runfolder::RunFolder;
-use crate::svg::{Chart, PALETTE, Series, XAxis, esc, fmt_num};
+use crate::svg::{Chart, PALETTE, Series, Shade, XAxis, esc, fmt_num};
 
 /// The rows of the comparison: (label, one cell per run).
 pub fn rows(runs: &[RunFolder]) -> Vec<(String, Vec<String>)> {
@@ -24,6 +26,8 @@ pub fn rows(runs: &[RunFolder]) -> Vec<(String, Vec<String>)> {
     ));
     rows.push(("phase".into(), cell(&|r| r.text(&["meta.phase", "phase"]))));
     rows.push(("seed".into(), cell(&|r| r.text(&["meta.seed", "seed"]))));
+    rows.push(("users".into(), cell(&users)));
+    rows.push(("scenario hash".into(), cell(&scenario_hash)));
     rows.push((
         "verdict".into(),
         cell(&|r| {
@@ -130,6 +134,93 @@ fn thresholds_held(r: &RunFolder) -> Option<String> {
     Some(format!("{held}/{}", ts.len()))
 }
 
+/// The warning shown when the compared runs did not carry the same load.
+pub const NOT_IDENTICAL: &str = "the load was not identical";
+
+/// The run's scenario.toml parsed (the scenario as run, seed filled in).
+fn scenario_table(r: &RunFolder) -> Option<toml::Table> {
+    r.scenario_toml.as_deref()?.parse::<toml::Table>().ok()
+}
+
+/// Simulated users, from the scenario as run.
+fn users(r: &RunFolder) -> Option<String> {
+    let t = scenario_table(r)?;
+    let u = t.get("population")?.get("users")?;
+    Some(
+        u.as_integer()
+            .map_or_else(|| u.to_string(), |n| n.to_string()),
+    )
+}
+
+/// A short hash (FNV-1a, 64 bits) of the load the scenario describes: scenario.toml as run
+/// without what a comparison of architectures varies on purpose (`[cluster]`: phase, nodes)
+/// and without the seed (a row of its own). Comments and key order do not count.
+pub fn scenario_hash(r: &RunFolder) -> Option<String> {
+    let mut t = scenario_table(r)?;
+    t.remove("cluster");
+    if let Some(toml::Value::Table(run)) = t.get_mut("run") {
+        run.remove("seed");
+    }
+    let canonical = canonical(&toml::Value::Table(t));
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in canonical.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    Some(format!("{h:016x}"))
+}
+
+/// TOML value as text with table keys sorted, so that equal content gives equal text.
+fn canonical(v: &toml::Value) -> String {
+    match v {
+        toml::Value::Table(t) => {
+            let mut keys: Vec<&String> = t.keys().collect();
+            keys.sort();
+            let inner: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{k:?}={}", canonical(&t[k.as_str()])))
+                .collect();
+            format!("{{{}}}", inner.join(","))
+        }
+        toml::Value::Array(a) => {
+            let inner: Vec<String> = a.iter().map(canonical).collect();
+            format!("[{}]", inner.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// What differs in the load of the runs (seed, scenario hash, users), one line per
+/// difference; empty when the load was identical. Runs whose value is unknown are left out.
+pub fn load_differences(rows: &[(String, Vec<String>)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (label, what) in [
+        ("seed", "seeds differ"),
+        (
+            "scenario hash",
+            "scenario files differ (hash without [cluster] and seed)",
+        ),
+        ("users", "user counts differ"),
+    ] {
+        let Some((_, cells)) = rows.iter().find(|(l, _)| l == label) else {
+            continue;
+        };
+        let known: Vec<(usize, &String)> = cells
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.as_str() != "-")
+            .collect();
+        if known.iter().any(|(_, c)| *c != known[0].1) {
+            let each: Vec<String> = known
+                .iter()
+                .map(|(i, c)| format!("run {}: {c}", i + 1))
+                .collect();
+            out.push(format!("{what} ({})", each.join(", ")));
+        }
+    }
+    out
+}
+
 /// The table as aligned text.
 pub fn text_table(runs: &[RunFolder], rows: &[(String, Vec<String>)]) -> String {
     let names: Vec<String> = runs
@@ -163,6 +254,13 @@ pub fn text_table(runs: &[RunFolder], rows: &[(String, Vec<String>)]) -> String 
         }
         s.push('\n');
     }
+    let diffs = load_differences(rows);
+    if !diffs.is_empty() {
+        let _ = writeln!(s, "warning: {NOT_IDENTICAL}:");
+        for d in diffs {
+            let _ = writeln!(s, "  {d}");
+        }
+    }
     s
 }
 
@@ -171,10 +269,24 @@ pub fn render_html(runs: &[RunFolder], rows: &[(String, Vec<String>)]) -> String
     let mut h = String::new();
     let _ = write!(
         h,
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Flowline comparison</title><style>{}</style></head><body><main><h1>Flowline comparison of {} runs</h1><table><tr><th class=\"l\"></th>",
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Flowline comparison</title><style>{}</style></head><body><main><h1>Flowline comparison of {} runs</h1>",
         crate::report::CSS,
         runs.len()
     );
+    let diffs = load_differences(rows);
+    if !diffs.is_empty() {
+        let _ = write!(
+            h,
+            "<p class=\"load-warning\" style=\"background:#fff3e0;border-left:4px solid #ef6c00;padding:8px 12px\"><b>Warning: {NOT_IDENTICAL}.</b> The differences below are partly due to different traffic, not only to the architecture:<br>{}</p><table><tr><th class=\"l\"></th>",
+            diffs
+                .iter()
+                .map(|d| esc(d))
+                .collect::<Vec<_>>()
+                .join("<br>")
+        );
+    } else {
+        h.push_str("<table><tr><th class=\"l\"></th>");
+    }
     for (i, r) in runs.iter().enumerate() {
         let _ = write!(
             h,
@@ -197,7 +309,9 @@ pub fn render_html(runs: &[RunFolder], rows: &[(String, Vec<String>)]) -> String
         }
         h.push_str("</tr>");
     }
-    h.push_str("</table><h2>Percentile distributions</h2>");
+    h.push_str("</table>");
+    h.push_str(&over_time(runs));
+    h.push_str("<h2>Percentile distributions</h2>");
     let mut tags: Vec<String> = Vec::new();
     for r in runs {
         for t in r.histograms.keys() {
@@ -226,6 +340,73 @@ pub fn render_html(runs: &[RunFolder], rows: &[(String, Vec<String>)]) -> String
         h.push_str("<p class=\"note\">no histograms.hlog in these runs</p>");
     }
     h.push_str("</main></body></html>");
+    h
+}
+
+/// The per-second curves of every run overlaid (one colour per run, as in the table), with
+/// each run's fault windows shaded and listed.
+fn over_time(runs: &[RunFolder]) -> String {
+    let mut h = String::from("<h2>Over time</h2>");
+    let mut shades = Vec::new();
+    let mut listed = String::new();
+    for (i, r) in runs.iter().enumerate() {
+        for w in r.fault_windows() {
+            shades.push(Shade {
+                x0: w.start,
+                x1: w.end,
+                label: format!("run {}: {}", i + 1, w.label),
+            });
+            let _ = write!(
+                listed,
+                "<tr><td class=\"l\"><span style=\"color:{}\">&#9632;</span> run {}</td><td>{}</td><td>{:.1} s</td><td>{:.1} s</td></tr>",
+                PALETTE[i % PALETTE.len()],
+                i + 1,
+                esc(&w.label),
+                w.start,
+                w.end
+            );
+        }
+    }
+    if listed.is_empty() {
+        h.push_str("<p class=\"note\">No fault windows in these runs.</p>");
+    } else {
+        let _ = write!(
+            h,
+            "<p class=\"note\">Shaded: each run's fault windows (from its events.jsonl).</p><table class=\"fault-windows\"><tr><th class=\"l\">run</th><th class=\"l\">fault</th><th>from</th><th>to</th></tr>{listed}</table>"
+        );
+    }
+    let x_end = runs.iter().map(RunFolder::end_time).fold(1.0, f64::max);
+    // (title, unit, timeline.csv column, factor to the unit)
+    let curves: [(&str, &str, &str, f64); 5] = [
+        ("Delivery rate", "deliveries per second", "delivered", 1.0),
+        ("Delivery p99, per second", "ms", "delivery_p99_us", 0.001),
+        ("Send→ack p99, per second", "ms", "ack_p99_us", 0.001),
+        ("Connected users", "users", "users", 1.0),
+        ("Errors", "per second", "errors", 1.0),
+    ];
+    for (title, unit, column, factor) in curves {
+        let mut c = Chart::new(title, unit);
+        c.x_range = Some((0.0, x_end));
+        c.shades = shades.clone();
+        for (i, r) in runs.iter().enumerate() {
+            if let Some(col) = r.timeline.col(&[column]) {
+                let pts = r
+                    .timeline
+                    .points(col)
+                    .into_iter()
+                    .map(|(x, y)| (x, y * factor))
+                    .collect();
+                c.series.push(Series::new(
+                    format!("run {}", i + 1),
+                    PALETTE[i % PALETTE.len()],
+                    pts,
+                ));
+            }
+        }
+        if !c.series.is_empty() {
+            let _ = write!(h, "<div class=\"panel\">{}</div>", c.render());
+        }
+    }
     h
 }
 

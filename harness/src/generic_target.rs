@@ -57,7 +57,7 @@ pub async fn generic_target(
             "start",
             "link",
             vec![name.clone()],
-            &name,
+            name,
             json!({"url": url, "listen": listen, "workers_use": proxied}),
         );
         targets.push(proxied);

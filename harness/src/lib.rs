@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`cli`] | flags and entry points of the harness's subcommands |
 //! | [`run`] | **the run story**: check, start, drive, tear down (start reading here) |
+//! | [`phases`] | `flowline run --phases`: one scenario over several phases, then compared |
 //! | [`preflight`] | reading the scenario and every check made before anything starts |
 //! | [`topology`] | the names of a run's nodes and links, built once; fault-target checks |
 //! | [`links`] | the run's chaos links (embedded proxy or Toxiproxy) and URL rewriting |
@@ -27,6 +28,7 @@ pub mod faults;
 pub mod generic_target;
 pub mod links;
 pub mod metrics_targets;
+pub mod phases;
 pub mod preflight;
 pub mod replay;
 pub mod report;

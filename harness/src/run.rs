@@ -129,12 +129,12 @@ struct State {
 pub async fn run(opts: RunOptions) -> anyhow::Result<Outcome> {
     let scenario = load_scenario(&opts.scenario, &opts.overrides)?;
     preflight::check(&scenario, opts.toxiproxy_url.is_some()).context("bad scenario")?;
-    if scenario.target.is_some() {
-        if opts.overrides.phase.is_some() || opts.overrides.nodes.is_some() {
-            eprintln!(
-                "flowline: --phase and --nodes do not apply to a generic WebSocket target; ignored"
-            );
-        }
+    if scenario.target.is_some()
+        && (opts.overrides.phase.is_some() || opts.overrides.nodes.is_some())
+    {
+        eprintln!(
+            "flowline: --phase and --nodes do not apply to a generic WebSocket target; ignored"
+        );
     }
     let dir = create_run_dir(&opts.out, &scenario.name)?;
     std::fs::write(dir.join("scenario.toml"), scenario.to_toml())

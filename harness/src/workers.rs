@@ -38,7 +38,7 @@ pub fn spawn(sup: &Supervisor, l: &Launch<'_>) -> anyhow::Result<LineRx> {
     let (tx, rx) = mpsc::unbounded_channel::<(usize, String)>();
     let workers = l.count;
     for w in 0..workers {
-        let spec = Spec::flowline(&name(w))?.args([
+        let spec = Spec::flowline(name(w))?.args([
             "loadgen".to_string(),
             "--scenario".into(),
             l.scenario.to_string_lossy().into_owned(),

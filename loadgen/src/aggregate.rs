@@ -380,6 +380,8 @@ impl Aggregator {
         let mut problems = Vec::new();
         let mut acked = Vec::new();
         let mut recipients = Vec::new();
+        let mut sends = Vec::new();
+        let mut receives = Vec::new();
         let mut totals = Counters::default();
         let mut peak_done = 0;
         for (i, d) in self.dones.iter().enumerate() {
@@ -387,13 +389,15 @@ impl Aggregator {
                 Some(d) => {
                     acked.extend_from_slice(&d.acked);
                     recipients.extend_from_slice(&d.recipients);
+                    sends.extend_from_slice(&d.sends);
+                    receives.extend_from_slice(&d.receives);
                     totals.add(&d.totals);
                     peak_done += d.peak_users;
                 }
                 None => problems.push(format!("worker {i} did not finish (no done line)")),
             }
         }
-        let correctness = match &self.scenario.target {
+        let mut correctness = match &self.scenario.target {
             Some(t) => {
                 let parts: Vec<&crate::wire::GenericDone> = self
                     .dones
@@ -421,6 +425,11 @@ impl Aggregator {
                 })
             }
             None => checker::check(&acked, &recipients),
+        };
+        correctness.anomalies = if self.scenario.target.is_none() {
+            checker::streams::check(&sends, receives, &recipients)
+        } else {
+            checker::anomaly::none()
         };
 
         let mut measured = Counters::default();
@@ -505,6 +514,19 @@ impl Aggregator {
             ("duplicated", correctness.duplicated as f64),
             ("reordered", correctness.reordered as f64),
             ("gaps", correctness.gaps as f64),
+        ] {
+            values.insert(k.to_string(), v);
+        }
+        // The anomaly checker reads the chat protocol only: on a generic target these
+        // stay unmeasured (a threshold on them fails rather than passing vacuously).
+        for (kind, r) in correctness
+            .anomalies
+            .iter()
+            .filter(|_| self.scenario.target.is_none())
+        {
+            values.insert(format!("anomalies.{}", kind.name()), r.count as f64);
+        }
+        for (k, v) in [
             (
                 "errors.rate",
                 if ops > 0 {
@@ -528,6 +550,7 @@ impl Aggregator {
             for k in ["expected", "lost", "duplicated", "reordered", "gaps"] {
                 values.remove(k);
             }
+            values.retain(|k, _| !k.starts_with("anomalies."));
         }
         let thresholds: Vec<ThresholdResult> = self
             .scenario

@@ -22,7 +22,7 @@
 //! | [`wire`] | **what a worker reports**: tick and done lines, and the output they go through |
 //! | [`recorder`], [`histogram`] | per-thread seconds; latency histograms and their encoding |
 //! | [`receipts`] | what a recipient received, compacted into seq ranges |
-//! | [`checker`] | did every acked message reach everyone due it (chat, generic) |
+//! | [`checker`] | did every acked message reach everyone due it (chat, generic); every named anomaly (chat) |
 //! | [`aggregate`], [`threshold`] | workers' lines → summary.json, hlog, timeline; thresholds |
 //! | [`collect`] | the loop workers' lines → aggregator → progress → verdict (run and standalone) |
 //! | [`metrics`] | a worker's Prometheus endpoint |

@@ -6,12 +6,16 @@
 //! (values in time units: `us`, `ms`, `s`); counters `sent`, `acked`, `delivered`,
 //! `expected`, `lost`, `duplicated`, `reordered`, `gaps`, `errors`, `disconnects`,
 //! `reconnects`, `users` (peak connected); rates `errors.rate` (errors per operation, a
-//! fraction or `%`), `deliveries.rate` and `sends.rate` (per second of measurement).
+//! fraction or `%`), `deliveries.rate` and `sends.rate` (per second of measurement);
+//! `anomalies.<kind>` for every kind the stream checker names (`anomalies.poll_skip`,
+//! see [`crate::checker::Anomaly`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use crate::checker::Anomaly;
 
 /// Latency metrics recorded by the workers.
 pub const LATENCIES: [&str; 4] = ["connect", "hello", "ack", "delivery"];
@@ -130,12 +134,17 @@ impl Threshold {
             })?;
         let metric = e[..pos].trim();
         let rhs = e[pos + len..].trim();
-        if !(is_latency(metric) || COUNTERS.contains(&metric)) {
+        let anomaly = metric
+            .strip_prefix("anomalies.")
+            .is_some_and(|k| Anomaly::from_name(k).is_some());
+        if !(is_latency(metric) || COUNTERS.contains(&metric) || anomaly) {
             return Err(format!(
-                "{expr:?}: unknown metric {metric:?} (latencies: {{{}}}.{{{}}}; counters: {})",
+                "{expr:?}: unknown metric {metric:?} (latencies: {{{}}}.{{{}}}; counters: {}; \
+                 anomalies.{{{}}})",
                 LATENCIES.join(","),
                 STATS.join(","),
-                COUNTERS.join(", ")
+                COUNTERS.join(", "),
+                Anomaly::ALL.map(Anomaly::name).join(",")
             ));
         }
         if rhs.is_empty() {
@@ -211,6 +220,10 @@ mod tests {
         assert_eq!((t.op, t.value), (Op::Le, 2_000_000.0));
         let t = Threshold::parse("deliveries.rate >= 1e5").unwrap();
         assert_eq!((t.op, t.value), (Op::Ge, 100_000.0));
+        for kind in Anomaly::ALL {
+            let t = Threshold::parse(&format!("anomalies.{} == 0", kind.name())).unwrap();
+            assert_eq!(t.metric, format!("anomalies.{}", kind.name()));
+        }
     }
 
     #[test]
@@ -223,6 +236,9 @@ mod tests {
             "loss == 0",
             "lost == zero",
             "lost == 0ms",
+            "anomalies.lost_write == 0",
+            "anomalies == 0",
+            "anomalies.lost == 0ms",
         ] {
             assert!(Threshold::parse(bad).is_err(), "{bad}");
         }

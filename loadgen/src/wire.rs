@@ -9,6 +9,8 @@
 //!  "acked":[[channel,seq,id,author],…],
 //!  "recipients":[{"user":7,"channel":3,"chains":[{"from":0,"open":true}],
 //!                 "received":[[1,40]],"duplicates":0,"reordered":0,"dup_seqs":[]}],
+//!  "sends":[[channel,seq,id,sender,n,at_ms,"ok"|"error"|"unknown"],…],
+//!  "receives":[[channel,seq,id,reference,receiver,epoch,sender,n,at_ms,kind],…],
 //!  "generic":{…},            generic WebSocket target: sent, sessions, received by author
 //!  "http":{…},               HTTP personas (goose): requests, status codes, latency by kind
 //!  "resources":{"cpu_s":…,"peak_rss_kib":…}}
@@ -158,6 +160,154 @@ pub struct RecipientRecord {
 /// An acknowledged message: (channel, seq, message id, author user index).
 pub type AckedMessage = (ChannelId, Seq, MessageId, u32);
 
+/// How a chat send ended for its sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Acknowledged (`ack` with seq and id).
+    Ok,
+    /// Refused (`error` answering the send).
+    Error,
+    /// No answer: the socket died, or the ack timed out, before it came.
+    Unknown,
+}
+
+/// One chat send, whatever became of it (JSON: an array, in field order). 40 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "SendTuple", into = "SendTuple")]
+pub struct SendRecord {
+    /// Channel written to.
+    pub channel: ChannelId,
+    /// Seq the ack gave (0 unless [`Outcome::Ok`]).
+    pub seq: Seq,
+    /// Message id the ack gave (0 unless [`Outcome::Ok`]).
+    pub id: MessageId,
+    /// Sender's user index.
+    pub sender: u32,
+    /// The sender's send counter, the `n` of its nonce `"<user>:<n>:<µs>"`.
+    pub n: u32,
+    /// Milliseconds since the run's start when the outcome was known.
+    pub at_ms: u32,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// What a receive event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecvKind {
+    /// A fresh subscription (from `ready` without resume, or `subscribed`): `seq` is the
+    /// channel's seq then; later messages are due.
+    Start,
+    /// A resumed subscription (`ready` after `hello` with `resume`): `seq` is the seq the
+    /// user asked to resume after; exactly the later messages must follow.
+    Resume,
+    /// A `message` event.
+    Message,
+    /// A `message_edited` event (`seq`, `id` of the edited message).
+    Edit,
+    /// A `message_deleted` event (the message became a tombstone).
+    Delete,
+}
+
+/// One event of one receiver on one channel, in arrival order (JSON: an array, in field
+/// order). 56 bytes: a 1M-delivery run records 56 MB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "RecvTuple", into = "RecvTuple")]
+pub struct RecvRecord {
+    /// Channel.
+    pub channel: ChannelId,
+    /// Seq of the message (for `start`/`resume`: the subscription's starting seq).
+    pub seq: Seq,
+    /// Message id (0 for `start`/`resume`).
+    pub id: MessageId,
+    /// The message it answers (`reply_to`), 0 for none.
+    pub reference: MessageId,
+    /// Receiver's user index.
+    pub receiver: u32,
+    /// The receiver's connection number (1 for its first session).
+    pub epoch: u32,
+    /// Sender's user index from the message's nonce (`u32::MAX`: no simulated sender).
+    pub sender: u32,
+    /// The sender's send counter from the nonce.
+    pub n: u32,
+    /// Milliseconds since the run's start.
+    pub at_ms: u32,
+    /// What it is.
+    pub kind: RecvKind,
+}
+
+type SendTuple = (ChannelId, Seq, MessageId, u32, u32, u32, Outcome);
+
+impl From<SendTuple> for SendRecord {
+    fn from((channel, seq, id, sender, n, at_ms, outcome): SendTuple) -> Self {
+        SendRecord {
+            channel,
+            seq,
+            id,
+            sender,
+            n,
+            at_ms,
+            outcome,
+        }
+    }
+}
+
+impl From<SendRecord> for SendTuple {
+    fn from(r: SendRecord) -> Self {
+        (r.channel, r.seq, r.id, r.sender, r.n, r.at_ms, r.outcome)
+    }
+}
+
+type RecvTuple = (
+    ChannelId,
+    Seq,
+    MessageId,
+    MessageId,
+    u32,
+    u32,
+    u32,
+    u32,
+    u32,
+    RecvKind,
+);
+
+impl From<RecvTuple> for RecvRecord {
+    fn from(
+        (channel, seq, id, reference, receiver, epoch, sender, n, at_ms, kind): RecvTuple,
+    ) -> Self {
+        RecvRecord {
+            channel,
+            seq,
+            id,
+            reference,
+            receiver,
+            epoch,
+            sender,
+            n,
+            at_ms,
+            kind,
+        }
+    }
+}
+
+impl From<RecvRecord> for RecvTuple {
+    fn from(r: RecvRecord) -> Self {
+        (
+            r.channel,
+            r.seq,
+            r.id,
+            r.reference,
+            r.receiver,
+            r.epoch,
+            r.sender,
+            r.n,
+            r.at_ms,
+            r.kind,
+        )
+    }
+}
+
 /// What one user received from one author (or its own echoes: `author == user`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GenericReceipt {
@@ -296,6 +446,12 @@ pub struct Done {
     pub acked: Vec<AckedMessage>,
     /// Every (recipient, channel) this worker's users subscribed to.
     pub recipients: Vec<RecipientRecord>,
+    /// Every chat send, with its outcome (the anomaly checker's input).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sends: Vec<SendRecord>,
+    /// Every chat subscription, message, edit and delete each user received, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub receives: Vec<RecvRecord>,
     /// Generic WebSocket target: what was sent and received (instead of `acked` and
     /// `recipients`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -363,9 +519,35 @@ mod tests {
         let done = WorkerLine::Done(Box::new(Done {
             worker: 0,
             acked: vec![(1, 2, 3, 4)],
+            sends: vec![SendRecord {
+                channel: 1,
+                seq: 2,
+                id: 3,
+                sender: 4,
+                n: 5,
+                at_ms: 6,
+                outcome: Outcome::Unknown,
+            }],
+            receives: vec![RecvRecord {
+                channel: 1,
+                seq: 2,
+                id: 3,
+                reference: 0,
+                receiver: 7,
+                epoch: 1,
+                sender: 4,
+                n: 5,
+                at_ms: 9,
+                kind: RecvKind::Message,
+            }],
             ..Done::default()
         }));
         let s = serde_json::to_string(&done).unwrap();
+        assert!(s.contains(r#""sends":[[1,2,3,4,5,6,"unknown"]]"#), "{s}");
+        assert!(
+            s.contains(r#""receives":[[1,2,3,0,7,1,4,5,9,"message"]]"#),
+            "{s}"
+        );
         assert_eq!(serde_json::from_str::<WorkerLine>(&s).unwrap(), done);
     }
 }

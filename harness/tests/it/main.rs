@@ -2,8 +2,10 @@
 
 mod compose;
 mod generic;
+mod phases;
 mod prometheus;
 mod report;
 mod run;
 mod scenarios;
+mod scripts_test;
 mod util;

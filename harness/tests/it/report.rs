@@ -68,6 +68,69 @@ fn compare_prints_a_table_and_writes_overlaid_curves() {
     }
     assert!(html.contains("run 1") && html.contains("run 2"));
     assert!(html.contains("delivery: percentile distribution"));
+    // Per-second curves of both runs, with the fault windows shaded and listed.
+    assert!(html.contains("Delivery rate") && html.contains("Connected users"));
+    assert!(
+        html.contains("run 2: latency client-node*"),
+        "no shaded window of run 2"
+    );
+    assert!(html.contains("class=\"fault-windows\""));
+    // Same seed, scenario and users: no warning.
+    assert!(!table.contains("not identical"), "{table}");
+    assert!(!html.contains("not identical"));
+}
+
+#[test]
+fn compare_warns_when_the_load_was_not_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("runs/a");
+    let b = tmp.path().join("runs/b");
+    synthetic_run(&a);
+    synthetic_run(&b);
+    // Run b: another seed, and a different phase (which is what a comparison varies and
+    // must not count as a different load).
+    for f in ["scenario.toml", "summary.json"] {
+        let text = std::fs::read_to_string(b.join(f)).unwrap();
+        let text = text
+            .replace("seed = 42", "seed = 43")
+            .replace("\"seed\": 42", "\"seed\": 43")
+            .replace("phase = \"single\"", "phase = \"pubsub\"");
+        std::fs::write(b.join(f), text).unwrap();
+    }
+    let o = run(
+        &["compare", a.to_str().unwrap(), b.to_str().unwrap()],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("the load was not identical"), "{table}");
+    assert!(
+        table.contains("seeds differ (run 1: 42, run 2: 43)"),
+        "{table}"
+    );
+    assert!(!table.contains("scenario files differ"), "{table}");
+    assert!(!table.contains("user counts differ"), "{table}");
+    let html = std::fs::read_to_string(tmp.path().join("runs/compare.html")).unwrap();
+    assert!(html.contains("the load was not identical"), "{html}");
+    assert!(html.contains("seeds differ (run 1: 42, run 2: 43)"));
+
+    // Other users: the scenario differs too.
+    let text = std::fs::read_to_string(b.join("scenario.toml")).unwrap();
+    std::fs::write(
+        b.join("scenario.toml"),
+        text.replace("users = 1000", "users = 10"),
+    )
+    .unwrap();
+    let o = run(
+        &["compare", a.to_str().unwrap(), b.to_str().unwrap()],
+        tmp.path(),
+    );
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains("user counts differ (run 1: 1000, run 2: 10)"),
+        "{table}"
+    );
+    assert!(table.contains("scenario files differ"), "{table}");
 }
 
 #[test]

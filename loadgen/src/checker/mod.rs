@@ -4,12 +4,17 @@
 //! | file | decides |
 //! |---|---|
 //! | `chat.rs` | the Flowline cluster: lost, duplicated, reordered and gaps per channel |
+//! | `streams.rs` | the Flowline cluster: every named anomaly, per (channel, receiver) stream |
+//! | `anomaly.rs` | the anomaly kinds and what is reported of each |
 //! | `generic.rs` | a generic WebSocket target: `expect = "echo"` or `"room"` |
 //! | `verdict.rs` | the verdict both give (`summary.json` `correctness`) |
 
+pub mod anomaly;
 pub mod chat;
 pub mod generic;
+pub mod streams;
 pub mod verdict;
 
+pub use anomaly::{Anomalies, Anomaly, AnomalyOffender, AnomalyReport};
 pub use chat::check;
 pub use verdict::{ChannelReport, CorrectnessReport, MAX_OFFENDERS, Offence, Offender};

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use flowline_protocol::{ChannelId, MessageId, Seq};
 use serde::{Deserialize, Serialize};
 
+use crate::checker::anomaly::Anomalies;
+
 /// Most offenders listed in the report.
 pub const MAX_OFFENDERS: usize = 100;
 
@@ -80,6 +82,10 @@ pub struct CorrectnessReport {
     pub channels: BTreeMap<ChannelId, ChannelReport>,
     /// The first offenders (lost first).
     pub offenders: Vec<Offender>,
+    /// Every anomaly kind the stream checker names (`streams.rs`), each with its count,
+    /// first offenders and timeline; all kinds present.
+    #[serde(default)]
+    pub anomalies: Anomalies,
 }
 
 impl CorrectnessReport {

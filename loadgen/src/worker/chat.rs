@@ -26,7 +26,7 @@ use crate::histogram::Metric;
 use crate::plan::PlanUser;
 use crate::receipts::Receipts;
 use crate::schedule::UserSchedule;
-use crate::wire::Chain;
+use crate::wire::{Chain, Outcome, RecvKind, RecvRecord, SendRecord};
 use crate::worker::connect::{Ws, target_index};
 use crate::worker::context::{ACK_TIMEOUT, ThreadCtx};
 use crate::worker::driver::{End, Sessions, drive};
@@ -49,6 +49,8 @@ struct Pending {
     /// Intended (open) or actual (closed) send time.
     at: Instant,
     channel: ChannelId,
+    /// The send counter in its nonce.
+    n: u32,
 }
 
 /// One chat user's state for the whole run. Kept small: a worker holds up to 15,000 of
@@ -61,6 +63,8 @@ struct User {
     pending: VecDeque<Pending>,
     next_req: u64,
     sent_n: u64,
+    /// Sessions that reached `ready` (the checker's connection epoch).
+    epoch: u32,
     /// Next send: intended time (open) or after think time (closed).
     next_send: Option<Instant>,
     next_history: Option<Instant>,
@@ -104,6 +108,7 @@ pub(super) async fn user_main(ctx: Rc<ThreadCtx>, plan: PlanUser) {
         pending: VecDeque::new(),
         next_req: 1,
         sent_n: 0,
+        epoch: 0,
         next_send: None,
         next_history: None,
         stop_at,
@@ -209,16 +214,26 @@ impl User {
         if let Some(hb) = ready.1 {
             ctx.heartbeat.set(hb);
         }
+        self.epoch += 1;
         for (id, seq) in ready.0 {
-            let resumed = resume.contains_key(&id);
+            let resumed_from = resume.get(&id).copied();
             let c = self.chan(id);
-            if !resumed || c.chains.is_empty() {
+            let kind = if resumed_from.is_none() || c.chains.is_empty() {
                 c.chains.push(Chain {
                     from: seq,
                     open: false,
                 });
-            }
+                RecvKind::Start
+            } else {
+                RecvKind::Resume
+            };
             c.subscribed = true;
+            let from = if kind == RecvKind::Resume {
+                resumed_from.unwrap_or(seq)
+            } else {
+                seq
+            };
+            self.record_event(id, from, 0, 0, (u32::MAX, 0), kind);
         }
         ctx.set_connected(true);
         ctx.count(|c| c.connects += 1);
@@ -247,7 +262,9 @@ impl User {
             for _ in 0..n {
                 ctx.error("unacked");
             }
-            self.pending.clear();
+            for p in std::mem::take(&mut self.pending) {
+                self.record_send(&p, 0, 0, Outcome::Unknown);
+            }
             if !self.sched.is_open() {
                 self.schedule_closed(Instant::now());
             }
@@ -310,7 +327,9 @@ impl User {
                         return End::Churn;
                     }
                     if ack_deadline.is_some_and(|d| now >= d) {
-                        self.pending.pop_front();
+                        if let Some(p) = self.pending.pop_front() {
+                            self.record_send(&p, 0, 0, Outcome::Unknown);
+                        }
                         ctx.error("ack_timeout");
                         if !self.sched.is_open() {
                             self.schedule_closed(now);
@@ -401,6 +420,7 @@ impl User {
         let len = self.sched.body_len();
         let req_id = self.take_req();
         self.sent_n += 1;
+        let n = u32::try_from(self.sent_n).unwrap_or(u32::MAX);
         let mut op = ClientOp::send_text(
             req_id,
             channel,
@@ -419,8 +439,54 @@ impl User {
             req_id,
             at,
             channel,
+            n,
         });
         Ok(())
+    }
+
+    /// Record a send's outcome for the checker.
+    fn record_send(
+        &self,
+        p: &Pending,
+        seq: Seq,
+        id: flowline_protocol::MessageId,
+        outcome: Outcome,
+    ) {
+        let ctx = &self.ctx;
+        ctx.history.borrow_mut().sent(SendRecord {
+            channel: p.channel,
+            seq,
+            id,
+            sender: self.plan.index,
+            n: p.n,
+            at_ms: ctx.clock.ms(Instant::now()),
+            outcome,
+        });
+    }
+
+    /// Record a receive event for the checker; `from` is the nonce's (sender, n).
+    fn record_event(
+        &self,
+        channel: ChannelId,
+        seq: Seq,
+        id: flowline_protocol::MessageId,
+        reference: flowline_protocol::MessageId,
+        from: (u32, u32),
+        kind: RecvKind,
+    ) {
+        let ctx = &self.ctx;
+        ctx.history.borrow_mut().received(RecvRecord {
+            channel,
+            seq,
+            id,
+            reference,
+            receiver: self.plan.index,
+            epoch: self.epoch,
+            sender: from.0,
+            n: from.1,
+            at_ms: ctx.clock.ms(Instant::now()),
+            kind,
+        });
     }
 
     fn on_frame(&mut self, text: &str) {
@@ -441,7 +507,19 @@ impl User {
                     self.feat.seen = Some((channel, id));
                 }
                 let fresh = self.chan(channel).receipts.add(seq);
-                if let Some((author, _, sent_us)) = p.nonce.and_then(parse_nonce)
+                let from = p.nonce.and_then(parse_nonce);
+                let who = from.map_or((u32::MAX, 0), |(a, n, _)| {
+                    (a, u32::try_from(n).unwrap_or(u32::MAX))
+                });
+                self.record_event(
+                    channel,
+                    seq,
+                    p.id.unwrap_or(0),
+                    p.reply_to.unwrap_or(0),
+                    who,
+                    RecvKind::Message,
+                );
+                if let Some((author, _, sent_us)) = from
                     && author != me
                     && fresh
                 {
@@ -464,6 +542,7 @@ impl User {
                 );
                 ctx.count(|c| c.acked += 1);
                 if let (Some(seq), Some(id)) = (p.seq, p.id) {
+                    self.record_send(&pend, seq, id, Outcome::Ok);
                     let channel = p.channel.unwrap_or(pend.channel);
                     self.feat.seen = Some((channel, id));
                     ctx.history
@@ -472,6 +551,16 @@ impl User {
                 }
                 if !self.sched.is_open() {
                     self.schedule_closed(now);
+                }
+            }
+            "message_edited" | "message_deleted" => {
+                if let (Some(channel), Some(seq), Some(id)) = (p.channel, p.seq, p.id) {
+                    let kind = if p.kind == "message_edited" {
+                        RecvKind::Edit
+                    } else {
+                        RecvKind::Delete
+                    };
+                    self.record_event(channel, seq, id, 0, (u32::MAX, 0), kind);
                 }
             }
             "history" => ctx.count(|c| c.history += 1),
@@ -499,6 +588,7 @@ impl User {
                             open: false,
                         });
                         c.subscribed = true;
+                        self.record_event(id, seq, 0, 0, (u32::MAX, 0), RecvKind::Start);
                     }
                 }
             }
@@ -517,7 +607,9 @@ impl User {
                 if let Some(req_id) = p.req_id
                     && let Some(i) = self.pending.iter().position(|x| x.req_id == req_id)
                 {
-                    self.pending.remove(i);
+                    if let Some(pend) = self.pending.remove(i) {
+                        self.record_send(&pend, 0, 0, Outcome::Error);
+                    }
                     if !self.sched.is_open() {
                         self.schedule_closed(now);
                     }

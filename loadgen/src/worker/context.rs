@@ -41,6 +41,11 @@ impl Clock {
         self.start_unix_us + d
     }
 
+    /// Milliseconds since the run's start (the checker's time axis).
+    pub(super) fn ms(&self, t: Instant) -> u32 {
+        u32::try_from(t.saturating_duration_since(self.start).as_millis()).unwrap_or(u32::MAX)
+    }
+
     pub(super) fn secs(&self, t: Instant) -> f64 {
         t.saturating_duration_since(self.start).as_secs_f64()
     }

@@ -1,15 +1,22 @@
 //! What a worker thread's users record for the checker: every acknowledged send, what
-//! each recipient received of each channel, and the generic target's sends, sessions and
+//! each recipient received of each channel, every send's outcome and every receive event
+//! in order (the anomaly checker's input), and the generic target's sends, sessions and
 //! receipts. Users write here as they go (sends) and when they end (receipts); the thread
 //! hands it to its shard, which merges the threads' histories into the `done` line.
 
-use crate::wire::{AckedMessage, GenericDone, GenericReceipt, RecipientRecord};
+use crate::wire::{
+    AckedMessage, GenericDone, GenericReceipt, RecipientRecord, RecvRecord, SendRecord,
+};
 
 /// One thread's (or, merged, one worker's) history.
 #[derive(Debug, Default)]
 pub(super) struct History {
     pub(super) acked: Vec<AckedMessage>,
     pub(super) recipients: Vec<RecipientRecord>,
+    /// Every chat send's outcome.
+    pub(super) sends: Vec<SendRecord>,
+    /// Every chat receive event, each user's in arrival order.
+    pub(super) receives: Vec<RecvRecord>,
     /// Generic target only (and only when it checks delivery).
     pub(super) generic: Option<GenericDone>,
 }
@@ -26,6 +33,16 @@ impl History {
     /// A chat send was acknowledged.
     pub(super) fn acked(&mut self, m: AckedMessage) {
         self.acked.push(m);
+    }
+
+    /// A chat send's outcome became known.
+    pub(super) fn sent(&mut self, r: SendRecord) {
+        self.sends.push(r);
+    }
+
+    /// A chat user received a subscription, message, edit or delete.
+    pub(super) fn received(&mut self, r: RecvRecord) {
+        self.receives.push(r);
     }
 
     /// A chat user's record of one channel, at its end.
@@ -58,6 +75,8 @@ impl History {
     pub(super) fn append(&mut self, mut o: History) {
         self.acked.append(&mut o.acked);
         self.recipients.append(&mut o.recipients);
+        self.sends.append(&mut o.sends);
+        self.receives.append(&mut o.receives);
         if let Some(g) = o.generic {
             match self.generic.as_mut() {
                 Some(d) => d.append(g),

@@ -215,6 +215,8 @@ pub async fn run_to(
     done.totals = totals;
     done.acked = history.acked;
     done.recipients = history.recipients;
+    done.sends = history.sends;
+    done.receives = history.receives;
     done.generic = history.generic;
     if let Some(g) = goose {
         match g.await {

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use flowline_loadgen::aggregate::{Aggregator, RunMeta};
-use flowline_loadgen::checker::Offence;
+use flowline_loadgen::checker::{Anomalies, Anomaly, Offence, streams};
 use flowline_loadgen::plan::{self, Shard};
+use flowline_loadgen::wire::RecvKind;
 use flowline_loadgen::wire::{Done, WorkerLine};
 use flowline_loadgen::worker::{self, WorkerConfig};
 use tokio_util::sync::CancellationToken;
@@ -88,6 +89,7 @@ async fn small_scenario_end_to_end_is_correct() {
         "{c:?}"
     );
     assert_eq!(c.delivered, c.expected);
+    assert_no_anomaly(&c.anomalies);
     assert!(s.latency_us["delivery"].count > 1000);
     assert!(s.latency_us.contains_key("connect") || s.totals.connects == 300);
     assert!(s.passed, "{:?}", s.thresholds);
@@ -119,6 +121,91 @@ reconnect_every = "1s"
         (0, 0, 0, 0),
         "{c:?}"
     );
+    // Resumes on a real node: no replay, no gap, nothing else either.
+    assert_no_anomaly(&c.anomalies);
+}
+
+/// Every kind present and zero.
+fn assert_no_anomaly(a: &Anomalies) {
+    assert_eq!(a.len(), Anomaly::ALL.len());
+    for (k, r) in a {
+        assert_eq!(r.count, 0, "{k:?}: {r:?}");
+    }
+}
+
+/// Only `kind`, with exactly these (channel, seq, receiver) offenders.
+fn assert_only(a: &Anomalies, kind: Anomaly, want: &[(i64, i64, u32)]) {
+    for (k, r) in a {
+        if *k == kind {
+            let got: Vec<_> = r
+                .offenders
+                .iter()
+                .map(|o| (o.channel, o.seq, o.receiver))
+                .collect();
+            assert_eq!(got, want, "{k:?}");
+            assert_eq!(r.count, want.len() as u64);
+        } else {
+            assert_eq!(r.count, 0, "{k:?} besides {kind:?}: {r:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_checker_names_each_fault_in_a_real_history() {
+    let (mut lines, _) = run_shards(120, 1).await;
+    let WorkerLine::Done(done) =
+        serde_json::from_str::<WorkerLine>(&lines[0].pop().unwrap()).unwrap()
+    else {
+        panic!("last line is not done")
+    };
+    assert!(done.sends.len() > 50, "{} sends", done.sends.len());
+    assert!(
+        done.receives.len() > 500,
+        "{} receives",
+        done.receives.len()
+    );
+    let check = |receives: Vec<_>| streams::check(&done.sends, receives, &done.recipients);
+    assert_no_anomaly(&check(done.receives.clone()));
+    // A delivery of another user's message with a later one in the same session of a
+    // subscription open to the end.
+    let open = |ch: i64, user: u32| {
+        done.recipients
+            .iter()
+            .any(|r| r.channel == ch && r.user == user && r.chains.last().is_some_and(|c| c.open))
+    };
+    let i = (0..done.receives.len())
+        .find(|&i| {
+            let e = &done.receives[i];
+            e.kind == RecvKind::Message
+                && e.sender != e.receiver
+                && open(e.channel, e.receiver)
+                && done.receives[i + 1..].iter().any(|l| {
+                    l.kind == RecvKind::Message
+                        && (l.channel, l.receiver, l.epoch) == (e.channel, e.receiver, e.epoch)
+                })
+        })
+        .expect("a delivery in the middle of a stream");
+    let e = done.receives[i];
+    let want = [(e.channel, e.seq, e.receiver)];
+    // Dropped in the middle of a session: a poll skip.
+    let mut r = done.receives.clone();
+    r.remove(i);
+    assert_only(&check(r), Anomaly::PollSkip, &want);
+    // Delivered twice in a row: a duplicate.
+    let mut r = done.receives.clone();
+    r.insert(i + 1, e);
+    assert_only(&check(r), Anomaly::Duplicate, &want);
+    // Delivered after the receiver's next message instead: nonmonotonic.
+    let mut r = done.receives.clone();
+    r.remove(i);
+    let next = (i..r.len())
+        .find(|&j| {
+            r[j].kind == RecvKind::Message
+                && (r[j].channel, r[j].receiver, r[j].epoch) == (e.channel, e.receiver, e.epoch)
+        })
+        .unwrap();
+    r.insert(next + 1, e);
+    assert_only(&check(r), Anomaly::Nonmonotonic, &want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

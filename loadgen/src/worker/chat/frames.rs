@@ -29,6 +29,9 @@ pub struct Peek<'a> {
     /// `message`/`ack`: message id.
     #[serde(default)]
     pub id: Option<MessageId>,
+    /// `message` of kind `reply`: the message answered.
+    #[serde(default)]
+    pub reply_to: Option<MessageId>,
     /// `ack`/`error`: request id.
     #[serde(default)]
     pub req_id: Option<u64>,
