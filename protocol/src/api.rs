@@ -124,6 +124,10 @@ pub struct OpenDm {
     pub user_id: UserId,
 }
 
+/// Most users one [`Provision`] request may create (more is refused with 400
+/// `bad_request` before anything is allocated).
+pub const MAX_PROVISION_USERS: u32 = 100_000;
+
 /// Bulk provisioning for load tests: users with ready-made tokens (no password hashing),
 /// spaces, channels and DMs, in one request. Enabled only when the node was started with
 /// an admin secret. Indices refer to positions in `users`.
@@ -133,7 +137,9 @@ pub struct Provision {
     /// Prefix added to every username, so several runs can share one database.
     #[serde(default)]
     pub username_prefix: String,
-    /// Number of users to create, named `<prefix><index>`.
+    /// Number of users to create, named `<prefix><index>` (at most
+    /// [`MAX_PROVISION_USERS`]; every name must be a valid sign-up username).
+    #[cfg_attr(feature = "openapi", schema(maximum = 100_000))]
     pub users: u32,
     #[serde(default)]
     pub spaces: Vec<ProvisionSpace>,

@@ -74,7 +74,9 @@ pub struct Args {
     /// Deepest JSON nesting in a frame (deeper: error + close 4010).
     #[arg(long, default_value_t = Limits::default().max_json_depth)]
     pub max_json_depth: usize,
-    /// Outbound frames queued per connection before it is cut off as a slow consumer (4008).
+    /// Events a connection did not ask for (fan-out) queued before it is cut off as a slow
+    /// consumer (4008); as many answers to its own requests may wait on top, then its
+    /// socket is not read until they are written.
     #[arg(long, default_value_t = Limits::default().outbound_queue)]
     pub outbound_queue: usize,
     /// Most concurrent WebSocket sessions (more: 503).
@@ -95,6 +97,10 @@ pub struct Args {
     /// Postgres pool size.
     #[arg(long, default_value_t = 16)]
     pub db_pool_size: u32,
+    /// Longest wait for a Postgres pool connection, ms; a storage call that waits longer
+    /// fails with `unavailable` instead of queueing behind a starved pool.
+    #[arg(long, default_value_t = 5_000)]
+    pub db_acquire_timeout_ms: u64,
     /// Chat feature flags (uploads, presence).
     #[command(flatten)]
     pub features: crate::features::FeatureArgs,
@@ -110,6 +116,7 @@ impl Args {
         c.cluster_id = self.cluster_id.clone();
         c.presence_ttl = Duration::from_millis(self.presence_ttl_ms);
         c.db_pool_size = self.db_pool_size;
+        c.db_acquire_timeout = Duration::from_millis(self.db_acquire_timeout_ms);
         c.argon2 = Argon2Cost {
             memory_kib: self.argon2_memory_kib,
             iterations: self.argon2_iterations,

@@ -66,9 +66,20 @@ impl Features {
             .unwrap_or("")
             .trim()
             .to_ascii_lowercase();
-        let Some((family, _)) = essence.split_once('/') else {
+        let Some((family, subtype)) = essence.split_once('/') else {
             return false;
         };
+        // Only a concrete type is stored and served back: `image/*`, `image/` or
+        // anything outside RFC 6838's name characters is refused, whatever is allowed.
+        let name = |n: &str| {
+            (1..=127).contains(&n.len())
+                && n.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "!#$&-^_.+".contains(c))
+        };
+        if !name(family) || !name(subtype) {
+            return false;
+        }
         self.upload_types.iter().any(|allowed| {
             let allowed = allowed.to_ascii_lowercase();
             match allowed.strip_suffix("/*") {
@@ -152,5 +163,16 @@ mod tests {
         assert!(!f.type_allowed("text/html"));
         assert!(!f.type_allowed("application/x-msdownload"));
         assert!(!f.type_allowed("nonsense"));
+        // Wildcards and malformed types are never stored, even in an allowed family.
+        for bad in [
+            "image/*",
+            "image/",
+            "*/*",
+            "image/png x",
+            "image/*; q=1",
+            "/png",
+        ] {
+            assert!(!f.type_allowed(bad), "{bad}");
+        }
     }
 }

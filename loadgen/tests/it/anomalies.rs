@@ -15,7 +15,7 @@ use flowline_loadgen::worker::{self, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::faulty_proxy::{self, Fault, Proxy, SendFault, SendFaults};
-use crate::util::{SECRET, small_scenario, start_node};
+use crate::util::{SECRET, scenario_with, small_scenario, start_node};
 
 /// Provision `scenario` on a fresh node, start one proxy per shard with `proxies`, run the
 /// shards through them and summarize.
@@ -102,6 +102,7 @@ async fn each_frame_fault_on_a_real_node_is_named_exactly() {
                 Anomaly::Nonmonotonic
             }
             Fault::Rewrite => Anomaly::InconsistentSeq,
+            Fault::ReplayOnResume | Fault::GapOnResume => unreachable!("not in this run"),
         };
         want.insert(kind, (hit.channel, hit.seq, hit.receiver));
     }
@@ -156,6 +157,46 @@ async fn each_send_fault_on_a_real_node_is_named_exactly() {
         .contains(k)
         {
             assert_eq!(r.count, 0, "{k:?}: {r:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_resume_fault_on_a_real_node_is_named_exactly() {
+    let churn = r#"
+[[personas]]
+name = "churner"
+messages_per_minute = 60
+reconnect_every = "1s"
+"#;
+    let faults = [Fault::ReplayOnResume, Fault::GapOnResume];
+    let (s, proxies) = run_through(
+        scenario_with(120, 31, churn),
+        faults.len(),
+        |i, up, tokens| faulty_proxy::start(up, faults[i], 5, tokens),
+    )
+    .await;
+    assert!(s.totals.reconnects > 20, "{:?}", s.totals);
+    let mut want: HashMap<Anomaly, (i64, i64, u32)> = HashMap::new();
+    for (f, p) in faults.iter().zip(&proxies) {
+        let hit = p
+            .hit
+            .lock()
+            .unwrap()
+            .expect("the fault hit a resumed connection");
+        let kind = match f {
+            Fault::ReplayOnResume => Anomaly::ResumeReplay,
+            _ => {
+                assert!(hit.followed, "a later message of the channel came: {hit:?}");
+                Anomaly::ResumeGap
+            }
+        };
+        want.insert(kind, (hit.channel, hit.seq, hit.receiver));
+    }
+    for (k, r) in &s.correctness.anomalies {
+        match want.get(k) {
+            Some(w) => assert_eq!(offenders(&s, *k), [*w], "{k:?}: {r:?}"),
+            None => assert_eq!(r.count, 0, "{k:?}: {r:?}"),
         }
     }
 }

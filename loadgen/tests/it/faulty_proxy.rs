@@ -2,7 +2,8 @@
 //! tests: it forwards every frame verbatim both ways except
 //! * one server→client `message` frame, the `k`-th delivery (over the whole proxy) of
 //!   another user's message, which it drops, duplicates, holds back past the next message
-//!   of its channel, or gives a wrong message id ([`Fault`]); or
+//!   of its channel, or gives a wrong message id ([`Fault`]); or, on the `k`-th resumed
+//!   connection, replays an old message or drops the first new one; or
 //! * the `k`-th `send` through it ([`SendFault`]): its ack turned into an error, or its
 //!   deliveries dropped everywhere, or its ack swallowed and the sender's socket cut while
 //!   one delivery is dropped. Send faults are shared by every proxy of a test (deliveries
@@ -30,6 +31,17 @@ pub enum Fault {
     Delay,
     /// Deliver it with another message id.
     Rewrite,
+    /// On the `k`-th resumed connection, right after `ready`, deliver again the first
+    /// message the user got on its previous connection.
+    ReplayOnResume,
+    /// On the `k`-th resumed connection, drop the first message after `ready`.
+    GapOnResume,
+}
+
+impl Fault {
+    fn on_resume(self) -> bool {
+        matches!(self, Fault::ReplayOnResume | Fault::GapOnResume)
+    }
 }
 
 /// What to do to the `k`-th send.
@@ -101,6 +113,10 @@ async fn start_with(
     let hit: Arc<Mutex<Option<Hit>>> = Arc::new(Mutex::new(None));
     let counter = Arc::new(AtomicU64::new(0));
     let sends = Arc::new(AtomicU64::new(0));
+    let resumes = Arc::new(AtomicU64::new(0));
+    // Each user's first delivered message on its latest connection.
+    type First = (i64, i64, Message);
+    let firsts: Arc<Mutex<HashMap<u32, First>>> = Arc::default();
     let users = Arc::new(users);
     let h = hit.clone();
     tokio::spawn(async move {
@@ -109,6 +125,7 @@ async fn start_with(
                 (upstream.clone(), h.clone(), counter.clone(), users.clone());
             let (sends, faults) = (sends.clone(), faults.clone());
             let faults2 = faults.clone();
+            let (resumes, firsts) = (resumes.clone(), firsts.clone());
             tokio::spawn(async move {
                 let Ok(down) = tokio_tungstenite::accept_async(tcp).await else {
                     return;
@@ -123,6 +140,9 @@ async fn start_with(
                 // This connection's targeted send: (req_id, fault).
                 let target: Arc<Mutex<Option<(u64, SendFault)>>> = Arc::new(Mutex::new(None));
                 let target2 = target.clone();
+                // The hello's `resume`: channel → last seq the user has.
+                let resumed: Arc<Mutex<HashMap<i64, i64>>> = Arc::default();
+                let resumed2 = resumed.clone();
                 let to_node = async move {
                     while let Some(Ok(m)) = down_rx.next().await {
                         if let Message::Text(t) = &m
@@ -132,6 +152,12 @@ async fn start_with(
                                 && let Some(u) = v["token"].as_str().and_then(|t| users.get(t))
                             {
                                 *me2.lock().unwrap() = Some(*u);
+                                if let Some(m) = v["resume"].as_object() {
+                                    *resumed2.lock().unwrap() = m
+                                        .iter()
+                                        .filter_map(|(c, s)| Some((c.parse().ok()?, s.as_i64()?)))
+                                        .collect();
+                                }
                             }
                             if v["type"] == "send"
                                 && let Some(f) = send_fault
@@ -153,6 +179,8 @@ async fn start_with(
                     // The held-back frame of `Fault::Delay`, with its channel.
                     let mut held: Option<(i64, Message)> = None;
                     let mut hit_here: Option<i64> = None;
+                    let mut first_kept = false;
+                    let mut drop_next = false;
                     while let Some(Ok(m)) = up_rx.next().await {
                         let mut out = vec![m.clone()];
                         if let Message::Text(t) = &m
@@ -213,6 +241,39 @@ async fn start_with(
                             }
                         }
                         if let Message::Text(t) = &m
+                            && let Some(f) = fault.filter(|f| f.on_resume())
+                            && !resumed.lock().unwrap().is_empty()
+                            && t.as_str().contains(r#""type":"ready""#)
+                            && let Some(r) = *me.lock().unwrap()
+                            && resumes.fetch_add(1, Ordering::SeqCst) + 1 == k
+                        {
+                            // Only a message the user says it has (its resume point is at
+                            // or past it): a closing user stops reading.
+                            let has = resumed.lock().unwrap().clone();
+                            let old = firsts
+                                .lock()
+                                .unwrap()
+                                .get(&r)
+                                .filter(|f| has.get(&f.0).is_some_and(|&s| s >= f.1))
+                                .cloned();
+                            match (f, old) {
+                                (Fault::ReplayOnResume, Some((channel, seq, frame))) => {
+                                    *h.lock().unwrap() = Some(Hit {
+                                        channel,
+                                        seq,
+                                        receiver: r,
+                                        followed: false,
+                                    });
+                                    out.push(frame);
+                                }
+                                (Fault::ReplayOnResume, None) => {
+                                    // Nothing to replay: try the next resumed connection.
+                                    resumes.fetch_sub(1, Ordering::SeqCst);
+                                }
+                                _ => drop_next = true,
+                            }
+                        }
+                        if let Message::Text(t) = &m
                             && let Ok(mut v) = serde_json::from_str::<Value>(t.as_str())
                             && v["type"] == "message"
                         {
@@ -232,7 +293,28 @@ async fn start_with(
                                     out.push(f);
                                 }
                             }
-                            if let Some(fault) = fault
+                            if let Some(r) = receiver
+                                && author.is_some_and(|a| a != r)
+                                && !first_kept
+                            {
+                                first_kept = true;
+                                firsts.lock().unwrap().insert(r, (channel, seq, m.clone()));
+                            }
+                            if drop_next
+                                && let Some(r) = receiver
+                                && author.is_some_and(|a| a != r)
+                            {
+                                drop_next = false;
+                                *h.lock().unwrap() = Some(Hit {
+                                    channel,
+                                    seq,
+                                    receiver: r,
+                                    followed: false,
+                                });
+                                hit_here = Some(channel);
+                                out.clear();
+                            }
+                            if let Some(fault) = fault.filter(|f| !f.on_resume())
                                 && let Some(r) = receiver
                                 && author.is_some_and(|a| a != r)
                                 && counter.fetch_add(1, Ordering::SeqCst) + 1 == k
@@ -255,6 +337,7 @@ async fn start_with(
                                         v["id"] = Value::from(987_654_321i64);
                                         vec![Message::text(v.to_string())]
                                     }
+                                    Fault::ReplayOnResume | Fault::GapOnResume => out,
                                 };
                             }
                         }

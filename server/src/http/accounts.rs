@@ -10,7 +10,7 @@ use flowline_protocol::api::{Credentials, Session, User};
 use flowline_protocol::ws::ErrorCode;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, Caller, check_name};
+use super::extract::{ApiJson, Caller, check_username};
 use crate::auth;
 use crate::node::Node;
 
@@ -22,13 +22,7 @@ pub(super) async fn signup(
     State(node): State<Arc<Node>>,
     ApiJson(c): ApiJson<Credentials>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
-    check_name("username", &c.username, node.config.limits.max_name_chars)?;
-    if c.username.chars().any(char::is_whitespace) {
-        return Err(ApiError::bad(
-            ErrorCode::BadRequest,
-            "username must not contain whitespace",
-        ));
-    }
+    check_username("username", &c.username, node.config.limits.max_name_chars)?;
     if c.password.is_empty() || c.password.len() > 1024 {
         return Err(ApiError::bad(
             ErrorCode::TooLong,

@@ -51,6 +51,19 @@ impl FromRequestParts<Arc<Node>> for Caller {
     }
 }
 
+/// A username: a name (see [`check_name`]) without whitespace. Sign-up and admin
+/// provisioning both apply it.
+pub(super) fn check_username(what: &str, name: &str, max: usize) -> ApiResult<()> {
+    check_name(what, name, max)?;
+    if name.chars().any(char::is_whitespace) {
+        return Err(ApiError::bad(
+            ErrorCode::BadRequest,
+            format!("{what} must not contain whitespace"),
+        ));
+    }
+    Ok(())
+}
+
 /// A user, space or channel name: 1 to `max` characters, no control characters.
 pub(super) fn check_name(what: &str, name: &str, max: usize) -> ApiResult<()> {
     let n = name.chars().count();

@@ -61,6 +61,9 @@ pub struct Replay {
 pub struct SessionShared {
     close: Notify,
     close_code: AtomicU16,
+    /// Signalled by the writer whenever it took items off the queue (the reader waits on
+    /// it while the session's own answers fill their share of the queue).
+    pub drained: Notify,
     /// Unix ms of the last frame received from the peer.
     pub last_seen_ms: AtomicU64,
 }
@@ -98,6 +101,7 @@ impl SessionShared {
         Self {
             close: Notify::new(),
             close_code: AtomicU16::new(u16::MAX),
+            drained: Notify::new(),
             last_seen_ms: AtomicU64::new(now_ms),
         }
     }

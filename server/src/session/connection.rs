@@ -35,7 +35,9 @@ where
     let id = node.sessions.next_id();
     node.metrics.connections_total.increment(1);
     node.metrics.connections.increment(1.0);
-    let (tx, rx) = mpsc::channel(node.config.limits.outbound_queue);
+    // Fan-out may fill `outbound_queue` slots, the session's own answers as many again
+    // (see `Session::queue`).
+    let (tx, rx) = mpsc::channel(2 * node.config.limits.outbound_queue);
     let shared = Arc::new(SessionShared::new(now_ms()));
     let writer = tokio::spawn(write_loop(
         WriterConfig {
@@ -153,7 +155,8 @@ impl Session {
                         None,
                         ErrorCode::BadRequest,
                         "binary frames are not part of the protocol",
-                    );
+                    )
+                    .await;
                     Err(close::PROTOCOL_ERROR)
                 }
                 WsMessage::Close(_) => return 0,
@@ -178,43 +181,75 @@ impl Session {
         }
     }
 
-    /// Queue an item for the writer (a full queue kicks the session as a slow consumer).
-    pub(super) fn queue(&self, item: Outbound) -> bool {
+    /// Queue an answer to the client's own request (or a `Hold`/`Replay` of its own
+    /// subscription) for the writer. The session's own items may occupy only the first
+    /// `outbound_queue` slots of its queue, so fan-out always finds as many again free:
+    /// while that many items wait, the reader waits for the writer, and so stops reading
+    /// the socket. A client that pipelines requests faster than it reads the answers is
+    /// slowed down, never cut off; only fan-out it fails to drain makes it a slow consumer.
+    /// Returns false if the item was not queued (the session is ending).
+    pub(super) async fn queue(&self, item: Outbound) -> bool {
+        let room = self.node.config.limits.outbound_queue;
+        let tx = &self.sub.tx;
+        let shared = &self.sub.shared;
+        if tx.max_capacity() - tx.capacity() >= room {
+            loop {
+                // Register before checking, so a drain between the check and the await
+                // is seen.
+                let drained = shared.drained.notified();
+                tokio::pin!(drained);
+                drained.as_mut().enable();
+                if tx.max_capacity() - tx.capacity() < room {
+                    break;
+                }
+                tokio::select! {
+                    () = drained => {}
+                    _ = shared.kicked() => return false,
+                }
+            }
+        }
         offer(&self.sub, item, &self.node.metrics)
     }
 
     /// Queue one event for this session.
-    pub(super) fn event(&self, ev: &ServerEvent) {
+    pub(super) async fn event(&self, ev: &ServerEvent) {
         match serde_json::to_string(ev) {
             Ok(text) => {
-                self.queue(Outbound::Direct(Box::new(text.into())));
+                self.queue(Outbound::Direct(Box::new(text.into()))).await;
             }
             Err(e) => tracing::error!(error = %e, "serializing an event"),
         }
     }
 
     /// Answer a client mistake with an `error` event.
-    pub(super) fn error(&self, req_id: Option<u64>, code: ErrorCode, message: impl Into<String>) {
+    pub(super) async fn error(
+        &self,
+        req_id: Option<u64>,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) {
         self.node.metrics.client_errors.increment(1);
         self.event(&ServerEvent::Error {
             req_id,
             code,
             message: message.into(),
-        });
+        })
+        .await;
     }
 
     /// Answer a refused operation: counted as a storage error when storage failed, as a
     /// client error otherwise.
-    pub(super) fn refuse(&self, req_id: Option<u64>, r: Refusal) {
+    pub(super) async fn refuse(&self, req_id: Option<u64>, r: Refusal) {
         if r.code == ErrorCode::Unavailable {
             self.node.metrics.storage_errors.increment(1);
             self.event(&ServerEvent::Error {
                 req_id,
                 code: r.code,
                 message: r.message,
-            });
+            })
+            .await;
         } else {
-            self.error(req_id, r.code, r.message);
+            self.error(req_id, r.code, r.message).await;
         }
     }
 }

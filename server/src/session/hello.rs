@@ -26,6 +26,21 @@ use crate::refusal::Refusal;
 
 /// Messages read from storage per page while replaying a resume.
 const REPLAY_PAGE: u32 = 500;
+/// Attempts of each storage read after the announcement before the session is closed
+/// with 4013 (the client then resumes elsewhere or later).
+const READ_ATTEMPTS: u32 = 3;
+/// Pause before the second attempt (doubled before the third).
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Why [`Session::attach`] failed.
+#[derive(Debug)]
+pub(super) struct AttachError {
+    /// The storage failure.
+    pub(super) storage: StorageError,
+    /// Whether the seqs were already announced: then the session must close with 4013,
+    /// after its `unavailable` error.
+    pub(super) announced: bool,
+}
 
 impl Session {
     /// `hello`: authenticate, subscribe (every readable channel with `subscribe_all`,
@@ -45,7 +60,8 @@ impl Session {
                 format!(
                     "protocol version {v} is not supported (this node speaks {PROTOCOL_VERSION})"
                 ),
-            );
+            )
+            .await;
             return Err(close::UNSUPPORTED_VERSION);
         }
         let hash = token_hash(token);
@@ -53,11 +69,12 @@ impl Session {
         let user = match node.storage.user_by_token(hash).await {
             Ok(Some(u)) => u,
             Ok(None) => {
-                self.error(None, ErrorCode::InvalidToken, "unknown or revoked token");
+                self.error(None, ErrorCode::InvalidToken, "unknown or revoked token")
+                    .await;
                 return Err(close::AUTH_FAILED);
             }
             Err(e) => {
-                self.refuse(None, Refusal::from(&e));
+                self.refuse(None, Refusal::from(&e)).await;
                 return Ok(());
             }
         };
@@ -66,7 +83,7 @@ impl Session {
             match node.membership.readable_channels(user.id).await {
                 Ok(c) => c,
                 Err(e) => {
-                    self.refuse(None, Refusal::from(&e));
+                    self.refuse(None, Refusal::from(&e)).await;
                     return Ok(());
                 }
             }
@@ -74,6 +91,17 @@ impl Session {
             Vec::new()
         };
         access.allow(channels.iter().copied());
+        // A negative seq is no position in any channel: refused (after `ready`, like an
+        // unreadable channel), never silently replayed from the start.
+        let mut resume = resume;
+        let negative: Vec<ChannelId> = resume
+            .iter()
+            .filter(|&(_, &seq)| seq < 0)
+            .map(|(&c, _)| c)
+            .collect();
+        for c in &negative {
+            resume.remove(c);
+        }
         let mut refused = Vec::new();
         for &c in resume.keys() {
             if access.allows(c) {
@@ -86,7 +114,7 @@ impl Session {
                 }
                 Ok(false) => refused.push(c),
                 Err(e) => {
-                    self.refuse(None, Refusal::from(&e));
+                    self.refuse(None, Refusal::from(&e)).await;
                     return Ok(());
                 }
             }
@@ -112,47 +140,53 @@ impl Session {
             })
             .await;
         if let Err(e) = result {
-            self.refuse(None, Refusal::from(&e));
+            // No `ready`, or a `ready` whose replay could not be read: the client
+            // reconnects and resumes (4013).
+            self.refuse(None, Refusal::from(&e.storage)).await;
+            return Err(close::TRY_AGAIN);
         }
         // Events for the user (presence) start after `ready` is queued, so none precedes it.
         node.hub.register_user(user.id, self.id, &self.sub);
         if let Some(p) = change {
             node.roster.announce(p).await;
         }
+        for c in negative {
+            self.error(
+                None,
+                ErrorCode::BadRequest,
+                format!("cannot resume channel {c}: a resume seq must be 0 or more"),
+            )
+            .await;
+        }
         for c in refused {
             self.error(
                 None,
                 ErrorCode::Forbidden,
                 format!("cannot resume channel {c}: not a member"),
-            );
+            )
+            .await;
         }
         Ok(())
     }
 
     /// Subscribe to `channels` and queue `announce(latest seqs)` followed by the replay of
     /// every resumed channel (see the module doc for why this order has no gap).
+    ///
+    /// A storage failure before the announcement refuses the whole attach (nothing was
+    /// promised). After it, the reads are retried ([`READ_ATTEMPTS`]); if they still fail,
+    /// the caller must close the session with 4013 ([`AttachError::announced`]): the held
+    /// live messages are then never written, so the client, which resumes from its last
+    /// seq, sees no gap.
     pub(super) async fn attach(
         &mut self,
         channels: &[ChannelId],
         resume: &BTreeMap<ChannelId, Seq>,
         announce: impl FnOnce(BTreeMap<ChannelId, Seq>) -> ServerEvent,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), AttachError> {
         let node = self.node.clone();
         // One Hold and one Replay item whatever the number of channels, so a large
         // subscription never looks like a full queue.
-        self.queue(Outbound::Hold(channels.into()));
-        let release = |floors: &BTreeMap<ChannelId, Seq>| -> Outbound {
-            Outbound::Replay(
-                channels
-                    .iter()
-                    .map(|&channel| Replay {
-                        channel,
-                        floor: floors.get(&channel).copied().unwrap_or(0),
-                        frames: Vec::new(),
-                    })
-                    .collect(),
-            )
-        };
+        self.queue(Outbound::Hold(channels.into())).await;
         // The announcement is queued before the hub subscription, so no event of these
         // channels (typing, reactions, edits...) can reach the client before it; messages
         // committed between the two seq reads are replayed from storage below.
@@ -160,20 +194,57 @@ impl Session {
             Ok(s) => s.into_iter().collect(),
             Err(e) => {
                 // Release the holds so the session stays usable.
-                self.queue(release(&BTreeMap::new()));
-                return Err(e);
+                self.queue(Outbound::Replay(
+                    channels
+                        .iter()
+                        .map(|&channel| Replay {
+                            channel,
+                            floor: 0,
+                            frames: Vec::new(),
+                        })
+                        .collect(),
+                ))
+                .await;
+                return Err(AttachError {
+                    storage: e,
+                    announced: false,
+                });
             }
         };
-        self.event(&announce(announced.clone()));
+        // A baseline for the cluster sequencer before the hub delivers to this session: a
+        // bus message that overtook its predecessor must open a gap (filled or waited
+        // for), not become the channel's baseline and make the predecessor a duplicate.
+        for (&channel, &seq) in &announced {
+            node.hub.note_seq(channel, seq);
+        }
+        self.event(&announce(announced.clone())).await;
         node.hub.subscribe(self.id, &self.sub, channels);
         self.subscribed.extend(channels.iter().copied());
-        let seqs = match node.storage.last_seqs(channels).await {
-            Ok(s) => s,
-            Err(e) => {
-                self.queue(release(&announced));
-                return Err(e);
+        match self.read_replays(channels, resume, &announced).await {
+            Ok(replays) => {
+                self.queue(Outbound::Replay(replays.into())).await;
+                Ok(())
             }
-        };
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot replay a subscription; closing the session (4013)");
+                Err(AttachError {
+                    storage: e,
+                    announced: true,
+                })
+            }
+        }
+    }
+
+    /// The second seq read and every channel's replay (messages after the client's seq,
+    /// or after the announced one), each read retried on a storage failure.
+    async fn read_replays(
+        &self,
+        channels: &[ChannelId],
+        resume: &BTreeMap<ChannelId, Seq>,
+        announced: &BTreeMap<ChannelId, Seq>,
+    ) -> Result<Vec<Replay>, StorageError> {
+        let node = &self.node;
+        let seqs = retried(|| node.storage.last_seqs(channels)).await?;
         let seqs: BTreeMap<ChannelId, Seq> = seqs.into_iter().collect();
         for (&channel, &seq) in &seqs {
             node.hub.note_seq(channel, seq);
@@ -182,11 +253,14 @@ impl Session {
         for &channel in channels {
             let latest = seqs.get(&channel).copied().unwrap_or(0);
             let from = match resume.get(&channel) {
-                Some(&from) => from,
+                // A client claiming more than the channel holds (e.g. after the node's
+                // storage was reset) resumes from the announced seq, so it keeps
+                // receiving what follows instead of having it all dropped as known.
+                Some(&from) => from.min(announced.get(&channel).copied().unwrap_or(0)),
                 None => announced.get(&channel).copied().unwrap_or(0),
             };
             let frames = if latest > from {
-                self.replay_frames(channel, from, latest).await
+                self.replay_frames(channel, from, latest).await?
             } else {
                 Vec::new()
             };
@@ -197,8 +271,7 @@ impl Session {
                 frames,
             });
         }
-        self.queue(Outbound::Replay(replays.into()));
-        Ok(())
+        Ok(replays)
     }
 
     /// Serialized stored messages of `channel` with seq in (from, upto].
@@ -207,22 +280,16 @@ impl Session {
         channel: ChannelId,
         from: Seq,
         upto: Seq,
-    ) -> Vec<(Seq, Utf8Bytes)> {
+    ) -> Result<Vec<(Seq, Utf8Bytes)>, StorageError> {
         let mut frames = Vec::new();
         let mut after = from;
         while after < upto {
-            let page = match self
-                .node
-                .storage
-                .messages(channel, Some(upto + 1), Some(after), REPLAY_PAGE)
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    self.refuse(None, Refusal::from(&e));
-                    break;
-                }
-            };
+            let page = retried(|| {
+                self.node
+                    .storage
+                    .messages(channel, Some(upto + 1), Some(after), REPLAY_PAGE)
+            })
+            .await?;
             let Some(last) = page.last() else { break };
             after = last.seq;
             for m in page {
@@ -232,6 +299,29 @@ impl Session {
                 }
             }
         }
-        frames
+        Ok(frames)
+    }
+}
+
+/// Run a storage read, retrying a failure up to [`READ_ATTEMPTS`] times in all with a
+/// short pause (a pool that timed out once under a connect storm usually has a
+/// connection a moment later).
+async fn retried<T, F, Fut>(mut read: F) -> Result<T, StorageError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StorageError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match read().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt >= READ_ATTEMPTS || !matches!(e, StorageError::Database(_)) => {
+                return Err(e);
+            }
+            Err(_) => {
+                tokio::time::sleep(RETRY_PAUSE * attempt).await;
+                attempt += 1;
+            }
+        }
     }
 }

@@ -26,14 +26,15 @@ impl Session {
                 probe_req_id(text),
                 ErrorCode::TooDeep,
                 format!("JSON nested deeper than {max_depth}"),
-            );
+            )
+            .await;
             return Err(close::PROTOCOL_ERROR);
         }
         let op = match serde_json::from_str::<ClientOp>(text) {
             Ok(op) => op,
             Err(e) => {
                 let (code, msg) = classify_bad_frame(text, &e);
-                self.error(probe_req_id(text), code, msg);
+                self.error(probe_req_id(text), code, msg).await;
                 return Ok(());
             }
         };
@@ -51,7 +52,8 @@ impl Session {
                         op_req_id(&op),
                         ErrorCode::NotAuthenticated,
                         "send `hello` with a token first",
-                    );
+                    )
+                    .await;
                     Ok(())
                 }
             };
@@ -62,7 +64,8 @@ impl Session {
         }
         match op {
             ClientOp::Hello { .. } => {
-                self.error(None, ErrorCode::NotAuthenticated, "already authenticated");
+                self.error(None, ErrorCode::NotAuthenticated, "already authenticated")
+                    .await;
             }
             ClientOp::Subscribe { req_id, channels } => self.subscribe(req_id, channels).await,
             ClientOp::Unsubscribe { req_id, channels } => {
@@ -70,7 +73,8 @@ impl Session {
                 for c in &channels {
                     self.subscribed.remove(c);
                 }
-                self.event(&ServerEvent::Unsubscribed { req_id, channels });
+                self.event(&ServerEvent::Unsubscribed { req_id, channels })
+                    .await;
             }
             ClientOp::Send {
                 req_id,
@@ -100,7 +104,8 @@ impl Session {
                     id: m.id,
                     seq: m.seq,
                     created_at: m.created_at,
-                });
+                })
+                .await;
             }
             ClientOp::Edit {
                 req_id,
@@ -113,7 +118,8 @@ impl Session {
                     .chat
                     .edit(&mut self.access, channel, id, body)
                     .await;
-                self.answer(Some(req_id), done, |()| ServerEvent::Ok { req_id });
+                self.answer(Some(req_id), done, |()| ServerEvent::Ok { req_id })
+                    .await;
             }
             ClientOp::Delete {
                 req_id,
@@ -121,7 +127,8 @@ impl Session {
                 id,
             } => {
                 let done = self.node.chat.delete(&mut self.access, channel, id).await;
-                self.answer(Some(req_id), done, |()| ServerEvent::Ok { req_id });
+                self.answer(Some(req_id), done, |()| ServerEvent::Ok { req_id })
+                    .await;
             }
             ClientOp::React {
                 req_id,
@@ -146,12 +153,13 @@ impl Session {
                     .chat
                     .start_thread(&mut self.access, channel, id, name)
                     .await;
-                self.answer(Some(req_id), done, |t| t.event(Some(req_id)));
+                self.answer(Some(req_id), done, |t| t.event(Some(req_id)))
+                    .await;
             }
             ClientOp::Typing { channel } => {
                 match self.node.chat.typing(&mut self.access, channel).await {
                     Ok(done) => self.node.chat.emit(done.events),
-                    Err(r) => self.refuse(None, r),
+                    Err(r) => self.refuse(None, r).await,
                 }
             }
             ClientOp::SetPresence {
@@ -161,13 +169,13 @@ impl Session {
             } => match self.node.roster.set_status(user, status, custom).await {
                 Ok(change) => {
                     if let Some(req_id) = req_id {
-                        self.event(&ServerEvent::Ok { req_id });
+                        self.event(&ServerEvent::Ok { req_id }).await;
                     }
                     if let Some(p) = change {
                         self.node.roster.announce(p).await;
                     }
                 }
-                Err(r) => self.refuse(req_id, r),
+                Err(r) => self.refuse(req_id, r).await,
             },
             ClientOp::History {
                 req_id,
@@ -176,14 +184,14 @@ impl Session {
                 after,
                 limit,
             } => self.history(req_id, channel, before, after, limit).await,
-            ClientOp::Ping { req_id, ts } => self.event(&ServerEvent::Pong { req_id, ts }),
+            ClientOp::Ping { req_id, ts } => self.event(&ServerEvent::Pong { req_id, ts }).await,
         }
         Ok(())
     }
 
     /// Answer a chat action: its result as `answer(result)`, then its events for others;
     /// or the refusal.
-    fn answer<T>(
+    async fn answer<T>(
         &self,
         req_id: Option<u64>,
         done: Result<Done<T>, Refusal>,
@@ -191,10 +199,10 @@ impl Session {
     ) {
         match done {
             Ok(Done { result, events }) => {
-                self.event(&answer(&result));
+                self.event(&answer(&result)).await;
                 self.node.chat.emit(events);
             }
-            Err(r) => self.refuse(req_id, r),
+            Err(r) => self.refuse(req_id, r).await,
         }
     }
 
@@ -212,14 +220,15 @@ impl Session {
             .chat
             .react(&mut self.access, channel, id, emoji, add)
             .await;
-        self.answer(Some(req_id), done, |()| ServerEvent::Ok { req_id });
+        self.answer(Some(req_id), done, |()| ServerEvent::Ok { req_id })
+            .await;
     }
 
     /// `subscribe`: all or nothing; already subscribed channels are not listed again.
     async fn subscribe(&mut self, req_id: Option<u64>, channels: Vec<ChannelId>) {
         for &c in &channels {
             if let Err(r) = self.node.membership.authorize(&mut self.access, c).await {
-                self.refuse(req_id, r);
+                self.refuse(req_id, r).await;
                 return;
             }
         }
@@ -236,7 +245,12 @@ impl Session {
             })
             .await;
         if let Err(e) = result {
-            self.refuse(req_id, Refusal::from(&e));
+            self.refuse(req_id, Refusal::from(&e.storage)).await;
+            if e.announced {
+                // `subscribed` went out but its replay could not be read: the client
+                // resumes from its last seq after reconnecting (no gap written).
+                self.sub.shared.kick(close::TRY_AGAIN);
+            }
         }
     }
 
@@ -255,7 +269,7 @@ impl Session {
             .authorize(&mut self.access, channel)
             .await
         {
-            self.refuse(Some(req_id), r);
+            self.refuse(Some(req_id), r).await;
             return;
         }
         let limit = limit
@@ -267,12 +281,15 @@ impl Session {
             .messages(channel, before, after, limit)
             .await
         {
-            Ok(messages) => self.event(&ServerEvent::History {
-                req_id,
-                channel,
-                messages,
-            }),
-            Err(e) => self.refuse(Some(req_id), Refusal::from(&e)),
+            Ok(messages) => {
+                self.event(&ServerEvent::History {
+                    req_id,
+                    channel,
+                    messages,
+                })
+                .await
+            }
+            Err(e) => self.refuse(Some(req_id), Refusal::from(&e)).await,
         }
     }
 }

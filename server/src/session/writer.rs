@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes};
 use futures_util::{Sink, SinkExt};
 use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use flowline_protocol::ws::close;
@@ -147,8 +147,6 @@ pub(super) async fn write_loop<Si>(
     let heartbeat = cfg.heartbeat;
     let write_timeout = cfg.write_timeout;
     let max_held = cfg.max_held;
-    let mut tick = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut chans: HashMap<ChannelId, ChannelState> = HashMap::new();
     let mut out: Vec<Utf8Bytes> = Vec::new();
     // Both futures are created once per session, not per frame (each creation registers
@@ -158,6 +156,11 @@ pub(super) async fn write_loop<Si>(
     let shutdown = cfg.shutdown.cancelled();
     tokio::pin!(shutdown);
     let mut shutting_down = false;
+    // One timer for both jobs: a ping every heartbeat, and dropping a peer silent for
+    // 2 × heartbeat at that moment (checking only at ping ticks made it up to 3 ×).
+    let mut next_ping = Instant::now() + heartbeat;
+    let timer = tokio::time::sleep_until(next_ping);
+    tokio::pin!(timer);
     let code = loop {
         tokio::select! {
             biased;
@@ -166,18 +169,29 @@ pub(super) async fn write_loop<Si>(
                 shutting_down = true;
                 shared.kick(close::GOING_AWAY);
             }
-            _ = tick.tick() => {
-                let silent = now_ms().saturating_sub(shared.last_seen_ms.load(Ordering::Relaxed));
-                if Duration::from_millis(silent) > heartbeat * 2 {
+            () = &mut timer => {
+                let now = Instant::now();
+                let silent = Duration::from_millis(
+                    now_ms().saturating_sub(shared.last_seen_ms.load(Ordering::Relaxed)),
+                );
+                if silent >= heartbeat * 2 {
                     if shared.kick(close::HEARTBEAT_TIMEOUT) {
                         metrics.heartbeat_timeouts.increment(1);
                     }
-                } else if !matches!(
-                    tokio::time::timeout(write_timeout, sink.send(WsMessage::Ping(Default::default()))).await,
-                    Ok(Ok(()))
-                ) {
-                    shared.kick(0);
+                    timer.as_mut().reset(now + heartbeat);
+                    continue;
                 }
+                if now >= next_ping {
+                    next_ping = now + heartbeat;
+                    if !matches!(
+                        tokio::time::timeout(write_timeout, sink.send(WsMessage::Ping(Default::default()))).await,
+                        Ok(Ok(()))
+                    ) {
+                        shared.kick(0);
+                    }
+                }
+                // Wake for the next ping, or exactly when 2 × heartbeat of silence is over.
+                timer.as_mut().reset(next_ping.min(now + (heartbeat * 2 - silent)));
             }
             item = rx.recv() => {
                 let Some(item) = item else { break 0 };
@@ -188,6 +202,7 @@ pub(super) async fn write_loop<Si>(
                         Err(_) => break,
                     }
                 }
+                shared.drained.notify_one();
                 if !ok {
                     if shared.kick(close::SLOW_CONSUMER) {
                         metrics.slow_consumer_disconnects.increment(1);
@@ -252,6 +267,7 @@ fn close_reason(code: u16) -> &'static str {
         close::PROTOCOL_ERROR => "protocol error",
         close::UNSUPPORTED_VERSION => "unsupported protocol version",
         close::LOGGED_OUT => "logged out",
+        close::TRY_AGAIN => "storage unavailable; reconnect and resume",
         _ => "",
     }
 }

@@ -177,3 +177,50 @@ async fn provision_ten_thousand_users(phase: Phase) {
     node.stop().await;
 }
 crate::both_phases!(provision_ten_thousand_users);
+
+/// A huge `users` count is refused before anything is allocated for it (it used to abort
+/// the node), and generated names follow the sign-up rules.
+#[tokio::test]
+async fn provision_bounds_users_and_applies_username_rules() {
+    let node = Node::start(test_config(Phase::Single)).await;
+    let post = |body: serde_json::Value| {
+        node.client
+            .post(node.url("/admin/provision"))
+            .header(ADMIN_HEADER, ADMIN)
+            .json(&body)
+            .send()
+    };
+    for users in [u64::from(u32::MAX), 100_001] {
+        let resp = post(serde_json::json!({"username_prefix": "max-", "users": users}))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "users {users}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "bad_request", "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("100000"),
+            "{body}"
+        );
+    }
+    let long = "x".repeat(98);
+    for prefix in ["a b", "tab\t", "ctl\u{1}", long.as_str()] {
+        let resp = post(serde_json::json!({"username_prefix": prefix, "users": 200}))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "prefix {prefix:?}");
+    }
+    let bad_space = serde_json::json!({"username_prefix": "s-", "users": 1,
+        "spaces": [{"name": "", "members": [0], "channels": []}]});
+    assert_eq!(post(bad_space).await.unwrap().status(), 400);
+    // Nothing was created by the refused requests; the node is alive and serves.
+    let ok = post(serde_json::json!({"username_prefix": "a-", "users": 2}))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    // 98 + 2 digits = 100 characters: the longest valid name.
+    let edge = post(serde_json::json!({"username_prefix": long, "users": 100}))
+        .await
+        .unwrap();
+    assert_eq!(edge.status(), 200);
+    node.stop().await;
+}

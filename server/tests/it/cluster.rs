@@ -185,15 +185,24 @@ fn metric(page: &str, name: &str) -> f64 {
 
 /// Three nodes of one phase sharing a fresh database and a unique Redis prefix; node i
 /// reaches Redis through relay i.
-struct Cluster {
+pub(crate) struct Cluster {
     nodes: Vec<Member>,
     relays: Vec<Relay>,
     cluster_id: String,
-    db: TestDb,
+    pub(crate) db: TestDb,
 }
 
 impl Cluster {
     async fn start(phase: Phase, n: usize) -> Cluster {
+        Self::start_with(phase, n, |_| {}).await
+    }
+
+    /// [`start`](Self::start) with every node's config adjusted by `adjust`.
+    pub(crate) async fn start_with(
+        phase: Phase,
+        n: usize,
+        adjust: impl Fn(&mut Config),
+    ) -> Cluster {
         let db = TestDb::new().await;
         let cluster_id = format!("test-{}-{:016x}", std::process::id(), rand::random::<u64>());
         let mut relays = Vec::new();
@@ -206,6 +215,7 @@ impl Cluster {
             config.redis_url = Some(relay.url());
             config.cluster_id = Some(cluster_id.clone());
             config.presence_ttl = Duration::from_millis(900);
+            adjust(&mut config);
             nodes.push(Member::start(config).await);
             relays.push(relay);
         }
@@ -217,7 +227,7 @@ impl Cluster {
         }
     }
 
-    fn node(&self, i: usize) -> &Node {
+    pub(crate) fn node(&self, i: usize) -> &Node {
         &self.nodes[i].node
     }
 
@@ -247,7 +257,7 @@ impl Cluster {
             .unwrap()
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let mut redis = self.redis().await;
         for m in self.nodes {
             if m.thread.is_some() {
@@ -406,6 +416,57 @@ mod fanout {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn queue() {
         super::fanout_reaches_every_node_in_seq_order(flowline_server::Phase::Queue).await;
+    }
+}
+
+/// A member leaves the space through node1 while their session is open on node2: within
+/// `membership::RECHECK` (1 s) that session's `send` is refused `forbidden`.
+async fn leave_through_another_node_stops_posting(phase: Phase) {
+    let cluster = Cluster::start(phase, 2).await;
+    let (n1, n2) = (cluster.node(0), cluster.node(1));
+    let owner = n1.user("owner").await;
+    let member = n1.user("member").await;
+    let space = n1.space(&owner, "g").await;
+    n1.join(&member, &space).await;
+    let ch = n1.channel(&owner, &space, "c", None).await.id;
+    let (mut ws, _) = Ws::hello(&n2.ws, &member.token).await;
+    ws.send(1, ch, "before").await;
+    ws.until("ack", |e| matches!(e, ServerEvent::Ack { req_id: 1, .. }))
+        .await;
+    let status = n1
+        .client
+        .post(n1.url(&format!("/spaces/{}/leave", space.id)))
+        .bearer_auth(&member.token)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 204);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    ws.send(2, ch, "after").await;
+    let ev = ws
+        .until("answer", |e| {
+            matches!(e, ServerEvent::Ack { .. } | ServerEvent::Error { .. })
+        })
+        .await;
+    assert!(
+        matches!(
+            ev,
+            ServerEvent::Error {
+                code: flowline_protocol::ws::ErrorCode::Forbidden,
+                req_id: Some(2),
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+    cluster.stop().await;
+}
+
+mod leave_elsewhere {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pubsub() {
+        super::leave_through_another_node_stops_posting(flowline_server::Phase::Pubsub).await;
     }
 }
 

@@ -257,3 +257,54 @@ async fn slow_consumer_is_cut_off_while_others_keep_receiving() {
     );
     node.stop().await;
 }
+
+/// Resume values outside a channel's seqs: a negative one is refused (`bad_request`), one
+/// above the latest seq is clamped to it; either way live messages keep coming.
+async fn resume_values_out_of_range(phase: Phase) {
+    let (node, _db) = start(phase).await;
+    let a = node.user("a").await;
+    let space = node.space(&a, "g").await;
+    let ch = node.channel(&a, &space, "c", None).await.id;
+    let (mut sender, _) = Ws::hello(&node.ws, &a.token).await;
+    for i in 0..3 {
+        sender.send(i, ch, "old").await;
+        sender
+            .until("ack", |e| matches!(e, ServerEvent::Ack { .. }))
+            .await;
+    }
+
+    // Far above the latest seq (3): nothing replayed, live messages delivered.
+    let mut high = Ws::connect(&node.ws).await;
+    high.op(&hello(&a.token, BTreeMap::from([(ch, i64::MAX)]), false))
+        .await;
+    let ready = high.next().await.unwrap();
+    assert!(matches!(ready, ServerEvent::Ready { .. }), "{ready:?}");
+    // Negative: refused with bad_request, never replayed from seq 1.
+    let mut low = Ws::connect(&node.ws).await;
+    low.op(&hello(&a.token, BTreeMap::from([(ch, -1)]), false))
+        .await;
+    let ready = low.next().await.unwrap();
+    let ServerEvent::Ready { channels, .. } = ready else {
+        panic!("{ready:?}")
+    };
+    assert!(!channels.contains_key(&ch), "not resumed: {channels:?}");
+    match low.next().await.unwrap() {
+        ServerEvent::Error { code, .. } => {
+            assert_eq!(code, flowline_protocol::ws::ErrorCode::BadRequest)
+        }
+        other => panic!("expected bad_request, got {other:?}"),
+    }
+
+    sender.send(9, ch, "live").await;
+    match high.next().await.unwrap() {
+        ServerEvent::Message(m) => assert_eq!((m.seq, m.body.as_str()), (4, "live")),
+        other => panic!("expected the live message, got {other:?}"),
+    }
+    let rest = low.drain_for(Duration::from_millis(300)).await;
+    assert!(
+        !rest.iter().any(|e| matches!(e, ServerEvent::Message(_))),
+        "nothing replayed or delivered to the refused resume: {rest:?}"
+    );
+    node.stop().await;
+}
+crate::both_phases!(resume_values_out_of_range);

@@ -3,9 +3,13 @@
 
 mod admin;
 mod basic;
+mod bursts;
 mod cluster;
 mod delivery;
 mod features;
+mod heartbeat;
+mod hot_channel;
+mod leaving;
 mod outage;
 mod refusals;
 mod storage;
