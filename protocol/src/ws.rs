@@ -540,6 +540,10 @@ pub mod close {
     pub const UNSUPPORTED_VERSION: u16 = 4011;
     /// The session's token was revoked (log out).
     pub const LOGGED_OUT: u16 = 4012;
+    /// The node could not finish subscribing (storage failed after the seqs were
+    /// announced, so it cannot replay what the client would miss): reconnect and resume
+    /// from the last seq received. Nothing after a gap was written.
+    pub const TRY_AGAIN: u16 = 4013;
 }
 
 #[cfg(test)]

@@ -97,6 +97,10 @@ pub struct Args {
     /// Postgres pool size.
     #[arg(long, default_value_t = 16)]
     pub db_pool_size: u32,
+    /// Longest wait for a Postgres pool connection, ms; a storage call that waits longer
+    /// fails with `unavailable` instead of queueing behind a starved pool.
+    #[arg(long, default_value_t = 5_000)]
+    pub db_acquire_timeout_ms: u64,
     /// Chat feature flags (uploads, presence).
     #[command(flatten)]
     pub features: crate::features::FeatureArgs,
@@ -112,6 +116,7 @@ impl Args {
         c.cluster_id = self.cluster_id.clone();
         c.presence_ttl = Duration::from_millis(self.presence_ttl_ms);
         c.db_pool_size = self.db_pool_size;
+        c.db_acquire_timeout = Duration::from_millis(self.db_acquire_timeout_ms);
         c.argon2 = Argon2Cost {
             memory_kib: self.argon2_memory_kib,
             iterations: self.argon2_iterations,

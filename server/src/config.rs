@@ -81,6 +81,8 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Most Postgres connections in the pool.
     pub db_pool_size: u32,
+    /// Longest wait for a pool connection before a storage call fails (`unavailable`).
+    pub db_acquire_timeout: Duration,
     /// Secret enabling `/api/v1/admin/*`; `None` disables it (404).
     pub admin_secret: Option<String>,
     /// Password hashing cost.
@@ -117,6 +119,7 @@ impl Config {
             phase,
             database_url: None,
             db_pool_size: 16,
+            db_acquire_timeout: Duration::from_secs(5),
             admin_secret: None,
             argon2: Argon2Cost::default(),
             limits: Limits::default(),
@@ -185,7 +188,11 @@ impl Config {
         {
             return bad("argon2 cost out of range");
         }
-        if self.heartbeat.is_zero() || self.auth_timeout.is_zero() || self.write_timeout.is_zero() {
+        if self.heartbeat.is_zero()
+            || self.auth_timeout.is_zero()
+            || self.write_timeout.is_zero()
+            || self.db_acquire_timeout.is_zero()
+        {
             return bad("timeouts must be positive");
         }
         if self.db_pool_size == 0 || self.ws_read_buffer < 256 {

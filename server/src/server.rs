@@ -32,7 +32,8 @@ async fn open_storage(config: &Config) -> Result<Arc<dyn Storage>, Error> {
                 .database_url
                 .as_deref()
                 .ok_or_else(|| Error::Config("this phase needs a database URL".into()))?;
-            let pg = PgStorage::connect(url, config.db_pool_size).await?;
+            let pg =
+                PgStorage::connect(url, config.db_pool_size, config.db_acquire_timeout).await?;
             Ok(Arc::new(pg))
         }
     }

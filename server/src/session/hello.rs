@@ -26,6 +26,21 @@ use crate::refusal::Refusal;
 
 /// Messages read from storage per page while replaying a resume.
 const REPLAY_PAGE: u32 = 500;
+/// Attempts of each storage read after the announcement before the session is closed
+/// with 4013 (the client then resumes elsewhere or later).
+const READ_ATTEMPTS: u32 = 3;
+/// Pause before the second attempt (doubled before the third).
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Why [`Session::attach`] failed.
+#[derive(Debug)]
+pub(super) struct AttachError {
+    /// The storage failure.
+    pub(super) storage: StorageError,
+    /// Whether the seqs were already announced: then the session must close with 4013,
+    /// after its `unavailable` error.
+    pub(super) announced: bool,
+}
 
 impl Session {
     /// `hello`: authenticate, subscribe (every readable channel with `subscribe_all`,
@@ -125,7 +140,10 @@ impl Session {
             })
             .await;
         if let Err(e) = result {
-            self.refuse(None, Refusal::from(&e)).await;
+            // No `ready`, or a `ready` whose replay could not be read: the client
+            // reconnects and resumes (4013).
+            self.refuse(None, Refusal::from(&e.storage)).await;
+            return Err(close::TRY_AGAIN);
         }
         // Events for the user (presence) start after `ready` is queued, so none precedes it.
         node.hub.register_user(user.id, self.id, &self.sub);
@@ -153,28 +171,22 @@ impl Session {
 
     /// Subscribe to `channels` and queue `announce(latest seqs)` followed by the replay of
     /// every resumed channel (see the module doc for why this order has no gap).
+    ///
+    /// A storage failure before the announcement refuses the whole attach (nothing was
+    /// promised). After it, the reads are retried ([`READ_ATTEMPTS`]); if they still fail,
+    /// the caller must close the session with 4013 ([`AttachError::announced`]): the held
+    /// live messages are then never written, so the client, which resumes from its last
+    /// seq, sees no gap.
     pub(super) async fn attach(
         &mut self,
         channels: &[ChannelId],
         resume: &BTreeMap<ChannelId, Seq>,
         announce: impl FnOnce(BTreeMap<ChannelId, Seq>) -> ServerEvent,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), AttachError> {
         let node = self.node.clone();
         // One Hold and one Replay item whatever the number of channels, so a large
         // subscription never looks like a full queue.
         self.queue(Outbound::Hold(channels.into())).await;
-        let release = |floors: &BTreeMap<ChannelId, Seq>| -> Outbound {
-            Outbound::Replay(
-                channels
-                    .iter()
-                    .map(|&channel| Replay {
-                        channel,
-                        floor: floors.get(&channel).copied().unwrap_or(0),
-                        frames: Vec::new(),
-                    })
-                    .collect(),
-            )
-        };
         // The announcement is queued before the hub subscription, so no event of these
         // channels (typing, reactions, edits...) can reach the client before it; messages
         // committed between the two seq reads are replayed from storage below.
@@ -182,20 +194,57 @@ impl Session {
             Ok(s) => s.into_iter().collect(),
             Err(e) => {
                 // Release the holds so the session stays usable.
-                self.queue(release(&BTreeMap::new())).await;
-                return Err(e);
+                self.queue(Outbound::Replay(
+                    channels
+                        .iter()
+                        .map(|&channel| Replay {
+                            channel,
+                            floor: 0,
+                            frames: Vec::new(),
+                        })
+                        .collect(),
+                ))
+                .await;
+                return Err(AttachError {
+                    storage: e,
+                    announced: false,
+                });
             }
         };
+        // A baseline for the cluster sequencer before the hub delivers to this session: a
+        // bus message that overtook its predecessor must open a gap (filled or waited
+        // for), not become the channel's baseline and make the predecessor a duplicate.
+        for (&channel, &seq) in &announced {
+            node.hub.note_seq(channel, seq);
+        }
         self.event(&announce(announced.clone())).await;
         node.hub.subscribe(self.id, &self.sub, channels);
         self.subscribed.extend(channels.iter().copied());
-        let seqs = match node.storage.last_seqs(channels).await {
-            Ok(s) => s,
-            Err(e) => {
-                self.queue(release(&announced)).await;
-                return Err(e);
+        match self.read_replays(channels, resume, &announced).await {
+            Ok(replays) => {
+                self.queue(Outbound::Replay(replays.into())).await;
+                Ok(())
             }
-        };
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot replay a subscription; closing the session (4013)");
+                Err(AttachError {
+                    storage: e,
+                    announced: true,
+                })
+            }
+        }
+    }
+
+    /// The second seq read and every channel's replay (messages after the client's seq,
+    /// or after the announced one), each read retried on a storage failure.
+    async fn read_replays(
+        &self,
+        channels: &[ChannelId],
+        resume: &BTreeMap<ChannelId, Seq>,
+        announced: &BTreeMap<ChannelId, Seq>,
+    ) -> Result<Vec<Replay>, StorageError> {
+        let node = &self.node;
+        let seqs = retried(|| node.storage.last_seqs(channels)).await?;
         let seqs: BTreeMap<ChannelId, Seq> = seqs.into_iter().collect();
         for (&channel, &seq) in &seqs {
             node.hub.note_seq(channel, seq);
@@ -211,7 +260,7 @@ impl Session {
                 None => announced.get(&channel).copied().unwrap_or(0),
             };
             let frames = if latest > from {
-                self.replay_frames(channel, from, latest).await
+                self.replay_frames(channel, from, latest).await?
             } else {
                 Vec::new()
             };
@@ -222,8 +271,7 @@ impl Session {
                 frames,
             });
         }
-        self.queue(Outbound::Replay(replays.into())).await;
-        Ok(())
+        Ok(replays)
     }
 
     /// Serialized stored messages of `channel` with seq in (from, upto].
@@ -232,22 +280,16 @@ impl Session {
         channel: ChannelId,
         from: Seq,
         upto: Seq,
-    ) -> Vec<(Seq, Utf8Bytes)> {
+    ) -> Result<Vec<(Seq, Utf8Bytes)>, StorageError> {
         let mut frames = Vec::new();
         let mut after = from;
         while after < upto {
-            let page = match self
-                .node
-                .storage
-                .messages(channel, Some(upto + 1), Some(after), REPLAY_PAGE)
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    self.refuse(None, Refusal::from(&e)).await;
-                    break;
-                }
-            };
+            let page = retried(|| {
+                self.node
+                    .storage
+                    .messages(channel, Some(upto + 1), Some(after), REPLAY_PAGE)
+            })
+            .await?;
             let Some(last) = page.last() else { break };
             after = last.seq;
             for m in page {
@@ -257,6 +299,29 @@ impl Session {
                 }
             }
         }
-        frames
+        Ok(frames)
+    }
+}
+
+/// Run a storage read, retrying a failure up to [`READ_ATTEMPTS`] times in all with a
+/// short pause (a pool that timed out once under a connect storm usually has a
+/// connection a moment later).
+async fn retried<T, F, Fut>(mut read: F) -> Result<T, StorageError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StorageError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match read().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt >= READ_ATTEMPTS || !matches!(e, StorageError::Database(_)) => {
+                return Err(e);
+            }
+            Err(_) => {
+                tokio::time::sleep(RETRY_PAUSE * attempt).await;
+                attempt += 1;
+            }
+        }
     }
 }

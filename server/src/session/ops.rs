@@ -245,7 +245,12 @@ impl Session {
             })
             .await;
         if let Err(e) = result {
-            self.refuse(req_id, Refusal::from(&e)).await;
+            self.refuse(req_id, Refusal::from(&e.storage)).await;
+            if e.announced {
+                // `subscribed` went out but its replay could not be read: the client
+                // resumes from its last seq after reconnecting (no gap written).
+                self.sub.shared.kick(close::TRY_AGAIN);
+            }
         }
     }
 

@@ -267,6 +267,7 @@ fn close_reason(code: u16) -> &'static str {
         close::PROTOCOL_ERROR => "protocol error",
         close::UNSUPPORTED_VERSION => "unsupported protocol version",
         close::LOGGED_OUT => "logged out",
+        close::TRY_AGAIN => "storage unavailable; reconnect and resume",
         _ => "",
     }
 }

@@ -185,15 +185,24 @@ fn metric(page: &str, name: &str) -> f64 {
 
 /// Three nodes of one phase sharing a fresh database and a unique Redis prefix; node i
 /// reaches Redis through relay i.
-struct Cluster {
+pub(crate) struct Cluster {
     nodes: Vec<Member>,
     relays: Vec<Relay>,
     cluster_id: String,
-    db: TestDb,
+    pub(crate) db: TestDb,
 }
 
 impl Cluster {
     async fn start(phase: Phase, n: usize) -> Cluster {
+        Self::start_with(phase, n, |_| {}).await
+    }
+
+    /// [`start`](Self::start) with every node's config adjusted by `adjust`.
+    pub(crate) async fn start_with(
+        phase: Phase,
+        n: usize,
+        adjust: impl Fn(&mut Config),
+    ) -> Cluster {
         let db = TestDb::new().await;
         let cluster_id = format!("test-{}-{:016x}", std::process::id(), rand::random::<u64>());
         let mut relays = Vec::new();
@@ -206,6 +215,7 @@ impl Cluster {
             config.redis_url = Some(relay.url());
             config.cluster_id = Some(cluster_id.clone());
             config.presence_ttl = Duration::from_millis(900);
+            adjust(&mut config);
             nodes.push(Member::start(config).await);
             relays.push(relay);
         }
@@ -217,7 +227,7 @@ impl Cluster {
         }
     }
 
-    fn node(&self, i: usize) -> &Node {
+    pub(crate) fn node(&self, i: usize) -> &Node {
         &self.nodes[i].node
     }
 
@@ -247,7 +257,7 @@ impl Cluster {
             .unwrap()
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let mut redis = self.redis().await;
         for m in self.nodes {
             if m.thread.is_some() {

@@ -8,6 +8,7 @@ mod cluster;
 mod delivery;
 mod features;
 mod heartbeat;
+mod hot_channel;
 mod outage;
 mod refusals;
 mod storage;

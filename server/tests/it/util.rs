@@ -367,7 +367,7 @@ impl TestDb {
 
     /// Migrated storage on this database.
     pub async fn storage(&self) -> flowline_server::storage::PgStorage {
-        flowline_server::storage::PgStorage::connect(&self.url, 8)
+        flowline_server::storage::PgStorage::connect(&self.url, 8, Duration::from_secs(5))
             .await
             .unwrap()
     }
