@@ -4,10 +4,16 @@
 //!
 //! The rules themselves live in storage ([`crate::storage::Spaces::can_read`]); this module
 //! turns them into answers ([`Refusal`]s) and remembers what a caller was already allowed
-//! ([`Access`]), so a session does not ask storage again for every op.
+//! ([`Access`]), so a session does not ask storage again for every op. What it remembers
+//! is dropped when its user leaves a space through this node ([`Membership::left`]) and
+//! re-checked after [`RECHECK`] (a leave through another node of a cluster), so a session
+//! opened before its user left cannot keep posting.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
 
 use flowline_protocol::api::Space;
 use flowline_protocol::ws::ErrorCode;
@@ -16,13 +22,20 @@ use flowline_protocol::{ChannelId, SpaceId, UserId};
 use crate::refusal::Refusal;
 use crate::storage::{self, Storage};
 
-/// A caller and the channels they have been found to read. A WebSocket session keeps one
-/// for its lifetime (access is re-checked when it reconnects).
+/// How long a remembered "may read this channel" holds before [`Membership::authorize`]
+/// asks storage again: the longest a session on one node keeps posting after its user
+/// left the space through another node.
+pub const RECHECK: Duration = Duration::from_secs(1);
+
+/// A caller and the channels they have been found to read, each with when it was found.
+/// A WebSocket session keeps one for its lifetime.
 #[derive(Debug, Default)]
 pub struct Access {
     /// The caller.
     pub user: UserId,
-    readable: HashSet<ChannelId>,
+    readable: HashMap<ChannelId, Instant>,
+    /// The user's leave count on this node when `readable` was last emptied.
+    leaves_seen: u64,
 }
 
 impl Access {
@@ -30,40 +43,63 @@ impl Access {
     pub fn new(user: UserId) -> Self {
         Self {
             user,
-            readable: HashSet::new(),
+            readable: HashMap::new(),
+            leaves_seen: 0,
         }
     }
 
     /// Remember channels found readable elsewhere (e.g. every channel of `hello`).
     pub fn allow(&mut self, channels: impl IntoIterator<Item = ChannelId>) {
-        self.readable.extend(channels);
+        let now = Instant::now();
+        self.readable.extend(channels.into_iter().map(|c| (c, now)));
     }
 
-    /// Is `channel` known to be readable?
+    /// Is `channel` known to be readable (found so within [`RECHECK`])?
     pub fn allows(&self, channel: ChannelId) -> bool {
-        self.readable.contains(&channel)
+        self.readable
+            .get(&channel)
+            .is_some_and(|at| at.elapsed() < RECHECK)
     }
 }
 
 /// Membership checks over the node's storage.
 pub struct Membership {
     storage: Arc<dyn Storage>,
+    /// Per user, how many times they left a space through this node.
+    leaves: DashMap<UserId, u64>,
 }
 
 impl Membership {
     /// Checks answered by `storage`.
     pub fn new(storage: Arc<dyn Storage>) -> Self {
-        Self { storage }
+        Self {
+            storage,
+            leaves: DashMap::new(),
+        }
+    }
+
+    /// `user` left a space (stored): every session's remembered access of theirs on this
+    /// node is dropped before its next op.
+    pub fn left(&self, user: UserId) {
+        *self.leaves.entry(user).or_insert(0) += 1;
     }
 
     /// May the caller read (subscribe to, post in) `channel`? `not_found` if it does not
     /// exist, `forbidden` if they are not a member, `unavailable` if storage failed.
+    /// Answered from `access` unless the user left a space through this node since, or
+    /// it was found more than [`RECHECK`] ago.
     pub async fn authorize(&self, access: &mut Access, channel: ChannelId) -> Result<(), Refusal> {
+        let leaves = self.leaves.get(&access.user).map_or(0, |n| *n);
+        if leaves != access.leaves_seen {
+            access.readable.clear();
+            access.leaves_seen = leaves;
+        }
         if access.allows(channel) {
             return Ok(());
         }
+        access.readable.remove(&channel);
         self.check_channel(access.user, channel).await?;
-        access.readable.insert(channel);
+        access.readable.insert(channel, Instant::now());
         Ok(())
     }
 

@@ -88,6 +88,9 @@ pub(super) async fn space_leave(
         ));
     }
     node.storage.leave_space(id, caller.user.id).await?;
+    // Sessions of the caller on this node stop posting now (on other nodes: within
+    // `membership::RECHECK`).
+    node.membership.left(caller.user.id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -9,6 +9,7 @@ mod delivery;
 mod features;
 mod heartbeat;
 mod hot_channel;
+mod leaving;
 mod outage;
 mod refusals;
 mod storage;
