@@ -17,7 +17,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use flowline_loadgen::scenario::Phase;
 
-use crate::run::{RunOptions, create_run_dir, load_scenario};
+use crate::preflight::load_scenario;
+use crate::run::{RunOptions, create_run_dir};
 
 /// What became of one phase.
 #[derive(Debug)]
