@@ -85,8 +85,15 @@ fn offenders(s: &Summary, kind: Anomaly) -> Vec<(i64, i64, u32)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_frame_fault_on_a_real_node_is_named_exactly() {
-    let faults = [Fault::Drop, Fault::Duplicate, Fault::Delay, Fault::Rewrite];
-    let (s, proxies) = run_through(small_scenario(160, 23), faults.len(), |i, up, tokens| {
+    let faults = [
+        Fault::Drop,
+        Fault::Duplicate,
+        Fault::Delay,
+        Fault::Rewrite,
+        Fault::ReplyFirst,
+        Fault::EditLost,
+    ];
+    let (s, proxies) = run_through(small_scenario(180, 23), faults.len(), |i, up, tokens| {
         faulty_proxy::start(up, faults[i], 40, tokens)
     })
     .await;
@@ -102,6 +109,14 @@ async fn each_frame_fault_on_a_real_node_is_named_exactly() {
                 Anomaly::Nonmonotonic
             }
             Fault::Rewrite => Anomaly::InconsistentSeq,
+            Fault::ReplyFirst => {
+                assert!(hit.followed, "a reply went first");
+                Anomaly::CausalReply
+            }
+            Fault::EditLost => {
+                assert!(hit.followed, "the edit was delivered");
+                Anomaly::OrphanEdit
+            }
             Fault::ReplayOnResume | Fault::GapOnResume => unreachable!("not in this run"),
         };
         want.insert(kind, (hit.channel, hit.seq, hit.receiver));

@@ -2,7 +2,8 @@
 //! tests: it forwards every frame verbatim both ways except
 //! * one server→client `message` frame, the `k`-th delivery (over the whole proxy) of
 //!   another user's message, which it drops, duplicates, holds back past the next message
-//!   of its channel, or gives a wrong message id ([`Fault`]); or, on the `k`-th resumed
+//!   of its channel (as is, or with that one turned into a reply to it), drops it and
+//!   edits it later, or gives a wrong message id ([`Fault`]); or, on the `k`-th resumed
 //!   connection, replays an old message or drops the first new one; or
 //! * the `k`-th `send` through it ([`SendFault`]): its ack turned into an error, or its
 //!   deliveries dropped everywhere, or its ack swallowed and the sender's socket cut while
@@ -31,6 +32,10 @@ pub enum Fault {
     Delay,
     /// Deliver it with another message id.
     Rewrite,
+    /// Hold it back, and deliver the next message of its channel first as a reply to it.
+    ReplyFirst,
+    /// Drop it, and after the next message of its channel deliver an edit of it.
+    EditLost,
     /// On the `k`-th resumed connection, right after `ready`, deliver again the first
     /// message the user got on its previous connection.
     ReplayOnResume,
@@ -180,6 +185,8 @@ async fn start_with(
                     let mut held: Option<(i64, Message)> = None;
                     let mut hit_here: Option<i64> = None;
                     let mut first_kept = false;
+                    // `Fault::EditLost`: the edit to deliver after the next message.
+                    let mut edit: Option<Message> = None;
                     let mut drop_next = false;
                     while let Some(Ok(m)) = up_rx.next().await {
                         let mut out = vec![m.clone()];
@@ -289,8 +296,24 @@ async fn start_with(
                                     x.followed = true;
                                 }
                                 hit_here = None;
+                                if fault == Some(Fault::ReplyFirst)
+                                    && let Some((_, parent)) = &held
+                                    && let Message::Text(pt) = parent
+                                    && let Ok(pv) = serde_json::from_str::<Value>(pt.as_str())
+                                {
+                                    v["kind"] = Value::from("reply");
+                                    v["reply_to"] = pv["id"].clone();
+                                    out = vec![Message::text(v.to_string())];
+                                    if let Some(x) = h.lock().unwrap().as_mut() {
+                                        // The offender is the reply.
+                                        x.seq = seq;
+                                    }
+                                }
                                 if let Some((_, f)) = held.take() {
                                     out.push(f);
+                                }
+                                if let Some(e) = edit.take() {
+                                    out.push(e);
                                 }
                             }
                             if let Some(r) = receiver
@@ -329,8 +352,17 @@ async fn start_with(
                                 out = match fault {
                                     Fault::Drop => vec![],
                                     Fault::Duplicate => vec![m.clone(), m.clone()],
-                                    Fault::Delay => {
+                                    Fault::Delay | Fault::ReplyFirst => {
                                         held = Some((channel, m.clone()));
+                                        vec![]
+                                    }
+                                    Fault::EditLost => {
+                                        edit = Some(Message::text(
+                                            serde_json::json!({"type": "message_edited",
+                                                "channel": channel, "id": v["id"], "seq": seq,
+                                                "body": "edited", "edited_at": 1})
+                                            .to_string(),
+                                        ));
                                         vec![]
                                     }
                                     Fault::Rewrite => {
