@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use flowline_loadgen::scenario::{Overrides, Scenario};
 
-use crate::run::{RunOptions, ScenarioSource};
+use crate::preflight::ScenarioSource;
+use crate::run::RunOptions;
 
 /// Run a scenario: bring a cluster up, drive it, inject its faults, write the run folder.
 #[derive(Debug, Clone, clap::Args)]
@@ -159,7 +161,13 @@ pub struct ReplayArgs {
 
 /// Entry point of `flowline replay`: the new run's exit status.
 pub async fn replay_main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    crate::replay::replay(args).await
+    let services = crate::services::Options {
+        database_url: args.database_url.filter(|s| !s.is_empty()),
+        redis_url: args.redis_url.filter(|s| !s.is_empty()),
+        allow_local: !args.no_local_services,
+        keep: false,
+    };
+    crate::replay::replay(&args.run, args.out, services).await
 }
 
 /// (Re)write report.html of a run folder from its files.
@@ -174,4 +182,84 @@ pub async fn report_main(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let path = crate::report::write(&args.run)?;
     println!("{}", path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Work with scenario files.
+#[derive(Debug, clap::Args)]
+pub struct ScenarioArgs {
+    #[command(subcommand)]
+    command: ScenarioCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ScenarioCommand {
+    /// Validate scenario files: prints `OK` and a summary, or every problem with its
+    /// line and column. Runs every check `flowline run` makes before it starts anything,
+    /// the topology ones included (every fault must hit a node or link the run will have).
+    /// Exit status 0 when all are valid, 2 otherwise.
+    Check {
+        /// Scenario files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Check as for `flowline run --toxiproxy-url`: the links go on that Toxiproxy
+        /// (client links carry any number of users; faults on an external cluster are
+        /// checked against the Toxiproxy's proxies when the run starts). Nothing is
+        /// contacted.
+        #[arg(long, env = "FLOWLINE_TOXIPROXY_URL")]
+        toxiproxy_url: Option<String>,
+    },
+    /// Print a scenario as it would run (defaults and seed filled in) as TOML.
+    Print {
+        /// Scenario file.
+        file: PathBuf,
+        /// Override the seed.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+}
+
+/// Entry point of `flowline scenario`.
+pub async fn scenario_main(args: ScenarioArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        ScenarioCommand::Check {
+            files,
+            toxiproxy_url,
+        } => {
+            let remote_proxy = toxiproxy_url.is_some_and(|u| !u.is_empty());
+            let mut ok = true;
+            for f in files {
+                match check_file(&f, remote_proxy) {
+                    Ok(summary) => println!("OK {}: {summary}", f.display()),
+                    Err(e) => {
+                        ok = false;
+                        println!("{e}");
+                    }
+                }
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        ScenarioCommand::Print { file, seed } => {
+            let s = Scenario::from_path(&file)?.apply(&Overrides {
+                seed,
+                ..Overrides::default()
+            })?;
+            print!("{}", s.to_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// One file of `flowline scenario check`: its summary, or every problem as one message
+/// (the file's parse and validation errors carry their own name, line and column).
+fn check_file(f: &std::path::Path, remote_proxy: bool) -> Result<String, String> {
+    let s = Scenario::from_path(f).map_err(|e| e.to_string())?;
+    let summary = s.summary();
+    crate::preflight::prepare(s, &Overrides::default())
+        .and_then(|s| crate::preflight::check(&s, remote_proxy))
+        .map_err(|e| format!("{}: {e:#}", f.display()))?;
+    Ok(summary)
 }

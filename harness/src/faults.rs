@@ -16,7 +16,7 @@ use flowline_protocol::announce::Announce;
 use futures_util::future::BoxFuture;
 use serde_json::json;
 
-use crate::run::Node;
+use crate::cluster::Node;
 use crate::supervisor::{Supervisor, wait_announce};
 
 /// How long a restarted node has to announce itself.

@@ -1,16 +1,42 @@
 //! The `flowline` harness: brings a cluster up, runs a scenario against it, injects faults,
-//! and writes the run folder and its report (`flowline run / compare / replay / report`).
+//! and writes the run folder and its report (`flowline run / compare / replay / report`,
+//! `flowline scenario check`).
+//!
+//! | module | what it is for |
+//! |---|---|
+//! | [`cli`] | flags and entry points of the harness's subcommands |
+//! | [`run`] | **the run story**: check, start, drive, tear down (start reading here) |
+//! | [`phases`] | `flowline run --phases`: one scenario over several phases, then compared |
+//! | [`preflight`] | reading the scenario and every check made before anything starts |
+//! | [`topology`] | the names of a run's nodes and links, built once; fault-target checks |
+//! | [`links`] | the run's chaos links (embedded proxy or Toxiproxy) and URL rewriting |
+//! | [`cluster`], [`generic_target`] | starting the system under test: reference cluster or a WebSocket service |
+//! | [`workers`] | the loadgen worker processes (lines go to `flowline_loadgen::collect`) |
+//! | [`metrics_targets`] | the run's Prometheus endpoints (metrics-targets.json) |
+//! | [`faults`] | the scenario's fault schedule wired to the run's links and nodes |
+//! | [`revision`] | which Flowline made a run (summary.json `meta.revision`) |
+//! | [`services`] | Postgres/Redis for a run: given, throwaway, or refused |
+//! | [`supervisor`], [`child`] | every child process of a run, and how it dies with us |
+//! | [`runfolder`], [`report`], [`svg`] | reading a run folder; report.html and its charts |
+//! | [`compare`], [`replay`] | `flowline compare` and `flowline replay` |
 
 pub mod child;
 pub mod cli;
+pub mod cluster;
 pub mod compare;
 pub mod faults;
-/// `flowline run --phases`: one scenario over several phases with one seed, then compared.
+pub mod generic_target;
+pub mod links;
+pub mod metrics_targets;
 pub mod phases;
+pub mod preflight;
 pub mod replay;
 pub mod report;
+pub mod revision;
 pub mod run;
 pub mod runfolder;
 pub mod services;
 pub mod supervisor;
 pub mod svg;
+pub mod topology;
+pub mod workers;

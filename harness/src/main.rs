@@ -22,7 +22,7 @@ enum Command {
     /// Run a share of a scenario's simulated users (one worker process).
     Loadgen(flowline_loadgen::cli::Args),
     /// Work with scenario files (check them).
-    Scenario(flowline_loadgen::cli::ScenarioArgs),
+    Scenario(flowline_harness::cli::ScenarioArgs),
     /// Fault injection: a Toxiproxy-compatible proxy and fault schedules.
     Chaos(flowline_chaos::cli::Args),
     /// Run a scenario: start a cluster, drive it, inject faults, write a run folder and
@@ -90,7 +90,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Server(args) => flowline_server::cli::main(args).await,
             Command::Loadgen(args) => flowline_loadgen::cli::main(args).await,
-            Command::Scenario(args) => flowline_loadgen::cli::scenario_main(args).await,
+            Command::Scenario(args) => flowline_harness::cli::scenario_main(args).await,
             Command::Chaos(args) => flowline_chaos::cli::main(args).await,
             Command::Run(args) => flowline_harness::cli::run_main(args).await,
             Command::Compare(args) => flowline_harness::cli::compare_main(args).await,

@@ -7,7 +7,7 @@
 //!   ─▶ for each phase in order: `flowline run` into <parent>/<phase>/ (same seed, users,
 //!      flags; only the phase differs)
 //!   ─▶ compare of the runs carried out ─▶ <parent>/compare.html + the table
-//!   ─▶ one line per phase (PASS / FAIL / not carried out) and the exit status:
+//!   ─▶ one line per phase (PASSED / FAILED / not carried out) and the exit status:
 //!      2 if a phase could not be carried out, else 1 if a phase failed a threshold, else 0
 //! ```
 
@@ -17,7 +17,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use flowline_loadgen::scenario::Phase;
 
-use crate::run::{RunOptions, create_run_dir, load_scenario};
+use crate::preflight::load_scenario;
+use crate::run::{RunOptions, create_run_dir};
 
 /// What became of one phase.
 #[derive(Debug)]
@@ -124,8 +125,8 @@ pub async fn run_phases(base: RunOptions, phases: &[Phase]) -> anyhow::Result<Ex
     );
     for (phase, r) in &results {
         let line = match r {
-            PhaseResult::Passed(d) => format!("PASS  {}", d.display()),
-            PhaseResult::Failed(d) => format!("FAIL  {} (a threshold failed)", d.display()),
+            PhaseResult::Passed(d) => format!("PASSED  {}", d.display()),
+            PhaseResult::Failed(d) => format!("FAILED  {} (a threshold failed)", d.display()),
             PhaseResult::NotCarriedOut(e) => format!("not carried out: {e}"),
         };
         eprintln!("  {:<9} {line}", phase.as_str());

@@ -2,29 +2,33 @@
 //! included, so the same users, channels, traffic and fault times) and say what differs.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use flowline_loadgen::scenario::Overrides;
 
-use crate::cli::ReplayArgs;
-use crate::run::{RunOptions, ScenarioSource};
+use crate::preflight::ScenarioSource;
+use crate::run::RunOptions;
 use crate::runfolder::RunFolder;
 
-/// Entry point: replays, prints the differences, returns the new run's exit status.
-pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let original = RunFolder::load(&args.run)?;
+/// Replays run folder `run` (into `out`, default: beside it) with Postgres/Redis found as
+/// `services` says, prints the differences, returns the new run's exit status.
+pub async fn replay(
+    run: &Path,
+    out: Option<PathBuf>,
+    services: crate::services::Options,
+) -> anyhow::Result<ExitCode> {
+    let original = RunFolder::load(run)?;
     let text = original.scenario_toml.clone().with_context(|| {
         format!(
             "{} has no scenario.toml: it cannot be replayed",
-            args.run.display()
+            run.display()
         )
     })?;
-    let out = match &args.out {
-        Some(o) => o.clone(),
-        None => args
-            .run
+    let out = match out {
+        Some(o) => o,
+        None => run
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
@@ -32,18 +36,13 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     eprintln!(
         "flowline: replaying {} (same scenario and seed)",
-        args.run.display()
+        run.display()
     );
     let opts = RunOptions {
-        scenario: ScenarioSource::Text(args.run.join("scenario.toml").display().to_string(), text),
+        scenario: ScenarioSource::Text(run.join("scenario.toml").display().to_string(), text),
         out,
         overrides: Overrides::default(),
-        services: crate::services::Options {
-            database_url: args.database_url.clone().filter(|s| !s.is_empty()),
-            redis_url: args.redis_url.clone().filter(|s| !s.is_empty()),
-            allow_local: !args.no_local_services,
-            keep: false,
-        },
+        services,
         workers: None,
         toxiproxy_url: None,
         metrics_host: None,

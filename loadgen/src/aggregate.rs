@@ -40,6 +40,12 @@ pub struct RunMeta {
     /// Free notes (e.g. "node2 was killed at 20s").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Source revision of the harness that ran it (`git describe`), when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Flowline version of the harness that ran it, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flowline_version: Option<String>,
 }
 
 /// The run's result, written as `summary.json`.
@@ -91,6 +97,21 @@ pub struct Summary {
     /// Reasons the run is incomplete, if any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// What each node process the harness started cost, read at the end of the run (a
+    /// node restarted by a fault counts from its restart).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes_cost: Vec<NodeCost>,
+}
+
+/// What one node process cost over the run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeCost {
+    /// `node<i>`.
+    pub node: String,
+    /// CPU seconds (user + system).
+    pub cpu_s: f64,
+    /// Peak resident set size, KiB.
+    pub peak_rss_kib: u64,
 }
 
 /// The generator's own cost over the whole run, summed over worker processes.
@@ -338,14 +359,20 @@ impl Aggregator {
     /// Check correctness, evaluate thresholds and write the run folder's files.
     pub fn finish(&self, run_dir: &Path, meta: RunMeta) -> Result<Summary> {
         let summary = self.summarize(meta);
+        self.write(run_dir, &summary)?;
+        Ok(summary)
+    }
+
+    /// Write the run folder's files: `summary` (the one writer of summary.json; whatever
+    /// it holds is in the typed [`Summary`] first), histograms.hlog and timeline.csv.
+    pub fn write(&self, run_dir: &Path, summary: &Summary) -> Result<()> {
         std::fs::create_dir_all(run_dir)
             .map_err(|e| LoadgenError::io(format!("creating {}", run_dir.display()), e))?;
         let json =
-            serde_json::to_vec_pretty(&summary).map_err(|e| LoadgenError::json("summary", e))?;
+            serde_json::to_vec_pretty(summary).map_err(|e| LoadgenError::json("summary", e))?;
         write_file(&run_dir.join("summary.json"), &json)?;
         write_file(&run_dir.join("histograms.hlog"), &self.hlog()?)?;
-        write_file(&run_dir.join("timeline.csv"), self.timeline().as_bytes())?;
-        Ok(summary)
+        write_file(&run_dir.join("timeline.csv"), self.timeline().as_bytes())
     }
 
     /// The summary without writing anything.
@@ -562,6 +589,7 @@ impl Aggregator {
             correctness,
             thresholds,
             problems,
+            nodes_cost: Vec::new(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! `flowline loadgen` and `flowline scenario`: flags and entry points.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::{Aggregator, RunMeta};
+use crate::collect;
 use crate::metrics::WorkerMetrics;
 use crate::plan::{self, Plan, Shard};
 use crate::scenario::{Overrides, Scenario};
@@ -217,6 +218,7 @@ async fn standalone(
         phase: scenario.cluster.phase.as_str().to_string(),
         nodes: http.len() as u32,
         notes: vec!["standalone loadgen against an external cluster".into()],
+        ..RunMeta::default()
     };
     run_and_report(
         plan, targets, &out, meta, scenario, shard, threads, start_at, cancel, metrics,
@@ -277,6 +279,7 @@ async fn standalone_generic(
         phase: "external".into(),
         nodes: targets.len() as u32,
         notes: vec!["standalone loadgen against a generic WebSocket service".into()],
+        ..RunMeta::default()
     };
     run_and_report(
         plan, targets, &out, meta, scenario, shard, threads, start_at, cancel, metrics,
@@ -316,110 +319,23 @@ async fn run_and_report(
         out: Some(out.to_path_buf()),
     };
     let mut agg = Aggregator::new(&scenario, 1);
-    let tty = std::io::stderr().is_terminal();
-    let mut bad_line = None;
-    worker::run(cfg, cancel, |line| {
-        if let Err(e) = agg.ingest(0, line) {
-            bad_line.get_or_insert(e);
-        }
-        if line.contains("\"type\":\"tick\"") {
-            let p = agg.progress();
-            if tty {
-                eprint!("\r{p}");
-            } else {
-                eprintln!("{p}");
-            }
-        }
-    })
-    .await?;
-    if tty {
-        eprintln!();
-    }
-    if let Some(e) = bad_line {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    // The worker runs here, its lines go through the same loop as `flowline run`'s
+    // worker processes' (the channel closes when it returns and drops its sender).
+    let work = worker::run(cfg, cancel, move |line| {
+        let _ = tx.send((0, line.to_string()));
+    });
+    let follow = collect::collect(&mut agg, rx, |_, _| false, None, || async {});
+    let (worked, collected) = tokio::join!(work, follow);
+    worked?;
+    if let Some(e) = collected.first_bad {
         return Err(e).context("reading the worker's lines");
     }
     let summary = agg.finish(out, meta)?;
-    let c = &summary.correctness;
-    eprintln!(
-        "{}: sent {} acked {} delivered {}; lost {} duplicated {} reordered {} gaps {}; results in {}",
-        if summary.passed { "PASSED" } else { "FAILED" },
-        summary.totals.sent,
-        summary.totals.acked,
-        summary.totals.delivered,
-        c.lost,
-        c.duplicated,
-        c.reordered,
-        c.gaps,
-        out.display()
-    );
-    for t in &summary.thresholds {
-        eprintln!(
-            "  {} {} (actual {})",
-            if t.passed { "ok  " } else { "FAIL" },
-            t.expr,
-            t.actual.map_or("not measured".into(), |v| format!("{v}"))
-        );
-    }
+    collect::print_verdict(&summary, out, |_, v| format!("{v}"));
     Ok(if summary.passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
-}
-
-/// Work with scenario files.
-#[derive(Debug, clap::Args)]
-pub struct ScenarioArgs {
-    #[command(subcommand)]
-    command: ScenarioCommand,
-}
-
-#[derive(Debug, clap::Subcommand)]
-enum ScenarioCommand {
-    /// Validate scenario files: prints `OK` and a summary, or every problem with its
-    /// line and column. Exit status 0 when all are valid, 2 otherwise.
-    Check {
-        /// Scenario files.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
-    /// Print a scenario as it would run (defaults and seed filled in) as TOML.
-    Print {
-        /// Scenario file.
-        file: PathBuf,
-        /// Override the seed.
-        #[arg(long)]
-        seed: Option<u64>,
-    },
-}
-
-/// Entry point of `flowline scenario`.
-pub async fn scenario_main(args: ScenarioArgs) -> anyhow::Result<ExitCode> {
-    match args.command {
-        ScenarioCommand::Check { files } => {
-            let mut ok = true;
-            for f in files {
-                match Scenario::from_path(&f) {
-                    Ok(s) => println!("OK {}: {}", f.display(), s.summary()),
-                    Err(e) => {
-                        ok = false;
-                        println!("{e}");
-                    }
-                }
-            }
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            })
-        }
-        ScenarioCommand::Print { file, seed } => {
-            let s = Scenario::from_path(&file)?.apply(&Overrides {
-                seed,
-                ..Overrides::default()
-            })?;
-            print!("{}", s.to_toml());
-            Ok(ExitCode::SUCCESS)
-        }
-    }
 }

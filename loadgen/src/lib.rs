@@ -24,12 +24,14 @@
 //! | [`receipts`] | what a recipient received, compacted into seq ranges |
 //! | [`checker`] | did every acked message reach everyone due it (chat, generic); every named anomaly (chat) |
 //! | [`aggregate`], [`threshold`] | workers' lines → summary.json, hlog, timeline; thresholds |
+//! | [`collect`] | the loop workers' lines → aggregator → progress → verdict (run and standalone) |
 //! | [`metrics`] | a worker's Prometheus endpoint |
 //! | [`resources`], [`upload`], [`error`], [`cli`] | process cost, uploads, errors, flags |
 
 pub mod aggregate;
 pub mod checker;
 pub mod cli;
+pub mod collect;
 pub mod error;
 pub mod generic;
 pub mod histogram;

@@ -125,6 +125,10 @@ pub enum ClientOp {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         custom: Option<String>,
     },
+    /// Ask for the presence of users sharing a space with the caller (at most
+    /// [`MAX_PRESENCE_QUERY`]): how clients of large spaces, which get no pushed presence,
+    /// learn it. Answered by `presence_list`.
+    GetPresence { req_id: u64, users: Vec<UserId> },
     /// Fetch stored messages of a channel by seq range.
     History {
         req_id: u64,
@@ -458,8 +462,14 @@ pub enum ServerEvent {
         user_id: UserId,
         expires_ms: u64,
     },
-    /// A user's presence changed (to members of the spaces they share).
+    /// A user's presence changed (to members of the small spaces they share).
     Presence(Presence),
+    /// Answer to `get_presence`: those of the asked users (sharing a space with the
+    /// caller) who are not offline.
+    PresenceList {
+        req_id: u64,
+        presence: Vec<Presence>,
+    },
     /// A request failed; the session stays open unless a close frame follows.
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -517,6 +527,9 @@ pub enum ErrorCode {
     /// An upload is larger than the node's limit (HTTP 413).
     TooLarge,
 }
+
+/// Most users one `get_presence` may ask about.
+pub const MAX_PRESENCE_QUERY: usize = 1000;
 
 /// WebSocket close codes used by the node (4000–4999 is the range reserved for
 /// applications by RFC 6455).

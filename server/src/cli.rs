@@ -94,9 +94,14 @@ pub struct Args {
     /// Time given to sessions to close on shutdown, ms.
     #[arg(long, default_value_t = 5_000)]
     pub drain_timeout_ms: u64,
-    /// Postgres pool size.
+    /// Postgres connections for everything but message appends (sign-in, subscribe and
+    /// resume reads, history, presence, bus gap fills, HTTP).
     #[arg(long, default_value_t = 16)]
     pub db_pool_size: u32,
+    /// Postgres connections reserved for message appends: a send never waits behind the
+    /// other pool's work (a connect storm) for a connection.
+    #[arg(long, default_value_t = 8)]
+    pub db_send_pool_size: u32,
     /// Longest wait for a Postgres pool connection, ms; a storage call that waits longer
     /// fails with `unavailable` instead of queueing behind a starved pool.
     #[arg(long, default_value_t = 5_000)]
@@ -116,6 +121,7 @@ impl Args {
         c.cluster_id = self.cluster_id.clone();
         c.presence_ttl = Duration::from_millis(self.presence_ttl_ms);
         c.db_pool_size = self.db_pool_size;
+        c.db_send_pool_size = self.db_send_pool_size;
         c.db_acquire_timeout = Duration::from_millis(self.db_acquire_timeout_ms);
         c.argon2 = Argon2Cost {
             memory_kib: self.argon2_memory_kib,

@@ -79,8 +79,12 @@ pub struct Config {
     pub phase: Phase,
     /// Postgres URL (required for every phase but `single`).
     pub database_url: Option<String>,
-    /// Most Postgres connections in the pool.
+    /// Most Postgres connections of the pool for everything but message appends
+    /// (sign-in, subscribe/resume reads, history, presence, gap fills, HTTP).
     pub db_pool_size: u32,
+    /// Most Postgres connections of the pool reserved for message appends, so a send never
+    /// waits behind the other work for a connection.
+    pub db_send_pool_size: u32,
     /// Longest wait for a pool connection before a storage call fails (`unavailable`).
     pub db_acquire_timeout: Duration,
     /// Secret enabling `/api/v1/admin/*`; `None` disables it (404).
@@ -119,6 +123,7 @@ impl Config {
             phase,
             database_url: None,
             db_pool_size: 16,
+            db_send_pool_size: 8,
             db_acquire_timeout: Duration::from_secs(5),
             admin_secret: None,
             argon2: Argon2Cost::default(),
@@ -195,7 +200,7 @@ impl Config {
         {
             return bad("timeouts must be positive");
         }
-        if self.db_pool_size == 0 || self.ws_read_buffer < 256 {
+        if self.db_pool_size == 0 || self.db_send_pool_size == 0 || self.ws_read_buffer < 256 {
             return bad("pool size or read buffer out of range");
         }
         if let Err(m) = self.features.validate() {

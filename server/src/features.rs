@@ -18,6 +18,10 @@ pub struct Features {
     pub presence_grace: Duration,
     /// An online user with no activity for this long turns idle.
     pub idle_after: Duration,
+    /// Spaces with more members than this are "large": presence changes are not pushed
+    /// to their members and `ready.presence` leaves them out; clients ask with
+    /// `get_presence` (Discord's `large_threshold`). Bounds a connect's presence work.
+    pub presence_max_space: usize,
     /// At most one `typing` is forwarded per user per channel per this interval.
     pub typing_interval: Duration,
     /// How long clients show a typing indicator (`expires_ms` of the event).
@@ -39,6 +43,7 @@ impl Default for Features {
                 .collect(),
             presence_grace: Duration::from_secs(10),
             idle_after: Duration::from_secs(300),
+            presence_max_space: DEFAULT_PRESENCE_MAX_SPACE,
             typing_interval: Duration::from_secs(3),
             typing_expires: Duration::from_secs(8),
             max_status_chars: 128,
@@ -46,6 +51,11 @@ impl Default for Features {
         }
     }
 }
+
+/// Default [`Features::presence_max_space`]: Discord's largest `large_threshold`. At 250
+/// members one connect pushes at most ~250 presence events per space; at 3,000 (the
+/// hot-channel scenario) a connect storm pushed 3,000 × 3,000 and starved the node.
+pub const DEFAULT_PRESENCE_MAX_SPACE: usize = 250;
 
 /// Content types accepted by default.
 pub const DEFAULT_UPLOAD_TYPES: &[&str] = &[
@@ -131,6 +141,10 @@ pub struct FeatureArgs {
     /// Inactivity after which an online user turns idle, ms.
     #[arg(long, default_value_t = 300_000)]
     pub idle_after_ms: u64,
+    /// Spaces with more members than this get lazy presence: no `presence` events pushed
+    /// to their members and none in `ready.presence`; clients ask with `get_presence`.
+    #[arg(long, default_value_t = DEFAULT_PRESENCE_MAX_SPACE)]
+    pub presence_max_space: usize,
 }
 
 impl FeatureArgs {
@@ -145,6 +159,7 @@ impl FeatureArgs {
             upload_types: self.upload_types.clone(),
             presence_grace: Duration::from_millis(self.presence_grace_ms),
             idle_after: Duration::from_millis(self.idle_after_ms),
+            presence_max_space: self.presence_max_space,
             ..Features::default()
         }
     }

@@ -12,7 +12,8 @@
 //! | state | [`storage`] | the storage contract and its two implementations |
 //! | state | [`hub`] | local fan-out: subscriptions, per-channel order, cluster sequencing |
 //! | state | [`bus`] | the Redis cluster bus; sees the hub through `bus::Inbox`, storage through `Storage` |
-//! | state | `membership` | who may read what; co-members |
+//! | state | `members` | the node's membership cache (who is in which space), forgotten on changes |
+//! | state | `membership` | who may read what; the audience of a user's presence |
 //! | state | `presence` | presence: the per-node state machine and the `Roster` that announces it |
 //! | state | `chat` | the chat actions (send, edit, delete, react, thread, typing), transport-independent |
 //! | state | `sessions`, `node` | the open sessions registry; `Node`, everything above assembled |
@@ -31,6 +32,7 @@ pub mod error;
 pub mod features;
 mod http;
 pub mod hub;
+mod members;
 mod membership;
 pub mod metrics;
 mod node;

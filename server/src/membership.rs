@@ -1,6 +1,7 @@
 //! Who may read what, in one place for the HTTP API and the WebSocket ops: channel access
 //! (reading a channel is also the right to subscribe to and post in it), space membership,
-//! and co-members (who shares a space with a user, the audience of their presence).
+//! and the audience of a user's presence (who shares a small space with them, from the
+//! node's [`MemberCache`]).
 //!
 //! The rules themselves live in storage ([`crate::storage::Spaces::can_read`]); this module
 //! turns them into answers ([`Refusal`]s) and remembers what a caller was already allowed
@@ -9,7 +10,7 @@
 //! re-checked after [`RECHECK`] (a leave through another node of a cluster), so a session
 //! opened before its user left cannot keep posting.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use flowline_protocol::api::Space;
 use flowline_protocol::ws::ErrorCode;
 use flowline_protocol::{ChannelId, SpaceId, UserId};
 
+use crate::members::{MemberCache, MemberChange};
 use crate::refusal::Refusal;
 use crate::storage::{self, Storage};
 
@@ -62,9 +64,10 @@ impl Access {
     }
 }
 
-/// Membership checks over the node's storage.
+/// Membership checks over the node's storage, and the node's [`MemberCache`].
 pub struct Membership {
     storage: Arc<dyn Storage>,
+    cache: MemberCache,
     /// Per user, how many times they left a space through this node.
     leaves: DashMap<UserId, u64>,
 }
@@ -73,9 +76,16 @@ impl Membership {
     /// Checks answered by `storage`.
     pub fn new(storage: Arc<dyn Storage>) -> Self {
         Self {
+            cache: MemberCache::new(storage.clone()),
             storage,
             leaves: DashMap::new(),
         }
+    }
+
+    /// Forget cached membership that `change` may have made stale (this node's own
+    /// changes, and the bus's `membership` envelopes of the others).
+    pub fn forget(&self, change: &MemberChange) {
+        self.cache.forget(change);
     }
 
     /// `user` left a space (stored): every session's remembered access of theirs on this
@@ -149,8 +159,50 @@ impl Membership {
         self.storage.is_space_member(space, user).await
     }
 
-    /// Users sharing at least one space with `user` (`user` included if in any space).
-    pub async fn co_members(&self, user: UserId) -> storage::Result<Vec<UserId>> {
-        self.storage.co_members(user).await
+    /// Who is told about `user`'s presence: the members of each of `user`'s spaces that
+    /// have at most `max_space` members (`user` included if in such a space). Larger
+    /// spaces are lazy: their members learn presence only by asking (`docs/protocol.md`).
+    /// From the node's cache: no storage query once the spaces were read.
+    pub async fn presence_audience(
+        &self,
+        user: UserId,
+        max_space: usize,
+    ) -> storage::Result<Vec<UserId>> {
+        let mut audience = HashSet::new();
+        for &space in self.cache.spaces_of(user).await?.iter() {
+            let members = self.cache.members(space).await?;
+            if members.len() <= max_space {
+                audience.extend(members.iter().copied());
+            }
+        }
+        let mut audience: Vec<UserId> = audience.into_iter().collect();
+        audience.sort_unstable();
+        Ok(audience)
+    }
+
+    /// Those of `users` who share a space (of any size) with `caller`, order kept, from
+    /// the node's cache.
+    pub async fn sharing_a_space(
+        &self,
+        caller: UserId,
+        users: &[UserId],
+    ) -> storage::Result<Vec<UserId>> {
+        let asked: HashSet<UserId> = users.iter().copied().collect();
+        let mut found = HashSet::new();
+        for &space in self.cache.spaces_of(caller).await?.iter() {
+            let members = self.cache.members(space).await?;
+            found.extend(members.iter().copied().filter(|u| asked.contains(u)));
+        }
+        let mut seen = HashSet::new();
+        Ok(users
+            .iter()
+            .copied()
+            .filter(|u| found.contains(u) && seen.insert(*u))
+            .collect())
+    }
+
+    /// Members of `space` (from the node's cache).
+    pub async fn members(&self, space: SpaceId) -> storage::Result<Arc<[UserId]>> {
+        self.cache.members(space).await
     }
 }

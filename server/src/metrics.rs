@@ -78,6 +78,10 @@ const HELP: &[(&str, &str)] = &[
         "Times a bus connection was re-established",
     ),
     (
+        "flowline_db_pool_wait_seconds",
+        "Wait for a Postgres pool connection by pool (send: message appends; other: everything else), seconds",
+    ),
+    (
         "flowline_bus_undelivered_total",
         "Messages this node could not publish, or missed",
     ),
@@ -114,6 +118,10 @@ pub struct Metrics {
     pub storage_append_seconds: Histogram,
     /// Time of a message range read (`{op="messages"}`: resume replay, bus gap fill).
     pub storage_messages_seconds: Histogram,
+    /// Wait for a connection of the `send` pool (message appends), seconds.
+    pub db_pool_wait_send: Histogram,
+    /// Wait for a connection of the `other` pool (everything but appends), seconds.
+    pub db_pool_wait_other: Histogram,
     /// Frames queued across every session's outbound queue, not yet taken by its writer.
     pub outbound_queued: Gauge,
     /// Envelopes (messages and events) this node put on the cluster bus.
@@ -154,6 +162,12 @@ impl Metrics {
                 vec![Label::from_static_parts("op", op)],
             )
         };
+        let pool_wait = |pool: &'static str| {
+            histogram(
+                "flowline_db_pool_wait_seconds",
+                vec![Label::from_static_parts("pool", pool)],
+            )
+        };
         Self {
             connections_total: counter("flowline_connections_total"),
             connections: gauge("flowline_connections"),
@@ -169,6 +183,8 @@ impl Metrics {
             fanout_seconds: histogram("flowline_fanout_seconds", Vec::new()),
             storage_append_seconds: storage("append"),
             storage_messages_seconds: storage("messages"),
+            db_pool_wait_send: pool_wait("send"),
+            db_pool_wait_other: pool_wait("other"),
             outbound_queued: gauge("flowline_outbound_queued"),
             bus_published: counter("flowline_bus_published_total"),
             bus_received: counter("flowline_bus_received_total"),

@@ -4,13 +4,18 @@
 //! actions storage, hub and membership, ...).
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::extract::ws::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::Bus;
+use flowline_protocol::{ChannelId, Seq, UserId};
+
+use crate::bus::{Bus, Inbox};
 use crate::chat::Chat;
 use crate::config::Config;
-use crate::hub::Hub;
+use crate::hub::{Audience, Gap, Hub};
+use crate::members::MemberChange;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::presence::Roster;
@@ -37,6 +42,8 @@ pub struct Node {
     pub sessions: Sessions,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
+    /// The cluster bus (phases `pubsub`/`queue`).
+    bus: Option<Arc<Bus>>,
 }
 
 impl Node {
@@ -54,7 +61,7 @@ impl Node {
         let roster = Arc::new(Roster::new(
             hub.clone(),
             membership.clone(),
-            bus,
+            bus.clone(),
             &config.features,
             shutdown.clone(),
         ));
@@ -76,6 +83,57 @@ impl Node {
             chat,
             sessions: Sessions::default(),
             shutdown,
+            bus,
         }
+    }
+
+    /// Space membership changed (join, leave, a new space, provisioning): forget the
+    /// cached membership here and, in a cluster, on every other node.
+    pub fn members_changed(&self, change: MemberChange) {
+        self.membership.forget(&change);
+        if let Some(bus) = &self.bus {
+            bus.publish_members(change);
+        }
+    }
+
+    /// What the bus hands what it receives to: the hub, and the membership cache.
+    pub fn inbox(&self) -> Arc<dyn Inbox> {
+        Arc::new(NodeInbox {
+            hub: self.hub.clone(),
+            membership: self.membership.clone(),
+        })
+    }
+}
+
+/// The node as the bus sees it ([`Inbox`]): messages and events go to the hub, membership
+/// changes to the membership cache.
+struct NodeInbox {
+    hub: Arc<Hub>,
+    membership: Arc<Membership>,
+}
+
+impl Inbox for NodeInbox {
+    fn accept(&self, channel: ChannelId, seq: Seq, text: &Utf8Bytes) -> usize {
+        self.hub.accept(channel, seq, text)
+    }
+
+    fn emit_local(&self, audience: &Audience, text: &Utf8Bytes) -> usize {
+        self.hub.emit_local(audience, text)
+    }
+
+    fn overdue_gaps(&self, wait: Duration) -> Vec<Gap> {
+        self.hub.overdue_gaps(wait)
+    }
+
+    fn skip_gaps(&self, channel: ChannelId) -> u64 {
+        self.hub.skip_gaps(channel)
+    }
+
+    fn local_users(&self) -> Vec<UserId> {
+        self.hub.local_users()
+    }
+
+    fn forget_members(&self, change: &MemberChange) {
+        self.membership.forget(change);
     }
 }

@@ -21,10 +21,10 @@ use crate::error::Error;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::node::Node;
-use crate::storage::{MemoryStorage, PgStorage, Storage};
+use crate::storage::{MemoryStorage, PgStorage, PoolSizes, Storage};
 
 /// Open the storage of the configured phase (applying migrations for Postgres).
-async fn open_storage(config: &Config) -> Result<Arc<dyn Storage>, Error> {
+async fn open_storage(config: &Config, metrics: &Metrics) -> Result<Arc<dyn Storage>, Error> {
     match config.phase {
         Phase::Single => Ok(Arc::new(MemoryStorage::new())),
         Phase::Postgres | Phase::Pubsub | Phase::Queue => {
@@ -32,8 +32,16 @@ async fn open_storage(config: &Config) -> Result<Arc<dyn Storage>, Error> {
                 .database_url
                 .as_deref()
                 .ok_or_else(|| Error::Config("this phase needs a database URL".into()))?;
-            let pg =
-                PgStorage::connect(url, config.db_pool_size, config.db_acquire_timeout).await?;
+            let pg = PgStorage::connect(
+                url,
+                PoolSizes {
+                    send: config.db_send_pool_size,
+                    other: config.db_pool_size,
+                    acquire_timeout: config.db_acquire_timeout,
+                },
+                Some(metrics),
+            )
+            .await?;
             Ok(Arc::new(pg))
         }
     }
@@ -57,9 +65,9 @@ pub async fn run_with_ready(
     ready: impl FnOnce(SocketAddr) + Send,
 ) -> Result<(), Error> {
     let config = config.validate()?;
-    let storage = open_storage(&config).await?;
-    let addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::new(&config.node_id));
+    let storage = open_storage(&config, &metrics).await?;
+    let addr = listener.local_addr()?;
     let hub = Arc::new(Hub::new(metrics.clone()));
     let bus = match config.phase {
         Phase::Pubsub | Phase::Queue => {
@@ -78,7 +86,7 @@ pub async fn run_with_ready(
         shutdown.clone(),
     ));
     if let Some(bus) = &bus {
-        bus.start(node.hub.clone(), node.storage.clone(), shutdown.clone());
+        bus.start(node.inbox(), node.storage.clone(), shutdown.clone());
     }
     let upkeep = tokio::spawn(metrics_upkeep(node.clone()));
     let router = router(node.clone());

@@ -279,8 +279,9 @@ fn loadtest_profile_runs_a_valid_scenario_through_toxiproxy() {
     let url = url::Url::parse(&cmd[i + 1]).unwrap();
     assert!(all.contains_key(url.host_str().unwrap()));
     // The scenario (copied into the image from compose/) loads and names the nodes.
+    // Checked with the run's own --toxiproxy-url, as `flowline run` checks it.
     let out = crate::util::flowline()
-        .args(["scenario", "check"])
+        .args(["scenario", "check", "--toxiproxy-url", &cmd[i + 1]])
         .arg(root().join(&cmd[1]))
         .output()
         .unwrap();
@@ -314,7 +315,7 @@ fn loadtest_profile_runs_a_valid_scenario_through_toxiproxy() {
         assert!(
             names
                 .iter()
-                .any(|n| flowline_harness::run::glob_match(target, n)),
+                .any(|n| flowline_harness::topology::glob_match(target, n)),
             "fault target {target} matches no proxy: {names:?}"
         );
         assert_eq!(

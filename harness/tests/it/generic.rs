@@ -382,3 +382,43 @@ fn latency_fault_on_client_target_link_delays_every_delivery() {
     assert!(!events.contains("\"error\""), "{events}");
     server.stop();
 }
+
+/// The standalone `flowline loadgen` goes through the same loop and verdict as `flowline
+/// run`: the same threshold words (`held` / `FAILED`), the same closing line, and one
+/// summary.json without what only the harness knows (revision, node cost).
+#[test]
+fn standalone_loadgen_prints_the_same_verdict_as_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Broadcast::start();
+    let url = format!("{}/rooms", server.base);
+    let path = write_scenario(
+        tmp.path(),
+        "alone",
+        &url,
+        "\n[[thresholds]]\nexpr = \"delivery.p50 < 1us\"\n",
+    );
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("loadgen.stderr");
+    let mut child = flowline()
+        .args(["loadgen", "--scenario", path.to_str().unwrap(), "--out"])
+        .arg(&out)
+        .current_dir(tmp.path())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let status = wait_bounded(&mut child, RUN_TIMEOUT);
+    let err = std::fs::read_to_string(&log).unwrap_or_default();
+    let status = status.unwrap_or_else(|| panic!("flowline loadgen took too long:\n{err}"));
+    // `lost == 0` holds; the impossible latency threshold fails the run.
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("  held   lost == 0"), "{err}");
+    assert!(err.contains("  FAILED delivery.p50 < 1us"), "{err}");
+    assert!(err.contains("flowline: FAILED — "), "{err}");
+    assert!(!err.contains(" ok ") && !err.contains(" FAIL "), "{err}");
+    let s = summary(&out);
+    assert_eq!(s["passed"], false);
+    assert!(u(&s["totals"]["sent"]) > 0, "{s}");
+    assert!(s["meta"].get("revision").is_none(), "{s}");
+    assert!(s.get("nodes_cost").is_none(), "{s}");
+}

@@ -84,12 +84,12 @@ fn phases_share_one_seed_and_end_in_one_comparison() {
     let tail: Vec<&str> = err.lines().rev().take(4).collect();
     assert!(
         tail.iter()
-            .any(|l| l.contains("single") && l.contains("PASS")),
+            .any(|l| l.contains("single") && l.contains("PASSED")),
         "{err}"
     );
     assert!(
         tail.iter()
-            .any(|l| l.contains("postgres") && l.contains("PASS")),
+            .any(|l| l.contains("postgres") && l.contains("PASSED")),
         "{err}"
     );
 }
@@ -150,7 +150,7 @@ fn a_phase_that_cannot_be_carried_out_exits_2_and_the_others_still_run() {
     );
     assert!(
         tail.iter()
-            .any(|l| l.contains("single") && l.contains("PASS")),
+            .any(|l| l.contains("single") && l.contains("PASSED")),
         "{err}"
     );
 }

@@ -198,6 +198,10 @@ fn short_quickstart_passes_writes_every_file_and_leaves_nothing() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["passed"], true);
     assert!(summary["meta"]["revision"].is_string(), "{summary}");
+    assert!(summary["meta"]["flowline_version"].is_string(), "{summary}");
+    // What the node cost is in the one summary.json written, with the rest.
+    assert_eq!(summary["nodes_cost"][0]["node"], "node1", "{summary}");
+    assert!(summary["nodes_cost"][0]["cpu_s"].is_number(), "{summary}");
     assert!(
         summary["totals"]["delivered"].as_u64().unwrap() > 0,
         "{summary}"

@@ -40,7 +40,55 @@ fn every_catalog_scenario_is_valid_documented_and_targets_real_links() {
             f.display()
         );
         let s = Scenario::from_path(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        flowline_harness::run::check_fault_targets(&s)
+        flowline_harness::topology::check_fault_targets(&s)
             .unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
     }
+}
+
+/// `flowline scenario check` runs the topology checks `flowline run` does: a fault aimed
+/// at a link the run will not have (phase `single` has no `node1-redis`) fails the check
+/// with the run's message, while the same scenario aimed at a link it has passes.
+#[test]
+fn scenario_check_refuses_a_fault_on_a_link_the_run_will_not_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, target: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[run]\nname = \"{name}\"\nduration = \"5s\"\n[cluster]\nphase = \"single\"\n\
+                 [population]\nusers = 10\n[[faults]]\nat = \"1s\"\nkind = \"down\"\n\
+                 target = \"{target}\"\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let check = |path: &std::path::Path| {
+        crate::util::flowline()
+            .env_remove("FLOWLINE_TOXIPROXY_URL")
+            .args(["scenario", "check"])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let good = check(&write("good", "client-node1"));
+    let stdout = String::from_utf8_lossy(&good.stdout);
+    assert!(
+        good.status.success(),
+        "{stdout}{}",
+        crate::util::stderr(&good)
+    );
+    assert!(stdout.starts_with("OK "), "{stdout}");
+
+    let bad = check(&write("bad", "node1-redis"));
+    let stdout = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("bad.toml")
+            && stdout.contains("fault #1")
+            && stdout.contains("\"node1-redis\", which matches nothing in this run"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("OK "), "{stdout}");
 }

@@ -9,6 +9,7 @@ use super::inbox::Inbox;
 use super::link::Link;
 use crate::clock::now_ms;
 use crate::hub::Audience;
+use crate::members::MemberChange;
 
 /// What one envelope carries.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -29,6 +30,11 @@ pub enum Body {
         audience: Audience,
         /// The serialized event.
         event: String,
+    },
+    /// Space membership changed: every node forgets what it cached of it.
+    Membership {
+        /// What changed.
+        member: MemberChange,
     },
 }
 
@@ -57,7 +63,7 @@ impl Envelope {
                 audience: Audience::Channel(channel),
                 ..
             } => Some(*channel),
-            Body::Event { .. } => None,
+            Body::Event { .. } | Body::Membership { .. } => None,
         }
     }
 }
@@ -89,5 +95,6 @@ pub(super) fn receive(link: &Link, inbox: &dyn Inbox, payload: &[u8]) {
         Body::Event { audience, event } => {
             inbox.emit_local(&audience, &Utf8Bytes::from(event));
         }
+        Body::Membership { member } => inbox.forget_members(&member),
     }
 }

@@ -25,6 +25,7 @@ use crate::clock::now_ms;
 use crate::config::{Config, Phase};
 use crate::error::Error;
 use crate::hub::{Audience, ClusterLink};
+use crate::members::MemberChange;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 
@@ -200,6 +201,11 @@ impl Bus {
         if self.presence.try_send(op).is_err() {
             self.link.presence_resync.store(true, Ordering::Release);
         }
+    }
+
+    /// Tell the other nodes that space membership changed (they forget their cache of it).
+    pub fn publish_members(&self, member: MemberChange) {
+        self.publish(Body::Membership { member });
     }
 
     /// Which of `users` have a session on a live node of the cluster (order kept).

@@ -8,6 +8,7 @@ use axum::extract::ws::Utf8Bytes;
 use flowline_protocol::{ChannelId, Seq, UserId};
 
 use crate::hub::{Audience, Gap, Hub};
+use crate::members::MemberChange;
 
 /// What the bus needs of the node's local fan-out.
 pub trait Inbox: Send + Sync + 'static {
@@ -21,6 +22,9 @@ pub trait Inbox: Send + Sync + 'static {
     fn skip_gaps(&self, channel: ChannelId) -> u64;
     /// Users with a session on this node (the presence registry's rewrite).
     fn local_users(&self) -> Vec<UserId>;
+    /// Another node changed space membership: forget what this node cached of it.
+    /// (The hub caches none; the node's inbox forwards this to its membership cache.)
+    fn forget_members(&self, _change: &MemberChange) {}
 }
 
 impl Inbox for Hub {

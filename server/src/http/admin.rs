@@ -16,6 +16,7 @@ use flowline_protocol::ws::ErrorCode;
 use super::error::{ApiError, ApiResult};
 use super::extract::{check_name, check_username};
 use crate::auth::{self, TokenHash};
+use crate::members::MemberChange;
 use crate::node::Node;
 
 /// Bulk provisioning (enabled by the node's admin secret).
@@ -42,6 +43,7 @@ pub(super) async fn admin_provision(
     let (tokens, hashes): (Vec<String>, Vec<TokenHash>) =
         (0..req.users).map(|_| auth::new_token()).unzip();
     let ids = node.storage.provision(&req, &hashes).await?;
+    node.members_changed(MemberChange::All);
     Ok(Json(Provisioned {
         users: ids
             .users

@@ -12,6 +12,7 @@ use flowline_protocol::ws::ErrorCode;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, Caller, check_name};
+use crate::members::MemberChange;
 use crate::node::Node;
 
 /// Create a space; the creator owns and joins it.
@@ -28,6 +29,10 @@ pub(super) async fn space_create(
         .storage
         .create_space(caller.user.id, &body.name)
         .await?;
+    node.members_changed(MemberChange::Member {
+        space: space.id,
+        user: caller.user.id,
+    });
     Ok((StatusCode::CREATED, Json(space)))
 }
 
@@ -56,13 +61,11 @@ pub(super) async fn space_join(
         .await?
         .ok_or_else(|| ApiError::not_found("space not found"))?;
     node.storage.join_space(id, caller.user.id).await?;
-    let members: Vec<_> = node
-        .storage
-        .space_members(id)
-        .await?
-        .into_iter()
-        .map(|u| u.id)
-        .collect();
+    node.members_changed(MemberChange::Member {
+        space: id,
+        user: caller.user.id,
+    });
+    let members = node.membership.members(id).await?;
     node.roster.on_join(caller.user.id, &members).await;
     Ok(Json(space))
 }
@@ -88,6 +91,10 @@ pub(super) async fn space_leave(
         ));
     }
     node.storage.leave_space(id, caller.user.id).await?;
+    node.members_changed(MemberChange::Member {
+        space: id,
+        user: caller.user.id,
+    });
     // Sessions of the caller on this node stop posting now (on other nodes: within
     // `membership::RECHECK`).
     node.membership.left(caller.user.id);

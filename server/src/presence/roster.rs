@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use flowline_protocol::UserId;
-use flowline_protocol::ws::{ErrorCode, Presence, PresenceStatus, ServerEvent};
+use flowline_protocol::ws::{ErrorCode, MAX_PRESENCE_QUERY, Presence, PresenceStatus, ServerEvent};
 
 use super::tracker::{LocalPresenceStore, PresenceTracker};
 use crate::bus::Bus;
@@ -34,6 +34,8 @@ pub struct Roster {
     idle_after: Duration,
     /// Longest custom status text, characters.
     max_status_chars: usize,
+    /// Spaces larger than this get lazy presence (see `Features::presence_max_space`).
+    max_space: usize,
     shutdown: CancellationToken,
 }
 
@@ -54,6 +56,7 @@ impl Roster {
             grace: features.presence_grace,
             idle_after: features.idle_after,
             max_status_chars: features.max_status_chars,
+            max_space: features.presence_max_space,
             shutdown,
         }
     }
@@ -72,9 +75,14 @@ impl Roster {
         }
     }
 
-    /// Announce a presence change to every user sharing a space with its user.
+    /// Announce a presence change to every user sharing a small space with its user
+    /// (large spaces are lazy: their members ask).
     pub async fn announce(&self, p: Presence) {
-        match self.membership.co_members(p.user_id).await {
+        match self
+            .membership
+            .presence_audience(p.user_id, self.max_space)
+            .await
+        {
             Ok(users) if !users.is_empty() => self.emit(&Audience::Users(users), p),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot announce presence: storage failed"),
@@ -104,9 +112,25 @@ impl Roster {
         snapshot
     }
 
+    /// `get_presence` of `caller`: the presence of those of `users` who share a space
+    /// (large ones too) with the caller and are not offline.
+    pub async fn query(&self, caller: UserId, users: &[UserId]) -> Result<Vec<Presence>, Refusal> {
+        if users.len() > MAX_PRESENCE_QUERY {
+            return Refusal::err(
+                ErrorCode::TooLong,
+                format!("get_presence asks about at most {MAX_PRESENCE_QUERY} users"),
+            );
+        }
+        let visible = self.membership.sharing_a_space(caller, users).await?;
+        Ok(self.snapshot(&visible).await)
+    }
+
     /// A user joined a space: its members and the joiner learn each other's presence (they
-    /// shared no space before, so neither was told).
+    /// shared no space before, so neither was told) — unless the space is large (lazy).
     pub async fn on_join(&self, joiner: UserId, members: &[UserId]) {
+        if members.len() > self.max_space {
+            return;
+        }
         let mut everyone = members.to_vec();
         everyone.push(joiner);
         let others: Vec<UserId> = members.iter().copied().filter(|&u| u != joiner).collect();
@@ -121,14 +145,19 @@ impl Roster {
     }
 
     /// A session of `user` authenticated: online (unless reconnecting within the grace
-    /// period). Returns the co-members' snapshot for `ready` (empty unless `snapshot`)
-    /// and the change to [`announce`](Self::announce) once the session is registered.
+    /// period). Returns the snapshot of the members of `user`'s small spaces for `ready`
+    /// (empty unless `snapshot`) and the change to [`announce`](Self::announce) once the
+    /// session is registered.
     pub async fn connect(&self, user: UserId, snapshot: bool) -> (Vec<Presence>, Option<Presence>) {
         let change = self.tracker.connect(user).await;
         if !snapshot {
             return (Vec::new(), change);
         }
-        let users = match self.membership.co_members(user).await {
+        let users = match self
+            .membership
+            .presence_audience(user, self.max_space)
+            .await
+        {
             Ok(users) => users,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read presence snapshot: storage failed");

@@ -91,7 +91,8 @@ pub(super) fn op_req_id(op: &ClientOp) -> Option<u64> {
         | ClientOp::Delete { req_id, .. }
         | ClientOp::React { req_id, .. }
         | ClientOp::Unreact { req_id, .. }
-        | ClientOp::StartThread { req_id, .. } => Some(*req_id),
+        | ClientOp::StartThread { req_id, .. }
+        | ClientOp::GetPresence { req_id, .. } => Some(*req_id),
     }
 }
 

@@ -177,6 +177,15 @@ impl Session {
                 }
                 Err(r) => self.refuse(req_id, r).await,
             },
+            ClientOp::GetPresence { req_id, users } => {
+                match self.node.roster.query(user, &users).await {
+                    Ok(presence) => {
+                        self.event(&ServerEvent::PresenceList { req_id, presence })
+                            .await;
+                    }
+                    Err(r) => self.refuse(Some(req_id), r).await,
+                }
+            }
             ClientOp::History {
                 req_id,
                 channel,

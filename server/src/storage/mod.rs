@@ -24,4 +24,4 @@ pub use contract::{
     Provisioning, ReactionChange, Result, Spaces, Storage, ThreadLink,
 };
 pub use memory::MemoryStorage;
-pub use postgres::PgStorage;
+pub use postgres::{PgStorage, PoolSizes};

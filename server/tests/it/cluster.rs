@@ -389,15 +389,17 @@ async fn fanout_reaches_every_node_in_seq_order(phase: Phase) {
             .map(|m| m.metric("flowline_bus_published_total")),
     )
     .await;
-    // Each node also published one `presence` event: its member coming online.
-    assert_eq!(published, [41.0, 41.0, 1.0]);
+    // Each node also published one `presence` event: its member coming online; node1
+    // also the 3 `membership` envelopes of the setup (a created the space, b and c joined).
+    assert_eq!(published, [44.0, 41.0, 1.0]);
     for m in &cluster.nodes {
         assert_eq!(m.metric("flowline_bus_undelivered_total").await, 0.0);
     }
-    // node3 received every envelope of the other two: 80 messages and 2 presence events.
+    // node3 received every envelope of the other two: 80 messages, 2 presence events and
+    // 3 membership changes.
     assert_eq!(
         cluster.nodes[2].metric("flowline_bus_received_total").await,
-        82.0
+        85.0
     );
     assert!(
         cluster.nodes[2]

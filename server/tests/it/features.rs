@@ -243,6 +243,67 @@ async fn hello_without_presence_gets_an_empty_snapshot_and_still_the_events(phas
 }
 crate::both_phases!(hello_without_presence_gets_an_empty_snapshot_and_still_the_events);
 
+/// A space above `presence_max_space` is lazy: no pushed presence, nothing in
+/// `ready.presence`; `get_presence` answers for users sharing a space, and only them.
+async fn presence_in_large_spaces_is_asked_for(phase: Phase) {
+    let (node, _db) = start_with(phase, |c| {
+        c.features.presence_grace = GRACE;
+        // The world's space (ann, bob) is small; with dan it is large.
+        c.features.presence_max_space = 2;
+    })
+    .await;
+    let w = world(&node).await;
+    let (mut b, _) = Ws::hello(&node.ws, &w.b.token).await;
+    let (mut a, _) = Ws::hello(&node.ws, &w.a.token).await;
+    b.until(
+        "ann online",
+        presence_of(w.a.user.id, PresenceStatus::Online),
+    )
+    .await;
+    let dan = node.user("dan").await;
+    node.join(&dan, &w.space).await;
+    let (_d, ready) = Ws::hello(&node.ws, &dan.token).await;
+    let ServerEvent::Ready { presence, .. } = ready else {
+        unreachable!()
+    };
+    assert!(
+        presence.is_empty(),
+        "large space: no snapshot, got {presence:?}"
+    );
+    let (_c, _) = Ws::hello(&node.ws, &w.c.token).await;
+    let ask = ClientOp::GetPresence {
+        req_id: 7,
+        users: vec![dan.user.id, w.c.user.id, w.b.user.id, dan.user.id],
+    };
+    a.op(&ask).await;
+    let answer = a
+        .until("presence_list", |e| {
+            matches!(e, ServerEvent::PresenceList { .. })
+        })
+        .await;
+    let ServerEvent::PresenceList { req_id, presence } = answer else {
+        unreachable!()
+    };
+    assert_eq!(req_id, 7);
+    let users: Vec<i64> = presence.iter().map(|p| p.user_id).collect();
+    // cyd is online but shares no space with ann; dan's connect was not pushed.
+    assert_eq!(users, [dan.user.id, w.b.user.id]);
+    let pushed = a.drain_for(Duration::from_millis(300)).await;
+    assert!(
+        !pushed
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Presence(p) if p.user_id == dan.user.id)),
+        "{pushed:?}"
+    );
+    let too_many = ClientOp::GetPresence {
+        req_id: 8,
+        users: (0..1001).collect(),
+    };
+    assert_eq!(refused(&mut a, 8, &too_many).await, ErrorCode::TooLong);
+    node.stop().await;
+}
+crate::both_phases!(presence_in_large_spaces_is_asked_for);
+
 async fn inactivity_turns_idle_and_activity_back_online(phase: Phase) {
     let (node, _db) = start_with(phase, |c| {
         c.features.idle_after = Duration::from_millis(400);

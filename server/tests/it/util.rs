@@ -367,9 +367,17 @@ impl TestDb {
 
     /// Migrated storage on this database.
     pub async fn storage(&self) -> flowline_server::storage::PgStorage {
-        flowline_server::storage::PgStorage::connect(&self.url, 8, Duration::from_secs(5))
-            .await
-            .unwrap()
+        flowline_server::storage::PgStorage::connect(
+            &self.url,
+            flowline_server::storage::PoolSizes {
+                send: 2,
+                other: 8,
+                acquire_timeout: Duration::from_secs(5),
+            },
+            None,
+        )
+        .await
+        .unwrap()
     }
 }
 

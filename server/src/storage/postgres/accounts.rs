@@ -19,7 +19,7 @@ impl Accounts for PgStorage {
             )
             .bind(username)
             .bind(hash)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await
             .map_err(conflict(format!("user {username:?}")))?;
             Ok(User {
@@ -38,7 +38,7 @@ impl Accounts for PgStorage {
             let row: Option<(i64, String, Option<String>)> =
                 sqlx::query_as("SELECT id, username, password_hash FROM users WHERE username = $1")
                     .bind(username)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.conn().await?)
                     .await?;
             Ok(row.map(|(id, username, hash)| (User { id, username }, hash)))
         }
@@ -50,7 +50,7 @@ impl Accounts for PgStorage {
             let row: Option<(i64, String)> =
                 sqlx::query_as("SELECT id, username FROM users WHERE id = $1")
                     .bind(id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.conn().await?)
                     .await?;
             Ok(row.map(|(id, username)| User { id, username }))
         }
@@ -62,7 +62,7 @@ impl Accounts for PgStorage {
             sqlx::query("INSERT INTO tokens (token_hash, user_id) VALUES ($1, $2)")
                 .bind(&hash[..])
                 .bind(user)
-                .execute(&self.pool)
+                .execute(&mut *self.conn().await?)
                 .await
                 .map_err(conflict("token"))?;
             Ok(())
@@ -76,7 +76,7 @@ impl Accounts for PgStorage {
                 "SELECT u.id, u.username FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
             )
             .bind(&hash[..])
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
             Ok(row.map(|(id, username)| User { id, username }))
         }
@@ -87,7 +87,7 @@ impl Accounts for PgStorage {
         async move {
             let r = sqlx::query("DELETE FROM tokens WHERE token_hash = $1")
                 .bind(&hash[..])
-                .execute(&self.pool)
+                .execute(&mut *self.conn().await?)
                 .await?;
             Ok(r.rows_affected() > 0)
         }

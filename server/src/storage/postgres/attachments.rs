@@ -25,7 +25,7 @@ impl Attachments for PgStorage {
             .bind(size)
             .bind(&a.sha256)
             .bind(a.created_at)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await
             .map_err(conflict("attachment"))?;
             Ok(Attachment {
@@ -50,7 +50,7 @@ impl Attachments for PgStorage {
                  JOIN attachments a ON a.id = w.id ORDER BY w.pos",
             )
             .bind(ids)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
             Ok(rows
                 .into_iter()
@@ -83,7 +83,7 @@ impl Attachments for PgStorage {
             let (yes,): (bool,) = sqlx::query_as(&sql)
                 .bind(id)
                 .bind(user)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.conn().await?)
                 .await?;
             Ok(yes)
         }

@@ -24,7 +24,7 @@ impl Messages for PgStorage {
             let rows: Vec<(i64, i64)> =
                 sqlx::query_as("SELECT id, last_seq FROM channels WHERE id = ANY($1) ORDER BY id")
                     .bind(channels)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.conn().await?)
                     .await?;
             Ok(rows)
         }
@@ -62,7 +62,7 @@ impl Messages for PgStorage {
             .bind(fwd.map(|o| o.author))
             .bind(fwd.map(|o| o.created_at))
             .bind(&att_ids)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.send_conn().await?)
             .await?;
             let (seq, id) = row.ok_or(StorageError::NotFound("channel"))?;
             Ok(Message {
@@ -103,7 +103,7 @@ impl Messages for PgStorage {
                         .bind(after)
                         .bind(before)
                         .bind(i64::from(limit))
-                        .fetch_all(&self.pool)
+                        .fetch_all(&mut *self.conn().await?)
                         .await?
                 }
                 None => {
@@ -115,7 +115,7 @@ impl Messages for PgStorage {
                         .bind(channel)
                         .bind(before)
                         .bind(i64::from(limit))
-                        .fetch_all(&self.pool)
+                        .fetch_all(&mut *self.conn().await?)
                         .await?
                 }
             };
@@ -130,7 +130,7 @@ impl Messages for PgStorage {
             let row: Option<MessageRow> = sqlx::query_as(&sql)
                 .bind(channel)
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn().await?)
                 .await?;
             row.map(to_message).transpose()
         }
@@ -153,7 +153,7 @@ impl Messages for PgStorage {
             .bind(id)
             .bind(&body)
             .bind(at)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
             if r.rows_affected() == 0 {
                 return Ok(None);
@@ -170,7 +170,8 @@ impl Messages for PgStorage {
         at: i64,
     ) -> BoxFuture<'_, Result<Option<Message>>> {
         async move {
-            let mut tx = self.pool.begin().await?;
+            let mut conn = self.conn().await?;
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             let r = sqlx::query(
                 "UPDATE messages SET deleted_at = $3, body = '', quote_id = NULL, quote_excerpt = NULL,
                     fwd_channel = NULL, fwd_id = NULL, fwd_author = NULL, fwd_created = NULL
@@ -193,6 +194,7 @@ impl Messages for PgStorage {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
+            drop(conn); // before the read below takes its own connection
             self.message(channel, id).await
         }
         .boxed()
@@ -226,7 +228,7 @@ impl Messages for PgStorage {
                 .bind(id)
                 .bind(emoji)
                 .bind(user)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn().await?)
                 .await?;
             let Some((seq, changed)) = row else {
                 return Ok(None);
@@ -236,7 +238,7 @@ impl Messages for PgStorage {
             )
             .bind(id)
             .bind(emoji)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await?;
             Ok(Some(ReactionChange {
                 seq,
@@ -261,7 +263,7 @@ impl Messages for PgStorage {
             )
             .bind(channel)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
             let Some((seq, live, kind, space)) = target else {
                 return Ok(None);
@@ -274,7 +276,7 @@ impl Messages for PgStorage {
             let existing = "SELECT id, name, last_seq, last_message_at FROM channels WHERE parent_message_id = $1";
             let found: Option<(i64, String, i64, Option<i64>)> = sqlx::query_as(existing)
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn().await?)
                 .await?;
             let summary = |(tid, name, replies, last): (i64, String, i64, Option<i64>)| ThreadSummary {
                 channel: tid,
@@ -298,7 +300,7 @@ impl Messages for PgStorage {
             .bind(name)
             .bind(channel)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
             if let Some((tid,)) = created {
                 return Ok(Some((summary((tid, name.to_owned(), 0, None)), seq, true)));
@@ -306,7 +308,7 @@ impl Messages for PgStorage {
             // Lost a race with a concurrent start: answer with the winner's thread.
             let row: (i64, String, i64, Option<i64>) = sqlx::query_as(existing)
                 .bind(id)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.conn().await?)
                 .await?;
             Ok(Some((summary(row), seq, false)))
         }
@@ -321,7 +323,7 @@ impl Messages for PgStorage {
                  WHERE t.id = $1 AND t.kind = 'thread'",
             )
             .bind(channel)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
             Ok(
                 row.map(|(parent_channel, parent_id, parent_seq, name)| ThreadLink {

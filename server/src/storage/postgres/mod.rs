@@ -18,4 +18,4 @@ mod provision;
 mod rows;
 mod spaces;
 
-pub use pools::PgStorage;
+pub use pools::{PgStorage, PoolSizes};

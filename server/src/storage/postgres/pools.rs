@@ -1,31 +1,60 @@
-//! [`PgStorage`]: the connection pool, migrations on connect, and the liveness ping.
+//! [`PgStorage`]: its two connection pools, migrations on connect, and the liveness ping.
+//!
+//! The message path has its own budget: message appends (`send`) draw from the `send`
+//! pool, everything else (sign-in, subscribe and resume reads, history, presence
+//! audiences, gap fills, HTTP) from the `other` pool, so a connect storm's reads never
+//! make a send wait for a connection. Each wait for a connection is bounded (the acquire
+//! timeout: then the call fails with `unavailable`) and recorded in
+//! `flowline_db_pool_wait_seconds{pool}`.
+
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
+use metrics::Histogram;
+use sqlx::Postgres;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::error::{Error, StorageError};
+use crate::metrics::Metrics;
 use crate::storage::contract::{Result, Storage};
 
 /// Time allowed to open the start-up connection (migrations).
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sizes of the two pools and the longest wait for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSizes {
+    /// Connections for message appends.
+    pub send: u32,
+    /// Connections for everything else.
+    pub other: u32,
+    /// Longest wait for a connection before the call fails (`unavailable`).
+    pub acquire_timeout: Duration,
+}
 
 /// Postgres-backed [`Storage`].
 #[derive(Clone)]
 pub struct PgStorage {
-    pub(super) pool: PgPool,
+    /// Everything but message appends.
+    other: PgPool,
+    /// Message appends.
+    send: PgPool,
+    /// Wait histograms (`send`, `other`), when the node records metrics.
+    waits: Option<(Histogram, Histogram)>,
 }
 
 impl PgStorage {
-    /// Connect (pool of `pool_size`, waits for a connection bounded by `acquire_timeout`)
-    /// and apply `migrations/`.
+    /// Apply `migrations/` and open both pools (lazily: connections open on first use, up
+    /// to each pool's size); record waits into `metrics` if given.
     pub async fn connect(
         url: &str,
-        pool_size: u32,
-        acquire_timeout: std::time::Duration,
+        sizes: PoolSizes,
+        metrics: Option<&Metrics>,
     ) -> std::result::Result<Self, Error> {
-        // Migrate over a connection of its own, so start-up (and its clear error when
-        // Postgres is away) does not depend on how short the acquire timeout is.
+        // Migrate over a pool of its own, so start-up (and its clear error when Postgres
+        // is away) does not depend on how short the acquire timeout is.
         let setup = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(CONNECT_TIMEOUT)
@@ -34,24 +63,62 @@ impl PgStorage {
             .map_err(StorageError::Database)?;
         sqlx::migrate!("../migrations").run(&setup).await?;
         setup.close().await;
-        let pool = PgPoolOptions::new()
-            .max_connections(pool_size)
-            .acquire_timeout(acquire_timeout)
-            .connect_lazy(url)
-            .map_err(StorageError::Database)?;
-        Ok(Self { pool })
+        let pool = |size: u32| {
+            PgPoolOptions::new()
+                .max_connections(size)
+                .acquire_timeout(sizes.acquire_timeout)
+                .connect_lazy(url)
+                .map_err(StorageError::Database)
+        };
+        let other = pool(sizes.other)?;
+        let send = pool(sizes.send)?;
+        Ok(Self {
+            other,
+            send,
+            waits: metrics.map(|m| (m.db_pool_wait_send.clone(), m.db_pool_wait_other.clone())),
+        })
     }
 
-    /// Use an existing pool whose database is already migrated.
+    /// Use an existing pool (for both kinds of call) whose database is already migrated.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            other: pool.clone(),
+            send: pool,
+            waits: None,
+        }
     }
+
+    /// A connection of the `other` pool (waits bounded and recorded).
+    pub(super) async fn conn(&self) -> std::result::Result<PoolConnection<Postgres>, sqlx::Error> {
+        acquire(&self.other, self.waits.as_ref().map(|w| &w.1)).await
+    }
+
+    /// A connection of the `send` pool (waits bounded and recorded).
+    pub(super) async fn send_conn(
+        &self,
+    ) -> std::result::Result<PoolConnection<Postgres>, sqlx::Error> {
+        acquire(&self.send, self.waits.as_ref().map(|w| &w.0)).await
+    }
+}
+
+async fn acquire(
+    pool: &PgPool,
+    wait: Option<&Histogram>,
+) -> std::result::Result<PoolConnection<Postgres>, sqlx::Error> {
+    let started = Instant::now();
+    let conn = pool.acquire().await;
+    if let Some(h) = wait {
+        h.record(started.elapsed().as_secs_f64());
+    }
+    conn
 }
 
 impl Storage for PgStorage {
     fn ping(&self) -> BoxFuture<'_, Result<()>> {
         async move {
-            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            sqlx::query("SELECT 1")
+                .execute(&mut *self.conn().await?)
+                .await?;
             Ok(())
         }
         .boxed()

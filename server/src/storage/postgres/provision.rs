@@ -39,7 +39,8 @@ impl Provisioning for PgStorage {
         async move {
             check_provision(req, tokens.len())?;
             let n = req.users as usize;
-            let mut tx = self.pool.begin().await?;
+            let mut conn = self.conn().await?;
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             // Users and their tokens.
             let user_ids = reserve_ids(&mut tx, "users", n).await?;
             let names: Vec<String> = (0..n).map(|i| format!("{}{i}", req.username_prefix)).collect();

@@ -14,7 +14,8 @@ use crate::storage::contract::{Result, Spaces};
 impl Spaces for PgStorage {
     fn create_space<'a>(&'a self, owner: UserId, name: &'a str) -> BoxFuture<'a, Result<Space>> {
         async move {
-            let mut tx = self.pool.begin().await?;
+            let mut conn = self.conn().await?;
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             let (id,): (i64,) =
                 sqlx::query_as("INSERT INTO spaces (name, owner_id) VALUES ($1, $2) RETURNING id")
                     .bind(name)
@@ -42,7 +43,7 @@ impl Spaces for PgStorage {
             let row: Option<(i64, String, i64)> =
                 sqlx::query_as("SELECT id, name, owner_id FROM spaces WHERE id = $1")
                     .bind(id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.conn().await?)
                     .await?;
             Ok(row.map(|(id, name, owner)| Space { id, name, owner }))
         }
@@ -56,7 +57,7 @@ impl Spaces for PgStorage {
                  WHERE m.user_id = $1 ORDER BY s.id",
             )
             .bind(user)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
             Ok(rows.into_iter().map(|(id, name, owner)| Space { id, name, owner }).collect())
         }
@@ -68,7 +69,7 @@ impl Spaces for PgStorage {
             sqlx::query("INSERT INTO space_members (space_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(space)
                 .bind(user)
-                .execute(&self.pool)
+                .execute(&mut *self.conn().await?)
                 .await
                 .map_err(|e| match &e {
                     sqlx::Error::Database(d) if d.is_foreign_key_violation() => StorageError::NotFound("space"),
@@ -84,7 +85,7 @@ impl Spaces for PgStorage {
             sqlx::query("DELETE FROM space_members WHERE space_id = $1 AND user_id = $2")
                 .bind(space)
                 .bind(user)
-                .execute(&self.pool)
+                .execute(&mut *self.conn().await?)
                 .await?;
             Ok(())
         }
@@ -98,7 +99,7 @@ impl Spaces for PgStorage {
                  WHERE m.space_id = $1 ORDER BY u.id",
             )
             .bind(space)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
             Ok(rows
                 .into_iter()
@@ -115,7 +116,7 @@ impl Spaces for PgStorage {
             )
             .bind(space)
             .bind(user)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await?;
             Ok(yes)
         }
@@ -130,7 +131,8 @@ impl Spaces for PgStorage {
         members: &'a [UserId],
     ) -> BoxFuture<'a, Result<Channel>> {
         async move {
-            let mut tx = self.pool.begin().await?;
+            let mut conn = self.conn().await?;
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             let (id,): (i64,) = sqlx::query_as(
                 "INSERT INTO channels (space_id, name, kind) VALUES ($1, $2, $3) RETURNING id",
             )
@@ -172,7 +174,7 @@ impl Spaces for PgStorage {
     fn space_channels(&self, space: SpaceId, user: UserId) -> BoxFuture<'_, Result<Vec<Channel>>> {
         async move {
             let sql = format!("SELECT {CHANNEL_COLS} FROM channels c WHERE c.space_id = $1 AND c.kind <> 'thread' AND {CAN_READ} ORDER BY c.id");
-            let rows: Vec<ChannelRow> = sqlx::query_as(&sql).bind(space).bind(user).fetch_all(&self.pool).await?;
+            let rows: Vec<ChannelRow> = sqlx::query_as(&sql).bind(space).bind(user).fetch_all(&mut *self.conn().await?).await?;
             Ok(rows.into_iter().map(to_channel).collect())
         }
         .boxed()
@@ -184,7 +186,8 @@ impl Spaces for PgStorage {
                 return Err(StorageError::Invalid("a DM needs two distinct users".into()));
             }
             let (lo, hi) = (a.min(b), a.max(b));
-            let mut tx = self.pool.begin().await?;
+            let mut conn = self.conn().await?;
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             let created: Option<(i64,)> = sqlx::query_as(
                 "INSERT INTO channels (space_id, name, kind, dm_low, dm_high) VALUES (NULL, $1, 'dm', $2, $3)
                  ON CONFLICT (dm_low, dm_high) DO NOTHING RETURNING id",
@@ -219,7 +222,7 @@ impl Spaces for PgStorage {
             let sql = format!("SELECT {CHANNEL_COLS} FROM channels c WHERE c.id = $1");
             let row: Option<ChannelRow> = sqlx::query_as(&sql)
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn().await?)
                 .await?;
             Ok(row.map(to_channel))
         }
@@ -233,7 +236,7 @@ impl Spaces for PgStorage {
             let (yes,): (bool,) = sqlx::query_as(&sql)
                 .bind(channel)
                 .bind(user)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.conn().await?)
                 .await?;
             Ok(yes)
         }
@@ -257,7 +260,7 @@ impl Spaces for PgStorage {
                  ORDER BY 1",
             )
             .bind(user)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
             Ok(rows.into_iter().map(|r| r.0).collect())
         }
@@ -272,7 +275,7 @@ impl Spaces for PgStorage {
                  WHERE a.user_id = $1 ORDER BY 1",
             )
             .bind(user)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
             Ok(rows.into_iter().map(|r| r.0).collect())
         }

@@ -1,0 +1,223 @@
+//! Starting the system under test when it is the reference cluster: Postgres/Redis
+//! ([`Services`]), one `flowline server` per node behind its `node<i>-postgres` /
+//! `node<i>-redis` links, a `client-node<i>` link in front of each (or an external
+//! cluster's nodes behind their client links), then the population provisioned through
+//! node1's admin API.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use flowline_chaos::events::EventLog;
+use flowline_loadgen::scenario::Scenario;
+use flowline_protocol::announce::Announce;
+use serde_json::json;
+
+use crate::links::{LinkSet, host_port, via};
+use crate::metrics_targets::MetricsTargets;
+use crate::services::{Needs, Services};
+use crate::supervisor::{Spec, Supervisor, wait_announce};
+use crate::topology::{Topology, clients_proxied, say_clients_direct};
+
+/// How long a node has to announce itself.
+const NODE_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A node the harness started.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// `node<i>`.
+    pub id: String,
+    /// Where it listens (direct, not through a proxy).
+    pub addr: String,
+    /// Direct HTTP base URL.
+    pub http: String,
+    /// Prometheus endpoint.
+    pub metrics: String,
+    /// WebSocket URL the workers use: through the node's `client-node<i>` proxy, or the
+    /// node's own when client links are not proxied ([`clients_proxied`]).
+    pub ws_proxied: String,
+}
+
+/// What starting the reference cluster needs from the run.
+pub struct ClusterCtx<'a> {
+    /// How to find Postgres/Redis.
+    pub services: &'a crate::services::Options,
+    /// The links go on a remote Toxiproxy (`--toxiproxy-url`).
+    pub remote_proxy: bool,
+    /// The run folder.
+    pub dir: &'a Path,
+    /// Owner of the node processes.
+    pub sup: &'a Supervisor,
+    /// Where the links are created.
+    pub links: &'a LinkSet,
+    /// The run's events.jsonl.
+    pub events: &'a EventLog,
+    /// The run's id (cluster id, database name).
+    pub run_id: &'a str,
+    /// The nodes' admin secret.
+    pub secret: String,
+}
+
+/// What the cluster start leaves for teardown, filled as it goes (a start that fails
+/// half-way leaves what it had started).
+#[derive(Default)]
+pub struct Cluster {
+    /// Postgres/Redis of the run, if it needs them.
+    pub services: Option<Services>,
+    /// The nodes started (or the external cluster's nodes).
+    pub nodes: Vec<Node>,
+}
+
+/// Nodes (or an external cluster) behind `client-node<i>` links, the population
+/// provisioned through node1's admin API; returns the plan and the workers' URLs.
+pub async fn start_cluster(
+    scenario: &Scenario,
+    ctx: ClusterCtx<'_>,
+    state: &mut Cluster,
+    targets_file: &mut MetricsTargets,
+) -> anyhow::Result<(flowline_loadgen::plan::Plan, Vec<String>)> {
+    let ClusterCtx {
+        services: services_opts,
+        remote_proxy,
+        dir,
+        sup,
+        links,
+        events,
+        run_id,
+        secret,
+    } = ctx;
+    let phase = scenario.cluster.phase.as_str();
+    let proxied = clients_proxied(scenario, remote_proxy);
+    if !proxied {
+        say_clients_direct(scenario, "client-node<i>");
+    }
+    let topology = Topology::of(scenario);
+    // Nodes, or an external cluster.
+    let (http_base, admin_secret) = if let Some(ext) = &scenario.cluster.external {
+        for (i, (ws, node)) in ext.ws.iter().zip(&topology.nodes).enumerate() {
+            let ws_proxied = if proxied {
+                let listen = links.create(&node.client, &host_port(ws)?).await?;
+                via(ws, &listen)?
+            } else {
+                ws.clone()
+            };
+            state.nodes.push(Node {
+                id: node.id.clone(),
+                addr: host_port(ws)?,
+                http: ext.http.get(i).cloned().unwrap_or_default(),
+                metrics: String::new(),
+                ws_proxied,
+            });
+        }
+        let http = ext
+            .http
+            .first()
+            .cloned()
+            .context("external cluster without http URL")?;
+        let secret = ext
+            .admin_secret
+            .clone()
+            .context("external cluster without admin_secret: cannot provision users")?;
+        (http, secret)
+    } else {
+        let needs = Needs::for_phase(phase)?;
+        let services = Services::resolve(needs, services_opts, dir, run_id, sup).await?;
+        for n in &services.notes {
+            eprintln!("flowline: {n}");
+        }
+        let db = services.database_url.clone();
+        let redis = services.redis_url.clone();
+        state.services = Some(services);
+        for node in &topology.nodes {
+            let node_id = node.id.clone();
+            let mut args: Vec<String> = vec![
+                "server".into(),
+                "--phase".into(),
+                phase.into(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--node-id".into(),
+                node_id.clone(),
+                "--admin-secret".into(),
+                secret.clone(),
+                // Provisioning mints users in bulk; sign-ups in scenarios stay cheap.
+                "--argon2-memory-kib".into(),
+                "64".into(),
+                "--argon2-iterations".into(),
+                "1".into(),
+            ];
+            if let (Some(db), Some(name)) = (&db, &node.postgres) {
+                let listen = links.create(name, &host_port(db)?).await?;
+                args.extend(["--database-url".into(), via(db, &listen)?]);
+            }
+            if let (Some(redis), Some(name)) = (&redis, &node.redis) {
+                let listen = links.create(name, &host_port(redis)?).await?;
+                args.extend([
+                    "--redis-url".into(),
+                    via(redis, &listen)?,
+                    "--cluster-id".into(),
+                    run_id.to_string(),
+                ]);
+            }
+            let spec = Spec::flowline(&node_id)?
+                .args(args)
+                .env("FLOWLINE_LOG", "warn");
+            let mut spawned = sup.spawn(spec)?;
+            let announce =
+                wait_announce(&mut spawned, NODE_READY_TIMEOUT, &sup.log_path(&node_id)).await?;
+            let Announce::Listening {
+                addr,
+                http,
+                ws,
+                metrics,
+                pid,
+                ..
+            } = announce
+            else {
+                bail!("{node_id} announced something other than `listening`");
+            };
+            // Keep draining its stdout so it never blocks.
+            tokio::spawn(async move { while spawned.lines.recv().await.is_some() {} });
+            let ws_proxied = if proxied {
+                let listen = links.create(&node.client, &addr).await?;
+                via(&ws, &listen)?
+            } else {
+                ws.clone()
+            };
+            let _ = events.node_event("start", &node_id, json!({"pid": pid, "addr": addr}));
+            eprintln!("flowline: {node_id} pid {pid} on {addr}; metrics {metrics}");
+            targets_file.add(&node_id, "flowline-node", &metrics);
+            state.nodes.push(Node {
+                id: node_id,
+                addr,
+                http,
+                metrics,
+                ws_proxied,
+            });
+        }
+        let http = state
+            .nodes
+            .first()
+            .map(|n| n.http.clone())
+            .context("no node")?;
+        (http, secret)
+    };
+    if scenario.cluster.external.is_some() {
+        links.check_faults_on_remote(scenario).await?;
+    }
+
+    // Provision the population.
+    let t = Instant::now();
+    let plan = flowline_loadgen::plan::provision(scenario, &http_base, &admin_secret)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("provisioning the scenario's users through the admin API failed")?;
+    eprintln!(
+        "flowline: provisioned {} users, {} channels in {:.1}s",
+        plan.users.len(),
+        plan.channels.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let targets = state.nodes.iter().map(|n| n.ws_proxied.clone()).collect();
+    Ok((plan, targets))
+}

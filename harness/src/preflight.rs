@@ -1,0 +1,84 @@
+//! Everything `flowline run` checks before it starts anything: read the scenario, apply
+//! the flags, and check its faults against the run's [`Topology`](crate::topology).
+//! `flowline scenario check` runs the same checks, so a scenario that passes it is not
+//! refused by `flowline run` for a reason it could have known.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use flowline_loadgen::scenario::{Overrides, Phase, Scenario};
+
+use crate::topology;
+
+/// The embedded default scenario (`flowline run` without a file).
+pub const QUICKSTART: &str = include_str!("../../scenarios/quickstart.toml");
+
+/// Where the scenario comes from.
+#[derive(Debug, Clone)]
+pub enum ScenarioSource {
+    /// `scenarios/quickstart.toml`, compiled in.
+    Embedded,
+    /// A file.
+    File(PathBuf),
+    /// Text already read (replay), with the name used in messages.
+    Text(String, String),
+}
+
+/// Read the scenario and apply the flags; any problem here means exit 2.
+pub fn load_scenario(src: &ScenarioSource, o: &Overrides) -> anyhow::Result<Scenario> {
+    let s = match src {
+        ScenarioSource::Embedded => {
+            Scenario::parse("scenarios/quickstart.toml (embedded)", QUICKSTART)
+        }
+        ScenarioSource::File(p) => Scenario::from_path(p),
+        ScenarioSource::Text(name, text) => Scenario::parse(name, text),
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))
+    .context("bad scenario")?;
+    prepare(s, o)
+}
+
+/// Apply the flags to a parsed scenario, as the run will use it.
+pub fn prepare(s: Scenario, o: &Overrides) -> anyhow::Result<Scenario> {
+    let s = s
+        .apply(o)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("the scenario is not valid with the flags given")?;
+    // Phases without cross-node fan-out run one node (DESIGN.md): several would not see
+    // each other's messages, which measures nothing useful.
+    let single_node = matches!(s.cluster.phase, Phase::Single | Phase::Postgres);
+    if single_node && s.cluster.nodes > 1 && s.cluster.external.is_none() && s.target.is_none() {
+        eprintln!(
+            "flowline: phase {} runs one node; using 1 instead of {}",
+            s.cluster.phase.as_str(),
+            s.cluster.nodes
+        );
+        let one = Overrides {
+            nodes: Some(1),
+            ..Overrides::default()
+        };
+        return s
+            .apply(&one)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("the scenario is not valid with one node");
+    }
+    Ok(s)
+}
+
+/// The topology checks of a loaded scenario: every fault hits a node or link the run will
+/// have, client-link faults only when the client links are proxied, generic target URLs
+/// the workers can be given. `remote_proxy`: the links go on a Toxiproxy
+/// (`--toxiproxy-url`).
+pub fn check(s: &Scenario, remote_proxy: bool) -> anyhow::Result<()> {
+    // An external cluster behind a remote Toxiproxy may have more links than the run
+    // creates (the compose cluster's node<i>-postgres / node<i>-redis): checked against
+    // the Toxiproxy's proxies once it is reached.
+    if !remote_proxy || s.cluster.external.is_none() {
+        topology::check_fault_targets(s)?;
+    }
+    topology::check_client_link_faults(s, remote_proxy)?;
+    if s.target.is_some() {
+        topology::check_generic_urls(s)?;
+    }
+    Ok(())
+}
