@@ -20,8 +20,10 @@
 //! | runners | `session` | one WebSocket session: reader, ops, writer |
 //! | runners | `http` | the HTTP API |
 //! | runners | `server` | [`run`]: open, serve, drain |
+//! | runners | `accept` | the HTTP accept loop: header and body read time bounded |
 //! | runners | [`cli`] | `flowline server` |
 
+mod accept;
 pub mod auth;
 pub mod bus;
 mod chat;

@@ -92,9 +92,7 @@ pub async fn run_with_ready(
     let router = router(node.clone());
     ready(addr);
     tracing::info!(%addr, node = %node.config.node_id, phase = node.config.phase.as_str(), "serving");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    crate::accept::serve(listener, router, shutdown.clone()).await;
     // HTTP connections are done; upgraded sessions see the token and close with 1001.
     if !node.sessions.drain(node.config.drain_timeout).await {
         tracing::warn!("sessions did not drain in time");
@@ -126,6 +124,9 @@ fn router(node: Arc<Node>) -> Router {
         .route("/metrics", get(metrics))
         .nest("/api/v1", crate::http::routes(&node.config))
         .merge(flowline_web::router()) // the browser client at / and /assets/*
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            crate::accept::BODY_READ_TIMEOUT,
+        ))
         .with_state(node)
 }
 

@@ -12,6 +12,7 @@ mod hot_channel;
 mod leaving;
 mod outage;
 mod refusals;
+mod slow_http;
 mod storage;
 mod uploads;
 mod util;
