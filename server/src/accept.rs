@@ -17,8 +17,8 @@ use tokio_util::task::TaskTracker;
 /// its request headers; past it the connection is closed.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Longest time to read a request body; past it the request is answered 408 (or the
-/// connection closed if the handler is already reading).
+/// Longest time to read a request body; past it the body read fails and the handler
+/// refuses the request (4xx).
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serve `router` on `listener` until `shutdown`, then wait for in-flight requests.
