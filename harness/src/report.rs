@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde_json::Value;
 
+use flowline_loadgen::aggregate::TickReport;
 use flowline_loadgen::scenario::Scenario;
 
 use crate::runfolder::{IntervalStats, RunFolder};
@@ -111,6 +112,7 @@ pub fn render(run: &RunFolder) -> String {
         })
         .collect();
     h.push_str("<h2>Over time</h2>");
+    h.push_str(&ticks_note(run));
     if !windows.is_empty() {
         h.push_str("<p class=\"note\">Shaded: fault windows (from events.jsonl). Dashed lines: node events.</p>");
     }
@@ -157,6 +159,39 @@ pub fn render(run: &RunFolder) -> String {
         esc(&run.dir.display().to_string())
     );
     h
+}
+
+/// Which shard's per-second ticks came late, twice or never (summary.json's `ticks`):
+/// the seconds whose merged histograms lack or hold extra samples are named.
+fn ticks_note(run: &RunFolder) -> String {
+    let Some(ticks) = run
+        .summary
+        .get("ticks")
+        .and_then(|t| serde_json::from_value::<TickReport>(t.clone()).ok())
+    else {
+        return String::new();
+    };
+    let mut s = String::new();
+    for (what, list) in [
+        (
+            "missing (samples absent from those seconds)",
+            &ticks.missing,
+        ),
+        ("late (merged all the same)", &ticks.late),
+        ("repeated (only the first merged)", &ticks.duplicate),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        let shards: Vec<String> = list.iter().map(ToString::to_string).collect();
+        let _ = write!(
+            s,
+            "<p class=\"note\"><b>Ticks {}:</b> {}</p>",
+            esc(what),
+            esc(&shards.join("; "))
+        );
+    }
+    s
 }
 
 fn metadata(run: &RunFolder) -> String {
@@ -776,6 +811,85 @@ mod tests {
         );
         assert_eq!(latency_column("p50"), Some(("latency".into(), "p50", 1.0)));
         assert_eq!(latency_column("users"), None);
+    }
+
+    /// The report's per-second percentiles are those of the merged ticks: three shards'
+    /// tick lines go through the real aggregator into a run folder, and each second's
+    /// p50/p90/p99/max equal those of one histogram of that second's samples.
+    #[test]
+    fn per_second_percentiles_come_from_merged_ticks() {
+        use flowline_loadgen::aggregate::{Aggregator, RunMeta};
+        use flowline_loadgen::histogram::{self, Metric};
+        use flowline_loadgen::wire::{Counters, Tick, WorkerLine};
+        let scenario = Scenario::parse(
+            "t",
+            "[run]\nname = \"merge\"\nduration = \"3s\"\nseed = 1\n[population]\nusers = 3\n",
+        )
+        .unwrap();
+        const SHARDS: usize = 3;
+        let mut agg = Aggregator::new(&scenario, SHARDS);
+        let mut singles = Vec::new();
+        let mut x = 7u64;
+        for t in 1..=4u64 {
+            let mut one = histogram::new_histogram();
+            for w in 0..SHARDS {
+                // Shard 2 never reports second 4.
+                if w == 2 && t == 4 {
+                    continue;
+                }
+                let mut h = histogram::new_histogram();
+                // Each shard its own spread, so averaging percentiles would differ.
+                for _ in 0..200 * (w + 1) {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    let us = (x >> 40) % (1000 * 10u64.pow(w as u32)) + 1;
+                    histogram::record(&mut h, us);
+                    histogram::record(&mut one, us);
+                }
+                let tick = Tick {
+                    worker: w,
+                    t,
+                    elapsed_ms: t * 1000,
+                    measuring: true,
+                    drain: false,
+                    users: 1,
+                    counters: Counters::default(),
+                    hist: [(
+                        Metric::Delivery.name().to_string(),
+                        histogram::encode(&h).unwrap(),
+                    )]
+                    .into(),
+                };
+                let line = serde_json::to_string(&WorkerLine::Tick(tick)).unwrap();
+                agg.ingest(w, &line).unwrap();
+            }
+            singles.push(one);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        agg.finish(dir.path(), RunMeta::default()).unwrap();
+        let run = RunFolder::load(dir.path()).unwrap();
+        let stats = &run.intervals["delivery"];
+        assert_eq!(stats.len(), singles.len());
+        for (s, one) in stats.iter().zip(&singles) {
+            assert_eq!(
+                (s.count, s.p50, s.p90, s.p99, s.max),
+                (
+                    one.len(),
+                    one.value_at_quantile(0.5),
+                    one.value_at_quantile(0.9),
+                    one.value_at_quantile(0.99),
+                    one.max()
+                ),
+                "second {}",
+                s.t
+            );
+        }
+        let html = render(&run);
+        assert!(
+            html.contains(
+                "<b>Ticks missing (samples absent from those seconds):</b> shard 2: second 4"
+            ),
+            "the report names the missing shard and second"
+        );
     }
 
     #[test]

@@ -2,6 +2,12 @@
 //! and counters, shows progress, and at the end runs the correctness checker, evaluates the
 //! thresholds and writes `summary.json`, `histograms.hlog` and `timeline.csv`.
 //!
+//! Merging is exact: each second's histograms are the HdrHistogram sum of every shard's
+//! tick for that second (the same counts at every value as one histogram of all samples),
+//! and every percentile of the run is read from such sums, never averaged. Which shard
+//! reported which second is tracked: ticks that come late, twice, or never are marked in
+//! `summary.json`'s `ticks` (shard and seconds), not silently dropped.
+//!
 //! ```text
 //! worker 0 ─┐ tick/done lines
 //! worker 1 ─┼──▶ ingest() ──▶ per-second intervals (merged over workers) ──▶ timeline.csv
@@ -94,6 +100,9 @@ pub struct Summary {
     /// status codes and latency by kind, and goose's HTML reports in the run folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<crate::wire::HttpReport>,
+    /// Which shard's ticks came late, twice or never (seconds by shard).
+    #[serde(default)]
+    pub ticks: TickReport,
     /// Reasons the run is incomplete, if any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
@@ -152,6 +161,82 @@ pub struct NodeCost {
     pub cpu_s: f64,
     /// Peak resident set size, KiB.
     pub peak_rss_kib: u64,
+}
+
+/// A tick arriving when a second at least this much newer has already been seen (or after
+/// its shard's `done` line) is late: merged all the same, but marked.
+pub const LATE_AFTER_S: u64 = 5;
+
+/// How complete the per-second ticks were, by shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TickReport {
+    /// Seconds of the run: the last second any shard reported.
+    pub seconds: u64,
+    /// Ticks that arrived late ([`LATE_AFTER_S`]); merged into their second all the same.
+    #[serde(default)]
+    pub late: Vec<ShardSeconds>,
+    /// Seconds a shard never reported (within its own ticks, or after its last tick when
+    /// it sent no `done` line): that shard's samples are missing from those seconds.
+    #[serde(default)]
+    pub missing: Vec<ShardSeconds>,
+    /// Seconds a shard reported more than once; only the first tick was merged.
+    #[serde(default)]
+    pub duplicate: Vec<ShardSeconds>,
+}
+
+impl TickReport {
+    /// No tick late, missing or repeated.
+    pub fn is_complete(&self) -> bool {
+        self.late.is_empty() && self.missing.is_empty() && self.duplicate.is_empty()
+    }
+}
+
+/// Seconds (interval numbers `t`, as in timeline.csv's `t_s`) of one shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardSeconds {
+    /// Shard index (worker `i` of `--shard i/N`).
+    pub shard: usize,
+    /// Seconds, ascending.
+    pub seconds: Vec<u64>,
+}
+
+impl fmt::Display for ShardSeconds {
+    /// `shard 1: seconds 4-6, 9`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "shard {}: second", self.shard)?;
+        if self.seconds.len() != 1 {
+            write!(f, "s")?;
+        }
+        let mut i = 0;
+        let mut first = true;
+        while i < self.seconds.len() {
+            let start = self.seconds[i];
+            let mut end = start;
+            while i + 1 < self.seconds.len() && self.seconds[i + 1] == end + 1 {
+                i += 1;
+                end += 1;
+            }
+            write!(f, "{}{start}", if first { " " } else { ", " })?;
+            if end > start {
+                write!(f, "-{end}")?;
+            }
+            first = false;
+            i += 1;
+        }
+        Ok(())
+    }
+}
+
+fn by_shard(map: &BTreeMap<usize, Vec<u64>>) -> Vec<ShardSeconds> {
+    map.iter()
+        .filter(|(_, s)| !s.is_empty())
+        .map(|(&shard, s)| {
+            let mut seconds = s.clone();
+            seconds.sort_unstable();
+            seconds.dedup();
+            ShardSeconds { shard, seconds }
+        })
+        .collect()
 }
 
 /// The generator's own cost over the whole run, summed over worker processes.
@@ -217,6 +302,8 @@ struct Interval {
     users: u64,
     measuring: bool,
     drain: bool,
+    /// Shards whose tick for this second has been merged.
+    shards: Vec<bool>,
     reports: usize,
 }
 
@@ -279,6 +366,12 @@ pub struct Aggregator {
     users_now: Vec<u64>,
     errors: u64,
     dones: Vec<Option<Done>>,
+    /// Newest second any shard has reported.
+    newest: u64,
+    /// Last second each shard reported.
+    last_tick: Vec<Option<u64>>,
+    late: BTreeMap<usize, Vec<u64>>,
+    duplicate: BTreeMap<usize, Vec<u64>>,
 }
 
 impl Aggregator {
@@ -292,6 +385,10 @@ impl Aggregator {
             users_now: vec![0; workers],
             errors: 0,
             dones: vec![None; workers],
+            newest: 0,
+            last_tick: vec![None; workers],
+            late: BTreeMap::new(),
+            duplicate: BTreeMap::new(),
         }
     }
 
@@ -343,7 +440,8 @@ impl Aggregator {
 
     fn ingest_tick(&mut self, worker: usize, t: Tick) -> Result<()> {
         let workers = self.workers;
-        let iv = self.intervals.entry(t.t).or_default();
+        // Decode everything first: a bad histogram leaves the second untouched.
+        let mut hists = Vec::new();
         for (name, enc) in &t.hist {
             let Some(m) = Metric::ALL.iter().find(|m| m.name() == name) else {
                 continue;
@@ -352,7 +450,22 @@ impl Aggregator {
                 worker,
                 message: format!("tick {}: {e}", t.t),
             })?;
-            iv.open_mut()[*m as usize]
+            hists.push((*m, h));
+        }
+        let iv = self.intervals.entry(t.t).or_default();
+        if iv.shards.len() < workers {
+            iv.shards.resize(workers, false);
+        }
+        if iv.shards[worker] {
+            // Merging it again would count its samples twice.
+            self.duplicate.entry(worker).or_default().push(t.t);
+            return Ok(());
+        }
+        if self.newest >= t.t.saturating_add(LATE_AFTER_S) || self.dones[worker].is_some() {
+            self.late.entry(worker).or_default().push(t.t);
+        }
+        for (m, h) in hists {
+            iv.open_mut()[m as usize]
                 .add(&h)
                 .map_err(|e| LoadgenError::Histogram(format!("merge: {e:?}")))?;
         }
@@ -360,13 +473,48 @@ impl Aggregator {
         iv.users += t.users;
         iv.measuring |= t.measuring;
         iv.drain |= t.drain;
+        iv.shards[worker] = true;
         iv.reports += 1;
+        // Every shard has reported the second: no tick can be merged into it any more
+        // (a repeat is a duplicate), so it is compressed.
         if iv.reports >= workers {
             iv.seal();
         }
+        self.newest = self.newest.max(t.t);
+        let last = &mut self.last_tick[worker];
+        *last = Some(last.map_or(t.t, |l| l.max(t.t)));
         self.users_now[worker] = t.users;
         self.errors += t.counters.errors;
         Ok(())
+    }
+
+    /// Which shard's ticks came late, twice or not at all, so far. A shard is due every
+    /// second from 1 to its last tick (to the run's last second if it sent no `done`).
+    pub fn ticks(&self) -> TickReport {
+        let mut missing: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+        for shard in 0..self.workers {
+            let end = match (self.last_tick[shard], &self.dones[shard]) {
+                (Some(last), Some(_)) => last,
+                _ => self.newest,
+            };
+            let seconds: Vec<u64> = (1..=end)
+                .filter(|t| {
+                    !self
+                        .intervals
+                        .get(t)
+                        .is_some_and(|iv| iv.shards.get(shard).copied().unwrap_or(false))
+                })
+                .collect();
+            if !seconds.is_empty() {
+                missing.insert(shard, seconds);
+            }
+        }
+        TickReport {
+            seconds: self.newest,
+            late: by_shard(&self.late),
+            missing: by_shard(&missing),
+            duplicate: by_shard(&self.duplicate),
+        }
     }
 
     /// Workers that have sent their `done` line.
@@ -592,6 +740,16 @@ impl Aggregator {
             }
             values.retain(|k, _| !k.starts_with("anomalies."));
         }
+        // Seconds without some shard's samples: the latency of the run is incomplete.
+        let ticks = self.ticks();
+        for m in &ticks.missing {
+            problems.push(format!("no tick from {m} (its samples are missing)"));
+        }
+        for d in &ticks.duplicate {
+            problems.push(format!(
+                "repeated tick from {d} (only the first one was merged)"
+            ));
+        }
         let thresholds: Vec<ThresholdResult> = self
             .scenario
             .thresholds
@@ -628,6 +786,7 @@ impl Aggregator {
             latency_us,
             correctness,
             thresholds,
+            ticks,
             problems,
             nodes_cost: Vec::new(),
             node_errors: None,
@@ -882,6 +1041,125 @@ mod tests {
         assert_eq!(counts, [2, 1]);
     }
 
+    /// Deterministic samples over the whole histogram range (clamped ends included).
+    fn samples(seed: u64, n: usize) -> Vec<u64> {
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                // Log-spread: 1 µs .. ~2^27 µs (beyond 60 s, clamped).
+                let bits = (x >> 59) as u32 + 1;
+                (x >> 11) % (1u64 << bits.min(27))
+            })
+            .collect()
+    }
+
+    fn counts(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+        h.iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect()
+    }
+
+    #[test]
+    fn merged_workers_equal_one_histogram_of_all_samples() {
+        const WORKERS: usize = 4;
+        const SECONDS: u64 = 3;
+        let mut a = Aggregator::new(&scenario(), WORKERS);
+        let mut whole = histogram::new_histogram();
+        let mut per_second: Vec<Histogram<u64>> = Vec::new();
+        for t in 1..=SECONDS {
+            let mut one = histogram::new_histogram();
+            // Shards report out of order, as pipes and sockets deliver them.
+            for w in (0..WORKERS).rev() {
+                let xs = samples(t * 100 + w as u64, 500 + 300 * w);
+                for &us in &xs {
+                    histogram::record(&mut one, us);
+                }
+                a.ingest(w, &tick_line(w, t, true, &xs)).unwrap();
+            }
+            whole.add(&one).unwrap();
+            per_second.push(one);
+        }
+        for (i, one) in per_second.iter().enumerate() {
+            // Every shard reported: the second is sealed (compressed), and still exact.
+            let iv = &a.intervals[&(i as u64 + 1)];
+            assert!(iv.open.is_none());
+            let merged = iv.hist(Metric::Delivery).unwrap();
+            assert_eq!(merged.len(), one.len());
+            assert_eq!(counts(&merged), counts(one), "second {}", i + 1);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let s = a.finish(dir.path(), RunMeta::default()).unwrap();
+        assert_eq!(s.latency_us["delivery"], Percentiles::of(&whole));
+        assert!(s.ticks.is_complete(), "{:?}", s.ticks);
+        assert_eq!(s.ticks.seconds, SECONDS);
+        // timeline.csv's per-second percentiles are those of the single histograms.
+        let csv = std::fs::read_to_string(dir.path().join("timeline.csv")).unwrap();
+        for (row, one) in csv.lines().skip(1).zip(&per_second) {
+            let cells: Vec<&str> = row.split(',').collect();
+            assert_eq!(cells[10], one.value_at_quantile(0.5).to_string(), "{row}");
+            assert_eq!(cells[11], one.value_at_quantile(0.99).to_string(), "{row}");
+        }
+    }
+
+    #[test]
+    fn missing_late_and_repeated_ticks_are_marked() {
+        let mut a = Aggregator::new(&scenario(), 3);
+        for t in 1..=8 {
+            a.ingest(0, &tick_line(0, t, true, &[1000])).unwrap();
+            if t != 3 && t != 4 {
+                a.ingest(1, &tick_line(1, t, true, &[1000])).unwrap();
+            }
+            // Shard 2 dies after second 5 (no done line).
+            if t <= 5 {
+                a.ingest(2, &tick_line(2, t, true, &[1000])).unwrap();
+            }
+        }
+        // Shard 1's second 3 comes long after (merged, marked late); second 4 never.
+        a.ingest(1, &tick_line(1, 3, true, &[7000])).unwrap();
+        // Shard 0 repeats second 8: not merged twice.
+        a.ingest(0, &tick_line(0, 8, true, &[9_000_000])).unwrap();
+        a.ingest(0, &done_line(0, false)).unwrap();
+        a.ingest(1, &done_line(1, false)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let s = a.finish(dir.path(), RunMeta::default()).unwrap();
+        let shard = |shard: usize, seconds: &[u64]| ShardSeconds {
+            shard,
+            seconds: seconds.to_vec(),
+        };
+        assert_eq!(s.ticks.seconds, 8);
+        assert_eq!(s.ticks.late, [shard(1, &[3])]);
+        assert_eq!(s.ticks.missing, [shard(1, &[4]), shard(2, &[6, 7, 8])]);
+        assert_eq!(s.ticks.duplicate, [shard(0, &[8])]);
+        // The late tick's sample counts, the repeated one's does not.
+        let d = &s.latency_us["delivery"];
+        assert_eq!(d.count, 8 + 7 + 5);
+        assert!(d.max < 8000, "{d:?}");
+        assert!(!s.passed);
+        for p in [
+            "no tick from shard 1: second 4 (its samples are missing)",
+            "no tick from shard 2: seconds 6-8 (its samples are missing)",
+            "repeated tick from shard 0: second 8 (only the first one was merged)",
+        ] {
+            assert!(s.problems.iter().any(|x| x == p), "{p}: {:?}", s.problems);
+        }
+        let back: Summary =
+            serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(back.ticks, s.ticks);
+        // A tick after its shard's done line is late too.
+        a.ingest(0, &tick_line(0, 9, true, &[])).unwrap();
+        assert_eq!(a.ticks().late[0], shard(0, &[9]));
+        assert_eq!(
+            shard(2, &[1, 2, 3, 5, 7, 8]).to_string(),
+            "shard 2: seconds 1-3, 5, 7-8"
+        );
+    }
+
     #[test]
     fn loss_and_missing_workers_fail_the_run() {
         let mut a = Aggregator::new(&scenario(), 2);
@@ -898,7 +1176,13 @@ mod tests {
         a.ingest(0, &done_line(0, false)).unwrap();
         let s = a.summarize(RunMeta::default());
         assert!(!s.passed);
-        assert_eq!(s.problems.len(), 1);
+        assert_eq!(
+            s.problems,
+            [
+                "worker 1 did not finish (no done line)",
+                "no tick from shard 1: second 1 (its samples are missing)"
+            ]
+        );
         // `lost` is unknown without worker 1's history, so its threshold fails.
         assert_eq!(s.thresholds[1].actual, None);
         assert!(a.ingest(5, &done_line(0, false)).is_err());

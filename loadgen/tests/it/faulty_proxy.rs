@@ -39,7 +39,8 @@ pub enum Fault {
     /// On the `k`-th resumed connection, right after `ready`, deliver again the first
     /// message the user got on its previous connection.
     ReplayOnResume,
-    /// On the `k`-th resumed connection, drop the first message after `ready`.
+    /// On the `k`-th resumed connection, drop the first message of a busy channel it
+    /// delivers after `ready`.
     GapOnResume,
 }
 
@@ -188,6 +189,8 @@ async fn start_with(
                     // `Fault::EditLost`: the edit to deliver after the next message.
                     let mut edit: Option<Message> = None;
                     let mut drop_next = false;
+                    // Channels this connection has delivered a message of.
+                    let mut seen: std::collections::HashSet<i64> = Default::default();
                     while let Some(Ok(m)) = up_rx.next().await {
                         let mut out = vec![m.clone()];
                         if let Message::Text(t) = &m
@@ -252,7 +255,10 @@ async fn start_with(
                             && !resumed.lock().unwrap().is_empty()
                             && t.as_str().contains(r#""type":"ready""#)
                             && let Some(r) = *me.lock().unwrap()
-                            && resumes.fetch_add(1, Ordering::SeqCst) + 1 == k
+                            // The k-th resumed connection, or a later one while the
+                            // fault has not hit yet.
+                            && resumes.fetch_add(1, Ordering::SeqCst) + 1 >= k
+                            && h.lock().unwrap().is_none()
                         {
                             // Only a message the user says it has (its resume point is at
                             // or past it): a closing user stops reading.
@@ -273,10 +279,8 @@ async fn start_with(
                                     });
                                     out.push(frame);
                                 }
-                                (Fault::ReplayOnResume, None) => {
-                                    // Nothing to replay: try the next resumed connection.
-                                    resumes.fetch_sub(1, Ordering::SeqCst);
-                                }
+                                // Nothing to replay: the next resumed connection tries.
+                                (Fault::ReplayOnResume, None) => {}
                                 _ => drop_next = true,
                             }
                         }
@@ -323,9 +327,15 @@ async fn start_with(
                                 first_kept = true;
                                 firsts.lock().unwrap().insert(r, (channel, seq, m.clone()));
                             }
+                            // The connection's first message of a busy channel (seq 10 or
+                            // more, so that a later one comes and makes the gap visible).
+                            let first_of_channel = seen.insert(channel);
                             if drop_next
+                                && first_of_channel
+                                && seq >= 10
                                 && let Some(r) = receiver
                                 && author.is_some_and(|a| a != r)
+                                && h.lock().unwrap().is_none()
                             {
                                 drop_next = false;
                                 *h.lock().unwrap() = Some(Hit {
