@@ -16,6 +16,7 @@
 //! | [`faults`] | the scenario's fault schedule wired to the run's links and nodes |
 //! | [`revision`] | which Flowline made a run (summary.json `meta.revision`) |
 //! | [`services`] | Postgres/Redis for a run: given, throwaway, or refused |
+//! | [`node_errors`] | the nodes' logged warnings and errors, grouped by cause (summary.json) |
 //! | [`supervisor`], [`child`] | every child process of a run, and how it dies with us |
 //! | [`runfolder`], [`report`], [`svg`] | reading a run folder; report.html and its charts |
 //! | [`compare`], [`replay`] | `flowline compare` and `flowline replay` |
@@ -28,6 +29,7 @@ pub mod faults;
 pub mod generic_target;
 pub mod links;
 pub mod metrics_targets;
+pub mod node_errors;
 pub mod phases;
 pub mod preflight;
 pub mod replay;

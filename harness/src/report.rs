@@ -148,6 +148,7 @@ pub fn render(run: &RunFolder) -> String {
     h.push_str(&correctness_table(run));
     h.push_str("<h2>Thresholds</h2>");
     h.push_str(&thresholds_table(run));
+    h.push_str(&node_errors_table(run));
     h.push_str("<h2>Totals</h2>");
     h.push_str(&totals_table(run));
     h.push_str("<h2>Events</h2>");
@@ -647,6 +648,48 @@ pub fn threshold_value(expr: &str, v: f64) -> String {
     } else {
         fmt_num(v)
     }
+}
+
+/// summary.json `node_errors`: the nodes' most frequent warnings and errors, shown only
+/// when there are any (the cause of a slow or failed run is often there).
+fn node_errors_table(run: &RunFolder) -> String {
+    let Some(n) = run.get("node_errors") else {
+        return String::new();
+    };
+    let count = |k: &str| n.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let (warnings, errors) = (count("warnings"), count("errors"));
+    if warnings + errors == 0 {
+        return String::new();
+    }
+    let mut s = String::from("<h2>Node warnings and errors</h2>");
+    let _ = write!(
+        s,
+        "<p class=\"note\">The nodes logged {warnings} warning(s) and {errors} error(s), {} distinct \
+         message(s) (numbers, ids and durations shown as #); the most frequent, from logs/&lt;node&gt;.log:</p>",
+        count("distinct")
+    );
+    s.push_str("<table><tr><th>count</th><th class=\"l\">level</th><th class=\"l\">message</th><th class=\"l\">nodes</th></tr>");
+    let empty = Vec::new();
+    for m in n.get("top").and_then(Value::as_array).unwrap_or(&empty) {
+        let text = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("");
+        let nodes: Vec<&str> = m
+            .get("nodes")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let cls = if text("level") == "ERROR" { "bad" } else { "" };
+        let _ = write!(
+            s,
+            "<tr class=\"{cls}\"><td>{}</td><td class=\"l\">{}</td><td class=\"l\" title=\"{}\">{}</td><td class=\"l\">{}</td></tr>",
+            m.get("count").and_then(Value::as_u64).unwrap_or(0),
+            esc(text("level")),
+            esc(text("example")),
+            esc(text("message")),
+            esc(&nodes.join(", "))
+        );
+    }
+    s.push_str("</table>");
+    s
 }
 
 fn totals_table(run: &RunFolder) -> String {

@@ -378,6 +378,10 @@ async fn drive(
             })
         })
         .collect();
+    summary.node_errors = crate::node_errors::scan(
+        &dir.join("logs"),
+        state.cluster.nodes.iter().map(|n| n.id.as_str()),
+    );
     agg.write(dir, &summary)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("cannot write the run's results")?;

@@ -110,6 +110,46 @@ pub struct Summary {
     /// node restarted by a fault counts from its restart).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes_cost: Vec<NodeCost>,
+    /// Warnings and errors the run's nodes logged (their logs in `logs/`), grouped by
+    /// cause; absent when they logged none (and for the standalone loadgen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_errors: Option<NodeErrors>,
+}
+
+/// The WARN and ERROR lines of the nodes' logs, grouped by cause.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeErrors {
+    /// WARN lines over all nodes.
+    pub warnings: u64,
+    /// ERROR lines over all nodes.
+    pub errors: u64,
+    /// Distinct messages after normalisation.
+    pub distinct: u64,
+    /// The most frequent messages, most frequent first (at most 5).
+    pub top: Vec<NodeLogMessage>,
+}
+
+impl NodeErrors {
+    /// WARN and ERROR lines together.
+    pub fn total(&self) -> u64 {
+        self.warnings + self.errors
+    }
+}
+
+/// One cause the nodes logged: a message with timestamps, ids, numbers and durations
+/// replaced by `#`, so equal causes count together.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeLogMessage {
+    /// `WARN` or `ERROR`.
+    pub level: String,
+    /// The normalised message (module path, spans and fields included).
+    pub message: String,
+    /// Lines with this message over all nodes.
+    pub count: u64,
+    /// The nodes that logged it.
+    pub nodes: Vec<String>,
+    /// The first such line as logged (without timestamp and level).
+    pub example: String,
 }
 
 /// What one node process cost over the run.
@@ -749,6 +789,7 @@ impl Aggregator {
             ticks,
             problems,
             nodes_cost: Vec::new(),
+            node_errors: None,
         }
     }
 

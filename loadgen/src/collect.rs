@@ -127,6 +127,21 @@ pub fn print_verdict(s: &Summary, dir: &Path, actual: impl Fn(&str, f64) -> Stri
     for p in &s.problems {
         eprintln!("  problem: {p}");
     }
+    if let Some(n) = s.node_errors.as_ref().filter(|n| n.total() > 0) {
+        let mut top = n.top.iter();
+        let first = top
+            .next()
+            .map(|m| format!("; top: {} ×{} ({})", m.message, m.count, m.nodes.join(", ")))
+            .unwrap_or_default();
+        eprintln!(
+            "  nodes logged {} warnings/errors ({} distinct causes){first}",
+            n.total(),
+            n.distinct
+        );
+        for m in top {
+            eprintln!("    ×{} {} ({})", m.count, m.message, m.nodes.join(", "));
+        }
+    }
     eprintln!(
         "flowline: {} — {} sent, {} delivered, {:.0} deliveries/s; run folder {}",
         if s.passed { "PASSED" } else { "FAILED" },

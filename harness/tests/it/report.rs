@@ -37,11 +37,46 @@ fn report_renders_every_section_from_a_run_folder() {
     ] {
         assert!(html.contains(needle), "report.html lacks {needle:?}");
     }
+    // No node warnings in the summary: no such section.
+    assert!(!html.contains("Node warnings and errors"));
     // Self-contained: no scripts, no external resources.
     assert!(!html.contains("<script"));
     assert!(!html.contains("http://") && !html.contains("https://"));
     // The fault window is shaded from 10 s to 15 s on the time charts.
     assert!(html.matches("fill-opacity=\"0.10\"").count() >= 4);
+}
+
+#[test]
+fn report_shows_the_nodes_most_frequent_warnings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("20261128-030000-synthetic");
+    synthetic_run(&dir);
+    let path = dir.join("summary.json");
+    let mut summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    summary["node_errors"] = serde_json::json!({
+        "warnings": 2000, "errors": 3, "distinct": 2,
+        "top": [
+            {"level": "WARN", "message": "flowline_server::presence: cannot announce presence: storage failed error=database: pool timed out <after> #",
+             "count": 2000, "nodes": ["node1", "node2"], "example": "flowline_server::presence: cannot announce presence …"},
+            {"level": "ERROR", "message": "flowline_server::session: storage failed during a session",
+             "count": 3, "nodes": ["node3"], "example": "flowline_server::session: storage failed during a session"}
+        ]
+    });
+    std::fs::write(&path, summary.to_string()).unwrap();
+    let o = run(&["report", dir.to_str().unwrap()], tmp.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    for needle in [
+        "<h2>Node warnings and errors</h2>",
+        "2000 warning(s) and 3 error(s), 2 distinct",
+        "<td>2000</td>",
+        "pool timed out &lt;after&gt; #",
+        "node1, node2",
+        "<td>3</td><td class=\"l\">ERROR</td>",
+    ] {
+        assert!(html.contains(needle), "report.html lacks {needle:?}");
+    }
 }
 
 #[test]

@@ -202,6 +202,9 @@ fn short_quickstart_passes_writes_every_file_and_leaves_nothing() {
     // What the node cost is in the one summary.json written, with the rest.
     assert_eq!(summary["nodes_cost"][0]["node"], "node1", "{summary}");
     assert!(summary["nodes_cost"][0]["cpu_s"].is_number(), "{summary}");
+    // A clean run: its node logged no warnings or errors, so none are reported.
+    assert!(summary.get("node_errors").is_none(), "{summary}");
+    assert!(!stderr(&o).contains("nodes logged"), "{}", stderr(&o));
     assert!(
         summary["totals"]["delivered"].as_u64().unwrap() > 0,
         "{summary}"
