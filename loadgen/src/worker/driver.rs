@@ -74,12 +74,17 @@ pub(super) async fn drive(ctx: &ThreadCtx, u: &mut impl Sessions, churn: Option<
                     ctx.count(|c| c.reconnects += 1);
                 }
                 sessions += 1;
-                let churn_at = churn.map(|every| {
-                    // Spread churn over users deterministically: a first close after
-                    // 50–150% of the interval, depending on the user's index.
-                    let frac = 0.5 + f64::from(index % 101) / 100.0;
-                    Instant::now() + every.mul_f64(if sessions == 1 { frac } else { 1.0 })
-                });
+                let churn_at = churn
+                    .map(|every| {
+                        // Spread churn over users deterministically: a first close after
+                        // 50–150% of the interval, depending on the user's index.
+                        let frac = 0.5 + f64::from(index % 101) / 100.0;
+                        Instant::now() + every.mul_f64(if sessions == 1 { frac } else { 1.0 })
+                    })
+                    // Planned churn ends with sending: a user that reconnected during the
+                    // drain could end the run before reading its replay, and the checker
+                    // would rightly count what it never read.
+                    .filter(|&at| at < ctx.clock.send_end);
                 let end = u.session(&mut ws, churn_at).await;
                 if !matches!(end, End::Broken) {
                     let _ = Box::pin(timeout(CLOSE_TIMEOUT, ws.close(None))).await;
