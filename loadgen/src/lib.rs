@@ -23,7 +23,7 @@
 //! | [`recorder`], [`histogram`] | per-thread seconds; latency histograms and their encoding |
 //! | [`receipts`] | what a recipient received, compacted into seq ranges |
 //! | [`checker`] | did every acked message reach everyone due it (chat, generic); every named anomaly (chat) |
-//! | [`aggregate`], [`threshold`] | workers' lines → summary.json, hlog, timeline; thresholds |
+//! | [`aggregate`], [`summary`], [`threshold`] | workers' lines → summary.json (typed in `summary`), hlog, timeline; thresholds |
 //! | [`collect`] | the loop workers' lines → aggregator → progress → verdict (run and standalone) |
 //! | [`metrics`] | a worker's Prometheus endpoint |
 //! | [`resources`], [`upload`], [`error`], [`cli`] | process cost, uploads, errors, flags |
@@ -43,6 +43,7 @@ pub mod recorder;
 pub mod resources;
 pub mod scenario;
 pub mod schedule;
+pub mod summary;
 pub mod threshold;
 pub mod upload;
 pub mod wire;
