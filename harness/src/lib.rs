@@ -20,6 +20,7 @@
 //! | [`supervisor`], [`child`] | every child process of a run, and how it dies with us |
 //! | [`runfolder`], [`report`], [`svg`] | reading a run folder; report.html and its charts |
 //! | [`compare`], [`replay`] | `flowline compare` and `flowline replay` |
+//! | [`kubernetes`] | `--launcher kubernetes` (workers as an Indexed Job) and `flowline k8s manifests` |
 
 pub mod child;
 pub mod cli;
@@ -27,6 +28,7 @@ pub mod cluster;
 pub mod compare;
 pub mod faults;
 pub mod generic_target;
+pub mod kubernetes;
 pub mod links;
 pub mod metrics_targets;
 pub mod node_errors;

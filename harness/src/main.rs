@@ -42,6 +42,8 @@ enum Command {
     Replay(flowline_harness::cli::ReplayArgs),
     /// Write report.html of a run folder again from its files.
     Report(flowline_harness::cli::ReportArgs),
+    /// Kubernetes: print the objects `flowline run --launcher kubernetes` creates.
+    K8s(flowline_harness::kubernetes::cli::K8sArgs),
     /// Internal: run PROGRAM so that it dies with its parent (used by `flowline run` for
     /// throwaway Postgres/Redis).
     #[command(hide = true)]
@@ -98,6 +100,7 @@ fn main() -> ExitCode {
             Command::Compare(args) => flowline_harness::cli::compare_main(args).await,
             Command::Replay(args) => flowline_harness::cli::replay_main(args).await,
             Command::Report(args) => flowline_harness::cli::report_main(args).await,
+            Command::K8s(args) => flowline_harness::kubernetes::cli::k8s_main(args).await,
             Command::ChildExec { .. } => unreachable!("handled before the runtime starts"),
         }
     });

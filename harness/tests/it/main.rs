@@ -2,6 +2,9 @@
 
 mod compose;
 mod generic;
+mod kubernetes_fake;
+mod kubernetes_launcher;
+mod kubernetes_manifests;
 mod logs;
 mod phases;
 mod prometheus;
