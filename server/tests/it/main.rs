@@ -9,6 +9,7 @@ mod delivery;
 mod features;
 mod heartbeat;
 mod hot_channel;
+mod http_contract;
 mod leave_cluster;
 mod leaving;
 mod openapi_fuzz;

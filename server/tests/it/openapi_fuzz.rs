@@ -8,7 +8,8 @@
 //!
 //! Bounded: a fixed number of examples per operation and a fixed seed (the same requests
 //! on every run; `FLOWLINE_SCHEMATHESIS_SEED` picks others), `server/tests/schemathesis.toml`
-//! holds the few per-operation expectations. The schemathesis binary is
+//! holds the few per-operation expectations (and asks `GET /uploads/{id}` for the file
+//! uploaded here, `FLOWLINE_FUZZ_UPLOAD_ID`, so its 200 and content type are checked). The schemathesis binary is
 //! `$FLOWLINE_SCHEMATHESIS`, else `schemathesis` on PATH.
 
 use std::path::{Path, PathBuf};
@@ -48,7 +49,7 @@ fn schemathesis() -> PathBuf {
 
 /// Run schemathesis against `schema_url` with `extra` arguments; panics with its report
 /// when it finds anything or does not finish within [`RUN_LIMIT`].
-async fn run(bin: &Path, schema_url: &str, token: &str, extra: &[&str]) {
+async fn run(bin: &Path, schema_url: &str, token: &str, upload: i64, extra: &[&str]) {
     // Its caches and reports go to a folder of its own, not into the source tree.
     let workdir = tempfile::tempdir().expect("a temporary folder");
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis.toml");
@@ -67,6 +68,7 @@ async fn run(bin: &Path, schema_url: &str, token: &str, extra: &[&str]) {
         .args(extra)
         .current_dir(workdir.path())
         .env("NO_COLOR", "1")
+        .env("FLOWLINE_FUZZ_UPLOAD_ID", upload.to_string())
         .env("SCHEMATHESIS_TELEMETRY", "false")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -105,9 +107,45 @@ async fn openapi_contract_holds_under_generated_requests() {
     let space = node.space(&me, "fuzzed").await;
     node.channel(&me, &space, "general", None).await;
     node.user("other").await;
+    // A file the caller may download, so `GET /uploads/{id}` answers 200 with its type.
+    let boundary = "fuzz-boundary";
+    let form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"dot.png\"\r\n\
+         Content-Type: image/png\r\n\r\n\u{89}PNG\r\n--{boundary}--\r\n"
+    );
+    let uploaded: serde_json::Value = node
+        .client
+        .post(node.url("/uploads"))
+        .bearer_auth(&me.token)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let upload = uploaded["id"].as_i64().expect("an upload id");
     let schema = format!("{}/api/v1/openapi.json", node.http);
     let logout = "/api/v1/auth/logout";
-    run(&bin, &schema, &me.token, &["--exclude-path", logout]).await;
-    run(&bin, &schema, &me.token, &["--include-path", logout]).await;
+    run(
+        &bin,
+        &schema,
+        &me.token,
+        upload,
+        &["--exclude-path", logout],
+    )
+    .await;
+    run(
+        &bin,
+        &schema,
+        &me.token,
+        upload,
+        &["--include-path", logout],
+    )
+    .await;
     node.stop().await;
 }
