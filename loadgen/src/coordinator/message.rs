@@ -239,7 +239,11 @@ mod tests {
 
     #[test]
     fn scenario_hash_survives_the_run_folder_round_trip() {
-        let s = Scenario::parse("t", "[run]\nname = \"t\"\nseed = 3\n").unwrap();
+        let s = Scenario::parse(
+            "t",
+            "[run]\nname = \"t\"\nduration = \"2s\"\nseed = 3\n[population]\nusers = 10\n",
+        )
+        .unwrap();
         let again = Scenario::parse("t", &s.to_toml()).unwrap();
         assert_eq!(scenario_hash(&s), scenario_hash(&again));
         let other = s
