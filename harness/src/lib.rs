@@ -11,6 +11,7 @@
 //! | [`topology`] | the names of a run's nodes and links, built once; fault-target checks |
 //! | [`links`] | the run's chaos links (embedded proxy or Toxiproxy) and URL rewriting |
 //! | [`cluster`], [`generic_target`] | starting the system under test: reference cluster or a WebSocket service |
+//! | [`isolation`] | `--isolation netns`: the run's hosts in network namespaces, the harness's ways in |
 //! | [`workers`] | the loadgen worker processes (lines go to `flowline_loadgen::collect`) |
 //! | [`metrics_targets`] | the run's Prometheus endpoints (metrics-targets.json) |
 //! | [`faults`] | the scenario's fault schedule wired to the run's links and nodes |
@@ -27,6 +28,7 @@ pub mod cluster;
 pub mod compare;
 pub mod faults;
 pub mod generic_target;
+pub mod isolation;
 pub mod links;
 pub mod metrics_targets;
 pub mod node_errors;

@@ -13,6 +13,11 @@
 //!      timeline.csv ─▶ report.html ─▶ teardown (nodes, proxies, services)
 //! ```
 //!
+//! With `--isolation netns` ([`crate::isolation`]) the run first creates its network (one
+//! namespace per node, service and worker on a bridge of its own); every child starts in
+//! its host's namespace, there are no link proxies, and teardown removes the network
+//! after the last child is gone.
+//!
 //! Every child process is owned by one [`Supervisor`]: teardown stops them on success and
 //! failure, a SIGINT/SIGTERM handler ends the run the same way, and a drop guard kills them
 //! if the harness panics.
@@ -27,13 +32,14 @@ use flowline_chaos::controller::Controller;
 use flowline_chaos::events::EventLog;
 use flowline_loadgen::aggregate::{Aggregator, NodeCost, RunMeta, Summary};
 use flowline_loadgen::collect;
-use flowline_loadgen::scenario::{Overrides, Scenario};
+use flowline_loadgen::scenario::{Isolation, Overrides, Scenario};
 use nix::sys::signal::Signal;
 use serde_json::json;
 
 use crate::cluster::{Cluster, ClusterCtx, start_cluster};
 use crate::faults::{FaultRunner, NodeTargets};
 use crate::generic_target::generic_target;
+use crate::isolation::{self, Isolated};
 use crate::links::LinkSet;
 use crate::metrics_targets::{MetricsTargets, worker_metrics_url};
 use crate::preflight::{self, ScenarioSource, load_scenario};
@@ -121,6 +127,8 @@ struct State {
     faults: Option<FaultRunner>,
     events: Option<EventLog>,
     cluster: Cluster,
+    /// The run's network namespaces (`--isolation netns`), removed last.
+    isolation: Option<Isolated>,
     /// Stops the chaos API server.
     stop_api: tokio_util::sync::CancellationToken,
 }
@@ -129,6 +137,15 @@ struct State {
 pub async fn run(opts: RunOptions) -> anyhow::Result<Outcome> {
     let scenario = load_scenario(&opts.scenario, &opts.overrides)?;
     preflight::check(&scenario, opts.toxiproxy_url.is_some()).context("bad scenario")?;
+    if scenario.cluster.isolation == Isolation::Netns {
+        isolation::check_privileges()?;
+        if opts.toxiproxy_url.is_some() {
+            bail!(
+                "--isolation netns and --toxiproxy-url do not go together: isolated hosts talk \
+                 over the run's bridge, not through link proxies"
+            );
+        }
+    }
     if scenario.target.is_some()
         && (opts.overrides.phase.is_some() || opts.overrides.nodes.is_some())
     {
@@ -242,6 +259,22 @@ async fn drive(
         std::process::id() ^ setup_start.elapsed().subsec_nanos()
     );
 
+    // Worker processes: as many as the users need unless given (plan.workers_needed()
+    // counts the same users); an isolated run gives each a host.
+    let workers = opts
+        .workers
+        .unwrap_or_else(|| {
+            (scenario.population.users as usize)
+                .div_ceil(flowline_loadgen::plan::MAX_USERS_PER_WORKER)
+        })
+        .max(1);
+    if scenario.cluster.isolation == Isolation::Netns {
+        let needs = crate::services::Needs::for_phase(scenario.cluster.phase.as_str())?;
+        let topology = crate::topology::Topology::of(scenario);
+        let hosts = isolation::host_names(&topology, needs, workers);
+        state.isolation = Some(Isolated::create(&run_id, &hosts).await?);
+    }
+
     // The system under test: nodes the run starts, an external cluster, or a generic
     // WebSocket service; then the population plan.
     let (plan, targets) = match &scenario.target {
@@ -256,6 +289,7 @@ async fn drive(
                 events: &events,
                 run_id: &run_id,
                 secret,
+                net: state.isolation.as_ref(),
             };
             start_cluster(scenario, ctx, &mut state.cluster, &mut targets_file).await?
         }
@@ -263,7 +297,6 @@ async fn drive(
     targets_file.write()?;
     let plan_path = dir.join("plan.json");
     plan.write(&plan_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let workers = opts.workers.unwrap_or_else(|| plan.workers_needed()).max(1);
     plan.shards(workers).map_err(|e| anyhow::anyhow!("{e}"))?;
 
     // Workers, with one start instant for all (ticks count from it) and for the fault
@@ -280,6 +313,7 @@ async fn drive(
             targets: &targets,
             start_at_ms: started_at.timestamp_millis(),
             metrics_ip: bind_ip,
+            net: state.isolation.as_ref(),
         },
     )?;
 
@@ -292,6 +326,7 @@ async fn drive(
             controller.fault_metrics(),
             events.clone(),
             Arc::new(targets),
+            state.isolation.as_ref().map(Isolated::network),
             run_start + scenario.warmup,
         )?;
         state.faults = Some(runner);
@@ -416,6 +451,10 @@ async fn teardown(state: &mut State, sup: &Supervisor) {
         s.teardown(sup).await;
     }
     sup.shutdown(Duration::from_secs(5)).await;
+    // Last: the children were in these namespaces, and the services' forwards ran here.
+    if let Some(net) = state.isolation.take() {
+        net.remove();
+    }
 }
 
 fn sup_names(sup: &Supervisor, prefix: &str) -> Vec<String> {

@@ -30,6 +30,9 @@ pub struct Launch<'a> {
     pub start_at_ms: i64,
     /// IP their Prometheus endpoints listen on.
     pub metrics_ip: &'a str,
+    /// The run's network (`--isolation netns`): worker `i` runs in host `worker<i>`, its
+    /// metrics on that host's address.
+    pub net: Option<&'a crate::isolation::Isolated>,
 }
 
 /// Start the workers; their stdout lines arrive as `(shard index, line)`, and the
@@ -38,7 +41,11 @@ pub fn spawn(sup: &Supervisor, l: &Launch<'_>) -> anyhow::Result<LineRx> {
     let (tx, rx) = mpsc::unbounded_channel::<(usize, String)>();
     let workers = l.count;
     for w in 0..workers {
-        let spec = Spec::flowline(name(w))?.args([
+        let metrics_ip = match l.net {
+            Some(net) => net.host(&name(w))?.addr().to_string(),
+            None => l.metrics_ip.to_string(),
+        };
+        let mut spec = Spec::flowline(name(w))?.args([
             "loadgen".to_string(),
             "--scenario".into(),
             l.scenario.to_string_lossy().into_owned(),
@@ -53,8 +60,11 @@ pub fn spawn(sup: &Supervisor, l: &Launch<'_>) -> anyhow::Result<LineRx> {
             // Its Prometheus endpoint, announced on stdout and listed in
             // metrics-targets.json.
             "--metrics-listen".into(),
-            format!("{}:0", l.metrics_ip),
+            format!("{metrics_ip}:0"),
         ]);
+        if let Some(net) = l.net {
+            spec = spec.in_netns(net.netns(&name(w))?);
+        }
         let mut spawned = sup.spawn(spec)?;
         let tx = tx.clone();
         tokio::spawn(async move {

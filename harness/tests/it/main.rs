@@ -2,6 +2,7 @@
 
 mod compose;
 mod generic;
+mod isolation;
 mod logs;
 mod phases;
 mod prometheus;
