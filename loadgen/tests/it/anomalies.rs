@@ -52,6 +52,7 @@ where
             },
             targets: vec![p.url.clone()],
             start_at,
+            clock_offset_us: 0,
             threads: 1,
             metrics: None,
             out: None,

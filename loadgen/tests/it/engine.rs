@@ -43,6 +43,7 @@ async fn run_scenario(scenario: Scenario, shards: usize) -> (Vec<Vec<String>>, S
             },
             targets: vec![node.ws.clone()],
             start_at,
+            clock_offset_us: 0,
             threads: 2,
             metrics: None,
             out: None,

@@ -111,6 +111,7 @@ async fn run(s: &Scenario, shards: usize) -> Summary {
             },
             targets: Vec::new(),
             start_at,
+            clock_offset_us: 0,
             threads: 1,
             metrics: None,
             out: None,
