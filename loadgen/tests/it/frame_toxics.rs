@@ -17,8 +17,10 @@ use crate::util::{SECRET, run_workers, scenario_with, small_scenario, start_node
 
 const USERS: u32 = 120;
 const SEED: u64 = 37;
-/// Shard i goes through proxy `shard<i>`.
-const SHARDS: usize = 6;
+/// Shard i goes through proxy `shard<i>`; shards 0..=5 have one toxic each, shard 6 none.
+/// Odd, so that every space's channels (members of space k: users ≡ k mod 2) have
+/// members in every shard.
+const SHARDS: usize = 7;
 /// The seq the toxics pick (all users are connected long before it).
 const SEQ: i64 = 30;
 /// `frame_corrupt`'s seq (its anomaly has the same kind as `frame_drop`'s).
@@ -154,13 +156,19 @@ match = {{ "/type" = "message", "/channel" = {ch2}, "/seq" = [{from}] }}
     .unwrap()
     .run(tokio::time::Instant::now());
     // Injected before any user connects.
+    let injected = || {
+        chaos
+            .list()
+            .iter()
+            .all(|p| p.toxics.len() == usize::from(p.name != "shard6"))
+    };
     for _ in 0..100 {
-        if chaos.list().iter().all(|p| p.toxics.len() == 1) {
+        if injected() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert!(chaos.list().iter().all(|p| p.toxics.len() == 1));
+    assert!(injected());
 
     let lines = run_workers(&scenario, &plan, targets, 1).await;
     schedule.shutdown().await.unwrap();
