@@ -309,11 +309,7 @@ pub struct FaultSpec {
     pub every: Option<u64>,
     /// Frame faults: JSON pointer → value a message must hold (all of them; an array
     /// value matches any of its elements).
-    #[serde(
-        default,
-        rename = "match",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
     pub matches: Option<std::collections::BTreeMap<String, serde_json::Value>>,
     /// `frame_reorder`: matching messages that overtake the held one (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -585,7 +581,12 @@ mod tests {
         let f = parse(r#"{"at":"1s","kind":"frame_corrupt","target":"c","xor":256}"#);
         assert!(f.validate(1).unwrap_err().reason.contains("`xor`"));
         let f = parse(r#"{"at":"1s","kind":"frame_delay","target":"c"}"#);
-        assert!(f.validate(1).unwrap_err().reason.contains("`delay` is required"));
+        assert!(
+            f.validate(1)
+                .unwrap_err()
+                .reason
+                .contains("`delay` is required")
+        );
     }
 
     #[test]

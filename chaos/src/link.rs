@@ -129,8 +129,22 @@ pub(crate) async fn run_connection(
         reset: AtomicBool::new(false),
     };
     {
-        let up = direction(&client, &server, cfg.up_toxics, &cfg.up_counters, &ctl, false);
-        let down = direction(&server, &client, cfg.down_toxics, &cfg.down_counters, &ctl, true);
+        let up = direction(
+            &client,
+            &server,
+            cfg.up_toxics,
+            &cfg.up_counters,
+            &ctl,
+            false,
+        );
+        let down = direction(
+            &server,
+            &client,
+            cfg.down_toxics,
+            &cfg.down_counters,
+            &ctl,
+            true,
+        );
         tokio::select! {
             biased;
             () = ctl.cut.cancelled() => {}
@@ -263,9 +277,7 @@ enum Spliced {
 impl Reader<'_> {
     /// The stream is bulk and toxic-free: splice, once the writer has caught up.
     fn wants_splice(&self) -> bool {
-        self.pipe.is_some()
-            && self.toxics.borrow().is_empty()
-            && self.bypass.load(Ordering::SeqCst)
+        self.pipe.is_some() && self.toxics.borrow().is_empty() && self.bypass.load(Ordering::SeqCst)
     }
 
     async fn run(mut self, tx: mpsc::Sender<Chunk>) {

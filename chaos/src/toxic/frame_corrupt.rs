@@ -27,7 +27,10 @@ impl FrameCorrupt {
 impl Toxic for FrameCorrupt {
     fn on_chunk(&mut self, mut chunk: Chunk, _now: Instant, out: &mut Vec<Chunk>) -> Verdict {
         if picked(&mut self.sel, &chunk)
-            && let Some(i) = chunk.frame.as_ref().and_then(|f| f.payload_index(self.offset))
+            && let Some(i) = chunk
+                .frame
+                .as_ref()
+                .and_then(|f| f.payload_index(self.offset))
         {
             // Masked or not, flipping bits of the sent byte flips the same bits of the payload.
             let mut data = BytesMut::from(&chunk.data[..]);

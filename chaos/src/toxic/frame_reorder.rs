@@ -45,8 +45,9 @@ impl Toxic for FrameReorder {
             for (_, left) in &mut self.held {
                 *left -= 1;
             }
-            let (go, stay): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut self.held).into_iter().partition(|h| h.1 == 0);
+            let (go, stay): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+                .into_iter()
+                .partition(|h| h.1 == 0);
             self.held = stay;
             // Not due before the message that overtook them.
             out.extend(go.into_iter().map(|(mut c, _)| {

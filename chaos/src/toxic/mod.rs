@@ -690,7 +690,9 @@ impl Chain {
 
     /// Whether a frame toxic acts (the framer holds whole messages for it).
     fn assembles(&self) -> bool {
-        self.stages.iter().any(|s| s.active && s.spec.kind.is_frame())
+        self.stages
+            .iter()
+            .any(|s| s.active && s.spec.kind.is_frame())
     }
 
     /// Whether bytes may bypass the chain (splice): not while frames are being followed.

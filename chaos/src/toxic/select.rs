@@ -79,7 +79,7 @@ impl Selector {
         if s.nth > 0 {
             self.seen == s.nth
         } else if s.every > 0 {
-            self.seen % s.every == 0
+            self.seen.is_multiple_of(s.every)
         } else {
             true
         }
@@ -129,14 +129,19 @@ mod tests {
         assert!(any.matches(Some(msg)));
         assert!(!any.matches(Some(ack)));
         assert!(!any.matches(Some(b"not json")));
-        assert!(!any.matches(None), "a compressed payload matches no pointer");
+        assert!(
+            !any.matches(None),
+            "a compressed payload matches no pointer"
+        );
     }
 
     #[test]
     fn bad_selections_name_the_attribute() {
         let e = sel(1, 2, json!({})).validate().unwrap_err();
         assert!(e.contains("`nth`") && e.contains("`every`"), "{e}");
-        let e = sel(0, 0, json!({"type": "message"})).validate().unwrap_err();
+        let e = sel(0, 0, json!({"type": "message"}))
+            .validate()
+            .unwrap_err();
         assert!(e.contains("`match` key \"type\""), "{e}");
         sel(0, 0, json!({"": {"a": 1}, "/a~1b/0": 1}))
             .validate()

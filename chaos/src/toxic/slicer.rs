@@ -67,11 +67,7 @@ mod tests {
         let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
         let mut s = Slicer::new(100, 20, 1000);
         let mut out = Vec::new();
-        s.on_chunk(
-            Chunk::plain(Bytes::from(data.clone()), t0),
-            t0,
-            &mut out,
-        );
+        s.on_chunk(Chunk::plain(Bytes::from(data.clone()), t0), t0, &mut out);
         assert!(out.len() >= 8, "{}", out.len());
         for c in &out {
             assert!(c.data.len() <= 120 + 1, "{}", c.data.len());

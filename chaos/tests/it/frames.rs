@@ -78,7 +78,9 @@ async fn connect(addr: SocketAddr) -> Client {
 async fn read_for(c: &mut Client, wait: Duration) -> Vec<String> {
     let mut got = Vec::new();
     let end = Instant::now() + wait;
-    while let Ok(Some(Ok(m))) = timeout(end.saturating_duration_since(Instant::now()), c.next()).await {
+    while let Ok(Some(Ok(m))) =
+        timeout(end.saturating_duration_since(Instant::now()), c.next()).await
+    {
         match m {
             Message::Text(t) => got.push(t.as_str().to_string()),
             Message::Ping(_) => got.push("ping".into()),
@@ -117,7 +119,10 @@ const WAIT: Duration = Duration::from_millis(300);
 async fn frame_toxics_through_the_api_act_on_exactly_the_selected_messages() {
     let c = Controller::new();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/proxies/ws/toxics", listener.local_addr().unwrap());
+    let base = format!(
+        "http://{}/proxies/ws/toxics",
+        listener.local_addr().unwrap()
+    );
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(flowline_chaos::serve_api(c.clone(), listener, stop.clone()));
     let addr = proxy(&c, "ws", ws_server().await).await;
@@ -128,8 +133,10 @@ async fn frame_toxics_through_the_api_act_on_exactly_the_selected_messages() {
     // Counting starts when the toxic is added: messages before it are not counted.
     ws.send(Message::text("send 1 2")).await.unwrap();
     assert_eq!(seqs(&read_for(&mut ws, WAIT).await), [1, 2]);
-    let r = add(json!({"name": "d", "type": "frame_drop", "stream": "downstream",
-        "attributes": {"nth": 2, "match": {"/type": "message"}}}))
+    let r = add(
+        json!({"name": "d", "type": "frame_drop", "stream": "downstream",
+        "attributes": {"nth": 2, "match": {"/type": "message"}}}),
+    )
     .await
     .unwrap();
     assert_eq!(r.status(), 200);
@@ -169,14 +176,38 @@ async fn frame_toxics_through_the_api_act_on_exactly_the_selected_messages() {
 
     // Bad attributes: 400 with Toxiproxy's error body, naming what is wrong.
     let bad = [
-        (json!({"type": "frame_drop", "attributes": {"nht": 1}}), "unknown attribute \"nht\""),
-        (json!({"type": "frame_drop", "attributes": {"nth": 1, "every": 2}}), "`every`"),
-        (json!({"type": "frame_drop", "attributes": {"match": {"type": 1}}}), "JSON pointer"),
-        (json!({"type": "frame_drop", "attributes": {"match": "/type"}}), "\"match\" must be an object"),
-        (json!({"type": "frame_drop", "stream": "upstream"}), "downstream"),
-        (json!({"type": "frame_corrupt", "attributes": {"xor": 0}}), "`xor`"),
-        (json!({"type": "frame_reorder", "attributes": {"after": 0}}), "`after`"),
-        (json!({"type": "frame_delay", "attributes": {"delay": "1s"}}), "non-negative integer"),
+        (
+            json!({"type": "frame_drop", "attributes": {"nht": 1}}),
+            "unknown attribute \"nht\"",
+        ),
+        (
+            json!({"type": "frame_drop", "attributes": {"nth": 1, "every": 2}}),
+            "`every`",
+        ),
+        (
+            json!({"type": "frame_drop", "attributes": {"match": {"type": 1}}}),
+            "JSON pointer",
+        ),
+        (
+            json!({"type": "frame_drop", "attributes": {"match": "/type"}}),
+            "\"match\" must be an object",
+        ),
+        (
+            json!({"type": "frame_drop", "stream": "upstream"}),
+            "downstream",
+        ),
+        (
+            json!({"type": "frame_corrupt", "attributes": {"xor": 0}}),
+            "`xor`",
+        ),
+        (
+            json!({"type": "frame_reorder", "attributes": {"after": 0}}),
+            "`after`",
+        ),
+        (
+            json!({"type": "frame_delay", "attributes": {"delay": "1s"}}),
+            "non-negative integer",
+        ),
     ];
     for (body, want) in bad {
         let r = add(body.clone()).await.unwrap();
@@ -219,11 +250,8 @@ async fn fragmented_messages_are_dropped_whole_and_pings_pass() {
     let c = Controller::new();
     let addr = proxy(&c, "ws", ws_server().await).await;
     let mut ws = connect(addr).await;
-    c.add_toxic(
-        "ws",
-        frame_toxic(FrameAction::Drop, 0, json!({"/seq": 2})),
-    )
-    .unwrap();
+    c.add_toxic("ws", frame_toxic(FrameAction::Drop, 0, json!({"/seq": 2})))
+        .unwrap();
     ws.send(Message::text("frag 1")).await.unwrap();
     ws.send(Message::text("frag 2")).await.unwrap();
     ws.send(Message::text("send 3 3")).await.unwrap();
@@ -239,8 +267,12 @@ async fn healing_a_reorder_delivers_what_it_held() {
     let mut ws = connect(addr).await;
     c.add_toxic(
         "ws",
-        frame_toxic(FrameAction::Reorder { after: 1 }, 1, json!({"/type": "message"}))
-            .named("r"),
+        frame_toxic(
+            FrameAction::Reorder { after: 1 },
+            1,
+            json!({"/type": "message"}),
+        )
+        .named("r"),
     )
     .unwrap();
     ws.send(Message::text("send 1 1")).await.unwrap();
@@ -261,5 +293,9 @@ async fn frame_toxics_leave_other_protocols_alone() {
     // Bytes that look like a WebSocket frame, on a connection that never upgraded: they
     // come back intact (round_trip checks them).
     round_trip(&mut s, &[0x81, 0x01, b'a']).await;
-    round_trip(&mut s, b"HTTP/1.1 101 x\r\nUpgrade: websocket\r\n\r\n\x81\x01a").await;
+    round_trip(
+        &mut s,
+        b"HTTP/1.1 101 x\r\nUpgrade: websocket\r\n\r\n\x81\x01a",
+    )
+    .await;
 }

@@ -140,14 +140,18 @@ match = {{ "/type" = "message", "/channel" = {ch2}, "/seq" = [{from}] }}
     let mut targets = Vec::new();
     for s in 0..SHARDS {
         let info = chaos
-            .create_proxy(&format!("shard{s}"), "127.0.0.1:0".parse().unwrap(), &upstream)
+            .create_proxy(
+                &format!("shard{s}"),
+                "127.0.0.1:0".parse().unwrap(),
+                &upstream,
+            )
             .await
             .unwrap();
         targets.push(vec![format!("ws://{}/ws", info.listen)]);
     }
     let dir = tempfile::tempdir().unwrap();
-    let events = EventLog::create(&dir.path().join("events.jsonl"), std::time::Instant::now())
-        .unwrap();
+    let events =
+        EventLog::create(&dir.path().join("events.jsonl"), std::time::Instant::now()).unwrap();
     let schedule = Schedule::new(
         scenario.faults.clone(),
         Targets::new(Links::Local(chaos.clone())),
@@ -192,7 +196,12 @@ match = {{ "/type" = "message", "/channel" = {ch2}, "/seq" = [{from}] }}
     skip.extend(at(CORRUPT_SEQ, 3, c, true));
     skip.sort_unstable();
     assert!(!skip.is_empty());
-    assert_eq!(offenders(&s, Anomaly::PollSkip), skip, "{:?}", a[&Anomaly::PollSkip]);
+    assert_eq!(
+        offenders(&s, Anomaly::PollSkip),
+        skip,
+        "{:?}",
+        a[&Anomaly::PollSkip]
+    );
     // Received twice, or after the next one: the author sees it too.
     assert_eq!(offenders(&s, Anomaly::Duplicate), at(SEQ, 1, c, false));
     assert_eq!(offenders(&s, Anomaly::Nonmonotonic), at(SEQ, 2, c, false));
