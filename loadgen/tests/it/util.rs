@@ -127,6 +127,7 @@ pub async fn run_workers(
             shard: Shard { index, count },
             targets,
             start_at,
+            clock_offset_us: 0,
             threads,
             metrics: None,
             out: None,
