@@ -17,7 +17,8 @@ use crate::util::{SECRET, run_workers, scenario_with, small_scenario, start_node
 
 const USERS: u32 = 120;
 const SEED: u64 = 37;
-/// Shard i goes through proxy `shard<i>`; shards 0..=5 have one toxic each, shard 6 none.
+/// Shard i goes through proxy `shard<i>`; shards 0..=5 have one toxic each, shard 6 none,
+/// and one more toxic acts on all of them.
 /// Odd, so that every space's channels (members of space k: users ≡ k mod 2) have
 /// members in every shard.
 const SHARDS: usize = 7;
@@ -85,7 +86,11 @@ async fn each_frame_toxic_causes_exactly_the_anomaly_the_checker_names() {
         .iter()
         .find(|x| x.id != c.id && !receivers(x, 5).is_empty())
         .expect("a second channel");
-    let (ch, ch2) = (c.id, c2.id);
+    let c3 = rooms
+        .iter()
+        .find(|x| x.id != c.id && x.id != c2.id)
+        .expect("a third channel");
+    let (ch, ch2, ch3) = (c.id, c2.id, c3.id);
     let from_seq: Vec<String> = (SEQ..SEQ + 3000).map(|s| s.to_string()).collect();
     let faults = format!(
         r#"
@@ -126,6 +131,12 @@ at = "0s"
 kind = "frame_drop"
 target = "shard5"
 match = {{ "/type" = "message", "/channel" = {ch2}, "/seq" = [{from}] }}
+
+[[faults]]
+at = "0s"
+kind = "frame_drop"
+target = "shard*"
+match = {{ "/type" = "message", "/channel" = {ch3}, "/seq" = {SEQ} }}
 "#,
         next = SEQ + 1,
         from = from_seq.join(", "),
@@ -133,7 +144,7 @@ match = {{ "/type" = "message", "/channel" = {ch2}, "/seq" = [{from}] }}
     // The same population (same plan), now with the faults: parsed and validated as a
     // scenario file is.
     let scenario = Arc::new(scenario_with(USERS, SEED, &faults));
-    assert_eq!(scenario.faults.len(), 6);
+    assert_eq!(scenario.faults.len(), 7);
 
     let chaos = Controller::new();
     let upstream = node.http.trim_start_matches("http://").to_string();
@@ -164,7 +175,7 @@ match = {{ "/type" = "message", "/channel" = {ch2}, "/seq" = [{from}] }}
         chaos
             .list()
             .iter()
-            .all(|p| p.toxics.len() == usize::from(p.name != "shard6"))
+            .all(|p| p.toxics.len() == 1 + usize::from(p.name != "shard6"))
     };
     for _ in 0..100 {
         if injected() {
@@ -228,8 +239,16 @@ match = {{ "/type" = "message", "/channel" = {ch2}, "/seq" = [{from}] }}
             "{o:?} not lost"
         );
     }
+    // Dropped at every proxy: delivered to nobody, `unseen` once.
+    let unseen = &a[&Anomaly::Unseen];
+    assert_eq!(unseen.count, 1, "{unseen:?}");
+    assert_eq!(
+        (unseen.offenders[0].channel, unseen.offenders[0].seq),
+        (ch3, SEQ)
+    );
     // frame_delay keeps order: no anomaly of its own. Nothing else anywhere.
     let named = [
+        Anomaly::Unseen,
         Anomaly::PollSkip,
         Anomaly::Duplicate,
         Anomaly::Nonmonotonic,
