@@ -88,6 +88,13 @@ fn schema(path: &str) -> Option<&'static [&'static str]> {
             "peer",
             "direction",
             "percent",
+            // frame toxics
+            "nth",
+            "every",
+            "match",
+            "after",
+            "offset",
+            "xor",
         ],
         _ => return None,
     })
