@@ -72,6 +72,10 @@ pub struct RunArgs {
     /// on another machine or container (default: loopback only).
     #[arg(long)]
     pub metrics_host: Option<String>,
+    /// How long the loadgen workers have to connect to the run's coordinator and say hello
+    /// (e.g. `60s`); after it the run exits 2 naming the missing shards.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s", value_name = "DURATION")]
+    pub workers_timeout: Duration,
 }
 
 impl RunArgs {
@@ -107,6 +111,7 @@ impl RunArgs {
             workers: self.workers,
             toxiproxy_url: self.toxiproxy_url.clone().filter(|s| !s.is_empty()),
             metrics_host: self.metrics_host.clone().filter(|s| !s.is_empty()),
+            workers_timeout: self.workers_timeout,
         })
     }
 }

@@ -7,7 +7,9 @@
 //!   ─▶ proxies client-node<i> ─▶ provision plan.json through node1's admin API
 //!   (generic WebSocket target instead: proxies client-target<i> per ws:// URL, no nodes,
 //!    no services, plan.json from Plan::synthetic)
-//!   ─▶ workers (flowline loadgen --shard i/n) ─▶ Aggregator (progress every second)
+//!   ─▶ coordinator listener ─▶ workers (flowline loadgen --shard i/n --coordinator A)
+//!   ─▶ hello from every shard, clocks measured, start {t0} (coordinator::serve)
+//!   ─▶ their lines ─▶ Aggregator (progress every second)
 //!        └─ fault schedule from run start + warm-up, events.jsonl
 //!   ─▶ workers done (or deadline) ─▶ heal ─▶ summary.json, histograms.hlog,
 //!      timeline.csv ─▶ report.html ─▶ teardown (nodes, proxies, services)
@@ -32,16 +34,23 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 
 use crate::cluster::{Cluster, ClusterCtx, start_cluster};
+use crate::coordinator;
 use crate::faults::{FaultRunner, NodeTargets};
 use crate::generic_target::generic_target;
 use crate::links::LinkSet;
-use crate::metrics_targets::{MetricsTargets, worker_metrics_url};
+use crate::metrics_targets::MetricsTargets;
 use crate::preflight::{self, ScenarioSource, load_scenario};
 use crate::supervisor::Supervisor;
 use crate::workers;
 
 /// Extra time after warm-up + duration + drain before workers are stopped.
 const WORKER_GRACE: Duration = Duration::from_secs(30);
+
+/// Seconds after the stop before the coordinator drops the workers' connections.
+const STOP_GRACE_TICKS: u32 = 15;
+
+/// Default of `--workers-timeout`: how long every worker has to say hello.
+pub const WORKERS_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Everything `flowline run` needs to know.
 #[derive(Debug, Clone)]
@@ -62,6 +71,9 @@ pub struct RunOptions {
     /// Serve the run's own metrics endpoints (chaos controller, workers) on every
     /// interface and name them with this host in metrics-targets.json (default: loopback).
     pub metrics_host: Option<String>,
+    /// How long every worker has to connect to the coordinator and say hello (exit 2
+    /// naming the missing shards after it).
+    pub workers_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -266,22 +278,55 @@ async fn drive(
     let workers = opts.workers.unwrap_or_else(|| plan.workers_needed()).max(1);
     plan.shards(workers).map_err(|e| anyhow::anyhow!("{e}"))?;
 
-    // Workers, with one start instant for all (ticks count from it) and for the fault
-    // schedule; a short lead lets every worker process come up and read the plan first.
-    let lead = Duration::from_millis(500 + 100 * workers as u64);
-    let started_at = chrono::Utc::now() + lead;
-    let run_start = Instant::now() + lead;
-    let lines = workers::spawn(
+    // Workers: local processes that report to the run's coordinator, which starts them
+    // all at one instant t0 (ticks and the fault schedule count from it).
+    let listener = tokio::net::TcpListener::bind((bind_ip, 0))
+        .await
+        .with_context(|| format!("cannot bind the coordinator on {bind_ip}"))?;
+    let coordinator_addr = listener.local_addr()?;
+    eprintln!("flowline: coordinator {coordinator_addr}, {workers} worker(s)");
+    workers::spawn(
         sup,
         &workers::Launch {
             scenario: &dir.join("scenario.toml"),
             plan: &plan_path,
             count: workers,
             targets: &targets,
-            start_at_ms: started_at.timestamp_millis(),
+            coordinator: &coordinator_addr.to_string(),
             metrics_ip: bind_ip,
         },
     )?;
+    let expect = coordinator::Expect::new(scenario, workers, opts.workers_timeout);
+    let session = tokio::select! {
+        s = coordinator::serve(listener, expect) => s.with_context(|| format!(
+            "the workers could not be started (their logs: {})",
+            sup.log_path("worker1").with_file_name("worker<N>.log").display()
+        ))?,
+        (name, status) = workers::first_exit(sup, workers) => bail!(
+            "{name} exited with {status} before the start; {} ends with:\n{}",
+            sup.log_path(&name).display(),
+            crate::supervisor::log_tail(&sup.log_path(&name), 10)
+        ),
+    };
+    for (w, j) in session.workers.iter().enumerate() {
+        if let Some(url) = &j.hello.metrics {
+            targets_file.add(&workers::name(w), "flowline-loadgen", url);
+            eprintln!(
+                "flowline: {} metrics {}",
+                workers::name(w),
+                targets_file.last_url()
+            );
+        }
+    }
+    targets_file.write()?;
+    let started_at: chrono::DateTime<chrono::Utc> = session.t0.into();
+    let run_start = match session.t0.duration_since(std::time::SystemTime::now()) {
+        Ok(ahead) => Instant::now() + ahead,
+        Err(behind) => Instant::now()
+            .checked_sub(behind.duration())
+            .unwrap_or_else(Instant::now),
+    };
+    let coord = session.handle.clone();
 
     // Faults, from the start of measurement.
     if !scenario.faults.is_empty() {
@@ -300,25 +345,34 @@ async fn drive(
     // Merge the workers' streams until they are all done (or the deadline passes).
     let mut agg = Aggregator::new(scenario, workers);
     let deadline = run_start + scenario.total_time() + WORKER_GRACE;
-    let own_line = |w: usize, line: &str| {
-        let Some(url) = worker_metrics_url(line) else {
-            return false;
-        };
-        let name = workers::name(w);
-        targets_file.add(&name, "flowline-loadgen", &url);
-        eprintln!("flowline: {name} metrics {}", targets_file.last_url());
-        if let Err(e) = targets_file.write() {
-            tracing::warn!("{e:#}");
+    // Past the deadline: ask them to stop (coordinator `stop`, and SIGINT here); if lines
+    // still flow after another grace, drop the connections so the stream ends.
+    let overdue = std::cell::Cell::new(0u32);
+    let stop_workers = || {
+        let n = overdue.get();
+        overdue.set(n + 1);
+        let coord = coord.clone();
+        async move {
+            if n == 0 {
+                tracing::warn!(
+                    "workers still running {WORKER_GRACE:?} after the scenario's end; stopping them"
+                );
+                coord.stop("the run's deadline passed");
+                workers::stop_all(sup, workers).await;
+            } else if n == STOP_GRACE_TICKS {
+                tracing::warn!("workers still connected after the stop; closing their connections");
+                coord.close();
+            }
         }
-        true
     };
-    let stop_workers = || async {
-        tracing::warn!(
-            "workers still running {WORKER_GRACE:?} after the scenario's end; stopping them"
-        );
-        workers::stop_all(sup, workers).await;
-    };
-    collect::collect(&mut agg, lines, own_line, Some(deadline), stop_workers).await;
+    collect::collect(
+        &mut agg,
+        session.lines,
+        |_, _| false,
+        Some(deadline),
+        stop_workers,
+    )
+    .await;
     let mut notes = workers::wait_all(sup, workers).await;
     if let Some(f) = state.faults.take() {
         f.stop().await;
@@ -363,6 +417,20 @@ async fn drive(
         flowline_version: Some(env!("CARGO_PKG_VERSION").to_string()),
     };
     let mut summary = agg.summarize(meta);
+    // A worker whose connection ended before its done line is named (its samples and
+    // history are missing: the aggregator marks its seconds and fails the run too).
+    for l in coord.lost() {
+        summary.problems.push(format!(
+            "{} (shard {}/{workers}, {}) was lost {:.1} s after the start: its connection to the \
+             coordinator ended before its done line",
+            workers::name(l.shard),
+            l.shard,
+            l.who,
+            l.at_s
+        ));
+        summary.passed = false;
+    }
+    summary.coordinator = Some(coord.report());
     // What each node process cost, read before teardown (a node restarted by a fault
     // counts from its restart).
     summary.nodes_cost = state

@@ -84,6 +84,13 @@ fn schema(path: &str) -> Option<&'static [&'static str]> {
             "bytes",
             "restart_after",
             "allow_non_loopback",
+            // frame toxics
+            "nth",
+            "every",
+            "match",
+            "after",
+            "offset",
+            "xor",
         ],
         _ => return None,
     })
