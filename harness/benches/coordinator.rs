@@ -116,12 +116,9 @@ fn bench(c: &mut Criterion) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let s2 = s.clone();
+        // All at once: each waits for the start, which needs every hello.
         let workers = tokio::spawn(async move {
-            let mut v = Vec::new();
-            for w in 0..WORKERS {
-                v.push(fake_worker(addr, w, &s2).await);
-            }
-            v
+            futures_util::future::join_all((0..WORKERS).map(|w| fake_worker(addr, w, &s2))).await
         });
         let mut expect = Expect::new(&s, WORKERS, Duration::from_secs(10));
         expect.lead = Duration::from_millis(1);
@@ -146,9 +143,9 @@ fn bench(c: &mut Criterion) {
     c.bench_function("ingest_16_ticks", |b| {
         b.iter(|| {
             t += 1;
-            for w in 0..WORKERS {
+            for (w, line) in lines.iter().enumerate() {
                 // The second number changes so each iteration merges a new second.
-                let line = lines[w].replacen("\"t\":1,", &format!("\"t\":{t},"), 1);
+                let line = line.replacen("\"t\":1,", &format!("\"t\":{t},"), 1);
                 agg.ingest(w, &line).unwrap();
             }
         })

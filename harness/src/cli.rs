@@ -67,6 +67,12 @@ pub struct RunArgs {
     /// injected there. The proxies it creates are deleted at the end.
     #[arg(long, env = "FLOWLINE_TOXIPROXY_URL")]
     pub toxiproxy_url: Option<String>,
+    /// Network isolation: `netns` puts every node, the throwaway Postgres/Redis and every
+    /// loadgen worker in a network namespace of its own on a bridge the run creates
+    /// (kernel faults between hosts need it; needs root), `none` keeps everything on
+    /// loopback (replaces `cluster.isolation`). See docs/harness.md.
+    #[arg(long, value_name = "none|netns")]
+    pub isolation: Option<String>,
     /// Serve the run's own metrics endpoints (chaos controller, loadgen workers) on every
     /// interface and name them with this host in metrics-targets.json, for a Prometheus
     /// on another machine or container (default: loopback only).
@@ -89,6 +95,14 @@ impl RunArgs {
             ),
             None => None,
         };
+        let isolation = match &self.isolation {
+            Some(i) => Some(
+                i.parse::<flowline_loadgen::scenario::Isolation>()
+                    .map_err(anyhow::Error::msg)
+                    .context("--isolation")?,
+            ),
+            None => None,
+        };
         Ok(RunOptions {
             scenario: match &self.scenario {
                 Some(p) => ScenarioSource::File(p.clone()),
@@ -101,6 +115,7 @@ impl RunArgs {
                 nodes: self.nodes,
                 users: self.users,
                 duration: self.duration,
+                isolation,
             },
             services: crate::services::Options {
                 database_url: self.database_url.clone().filter(|s| !s.is_empty()),

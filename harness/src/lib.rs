@@ -11,6 +11,7 @@
 //! | [`topology`] | the names of a run's nodes and links, built once; fault-target checks |
 //! | [`links`] | the run's chaos links (embedded proxy or Toxiproxy) and URL rewriting |
 //! | [`cluster`], [`generic_target`] | starting the system under test: reference cluster or a WebSocket service |
+//! | [`isolation`] | `--isolation netns`: the run's hosts in network namespaces, the harness's ways in |
 //! | [`coordinator`] | the worker protocol's harness side: gather, check, clock, start, stream lines |
 //! | [`workers`] | the local loadgen worker processes (they report to the coordinator) |
 //! | [`metrics_targets`] | the run's Prometheus endpoints (metrics-targets.json) |
@@ -30,6 +31,7 @@ pub mod compare;
 pub mod coordinator;
 pub mod faults;
 pub mod generic_target;
+pub mod isolation;
 pub mod kubernetes;
 pub mod links;
 pub mod metrics_targets;

@@ -15,6 +15,11 @@
 //!      timeline.csv ─▶ report.html ─▶ teardown (nodes, proxies, services)
 //! ```
 //!
+//! With `--isolation netns` ([`crate::isolation`]) the run first creates its network (one
+//! namespace per node, service and worker on a bridge of its own); every child starts in
+//! its host's namespace, there are no link proxies, and teardown removes the network
+//! after the last child is gone.
+//!
 //! Every child process is owned by one [`Supervisor`]: teardown stops them on success and
 //! failure, a SIGINT/SIGTERM handler ends the run the same way, and a drop guard kills them
 //! if the harness panics.
@@ -29,7 +34,7 @@ use flowline_chaos::controller::Controller;
 use flowline_chaos::events::EventLog;
 use flowline_loadgen::aggregate::{Aggregator, NodeCost, RunMeta, Summary};
 use flowline_loadgen::collect;
-use flowline_loadgen::scenario::{Overrides, Scenario};
+use flowline_loadgen::scenario::{Isolation, Overrides, Scenario};
 use nix::sys::signal::Signal;
 use serde_json::json;
 
@@ -37,6 +42,7 @@ use crate::cluster::{Cluster, ClusterCtx, start_cluster};
 use crate::coordinator;
 use crate::faults::{FaultRunner, NodeTargets};
 use crate::generic_target::generic_target;
+use crate::isolation::{self, Isolated};
 use crate::links::LinkSet;
 use crate::metrics_targets::MetricsTargets;
 use crate::preflight::{self, ScenarioSource, load_scenario};
@@ -133,6 +139,8 @@ struct State {
     faults: Option<FaultRunner>,
     events: Option<EventLog>,
     cluster: Cluster,
+    /// The run's network namespaces (`--isolation netns`), removed last.
+    isolation: Option<Isolated>,
     /// Stops the chaos API server.
     stop_api: tokio_util::sync::CancellationToken,
 }
@@ -141,6 +149,15 @@ struct State {
 pub async fn run(opts: RunOptions) -> anyhow::Result<Outcome> {
     let scenario = load_scenario(&opts.scenario, &opts.overrides)?;
     preflight::check(&scenario, opts.toxiproxy_url.is_some()).context("bad scenario")?;
+    if scenario.cluster.isolation == Isolation::Netns {
+        isolation::check_privileges()?;
+        if opts.toxiproxy_url.is_some() {
+            bail!(
+                "--isolation netns and --toxiproxy-url do not go together: isolated hosts talk \
+                 over the run's bridge, not through link proxies"
+            );
+        }
+    }
     if scenario.target.is_some()
         && (opts.overrides.phase.is_some() || opts.overrides.nodes.is_some())
     {
@@ -254,6 +271,22 @@ async fn drive(
         std::process::id() ^ setup_start.elapsed().subsec_nanos()
     );
 
+    // Worker processes: as many as the users need unless given (plan.workers_needed()
+    // counts the same users); an isolated run gives each a host.
+    let workers = opts
+        .workers
+        .unwrap_or_else(|| {
+            (scenario.population.users as usize)
+                .div_ceil(flowline_loadgen::plan::MAX_USERS_PER_WORKER)
+        })
+        .max(1);
+    if scenario.cluster.isolation == Isolation::Netns {
+        let needs = crate::services::Needs::for_phase(scenario.cluster.phase.as_str())?;
+        let topology = crate::topology::Topology::of(scenario);
+        let hosts = isolation::host_names(&topology, needs, workers);
+        state.isolation = Some(Isolated::create(&run_id, &hosts).await?);
+    }
+
     // The system under test: nodes the run starts, an external cluster, or a generic
     // WebSocket service; then the population plan.
     let (plan, targets) = match &scenario.target {
@@ -268,6 +301,7 @@ async fn drive(
                 events: &events,
                 run_id: &run_id,
                 secret,
+                net: state.isolation.as_ref(),
             };
             start_cluster(scenario, ctx, &mut state.cluster, &mut targets_file).await?
         }
@@ -275,14 +309,18 @@ async fn drive(
     targets_file.write()?;
     let plan_path = dir.join("plan.json");
     plan.write(&plan_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let workers = opts.workers.unwrap_or_else(|| plan.workers_needed()).max(1);
     plan.shards(workers).map_err(|e| anyhow::anyhow!("{e}"))?;
 
     // Workers: local processes that report to the run's coordinator, which starts them
     // all at one instant t0 (ticks and the fault schedule count from it).
-    let listener = tokio::net::TcpListener::bind((bind_ip, 0))
-        .await
-        .with_context(|| format!("cannot bind the coordinator on {bind_ip}"))?;
+    // An isolated run's workers have no route out: the coordinator listens inside the
+    // run's network, on the harness's own host there.
+    let listener = match &state.isolation {
+        Some(net) => net.listen(0).await.context("cannot bind the coordinator")?,
+        None => tokio::net::TcpListener::bind((bind_ip, 0))
+            .await
+            .with_context(|| format!("cannot bind the coordinator on {bind_ip}"))?,
+    };
     let coordinator_addr = listener.local_addr()?;
     eprintln!("flowline: coordinator {coordinator_addr}, {workers} worker(s)");
     workers::spawn(
@@ -294,6 +332,7 @@ async fn drive(
             targets: &targets,
             coordinator: &coordinator_addr.to_string(),
             metrics_ip: bind_ip,
+            net: state.isolation.as_ref(),
         },
     )?;
     let expect = coordinator::Expect::new(scenario, workers, opts.workers_timeout);
@@ -337,6 +376,7 @@ async fn drive(
             controller.fault_metrics(),
             events.clone(),
             Arc::new(targets),
+            state.isolation.as_ref().map(Isolated::network),
             run_start + scenario.warmup,
         )?;
         state.faults = Some(runner);
@@ -484,6 +524,10 @@ async fn teardown(state: &mut State, sup: &Supervisor) {
         s.teardown(sup).await;
     }
     sup.shutdown(Duration::from_secs(5)).await;
+    // Last: the children were in these namespaces, and the services' forwards ran here.
+    if let Some(net) = state.isolation.take() {
+        net.remove();
+    }
 }
 
 fn sup_names(sup: &Supervisor, prefix: &str) -> Vec<String> {

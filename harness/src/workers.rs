@@ -30,13 +30,20 @@ pub struct Launch<'a> {
     pub coordinator: &'a str,
     /// IP their Prometheus endpoints listen on.
     pub metrics_ip: &'a str,
+    /// The run's network (`--isolation netns`): worker `i` runs in host `worker<i>`, its
+    /// metrics on that host's address.
+    pub net: Option<&'a crate::isolation::Isolated>,
 }
 
 /// Start the workers; they connect to `l.coordinator`.
 pub fn spawn(sup: &Supervisor, l: &Launch<'_>) -> anyhow::Result<()> {
     let workers = l.count;
     for w in 0..workers {
-        let spec = Spec::flowline(name(w))?.args([
+        let metrics_ip = match l.net {
+            Some(net) => net.host(&name(w))?.addr().to_string(),
+            None => l.metrics_ip.to_string(),
+        };
+        let mut spec = Spec::flowline(name(w))?.args([
             "loadgen".to_string(),
             "--scenario".into(),
             l.scenario.to_string_lossy().into_owned(),
@@ -51,8 +58,11 @@ pub fn spawn(sup: &Supervisor, l: &Launch<'_>) -> anyhow::Result<()> {
             // Its Prometheus endpoint, given in its hello and listed in
             // metrics-targets.json.
             "--metrics-listen".into(),
-            format!("{}:0", l.metrics_ip),
+            format!("{metrics_ip}:0"),
         ]);
+        if let Some(net) = l.net {
+            spec = spec.in_netns(net.netns(&name(w))?);
+        }
         // Its stdout (announcements for people) is left unread: the supervisor drains it.
         sup.spawn(spec)?;
     }

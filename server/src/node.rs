@@ -15,6 +15,7 @@ use crate::bus::{Bus, Inbox};
 use crate::chat::Chat;
 use crate::config::Config;
 use crate::hub::{Audience, Gap, Hub};
+use crate::lookups::Lookups;
 use crate::members::MemberChange;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
@@ -34,6 +35,8 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     /// Membership checks.
     pub membership: Arc<Membership>,
+    /// The connect path's batched storage reads.
+    pub lookups: Lookups,
     /// Presence.
     pub roster: Arc<Roster>,
     /// The chat actions.
@@ -75,6 +78,7 @@ impl Node {
         );
         Self {
             config,
+            lookups: Lookups::new(storage.clone()),
             storage,
             hub,
             metrics,

@@ -66,8 +66,9 @@ impl Expect {
             scenario_hash: scenario_hash(scenario),
             seed: scenario.seed,
             timeout,
-            // Measured: a worker process wakes from its sleep ~0.1–2 ms late on an idle
-            // machine; the rest covers reading `start` and spawning threads under load.
+            // Room for every worker to read `start` and spawn its threads before t0:
+            // measured start skew was 4–21 ms at 16 workers on 2 busy cores (debug
+            // build), so 330 ms leaves a wide margin without delaying the run.
             lead: Duration::from_millis(250 + 5 * shards as u64),
         }
     }

@@ -3,6 +3,7 @@
 mod compose;
 mod coordinator;
 mod generic;
+mod isolation;
 mod kubernetes_fake;
 mod kubernetes_launcher;
 mod kubernetes_manifests;
