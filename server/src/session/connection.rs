@@ -233,6 +233,7 @@ impl Session {
             req_id,
             code,
             message: message.into(),
+            retry_after_ms: None,
         })
         .await;
     }
@@ -246,6 +247,7 @@ impl Session {
                 req_id,
                 code: r.code,
                 message: r.message,
+                retry_after_ms: None,
             })
             .await;
         } else {
