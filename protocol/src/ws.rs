@@ -539,6 +539,12 @@ pub const MAX_PRESENCE_QUERY: usize = 1000;
 pub mod close {
     /// The node is shutting down (SIGTERM); reconnect elsewhere or later.
     pub const GOING_AWAY: u16 = 1001;
+    /// The client broke RFC 6455 framing: an unmasked frame, non-zero RSV bits, a
+    /// reserved opcode, a continuation frame without a start (or a new message inside a
+    /// fragmented one), a fragmented or over-125-byte control frame.
+    pub const WS_PROTOCOL_VIOLATION: u16 = 1002;
+    /// A text frame (or a message of text fragments) that is not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// A frame larger than the maximum frame size.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// No valid `hello` within the authentication deadline (5 s).

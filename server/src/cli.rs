@@ -91,6 +91,15 @@ pub struct Args {
     /// Time a new WebSocket has to authenticate, ms (then 4001).
     #[arg(long, default_value_t = 5_000)]
     pub auth_timeout_ms: u64,
+    /// Longest time an HTTP request (or the `/ws` upgrade) may take to send its headers,
+    /// ms, counted from its first byte; past it the connection is closed without an
+    /// answer, so a client trickling bytes (slowloris) cannot pin connections.
+    #[arg(long, default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// Longest time an HTTP request may take to send its body, ms; past it the request
+    /// is refused (400 `bad_request`, nothing applied) and the connection closed.
+    #[arg(long, default_value_t = 30_000)]
+    pub body_read_timeout_ms: u64,
     /// Time given to sessions to close on shutdown, ms.
     #[arg(long, default_value_t = 5_000)]
     pub drain_timeout_ms: u64,
@@ -160,6 +169,8 @@ impl Args {
         c.heartbeat = Duration::from_millis(self.heartbeat_ms);
         c.auth_timeout = Duration::from_millis(self.auth_timeout_ms);
         c.drain_timeout = Duration::from_millis(self.drain_timeout_ms);
+        c.header_read_timeout = Duration::from_millis(self.header_read_timeout_ms);
+        c.body_read_timeout = Duration::from_millis(self.body_read_timeout_ms);
         c.features = self.features.to_features(&self.node_id);
         c.rate = RateConfig {
             token: Bucket {
@@ -271,6 +282,8 @@ mod tests {
             "5",
             "--rate-channel-per-sec",
             "0",
+            "--body-read-timeout-ms",
+            "2500",
         ])
         .unwrap();
         let c = w.args.to_config().validate().unwrap();
@@ -301,6 +314,8 @@ mod tests {
         .unwrap();
         let err = w.args.to_config().validate().unwrap_err().to_string();
         assert!(err.contains("--rate-token-burst"), "{err}");
+        assert_eq!(c.body_read_timeout, Duration::from_millis(2500));
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
     }
 
     #[test]
@@ -309,6 +324,8 @@ mod tests {
         let missing_url = w.args.to_config().validate();
         assert!(missing_url.is_err() || std::env::var("FLOWLINE_DATABASE_URL").is_ok());
         let w = Wrapper::try_parse_from(["flowline", "--outbound-queue", "0"]).unwrap();
+        assert!(w.args.to_config().validate().is_err());
+        let w = Wrapper::try_parse_from(["flowline", "--header-read-timeout-ms", "0"]).unwrap();
         assert!(w.args.to_config().validate().is_err());
         assert!(Wrapper::try_parse_from(["flowline", "--phase", "mesh"]).is_err());
     }

@@ -168,6 +168,12 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// WebSocket read buffer per connection, bytes (dominates idle memory).
     pub ws_read_buffer: usize,
+    /// Longest time from an HTTP request's first byte to the end of its headers; past it
+    /// the connection is closed without an answer (slowloris).
+    pub header_read_timeout: Duration,
+    /// Longest time to read an HTTP request's body; past it the read fails and the
+    /// request is refused (nothing applied).
+    pub body_read_timeout: Duration,
     /// Chat feature settings (uploads, presence, typing).
     pub features: crate::features::Features,
     /// Redis URL (phases `pubsub` and `queue`).
@@ -202,6 +208,8 @@ impl Config {
             write_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(5),
             ws_read_buffer: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
             features: crate::features::Features::default(),
             redis_url: None,
             cluster_id: None,
@@ -268,6 +276,8 @@ impl Config {
             || self.auth_timeout.is_zero()
             || self.write_timeout.is_zero()
             || self.db_acquire_timeout.is_zero()
+            || self.header_read_timeout.is_zero()
+            || self.body_read_timeout.is_zero()
         {
             return bad("timeouts must be positive");
         }

@@ -27,8 +27,16 @@ use crate::storage::{self, Storage};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum MemberChange {
-    /// `user` joined, left or created `space`.
+    /// `user` joined or created `space`.
     Member {
+        /// The space.
+        space: SpaceId,
+        /// The user.
+        user: UserId,
+    },
+    /// `user` left `space`: besides the cache, every node drops what its sessions of
+    /// `user` remember they may write to (`Membership::forget`).
+    Left {
         /// The space.
         space: SpaceId,
         /// The user.
@@ -84,7 +92,7 @@ impl MemberCache {
     /// Forget what `change` may have made stale.
     pub fn forget(&self, change: &MemberChange) {
         match *change {
-            MemberChange::Member { space, user } => {
+            MemberChange::Member { space, user } | MemberChange::Left { space, user } => {
                 self.spaces.remove(&user);
                 self.members.remove(&space);
             }

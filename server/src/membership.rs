@@ -6,9 +6,10 @@
 //! The rules themselves live in storage ([`crate::storage::Spaces::can_read`]); this module
 //! turns them into answers ([`Refusal`]s) and remembers what a caller was already allowed
 //! ([`Access`]), so a session does not ask storage again for every op. What it remembers
-//! is dropped when its user leaves a space through this node ([`Membership::left`]) and
-//! re-checked after [`RECHECK`] (a leave through another node of a cluster), so a session
-//! opened before its user left cannot keep posting.
+//! is dropped when its user leaves a space ([`MemberChange::Left`], through this node or,
+//! by the bus's `membership` envelope, another node of the cluster) and re-checked after
+//! [`RECHECK`] anyway (an envelope the at-most-once bus lost), so a session opened before
+//! its user left cannot keep posting.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -25,8 +26,8 @@ use crate::refusal::Refusal;
 use crate::storage::{self, Storage};
 
 /// How long a remembered "may read this channel" holds before [`Membership::authorize`]
-/// asks storage again: the longest a session on one node keeps posting after its user
-/// left the space through another node.
+/// asks storage again: the longest a session keeps posting after its user left the space
+/// through another node when the leave's bus envelope was lost.
 pub const RECHECK: Duration = Duration::from_secs(1);
 
 /// A caller and the channels they have been found to read, each with when it was found.
@@ -83,21 +84,20 @@ impl Membership {
     }
 
     /// Forget cached membership that `change` may have made stale (this node's own
-    /// changes, and the bus's `membership` envelopes of the others).
+    /// changes, and the bus's `membership` envelopes of the others). After a
+    /// [`MemberChange::Left`], every session's remembered access of that user on this
+    /// node is dropped before its next op.
     pub fn forget(&self, change: &MemberChange) {
         self.cache.forget(change);
-    }
-
-    /// `user` left a space (stored): every session's remembered access of theirs on this
-    /// node is dropped before its next op.
-    pub fn left(&self, user: UserId) {
-        *self.leaves.entry(user).or_insert(0) += 1;
+        if let MemberChange::Left { user, .. } = *change {
+            *self.leaves.entry(user).or_insert(0) += 1;
+        }
     }
 
     /// May the caller read (subscribe to, post in) `channel`? `not_found` if it does not
     /// exist, `forbidden` if they are not a member, `unavailable` if storage failed.
-    /// Answered from `access` unless the user left a space through this node since, or
-    /// it was found more than [`RECHECK`] ago.
+    /// Answered from `access` unless this node learnt since that the user left a space,
+    /// or it was found more than [`RECHECK`] ago.
     pub async fn authorize(&self, access: &mut Access, channel: ChannelId) -> Result<(), Refusal> {
         let leaves = self.leaves.get(&access.user).map_or(0, |n| *n);
         if leaves != access.leaves_seen {

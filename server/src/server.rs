@@ -92,7 +92,13 @@ pub async fn run_with_ready(
     let router = router(node.clone());
     ready(addr);
     tracing::info!(%addr, node = %node.config.node_id, phase = node.config.phase.as_str(), "serving");
-    crate::accept::serve(listener, router, shutdown.clone()).await;
+    crate::accept::serve(
+        listener,
+        router,
+        node.config.header_read_timeout,
+        shutdown.clone(),
+    )
+    .await;
     // HTTP connections are done; upgraded sessions see the token and close with 1001.
     if !node.sessions.drain(node.config.drain_timeout).await {
         tracing::warn!("sessions did not drain in time");
@@ -128,8 +134,8 @@ fn router(node: Arc<Node>) -> Router {
         .route("/metrics", get(metrics))
         .nest("/api/v1", crate::http::routes(&node.config))
         .merge(flowline_web::router()) // the browser client at / and /assets/*
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-            crate::accept::BODY_READ_TIMEOUT,
+        .layer(crate::accept::BodyDeadlineLayer::new(
+            node.config.body_read_timeout,
         ))
         .with_state(node)
 }

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use flowline_protocol::api::{Credentials, Session, User};
 use flowline_protocol::ws::ErrorCode;
 
+use super::contract::MAX_PASSWORD_CHARS;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, Caller, check_username};
 use crate::auth;
@@ -23,10 +24,11 @@ pub(super) async fn signup(
     ApiJson(c): ApiJson<Credentials>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
     check_username("username", &c.username, node.config.limits.max_name_chars)?;
-    if c.password.is_empty() || c.password.len() > 1024 {
+    let n = c.password.chars().count();
+    if n == 0 || n > MAX_PASSWORD_CHARS {
         return Err(ApiError::bad(
             ErrorCode::TooLong,
-            "password must have 1 to 1024 bytes",
+            format!("password must have 1 to {MAX_PASSWORD_CHARS} characters"),
         ));
     }
     let cost = node.config.argon2;

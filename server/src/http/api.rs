@@ -1,11 +1,13 @@
 //! The API as a whole: the OpenAPI frame, the routes in their body-limit groups, and the
-//! OpenAPI document built from those very routes (so it cannot drift from them).
+//! OpenAPI document built from those very routes (so it cannot drift from them), completed
+//! for the node's configuration by `contract.rs`.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -13,7 +15,7 @@ use utoipa_axum::routes;
 
 use flowline_protocol::api::ADMIN_HEADER;
 
-use super::{accounts, admin, channels, spaces, uploads};
+use super::{accounts, admin, channels, contract, spaces, uploads};
 use crate::config::Config;
 use crate::node::Node;
 
@@ -23,8 +25,9 @@ use crate::node::Node;
 #[openapi(
     info(
         title = "Flowline chat node HTTP API",
-        description = "HTTP API of a Flowline chat node. The WebSocket protocol at `/ws` is described in docs/protocol.md."
+        description = "HTTP API of a Flowline chat node. The WebSocket protocol at `/ws` is described in docs/protocol.md.\n\nEvery error answers `{code, message}` (`ApiErrorBody`). A request the node cannot parse — a body that is not JSON of the operation's schema or lacks `Content-Type: application/json`, a path id or query value that is not an integer in range — is `400 bad_request`; a body over the size limit `413 too_long`; storage down `503 unavailable`."
     ),
+    paths(openapi_json),
     modifiers(&Security),
     tags(
         (name = "auth", description = "Sign up, log in, log out"),
@@ -57,9 +60,6 @@ impl Modify for Security {
 /// Prefix under which [`routes`] is mounted.
 const PREFIX: &str = "/api/v1";
 
-/// The OpenAPI document as served (built once per process; identical for every config).
-static OPENAPI_JSON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
 /// The routes under `/api/v1` in three groups by body limit (main, upload, admin), and
 /// the OpenAPI document describing all of them (paths carry the `/api/v1` prefix).
 struct Api {
@@ -83,7 +83,6 @@ fn api() -> Api {
         .routes(routes!(channels::dm_open))
         .routes(routes!(channels::channel_messages))
         .routes(routes!(uploads::upload_get))
-        .routes(routes!(openapi_json))
         .merge(super::actions::routes())
         .split_for_parts();
     let (upload, upload_doc) = OpenApiRouter::new()
@@ -107,12 +106,15 @@ fn api() -> Api {
     }
 }
 
-/// The OpenAPI 3 document of the HTTP API, as JSON.
-fn openapi_document() -> &'static str {
-    OPENAPI_JSON.get_or_init(|| {
-        api().doc.to_pretty_json().unwrap_or_else(|e| {
-            format!("{{\"error\":\"cannot render the OpenAPI document: {e}\"}}")
-        })
+/// The OpenAPI 3 document of the HTTP API as a node with `config` serves it, as JSON.
+fn openapi_document(doc: &utoipa::openapi::OpenApi, config: &Config) -> String {
+    let rendered = serde_json::to_value(doc).and_then(|mut doc| {
+        contract::complete(&mut doc, config);
+        serde_json::to_string_pretty(&doc)
+    });
+    rendered.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot render the OpenAPI document");
+        format!("{{\"error\":\"cannot render the OpenAPI document: {e}\"}}")
     })
 }
 
@@ -127,11 +129,13 @@ pub(crate) fn routes(config: &Config) -> Router<Arc<Node>> {
         main,
         upload,
         admin,
-        ..
+        doc,
     } = api();
+    let document: Arc<str> = openapi_document(&doc, config).into();
     main.layer(DefaultBodyLimit::max(config.limits.max_http_body))
         .merge(upload.layer(DefaultBodyLimit::max(upload_limit)))
         .merge(admin.layer(DefaultBodyLimit::max(admin_limit)))
+        .route("/openapi.json", get(move || openapi_json(document.clone())))
 }
 
 /// The OpenAPI 3 document of this API.
@@ -141,10 +145,10 @@ pub(crate) fn routes(config: &Config) -> Router<Arc<Node>> {
     tag = "meta",
     responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json", body = Object))
 )]
-async fn openapi_json() -> Response {
+async fn openapi_json(document: Arc<str>) -> Response {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        openapi_document(),
+        document.to_string(),
     )
         .into_response()
 }

@@ -51,7 +51,9 @@ pub(super) struct HistoryQuery {
     before: Option<Seq>,
     /// Only messages with seq > after.
     after: Option<Seq>,
-    /// At most this many (default 50, clamped to the node's maximum).
+    /// At most this many (default 50; 0 counts as 1, more than the node's maximum as the
+    /// maximum).
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     limit: Option<u32>,
 }
 

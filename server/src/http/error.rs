@@ -82,14 +82,20 @@ impl From<StorageError> for ApiError {
 }
 
 impl From<JsonRejection> for ApiError {
+    /// One convention for every body the node cannot use (docs/protocol.md): 413 `too_long`
+    /// for one over the size limit, else 400 `bad_request` — not JSON, not of the schema,
+    /// no `Content-Type: application/json` (axum's own 422 and 415), or a read that failed
+    /// (the body read bound).
     fn from(r: JsonRejection) -> Self {
-        let status = r.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ErrorCode::TooLong
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::TooLong,
+                r.body_text(),
+            )
         } else {
-            ErrorCode::BadRequest
-        };
-        Self::new(status, code, r.body_text())
+            Self::bad(ErrorCode::BadRequest, r.body_text())
+        }
     }
 }
 

@@ -5,7 +5,9 @@
 //! `utoipa_axum`'s router, so the OpenAPI document served at `/api/v1/openapi.json` is
 //! built from the very routes that serve requests and cannot drift from them.
 //!
-//! Files: `api.rs` (the document's frame, the route groups, the document), `error.rs`
+//! Files: `api.rs` (the document's frame, the route groups, the document), `contract.rs`
+//! (what the document declares for every operation of a kind and per configuration: shared
+//! error statuses, name bounds, download types), `error.rs`
 //! ([`error::ApiError`]), `extract.rs` (bodies, path ids, the caller), one file per group
 //! of routes: `accounts.rs`, `spaces.rs`, `channels.rs`, `uploads.rs`, `admin.rs`; the
 //! chat actions (what bots use): `actions.rs` (rate limits, idempotency, their routes),
@@ -16,6 +18,7 @@ mod actions;
 mod admin;
 mod api;
 mod channels;
+mod contract;
 mod error;
 mod extract;
 mod messages;

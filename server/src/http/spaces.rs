@@ -91,13 +91,12 @@ pub(super) async fn space_leave(
         ));
     }
     node.storage.leave_space(id, caller.user.id).await?;
-    node.members_changed(MemberChange::Member {
+    // The caller's sessions stop posting there: on this node now, on the others when the
+    // bus delivers the change (at the latest after `membership::RECHECK`).
+    node.members_changed(MemberChange::Left {
         space: id,
         user: caller.user.id,
     });
-    // Sessions of the caller on this node stop posting now (on other nodes: within
-    // `membership::RECHECK`).
-    node.membership.left(caller.user.id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -88,6 +88,24 @@ where
     node.metrics.connections.decrement(1.0);
 }
 
+/// The close code answering a failed read (RFC 6455 §7.4.1): 1009 for a message over
+/// the size limit, 1007 for text that is not UTF-8, 1002 for broken framing; 0 (no close
+/// frame) when the connection itself went (reset, I/O error). After such an error
+/// tungstenite reads no more but can still write, so the client gets the code.
+fn read_error_close(e: axum::Error) -> u16 {
+    use tungstenite::error::{Error as WsError, ProtocolError};
+    let Ok(e) = e.into_inner().downcast::<WsError>() else {
+        return 0;
+    };
+    match *e {
+        WsError::Capacity(_) => close::MESSAGE_TOO_BIG,
+        WsError::Utf8(_) => close::INVALID_PAYLOAD,
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => 0,
+        WsError::Protocol(_) => close::WS_PROTOCOL_VIOLATION,
+        _ => 0,
+    }
+}
+
 /// The reader's state of one session.
 pub(super) struct Session {
     pub(super) node: Arc<Node>,
@@ -135,14 +153,7 @@ impl Session {
             };
             let msg = match next {
                 None => return 0,
-                Some(Err(e)) => {
-                    let text = e.to_string();
-                    // tungstenite's capacity error: a message above max_message_size.
-                    if text.contains("too long") || text.contains("Space limit") {
-                        return close::MESSAGE_TOO_BIG;
-                    }
-                    return 0;
-                }
+                Some(Err(e)) => return read_error_close(e),
                 Some(Ok(m)) => m,
             };
             shared.last_seen_ms.store(now_ms(), Ordering::Relaxed);

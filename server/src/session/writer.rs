@@ -259,6 +259,8 @@ where
 fn close_reason(code: u16) -> &'static str {
     match code {
         close::GOING_AWAY => "node shutting down",
+        close::WS_PROTOCOL_VIOLATION => "websocket protocol violation",
+        close::INVALID_PAYLOAD => "text frame is not UTF-8",
         close::MESSAGE_TOO_BIG => "frame too large",
         close::AUTH_TIMEOUT => "no hello within the deadline",
         close::AUTH_FAILED => "invalid token",

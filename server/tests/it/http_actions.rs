@@ -137,9 +137,11 @@ async fn every_action_reaches_subscribers(phase: Phase) {
     assert_eq!(seq, 2, "HTTP and WebSocket sends share one seq space");
     let m2 = post_text(&node, &w.bot.token, ch, "and again").await;
     assert_eq!(m2.seq, 3);
-    let ev = next_event(&mut ws, "message", |e| {
-        matches!(e, ServerEvent::Message(m) if m.seq == 3)
-    })
+    let ev = next_event(
+        &mut ws,
+        "message",
+        |e| matches!(e, ServerEvent::Message(m) if m.seq == 3),
+    )
     .await;
     assert_eq!(ev, ServerEvent::Message(m2));
 

@@ -269,8 +269,14 @@ async fn openapi_document_covers_the_http_api() {
         ("post", "/api/v1/channels/{id}/messages"),
         ("patch", "/api/v1/channels/{id}/messages/{msg}"),
         ("delete", "/api/v1/channels/{id}/messages/{msg}"),
-        ("put", "/api/v1/channels/{id}/messages/{msg}/reactions/{emoji}"),
-        ("delete", "/api/v1/channels/{id}/messages/{msg}/reactions/{emoji}"),
+        (
+            "put",
+            "/api/v1/channels/{id}/messages/{msg}/reactions/{emoji}",
+        ),
+        (
+            "delete",
+            "/api/v1/channels/{id}/messages/{msg}/reactions/{emoji}",
+        ),
         ("post", "/api/v1/channels/{id}/messages/{msg}/thread"),
         ("post", "/api/v1/channels/{id}/typing"),
         ("put", "/api/v1/users/me/presence"),
