@@ -177,13 +177,11 @@ impl Idempotency {
                         body,
                     };
                     let kept = keep(status);
-                    match guard {
-                        Guard::Local(g) => self.local().map(|k| k.finish(g, &rec, kept)),
-                        Guard::Redis(g) => match self {
-                            Self::Redis(k) => Some(k.finish(g, &rec, kept).await),
-                            Self::Local(_) => None,
-                        },
-                    };
+                    match (guard, self) {
+                        (Guard::Local(g), Self::Local(k)) => k.finish(g, &rec, kept),
+                        (Guard::Redis(g), Self::Redis(k)) => k.finish(g, &rec, kept).await,
+                        _ => {}
+                    }
                     return Ok(Answer {
                         status: rec.status,
                         body: rec.body,
@@ -191,13 +189,6 @@ impl Idempotency {
                     });
                 }
             }
-        }
-    }
-
-    fn local(&self) -> Option<&LocalKeys> {
-        match self {
-            Self::Local(k) => Some(k),
-            Self::Redis(_) => None,
         }
     }
 }

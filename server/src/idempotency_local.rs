@@ -128,7 +128,12 @@ impl LocalKeys {
     }
 
     fn sweep(&self) {
-        if self.slots.len() < SWEEP_AT || self.inserted.load(Ordering::Relaxed) % SWEEP_EVERY != 0 {
+        if self.slots.len() < SWEEP_AT
+            || !self
+                .inserted
+                .load(Ordering::Relaxed)
+                .is_multiple_of(SWEEP_EVERY)
+        {
             return;
         }
         let ttl = self.ttl;

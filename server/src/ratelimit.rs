@@ -173,7 +173,9 @@ impl RateLimiter {
         token: &TokenHash,
         channel: Option<ChannelId>,
     ) -> Result<Option<Standing>, Limited> {
-        if !self.config.token.is_on() && !(channel.is_some() && self.config.channel.is_on()) {
+        let applies =
+            self.config.token.is_on() || (channel.is_some() && self.config.channel.is_on());
+        if !applies {
             return Ok(None);
         }
         if let Some(redis) = &self.redis {

@@ -153,15 +153,15 @@ pub(super) fn json(status: StatusCode, value: &impl Serialize) -> Response {
 }
 
 /// The `Idempotency-Key` of a request, if it has one (`Err`: not valid UTF-8).
-pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Response> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
     match headers.get(IDEMPOTENCY_KEY) {
         None => Ok(None),
         Some(v) => match v.to_str() {
             Ok(s) => Ok(Some(s.to_owned())),
-            Err(_) => Err(refused(Refusal::new(
+            Err(_) => Err(Refusal::new(
                 ErrorCode::BadRequest,
                 "Idempotency-Key must be printable ASCII",
-            ))),
+            )),
         },
     }
 }

@@ -14,7 +14,7 @@ use flowline_protocol::api::ApiErrorBody;
 use flowline_protocol::ws::Message;
 use flowline_protocol::{ChannelId, MessageId};
 
-use super::actions::{answer, idempotency_key, idempotent, json, rate, recordable};
+use super::actions::{answer, idempotency_key, idempotent, json, rate, recordable, refused};
 use super::extract::{ApiJson, ApiPath, Caller};
 use crate::chat::SendRequest;
 use crate::idempotency::fingerprint;
@@ -41,9 +41,6 @@ use crate::node::Node;
         (status = 403, description = "Not a member of the channel", body = ApiErrorBody),
         (status = 404, description = "No such channel", body = ApiErrorBody),
         (status = 409, description = "Idempotency-Key reused for another request, or its first request still running", body = ApiErrorBody),
-        (status = 413, description = "Request body too large", body = ApiErrorBody),
-        (status = 415, description = "Body is not `application/json`", body = ApiErrorBody),
-        (status = 422, description = "Body does not match the schema (wrong type, unknown field)", body = ApiErrorBody),
         (status = 429, description = "Rate limited", body = ApiErrorBody,
             headers(("retry-after" = u64, description = "Seconds to wait"), ("x-ratelimit-limit" = u32), ("x-ratelimit-remaining" = u32), ("x-ratelimit-reset" = u64))),
         (status = 503, description = "Storage unavailable; nothing was posted", body = ApiErrorBody)))]
@@ -56,7 +53,7 @@ pub(super) async fn message_post(
 ) -> Response {
     let key = match idempotency_key(&headers) {
         Ok(k) => k,
-        Err(resp) => return resp,
+        Err(r) => return refused(r),
     };
     let rated = match rate(&node, &caller, Some(channel)).await {
         Ok(r) => r,
@@ -94,9 +91,6 @@ pub(super) async fn message_post(
         (status = 401, description = "Missing or invalid token", body = ApiErrorBody),
         (status = 403, description = "Not a member, or not the author", body = ApiErrorBody),
         (status = 404, description = "No such channel or message", body = ApiErrorBody),
-        (status = 413, description = "Request body too large", body = ApiErrorBody),
-        (status = 415, description = "Body is not `application/json`", body = ApiErrorBody),
-        (status = 422, description = "Body does not match the schema (wrong type, unknown field)", body = ApiErrorBody),
         (status = 429, description = "Rate limited", body = ApiErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
         (status = 503, description = "Storage unavailable", body = ApiErrorBody)))]
 pub(super) async fn message_edit(

@@ -47,9 +47,6 @@ pub(super) async fn typing_post(
         (status = 204, description = "Set"),
         (status = 400, description = "Custom text too long or not printable", body = ApiErrorBody),
         (status = 401, description = "Missing or invalid token", body = ApiErrorBody),
-        (status = 413, description = "Request body too large", body = ApiErrorBody),
-        (status = 415, description = "Body is not `application/json`", body = ApiErrorBody),
-        (status = 422, description = "Body does not match the schema (wrong type, unknown field)", body = ApiErrorBody),
         (status = 429, description = "Rate limited", body = ApiErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
         (status = 503, description = "Presence unavailable", body = ApiErrorBody)))]
 pub(super) async fn presence_set(

@@ -30,9 +30,6 @@ use crate::node::Node;
         (status = 401, description = "Missing or invalid token", body = ApiErrorBody),
         (status = 403, description = "Not a member", body = ApiErrorBody),
         (status = 404, description = "No such channel", body = ApiErrorBody),
-        (status = 413, description = "Request body too large", body = ApiErrorBody),
-        (status = 415, description = "Body is not `application/json`", body = ApiErrorBody),
-        (status = 422, description = "Body does not match the schema (wrong type, unknown field)", body = ApiErrorBody),
         (status = 429, description = "Rate limited", body = ApiErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
         (status = 503, description = "Storage unavailable", body = ApiErrorBody)))]
 pub(super) async fn thread_start(

@@ -697,7 +697,12 @@ async fn refusals_match_the_websocket(phase: Phase) {
         &[],
     )
     .await;
-    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (400, ErrorCode::BadRequest),
+        "{}",
+        r.body
+    );
     let r = call(
         &node,
         Method::POST,
