@@ -30,6 +30,19 @@
 //!
 //! `bandwidth` is the proxy's when its target names links and the kernel's (tbf) when it
 //! names hosts.
+//!
+//! Frame faults act on the WebSocket messages a link's server sends its clients (see
+//! docs/chaos.md, "Frame toxics"):
+//!
+//! ```toml
+//! [[faults]]
+//! at = "2s"
+//! kind = "frame_drop"       # frame_drop | frame_duplicate | frame_delay | frame_reorder
+//!                           # | frame_corrupt
+//! target = "client-node1"
+//! match = { "/type" = "message", "/channel" = 3 }   # JSON pointer = value, all must hold
+//! nth = 5                   # only the 5th match per connection (or every = 10; neither: all)
+//! ```
 //! Raw parameters are parsed leniently per kind and checked by [`FaultSpec::validate`], so
 //! a parameter that does not belong to the kind is an error rather than silently ignored.
 
@@ -80,6 +93,16 @@ pub enum FaultKind {
     Duplicate,
     /// Kernel, netem only: corrupt `percent` % of packets.
     Corrupt,
+    /// WebSocket: never deliver the selected server → client messages.
+    FrameDrop,
+    /// WebSocket: deliver the selected messages twice.
+    FrameDuplicate,
+    /// WebSocket: hold the selected messages `delay` (later ones wait behind).
+    FrameDelay,
+    /// WebSocket: deliver each selected message after the `after`-th next matching one.
+    FrameReorder,
+    /// WebSocket: XOR payload byte `offset` of the selected messages with `xor`.
+    FrameCorrupt,
 }
 
 impl FaultKind {
@@ -134,7 +157,24 @@ impl FaultKind {
             FaultKind::Reorder => "reorder",
             FaultKind::Duplicate => "duplicate",
             FaultKind::Corrupt => "corrupt",
+            FaultKind::FrameDrop => "frame_drop",
+            FaultKind::FrameDuplicate => "frame_duplicate",
+            FaultKind::FrameDelay => "frame_delay",
+            FaultKind::FrameReorder => "frame_reorder",
+            FaultKind::FrameCorrupt => "frame_corrupt",
         }
+    }
+
+    /// Whether the kind is a frame toxic (WebSocket messages of a link, downstream).
+    pub fn is_frame(self) -> bool {
+        matches!(
+            self,
+            FaultKind::FrameDrop
+                | FaultKind::FrameDuplicate
+                | FaultKind::FrameDelay
+                | FaultKind::FrameReorder
+                | FaultKind::FrameCorrupt
+        )
     }
 }
 
@@ -261,6 +301,25 @@ pub struct FaultSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub restart_after: Option<Duration>,
+    /// Frame faults: act on the `nth` matching message of each connection only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nth: Option<u64>,
+    /// Frame faults: act on every `every`-th matching message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<u64>,
+    /// Frame faults: JSON pointer → value a message must hold (all of them; an array
+    /// value matches any of its elements).
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matches: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+    /// `frame_reorder`: matching messages that overtake the held one (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    /// `frame_corrupt`: payload byte to corrupt (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// `frame_corrupt`: XOR mask, 1..=255 (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xor: Option<u64>,
     /// Allow a target that resolves to a non-loopback address.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_non_loopback: bool,
@@ -303,12 +362,55 @@ impl FaultSpec {
         push("size_variation", self.size_variation.is_some());
         push("bytes", self.bytes.is_some());
         push("restart_after", self.restart_after.is_some());
+        push("nth", self.nth.is_some());
+        push("every", self.every.is_some());
+        push("match", self.matches.is_some());
+        push("after", self.after.is_some());
+        push("offset", self.offset.is_some());
+        push("xor", self.xor.is_some());
         set
+    }
+
+    /// The selection of a frame fault.
+    pub fn frame_select(&self) -> crate::toxic::select::FrameSelect {
+        crate::toxic::select::FrameSelect {
+            nth: self.nth.unwrap_or(0),
+            every: self.every.unwrap_or(0),
+            matches: self.matches.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Frame faults: what their selection and parameters must satisfy.
+    fn validate_frame(&self) -> Result<(), String> {
+        if self.stream.is_some_and(|s| s != StreamSel::Downstream) {
+            return Err(
+                "`stream`: frame faults act on server → client messages, only \"downstream\""
+                    .into(),
+            );
+        }
+        if self.nth == Some(0) || self.every == Some(0) {
+            return Err("`nth` and `every` count from 1".into());
+        }
+        if self.after == Some(0) {
+            return Err("`after` must be at least 1".into());
+        }
+        if let Some(x) = self.xor
+            && !(1..=255).contains(&x)
+        {
+            return Err(format!("`xor` must be within 1..=255, got {x}"));
+        }
+        self.frame_select().validate()
     }
 
     /// (allowed parameters, required parameters) of the kind.
     fn kind_params(kind: FaultKind) -> (&'static [&'static str], &'static [&'static str]) {
         const TOXIC: [&str; 2] = ["stream", "toxicity"];
+        const FRAME: [&str; 5] = ["stream", "toxicity", "nth", "every", "match"];
+        const FRAME_DELAY: [&str; 6] = ["stream", "toxicity", "nth", "every", "match", "delay"];
+        const FRAME_REORDER: [&str; 6] = ["stream", "toxicity", "nth", "every", "match", "after"];
+        const FRAME_CORRUPT: [&str; 7] = [
+            "stream", "toxicity", "nth", "every", "match", "offset", "xor",
+        ];
         match kind {
             FaultKind::Latency => (&["stream", "toxicity", "latency", "jitter"], &["latency"]),
             // `stream`/`toxicity` for the proxy, `direction` for the kernel: which one
@@ -338,6 +440,10 @@ impl FaultSpec {
             FaultKind::Delay => (&["direction", "delay", "jitter"], &["delay"]),
             FaultKind::Reorder => (&["direction", "percent", "delay"], &["percent", "delay"]),
             FaultKind::Duplicate | FaultKind::Corrupt => (&["direction", "percent"], &["percent"]),
+            FaultKind::FrameDrop | FaultKind::FrameDuplicate => (&FRAME, &[]),
+            FaultKind::FrameDelay => (&FRAME_DELAY, &["delay"]),
+            FaultKind::FrameReorder => (&FRAME_REORDER, &[]),
+            FaultKind::FrameCorrupt => (&FRAME_CORRUPT, &[]),
         }
     }
 
@@ -396,6 +502,11 @@ impl FaultSpec {
         {
             return Err(err(format!("bad peer glob: {e}")));
         }
+        if self.kind.is_frame()
+            && let Err(reason) = self.validate_frame()
+        {
+            return Err(err(reason));
+        }
         if self.kind.needs_netem()
             && let Err(reason) = crate::kernel::netem::support()
         {
@@ -444,6 +555,38 @@ mod tests {
     fn missing_required_parameter_is_refused() {
         let f = parse(r#"{"at":"1s","kind":"bandwidth","target":"client-node1"}"#);
         assert!(f.validate(1).unwrap_err().reason.contains("`rate`"));
+    }
+
+    #[test]
+    fn frame_faults_validate_their_selection() {
+        let f = parse(
+            r#"{"at":"1s","kind":"frame_drop","target":"client-node1","match":{"/type":"message"},"nth":3}"#,
+        );
+        f.validate(1).unwrap();
+        assert_eq!(f.frame_select().nth, 3);
+        let bad = [
+            (r#""nth":1,"every":2"#, "`nth`"),
+            (r#""match":{"type":"message"}"#, "JSON pointer"),
+            (r#""stream":"upstream""#, "`stream`"),
+            (r#""nth":0"#, "count from 1"),
+            (r#""latency":"1s""#, "`latency` does not apply"),
+        ];
+        for (extra, want) in bad {
+            let f = parse(&format!(
+                r#"{{"at":"1s","kind":"frame_drop","target":"client-node1",{extra}}}"#
+            ));
+            let e = f.validate(2).unwrap_err().to_string();
+            assert!(e.contains(want), "{extra}: {e}");
+        }
+        let f = parse(r#"{"at":"1s","kind":"frame_corrupt","target":"c","xor":256}"#);
+        assert!(f.validate(1).unwrap_err().reason.contains("`xor`"));
+        let f = parse(r#"{"at":"1s","kind":"frame_delay","target":"c"}"#);
+        assert!(
+            f.validate(1)
+                .unwrap_err()
+                .reason
+                .contains("`delay` is required")
+        );
     }
 
     #[test]

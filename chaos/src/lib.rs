@@ -5,10 +5,10 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`fault`] | one `[[faults]]` entry as written in a scenario, and its validation |
+//! | [`fault`] | one `[[faults]]` entry as written in a scenario, and its validation (it asks `toxic::select`, which uses serde_json alone, whether a frame fault's selection holds) |
 //! | `error` | [`Error`] and the Toxiproxy status code of each API error |
 //! | [`kernel`] | a run's hosts in network namespaces ([`Network`]) and one file per kernel fault behind `KernelFault` (`fault` asks only `kernel::netem`, which uses std alone) |
-//! | `toxic` | [`ToxicSpec`] (the API's JSON) and one file per toxic behind the `Toxic` trait |
+//! | `toxic` | [`ToxicSpec`] (the API's JSON) and one file per toxic behind the `Toxic` trait; `toxic::framer` follows WebSocket frames for the `frame_*` toxics |
 //! | `link` | one proxied connection: reader → toxic chain → writer, per direction |
 //! | `proxy` | one proxy: listener, its toxics, its connections |
 //! | [`metrics`] | fault metrics (`flowline_chaos_*`, Prometheus) |
@@ -21,7 +21,9 @@
 //!
 //! - [`Controller`]: an in-process set of TCP proxies with toxics (latency, bandwidth,
 //!   slow_close, timeout, reset_peer, slicer, limit_data, and `blackhole`, a one-way
-//!   partition), enable/disable (a partition), and [`Controller::heal_all`].
+//!   partition; and the frame toxics `frame_drop`, `frame_duplicate`, `frame_delay`,
+//!   `frame_reorder`, `frame_corrupt` on selected server → client WebSocket messages),
+//!   enable/disable (a partition), and [`Controller::heal_all`].
 //! - [`api`]: the Toxiproxy 2.x HTTP API over a controller (`flowline chaos serve`).
 //! - [`ProcessTarget`]: SIGKILL (+ restart by the owner), SIGSTOP/SIGCONT.
 //! - [`kernel`]: a run's hosts in network namespaces ([`Network`]) and the faults the
@@ -87,4 +89,4 @@ pub use metrics::FaultMetrics;
 pub use process::{PidProcess, ProcessTarget};
 pub use proxy::ProxyInfo;
 pub use schedule::{Links, Schedule, ScheduleHandle, Targets};
-pub use toxic::{Direction, ToxicKind, ToxicSpec};
+pub use toxic::{Direction, FrameAction, FrameSelect, ToxicKind, ToxicSpec};

@@ -12,7 +12,10 @@
 //!  writer:  chain.process(chunk) → pieces with later `due` → sleep until due → write
 //!           toxics changed (watch) → chain.refresh; a pending wait is cut short (flush)
 //!           chain.deadline() reached → close (timeout) or reset (reset_peer)
-//!           queue ended (EOF) → sleep chain.eof_delay() (slow_close) → shutdown(write)
+//!           queue ended (EOF) → write what toxics hold → sleep chain.eof_delay() (slow_close)
+//!           → shutdown(write)
+//!  downstream chain: framer (HTTP upgrade, then RFC 6455 frames) → toxics; frame toxics
+//!           get whole WebSocket messages (see `toxic::framer`)
 //! ```
 //!
 //! The reader stamps arrival times and keeps reading while the writer sleeps, so a latency
@@ -22,7 +25,9 @@
 //! toxics the reader moves bytes kernel-side with `splice(2)` (no copy through user space);
 //! it only does so while its direction has no toxic and nothing is queued, so bytes are
 //! never reordered, and the pipe is created lazily on the first large read so the many
-//! small chat connections cost no extra descriptors. Cutting the connection (proxy
+//! small chat connections cost no extra descriptors. A downstream direction splices only
+//! once its framer knows the connection is no WebSocket (`bypass`): frame boundaries must
+//! be followed from the first byte for a frame toxic added later to find them. Cutting the connection (proxy
 //! disabled or removed, `limit_data`, `timeout`, `reset_peer`) drops both sockets; a reset
 //! first sets `SO_LINGER` to zero so the kernel sends RST.
 
@@ -124,8 +129,22 @@ pub(crate) async fn run_connection(
         reset: AtomicBool::new(false),
     };
     {
-        let up = direction(&client, &server, cfg.up_toxics, &cfg.up_counters, &ctl);
-        let down = direction(&server, &client, cfg.down_toxics, &cfg.down_counters, &ctl);
+        let up = direction(
+            &client,
+            &server,
+            cfg.up_toxics,
+            &cfg.up_counters,
+            &ctl,
+            false,
+        );
+        let down = direction(
+            &server,
+            &client,
+            cfg.down_toxics,
+            &cfg.down_counters,
+            &ctl,
+            true,
+        );
         tokio::select! {
             biased;
             () = ctl.cut.cancelled() => {}
@@ -145,11 +164,19 @@ async fn direction(
     toxics: watch::Receiver<Arc<Vec<ToxicSpec>>>,
     counters: &DirCounters,
     ctl: &ConnCtl,
+    downstream: bool,
 ) {
     let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
     let queued = AtomicUsize::new(0);
     let drained = Notify::new();
+    let chain = if downstream {
+        Chain::downstream()
+    } else {
+        Chain::default()
+    };
+    let bypass = AtomicBool::new(chain.may_bypass());
     let reader = Reader {
+        bypass: &bypass,
         drained: &drained,
         src,
         dst,
@@ -162,7 +189,19 @@ async fn direction(
     };
     tokio::join!(
         reader.run(tx),
-        write_side(dst, rx, toxics, counters, ctl, &queued, &drained)
+        write_side(
+            dst,
+            rx,
+            Writer {
+                chain,
+                toxics,
+                counters,
+                ctl,
+                queued: &queued,
+                drained: &drained,
+                bypass: &bypass,
+            }
+        )
     );
 }
 
@@ -221,6 +260,8 @@ struct Reader<'a> {
     queued: &'a AtomicUsize,
     /// Signalled by the writer when `queued` drops to zero.
     drained: &'a Notify,
+    /// The writer's chain lets bytes bypass it (no WebSocket framing to follow).
+    bypass: &'a AtomicBool,
     pipe: Option<Pipe>,
     splice_ok: bool,
 }
@@ -236,7 +277,7 @@ enum Spliced {
 impl Reader<'_> {
     /// The stream is bulk and toxic-free: splice, once the writer has caught up.
     fn wants_splice(&self) -> bool {
-        self.pipe.is_some() && self.toxics.borrow().is_empty()
+        self.pipe.is_some() && self.toxics.borrow().is_empty() && self.bypass.load(Ordering::SeqCst)
     }
 
     async fn run(mut self, tx: mpsc::Sender<Chunk>) {
@@ -277,10 +318,7 @@ impl Reader<'_> {
                             Err(_) => self.splice_ok = false, // e.g. out of descriptors
                         }
                     }
-                    let chunk = Chunk {
-                        data: buf.freeze(),
-                        due: Instant::now(),
-                    };
+                    let chunk = Chunk::plain(buf.freeze(), Instant::now());
                     self.queued.fetch_add(1, Ordering::SeqCst);
                     if tx.send(chunk).await.is_err() {
                         return; // writer gone: the connection is ending
@@ -343,17 +381,42 @@ impl Reader<'_> {
     }
 }
 
-async fn write_side(
-    dst: &TcpStream,
-    mut rx: mpsc::Receiver<Chunk>,
-    mut toxics: watch::Receiver<Arc<Vec<ToxicSpec>>>,
-    counters: &DirCounters,
-    ctl: &ConnCtl,
-    queued: &AtomicUsize,
-    drained: &Notify,
-) {
-    let mut chain = Chain::default();
-    chain.refresh(&toxics.borrow_and_update(), Instant::now());
+/// What the writer of a direction works with.
+struct Writer<'a> {
+    chain: Chain,
+    toxics: watch::Receiver<Arc<Vec<ToxicSpec>>>,
+    counters: &'a DirCounters,
+    ctl: &'a ConnCtl,
+    queued: &'a AtomicUsize,
+    drained: &'a Notify,
+    bypass: &'a AtomicBool,
+}
+
+/// Write chunks that need no more toxics (released by the chain); false when the write failed.
+async fn write_released(dst: &TcpStream, chunks: Vec<Chunk>, counters: &DirCounters) -> bool {
+    for c in chunks {
+        if write_all(dst, &c.data).await.is_err() {
+            return false;
+        }
+        counters
+            .sent
+            .fetch_add(c.data.len() as u64, Ordering::Relaxed);
+    }
+    true
+}
+
+async fn write_side(dst: &TcpStream, mut rx: mpsc::Receiver<Chunk>, w: Writer<'_>) {
+    let Writer {
+        mut chain,
+        mut toxics,
+        counters,
+        ctl,
+        queued,
+        drained,
+        bypass,
+    } = w;
+    let released = chain.refresh(&toxics.borrow_and_update(), Instant::now());
+    debug_assert!(released.is_empty());
     let mut out = Vec::new();
     let mut toxics_alive = true;
     loop {
@@ -362,7 +425,13 @@ async fn write_side(
             biased;
             changed = toxics.changed(), if toxics_alive => {
                 match changed {
-                    Ok(()) => chain.refresh(&toxics.borrow_and_update(), Instant::now()),
+                    Ok(()) => {
+                        let released = chain.refresh(&toxics.borrow_and_update(), Instant::now());
+                        if !write_released(dst, released, counters).await {
+                            ctl.end(Verdict::Close);
+                            return;
+                        }
+                    }
                     Err(_) => toxics_alive = false, // proxy removed; the cut follows
                 }
                 continue;
@@ -379,7 +448,13 @@ async fn write_side(
             msg = rx.recv() => msg,
         };
         let Some(chunk) = msg else {
-            // End of stream from the source: maybe linger (slow_close), then half-close.
+            // End of stream from the source: what toxics hold goes out, maybe linger
+            // (slow_close), then half-close.
+            let held = chain.drain_all(Instant::now());
+            if !write_released(dst, held, counters).await {
+                ctl.end(Verdict::Close);
+                return;
+            }
             let delay = chain.eof_delay();
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
@@ -388,6 +463,8 @@ async fn write_side(
             return;
         };
         if chain.is_idle() {
+            chain.observe(&chunk);
+            bypass.store(chain.may_bypass(), Ordering::SeqCst);
             let n = chunk.data.len() as u64;
             if write_all(dst, &chunk.data).await.is_err() {
                 ctl.end(Verdict::Close);
@@ -400,6 +477,7 @@ async fn write_side(
             continue;
         }
         let verdict = chain.process(chunk, Instant::now(), &mut out);
+        bypass.store(chain.may_bypass(), Ordering::SeqCst);
         let mut flush = false;
         for piece in out.drain(..) {
             if !flush && piece.due > Instant::now() {

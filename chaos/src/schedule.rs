@@ -27,7 +27,7 @@ use crate::fault::{FaultKind, FaultSpec, StreamSel};
 use crate::kernel::{self, Change, Network};
 use crate::metrics::FaultMetrics;
 use crate::process::ProcessTarget;
-use crate::toxic::{Direction, ToxicKind, ToxicSpec};
+use crate::toxic::{Direction, FrameAction, ToxicKind, ToxicSpec};
 
 /// Where link faults go: the in-process controller, a remote Toxiproxy, or nowhere.
 #[derive(Debug, Clone)]
@@ -222,6 +222,13 @@ fn millis(d: Option<Duration>) -> u64 {
     d.map_or(0, |d| d.as_millis() as u64)
 }
 
+fn frame(spec: &FaultSpec, action: FrameAction) -> ToxicKind {
+    ToxicKind::Frame {
+        action,
+        select: spec.frame_select(),
+    }
+}
+
 /// The toxics a link fault adds, one per direction. `None` for `down` (a disable).
 pub fn toxics_for(index: usize, spec: &FaultSpec) -> Option<Vec<ToxicSpec>> {
     let kind = match spec.kind {
@@ -250,6 +257,27 @@ pub fn toxics_for(index: usize, spec: &FaultSpec) -> Option<Vec<ToxicSpec>> {
             bytes: spec.bytes.unwrap_or(0),
         },
         FaultKind::Blackhole => ToxicKind::Blackhole,
+        FaultKind::FrameDrop => frame(spec, FrameAction::Drop),
+        FaultKind::FrameDuplicate => frame(spec, FrameAction::Duplicate),
+        FaultKind::FrameDelay => frame(
+            spec,
+            FrameAction::Delay {
+                delay: millis(spec.delay),
+            },
+        ),
+        FaultKind::FrameReorder => frame(
+            spec,
+            FrameAction::Reorder {
+                after: spec.after.unwrap_or(1),
+            },
+        ),
+        FaultKind::FrameCorrupt => frame(
+            spec,
+            FrameAction::Corrupt {
+                offset: spec.offset.unwrap_or(0),
+                xor: spec.xor.unwrap_or(1),
+            },
+        ),
         // Disables, process faults and kernel faults add no toxic.
         _ => return None,
     };

@@ -67,11 +67,21 @@ pub struct RunArgs {
     /// injected there. The proxies it creates are deleted at the end.
     #[arg(long, env = "FLOWLINE_TOXIPROXY_URL")]
     pub toxiproxy_url: Option<String>,
+    /// Network isolation: `netns` puts every node, the throwaway Postgres/Redis and every
+    /// loadgen worker in a network namespace of its own on a bridge the run creates
+    /// (kernel faults between hosts need it; needs root), `none` keeps everything on
+    /// loopback (replaces `cluster.isolation`). See docs/harness.md.
+    #[arg(long, value_name = "none|netns")]
+    pub isolation: Option<String>,
     /// Serve the run's own metrics endpoints (chaos controller, loadgen workers) on every
     /// interface and name them with this host in metrics-targets.json, for a Prometheus
     /// on another machine or container (default: loopback only).
     #[arg(long)]
     pub metrics_host: Option<String>,
+    /// How long the loadgen workers have to connect to the run's coordinator and say hello
+    /// (e.g. `60s`); after it the run exits 2 naming the missing shards.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s", value_name = "DURATION")]
+    pub workers_timeout: Duration,
 }
 
 impl RunArgs {
@@ -82,6 +92,14 @@ impl RunArgs {
                 p.parse::<flowline_loadgen::scenario::Phase>()
                     .map_err(anyhow::Error::msg)
                     .context("--phase")?,
+            ),
+            None => None,
+        };
+        let isolation = match &self.isolation {
+            Some(i) => Some(
+                i.parse::<flowline_loadgen::scenario::Isolation>()
+                    .map_err(anyhow::Error::msg)
+                    .context("--isolation")?,
             ),
             None => None,
         };
@@ -97,6 +115,7 @@ impl RunArgs {
                 nodes: self.nodes,
                 users: self.users,
                 duration: self.duration,
+                isolation,
             },
             services: crate::services::Options {
                 database_url: self.database_url.clone().filter(|s| !s.is_empty()),
@@ -107,6 +126,7 @@ impl RunArgs {
             workers: self.workers,
             toxiproxy_url: self.toxiproxy_url.clone().filter(|s| !s.is_empty()),
             metrics_host: self.metrics_host.clone().filter(|s| !s.is_empty()),
+            workers_timeout: self.workers_timeout,
         })
     }
 }

@@ -3,6 +3,11 @@
 //! `node<i>-redis` links, a `client-node<i>` link in front of each (or an external
 //! cluster's nodes behind their client links), then the population provisioned through
 //! node1's admin API.
+//!
+//! With `--isolation netns` each node runs in its host's namespace, listens on its
+//! bridge address, and reaches Postgres/Redis at theirs: no link proxies (the hosts talk
+//! over the bridge, where kernel faults act). The harness reaches a node's admin API and
+//! metrics through a loopback forward; workers use the node's own address.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -13,6 +18,7 @@ use flowline_loadgen::scenario::Scenario;
 use flowline_protocol::announce::Announce;
 use serde_json::json;
 
+use crate::isolation::Isolated;
 use crate::links::{LinkSet, host_port, via};
 use crate::metrics_targets::MetricsTargets;
 use crate::services::{Needs, Services};
@@ -56,6 +62,8 @@ pub struct ClusterCtx<'a> {
     pub run_id: &'a str,
     /// The nodes' admin secret.
     pub secret: String,
+    /// The run's network, with `--isolation netns`.
+    pub net: Option<&'a Isolated>,
 }
 
 /// What the cluster start leaves for teardown, filled as it goes (a start that fails
@@ -85,10 +93,11 @@ pub async fn start_cluster(
         events,
         run_id,
         secret,
+        net,
     } = ctx;
     let phase = scenario.cluster.phase.as_str();
-    let proxied = clients_proxied(scenario, remote_proxy);
-    if !proxied {
+    let proxied = clients_proxied(scenario, remote_proxy) && net.is_none();
+    if !proxied && net.is_none() {
         say_clients_direct(scenario, "client-node<i>");
     }
     let topology = Topology::of(scenario);
@@ -121,7 +130,7 @@ pub async fn start_cluster(
         (http, secret)
     } else {
         let needs = Needs::for_phase(phase)?;
-        let services = Services::resolve(needs, services_opts, dir, run_id, sup).await?;
+        let services = Services::resolve(needs, services_opts, dir, run_id, sup, net).await?;
         for n in &services.notes {
             eprintln!("flowline: {n}");
         }
@@ -130,12 +139,16 @@ pub async fn start_cluster(
         state.services = Some(services);
         for node in &topology.nodes {
             let node_id = node.id.clone();
+            let listen = match net {
+                Some(net) => format!("{}:0", net.host(&node_id)?.addr()),
+                None => "127.0.0.1:0".into(),
+            };
             let mut args: Vec<String> = vec![
                 "server".into(),
                 "--phase".into(),
                 phase.into(),
                 "--listen".into(),
-                "127.0.0.1:0".into(),
+                listen,
                 "--node-id".into(),
                 node_id.clone(),
                 "--admin-secret".into(),
@@ -147,35 +160,58 @@ pub async fn start_cluster(
                 "1".into(),
             ];
             if let (Some(db), Some(name)) = (&db, &node.postgres) {
-                let listen = links.create(name, &host_port(db)?).await?;
-                args.extend(["--database-url".into(), via(db, &listen)?]);
+                let url = match net {
+                    Some(_) => db.clone(),
+                    None => via(db, &links.create(name, &host_port(db)?).await?)?,
+                };
+                args.extend(["--database-url".into(), url]);
             }
             if let (Some(redis), Some(name)) = (&redis, &node.redis) {
-                let listen = links.create(name, &host_port(redis)?).await?;
+                let url = match net {
+                    Some(_) => redis.clone(),
+                    None => via(redis, &links.create(name, &host_port(redis)?).await?)?,
+                };
                 args.extend([
                     "--redis-url".into(),
-                    via(redis, &listen)?,
+                    url,
                     "--cluster-id".into(),
                     run_id.to_string(),
                 ]);
             }
-            let spec = Spec::flowline(&node_id)?
+            let mut spec = Spec::flowline(&node_id)?
                 .args(args)
                 .env("FLOWLINE_LOG", "warn");
+            if let Some(net) = net {
+                spec = spec.in_netns(net.netns(&node_id)?);
+            }
             let mut spawned = sup.spawn(spec)?;
             let announce =
                 wait_announce(&mut spawned, NODE_READY_TIMEOUT, &sup.log_path(&node_id)).await?;
             let Announce::Listening {
                 addr,
-                http,
+                mut http,
                 ws,
-                metrics,
+                mut metrics,
                 pid,
                 ..
             } = announce
             else {
                 bail!("{node_id} announced something other than `listening`");
             };
+            if let Some(net) = net {
+                // The harness is outside the network: admin API and metrics via a forward.
+                let fwd = net
+                    .forward(
+                        addr.parse().with_context(|| {
+                            format!("{node_id} announced a bad address {addr:?}")
+                        })?,
+                    )
+                    .await?;
+                http = via(&http, &fwd.to_string())?
+                    .trim_end_matches('/')
+                    .to_string();
+                metrics = via(&metrics, &fwd.to_string())?;
+            }
             // Keep draining its stdout so it never blocks.
             tokio::spawn(async move { while spawned.lines.recv().await.is_some() {} });
             let ws_proxied = if proxied {

@@ -1,17 +1,21 @@
 //! The scenario's fault schedule, wired to this run: link faults go to the run's
 //! proxies (the in-process chaos controller, or a remote Toxiproxy with
 //! `--toxiproxy-url`), process faults to the node children of the
-//! [`Supervisor`] (kill, restart on the same address, pause, resume).
+//! [`Supervisor`] (kill, restart on the same address, pause, resume), and with
+//! `--isolation netns` kernel faults to the run's network (hosts `node<i>`, `postgres`,
+//! `redis`, `worker<i>`: loss, partition, block_new, bandwidth, unplug; see
+//! `flowline_chaos::kernel`). The schedule heals every fault when it is stopped or
+//! dropped, and the namespaces go with the run's network whatever ends the run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use flowline_chaos::FaultMetrics;
 use flowline_chaos::events::EventLog;
 use flowline_chaos::fault::FaultSpec;
 use flowline_chaos::process::ProcessTarget;
 use flowline_chaos::schedule::{Links, Schedule, ScheduleHandle, Targets};
+use flowline_chaos::{FaultMetrics, Network};
 use flowline_protocol::announce::Announce;
 use futures_util::future::BoxFuture;
 use serde_json::json;
@@ -110,7 +114,7 @@ pub struct FaultRunner {
 }
 
 impl FaultRunner {
-    /// Validate the faults against this run's links and nodes and start firing them,
+    /// Validate the faults against this run's links, nodes and hosts and start firing them,
     /// each at `zero + at` (`zero` = start of measurement).
     pub fn start(
         faults: &[FaultSpec],
@@ -118,6 +122,7 @@ impl FaultRunner {
         metrics: FaultMetrics,
         events: EventLog,
         nodes: Arc<NodeTargets>,
+        network: Option<Arc<Network>>,
         zero: Instant,
     ) -> anyhow::Result<Self> {
         // Faults the local controller cannot see in its proxies (process faults, links on
@@ -125,6 +130,9 @@ impl FaultRunner {
         let mut targets = Targets::new(links).with_metrics(metrics);
         for n in &nodes.nodes {
             targets = targets.with_node(n.clone());
+        }
+        if let Some(net) = network {
+            targets = targets.with_network(net);
         }
         let schedule = Schedule::new(faults.to_vec(), targets, events)
             .map_err(|e| anyhow::anyhow!("{e}"))

@@ -11,22 +11,26 @@
 //! | [`topology`] | the names of a run's nodes and links, built once; fault-target checks |
 //! | [`links`] | the run's chaos links (embedded proxy or Toxiproxy) and URL rewriting |
 //! | [`cluster`], [`generic_target`] | starting the system under test: reference cluster or a WebSocket service |
-//! | [`workers`] | the loadgen worker processes (lines go to `flowline_loadgen::collect`) |
+//! | [`isolation`] | `--isolation netns`: the run's hosts in network namespaces, the harness's ways in |
+//! | [`coordinator`] | the worker protocol's harness side: gather, check, clock, start, stream lines |
+//! | [`workers`] | the local loadgen worker processes (they report to the coordinator) |
 //! | [`metrics_targets`] | the run's Prometheus endpoints (metrics-targets.json) |
 //! | [`faults`] | the scenario's fault schedule wired to the run's links and nodes |
 //! | [`revision`] | which Flowline made a run (summary.json `meta.revision`) |
 //! | [`services`] | Postgres/Redis for a run: given, throwaway, or refused |
 //! | [`node_errors`] | the nodes' logged warnings and errors, grouped by cause (summary.json) |
 //! | [`supervisor`], [`child`] | every child process of a run, and how it dies with us |
-//! | [`runfolder`], [`report`], [`svg`] | reading a run folder; report.html and its charts |
+//! | [`runfolder`], [`report`], [`report_workers`], [`svg`] | reading a run folder; report.html, its workers section and charts |
 //! | [`compare`], [`replay`] | `flowline compare` and `flowline replay` |
 
 pub mod child;
 pub mod cli;
 pub mod cluster;
 pub mod compare;
+pub mod coordinator;
 pub mod faults;
 pub mod generic_target;
+pub mod isolation;
 pub mod links;
 pub mod metrics_targets;
 pub mod node_errors;
@@ -34,6 +38,7 @@ pub mod phases;
 pub mod preflight;
 pub mod replay;
 pub mod report;
+pub mod report_workers;
 pub mod revision;
 pub mod run;
 pub mod runfolder;

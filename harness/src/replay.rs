@@ -46,6 +46,7 @@ pub async fn replay(
         workers: None,
         toxiproxy_url: None,
         metrics_host: None,
+        workers_timeout: crate::run::WORKERS_TIMEOUT,
     };
     let outcome = crate::run::run(opts).await?;
     let again = RunFolder::load(&outcome.dir)?;

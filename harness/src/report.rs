@@ -149,6 +149,7 @@ pub fn render(run: &RunFolder) -> String {
     h.push_str("<h2>Thresholds</h2>");
     h.push_str(&thresholds_table(run));
     h.push_str(&node_errors_table(run));
+    h.push_str(&crate::report_workers::section(run));
     h.push_str("<h2>Totals</h2>");
     h.push_str(&totals_table(run));
     h.push_str("<h2>Events</h2>");

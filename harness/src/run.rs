@@ -7,11 +7,18 @@
 //!   ─▶ proxies client-node<i> ─▶ provision plan.json through node1's admin API
 //!   (generic WebSocket target instead: proxies client-target<i> per ws:// URL, no nodes,
 //!    no services, plan.json from Plan::synthetic)
-//!   ─▶ workers (flowline loadgen --shard i/n) ─▶ Aggregator (progress every second)
+//!   ─▶ coordinator listener ─▶ workers (flowline loadgen --shard i/n --coordinator A)
+//!   ─▶ hello from every shard, clocks measured, start {t0} (coordinator::serve)
+//!   ─▶ their lines ─▶ Aggregator (progress every second)
 //!        └─ fault schedule from run start + warm-up, events.jsonl
 //!   ─▶ workers done (or deadline) ─▶ heal ─▶ summary.json, histograms.hlog,
 //!      timeline.csv ─▶ report.html ─▶ teardown (nodes, proxies, services)
 //! ```
+//!
+//! With `--isolation netns` ([`crate::isolation`]) the run first creates its network (one
+//! namespace per node, service and worker on a bridge of its own); every child starts in
+//! its host's namespace, there are no link proxies, and teardown removes the network
+//! after the last child is gone.
 //!
 //! Every child process is owned by one [`Supervisor`]: teardown stops them on success and
 //! failure, a SIGINT/SIGTERM handler ends the run the same way, and a drop guard kills them
@@ -27,21 +34,29 @@ use flowline_chaos::controller::Controller;
 use flowline_chaos::events::EventLog;
 use flowline_loadgen::aggregate::{Aggregator, NodeCost, RunMeta, Summary};
 use flowline_loadgen::collect;
-use flowline_loadgen::scenario::{Overrides, Scenario};
+use flowline_loadgen::scenario::{Isolation, Overrides, Scenario};
 use nix::sys::signal::Signal;
 use serde_json::json;
 
 use crate::cluster::{Cluster, ClusterCtx, start_cluster};
+use crate::coordinator;
 use crate::faults::{FaultRunner, NodeTargets};
 use crate::generic_target::generic_target;
+use crate::isolation::{self, Isolated};
 use crate::links::LinkSet;
-use crate::metrics_targets::{MetricsTargets, worker_metrics_url};
+use crate::metrics_targets::MetricsTargets;
 use crate::preflight::{self, ScenarioSource, load_scenario};
 use crate::supervisor::Supervisor;
 use crate::workers;
 
 /// Extra time after warm-up + duration + drain before workers are stopped.
 const WORKER_GRACE: Duration = Duration::from_secs(30);
+
+/// Seconds after the stop before the coordinator drops the workers' connections.
+const STOP_GRACE_TICKS: u32 = 15;
+
+/// Default of `--workers-timeout`: how long every worker has to say hello.
+pub const WORKERS_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Everything `flowline run` needs to know.
 #[derive(Debug, Clone)]
@@ -62,6 +77,9 @@ pub struct RunOptions {
     /// Serve the run's own metrics endpoints (chaos controller, workers) on every
     /// interface and name them with this host in metrics-targets.json (default: loopback).
     pub metrics_host: Option<String>,
+    /// How long every worker has to connect to the coordinator and say hello (exit 2
+    /// naming the missing shards after it).
+    pub workers_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -121,6 +139,8 @@ struct State {
     faults: Option<FaultRunner>,
     events: Option<EventLog>,
     cluster: Cluster,
+    /// The run's network namespaces (`--isolation netns`), removed last.
+    isolation: Option<Isolated>,
     /// Stops the chaos API server.
     stop_api: tokio_util::sync::CancellationToken,
 }
@@ -129,6 +149,15 @@ struct State {
 pub async fn run(opts: RunOptions) -> anyhow::Result<Outcome> {
     let scenario = load_scenario(&opts.scenario, &opts.overrides)?;
     preflight::check(&scenario, opts.toxiproxy_url.is_some()).context("bad scenario")?;
+    if scenario.cluster.isolation == Isolation::Netns {
+        isolation::check_privileges()?;
+        if opts.toxiproxy_url.is_some() {
+            bail!(
+                "--isolation netns and --toxiproxy-url do not go together: isolated hosts talk \
+                 over the run's bridge, not through link proxies"
+            );
+        }
+    }
     if scenario.target.is_some()
         && (opts.overrides.phase.is_some() || opts.overrides.nodes.is_some())
     {
@@ -242,6 +271,22 @@ async fn drive(
         std::process::id() ^ setup_start.elapsed().subsec_nanos()
     );
 
+    // Worker processes: as many as the users need unless given (plan.workers_needed()
+    // counts the same users); an isolated run gives each a host.
+    let workers = opts
+        .workers
+        .unwrap_or_else(|| {
+            (scenario.population.users as usize)
+                .div_ceil(flowline_loadgen::plan::MAX_USERS_PER_WORKER)
+        })
+        .max(1);
+    if scenario.cluster.isolation == Isolation::Netns {
+        let needs = crate::services::Needs::for_phase(scenario.cluster.phase.as_str())?;
+        let topology = crate::topology::Topology::of(scenario);
+        let hosts = isolation::host_names(&topology, needs, workers);
+        state.isolation = Some(Isolated::create(&run_id, &hosts).await?);
+    }
+
     // The system under test: nodes the run starts, an external cluster, or a generic
     // WebSocket service; then the population plan.
     let (plan, targets) = match &scenario.target {
@@ -256,6 +301,7 @@ async fn drive(
                 events: &events,
                 run_id: &run_id,
                 secret,
+                net: state.isolation.as_ref(),
             };
             start_cluster(scenario, ctx, &mut state.cluster, &mut targets_file).await?
         }
@@ -263,25 +309,63 @@ async fn drive(
     targets_file.write()?;
     let plan_path = dir.join("plan.json");
     plan.write(&plan_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let workers = opts.workers.unwrap_or_else(|| plan.workers_needed()).max(1);
     plan.shards(workers).map_err(|e| anyhow::anyhow!("{e}"))?;
 
-    // Workers, with one start instant for all (ticks count from it) and for the fault
-    // schedule; a short lead lets every worker process come up and read the plan first.
-    let lead = Duration::from_millis(500 + 100 * workers as u64);
-    let started_at = chrono::Utc::now() + lead;
-    let run_start = Instant::now() + lead;
-    let lines = workers::spawn(
+    // Workers: local processes that report to the run's coordinator, which starts them
+    // all at one instant t0 (ticks and the fault schedule count from it).
+    // An isolated run's workers have no route out: the coordinator listens inside the
+    // run's network, on the harness's own host there.
+    let listener = match &state.isolation {
+        Some(net) => net.listen(0).await.context("cannot bind the coordinator")?,
+        None => tokio::net::TcpListener::bind((bind_ip, 0))
+            .await
+            .with_context(|| format!("cannot bind the coordinator on {bind_ip}"))?,
+    };
+    let coordinator_addr = listener.local_addr()?;
+    eprintln!("flowline: coordinator {coordinator_addr}, {workers} worker(s)");
+    workers::spawn(
         sup,
         &workers::Launch {
             scenario: &dir.join("scenario.toml"),
             plan: &plan_path,
             count: workers,
             targets: &targets,
-            start_at_ms: started_at.timestamp_millis(),
+            coordinator: &coordinator_addr.to_string(),
             metrics_ip: bind_ip,
+            net: state.isolation.as_ref(),
         },
     )?;
+    let expect = coordinator::Expect::new(scenario, workers, opts.workers_timeout);
+    let session = tokio::select! {
+        s = coordinator::serve(listener, expect) => s.with_context(|| format!(
+            "the workers could not be started (their logs: {})",
+            sup.log_path("worker1").with_file_name("worker<N>.log").display()
+        ))?,
+        (name, status) = workers::first_exit(sup, workers) => bail!(
+            "{name} exited with {status} before the start; {} ends with:\n{}",
+            sup.log_path(&name).display(),
+            crate::supervisor::log_tail(&sup.log_path(&name), 10)
+        ),
+    };
+    for (w, j) in session.workers.iter().enumerate() {
+        if let Some(url) = &j.hello.metrics {
+            targets_file.add(&workers::name(w), "flowline-loadgen", url);
+            eprintln!(
+                "flowline: {} metrics {}",
+                workers::name(w),
+                targets_file.last_url()
+            );
+        }
+    }
+    targets_file.write()?;
+    let started_at: chrono::DateTime<chrono::Utc> = session.t0.into();
+    let run_start = match session.t0.duration_since(std::time::SystemTime::now()) {
+        Ok(ahead) => Instant::now() + ahead,
+        Err(behind) => Instant::now()
+            .checked_sub(behind.duration())
+            .unwrap_or_else(Instant::now),
+    };
+    let coord = session.handle.clone();
 
     // Faults, from the start of measurement.
     if !scenario.faults.is_empty() {
@@ -292,6 +376,7 @@ async fn drive(
             controller.fault_metrics(),
             events.clone(),
             Arc::new(targets),
+            state.isolation.as_ref().map(Isolated::network),
             run_start + scenario.warmup,
         )?;
         state.faults = Some(runner);
@@ -300,25 +385,34 @@ async fn drive(
     // Merge the workers' streams until they are all done (or the deadline passes).
     let mut agg = Aggregator::new(scenario, workers);
     let deadline = run_start + scenario.total_time() + WORKER_GRACE;
-    let own_line = |w: usize, line: &str| {
-        let Some(url) = worker_metrics_url(line) else {
-            return false;
-        };
-        let name = workers::name(w);
-        targets_file.add(&name, "flowline-loadgen", &url);
-        eprintln!("flowline: {name} metrics {}", targets_file.last_url());
-        if let Err(e) = targets_file.write() {
-            tracing::warn!("{e:#}");
+    // Past the deadline: ask them to stop (coordinator `stop`, and SIGINT here); if lines
+    // still flow after another grace, drop the connections so the stream ends.
+    let overdue = std::cell::Cell::new(0u32);
+    let stop_workers = || {
+        let n = overdue.get();
+        overdue.set(n + 1);
+        let coord = coord.clone();
+        async move {
+            if n == 0 {
+                tracing::warn!(
+                    "workers still running {WORKER_GRACE:?} after the scenario's end; stopping them"
+                );
+                coord.stop("the run's deadline passed");
+                workers::stop_all(sup, workers).await;
+            } else if n == STOP_GRACE_TICKS {
+                tracing::warn!("workers still connected after the stop; closing their connections");
+                coord.close();
+            }
         }
-        true
     };
-    let stop_workers = || async {
-        tracing::warn!(
-            "workers still running {WORKER_GRACE:?} after the scenario's end; stopping them"
-        );
-        workers::stop_all(sup, workers).await;
-    };
-    collect::collect(&mut agg, lines, own_line, Some(deadline), stop_workers).await;
+    collect::collect(
+        &mut agg,
+        session.lines,
+        |_, _| false,
+        Some(deadline),
+        stop_workers,
+    )
+    .await;
     let mut notes = workers::wait_all(sup, workers).await;
     if let Some(f) = state.faults.take() {
         f.stop().await;
@@ -363,6 +457,20 @@ async fn drive(
         flowline_version: Some(env!("CARGO_PKG_VERSION").to_string()),
     };
     let mut summary = agg.summarize(meta);
+    // A worker whose connection ended before its done line is named (its samples and
+    // history are missing: the aggregator marks its seconds and fails the run too).
+    for l in coord.lost() {
+        summary.problems.push(format!(
+            "{} (shard {}/{workers}, {}) was lost {:.1} s after the start: its connection to the \
+             coordinator ended before its done line",
+            workers::name(l.shard),
+            l.shard,
+            l.who,
+            l.at_s
+        ));
+        summary.passed = false;
+    }
+    summary.coordinator = Some(coord.report());
     // What each node process cost, read before teardown (a node restarted by a fault
     // counts from its restart).
     summary.nodes_cost = state
@@ -416,6 +524,10 @@ async fn teardown(state: &mut State, sup: &Supervisor) {
         s.teardown(sup).await;
     }
     sup.shutdown(Duration::from_secs(5)).await;
+    // Last: the children were in these namespaces, and the services' forwards ran here.
+    if let Some(net) = state.isolation.take() {
+        net.remove();
+    }
 }
 
 fn sup_names(sup: &Supervisor, prefix: &str) -> Vec<String> {

@@ -11,6 +11,15 @@
 //!    loopback port, data in `<run>/services/`, stopped and removed at the end. Postgres
 //!    refuses to run as root, so as root it runs as the system user `flowline-pg`.
 //! 3. otherwise: an error naming what is missing and how to provide it (exit 2).
+//!
+//! With `--isolation netns` ([`crate::isolation`]) the nodes live in network namespaces
+//! with no route out, and reach each service as a host of the run's bridge:
+//! - a throwaway server runs inside host `postgres` / `redis`, listening on that host's
+//!   address (port 5432 / 6379: the namespace has its ports to itself); the harness
+//!   reaches it (readiness, database, keys) through a loopback forward;
+//! - a server given by URL is relayed: host `postgres` / `redis` listens on the URL's port
+//!   and the harness carries each connection to the URL from its own namespace, so kernel
+//!   faults on that host still act between the nodes and it.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -20,6 +29,7 @@ use anyhow::{Context, bail};
 use nix::sys::signal::Signal;
 use sqlx::Connection;
 
+use crate::isolation::Isolated;
 use crate::supervisor::{Spec, Supervisor};
 
 /// Unprivileged system user that runs a throwaway Postgres when the harness runs as root.
@@ -93,18 +103,22 @@ struct Cleanup {
 
 impl Services {
     /// Resolve every service `needs` asks for. `run_id` names the database and prefix.
+    /// With `net`, the services are hosts of the run's network (see the module doc).
     pub async fn resolve(
         needs: Needs,
         opts: &Options,
         run_dir: &Path,
         run_id: &str,
         sup: &Supervisor,
+        net: Option<&Isolated>,
     ) -> anyhow::Result<Self> {
         let mut s = Services {
             redis_prefix: format!("flowline:{run_id}:"),
             ..Default::default()
         };
-        let result = s.resolve_inner(needs, opts, run_dir, run_id, sup).await;
+        let result = s
+            .resolve_inner(needs, opts, run_dir, run_id, sup, net)
+            .await;
         match result {
             Ok(()) => Ok(s),
             Err(e) => {
@@ -121,9 +135,11 @@ impl Services {
         run_dir: &Path,
         run_id: &str,
         sup: &Supervisor,
+        net: Option<&Isolated>,
     ) -> anyhow::Result<()> {
         if needs.postgres {
-            let admin_url = match &opts.database_url {
+            // (the harness's URL, the nodes' URL) of the server.
+            let (admin_url, node_url) = match &opts.database_url {
                 Some(url) => {
                     pg_wait(url, Duration::from_secs(5))
                         .await
@@ -135,7 +151,11 @@ impl Services {
                             )
                         })?;
                     self.notes.push(format!("postgres: {}", redact(url)));
-                    url.clone()
+                    let node_url = match net {
+                        Some(net) => relayed(net, "postgres", url).await?,
+                        None => url.clone(),
+                    };
+                    (url.clone(), node_url)
                 }
                 None if opts.allow_local => {
                     let bin = pg_bin_dir().context(
@@ -143,13 +163,15 @@ impl Services {
                          to a server that answers, or install Postgres (apt-get install \
                          postgresql) so a throwaway one can be started",
                     )?;
-                    let url = self.start_postgres(&bin, run_dir, opts.keep, sup).await?;
+                    let (url, node_url) = self
+                        .start_postgres(&bin, run_dir, opts.keep, sup, net)
+                        .await?;
                     self.notes.push(format!(
                         "postgres: throwaway {} from {}",
-                        url,
+                        node_url,
                         bin.display()
                     ));
-                    url
+                    (url, node_url)
                 }
                 None => bail!(
                     "this phase needs Postgres: set --database-url or FLOWLINE_DATABASE_URL to a \
@@ -162,10 +184,10 @@ impl Services {
             if !opts.keep {
                 self.cleanup.drop_database = Some((admin_url.clone(), db.clone()));
             }
-            self.database_url = Some(with_database(&admin_url, &db)?);
+            self.database_url = Some(with_database(&node_url, &db)?);
         }
         if needs.redis {
-            let url = match &opts.redis_url {
+            let node_url = match &opts.redis_url {
                 Some(url) => {
                     redis_wait(url, Duration::from_secs(5))
                         .await
@@ -180,7 +202,10 @@ impl Services {
                     if !opts.keep {
                         self.cleanup.redis_keys = Some((url.clone(), self.redis_prefix.clone()));
                     }
-                    url.clone()
+                    match net {
+                        Some(net) => relayed(net, "redis", url).await?,
+                        None => url.clone(),
+                    }
                 }
                 None if opts.allow_local => {
                     let bin = which("redis-server").context(
@@ -188,7 +213,7 @@ impl Services {
                          that answers, or install redis-server (apt-get install redis-server) so \
                          a throwaway one can be started",
                     )?;
-                    let url = self.start_redis(&bin, run_dir, opts.keep, sup).await?;
+                    let url = self.start_redis(&bin, run_dir, opts.keep, sup, net).await?;
                     self.notes
                         .push(format!("redis: throwaway {url} from {}", bin.display()));
                     url
@@ -199,7 +224,7 @@ impl Services {
                      --no-local-services / FLOWLINE_NO_LOCAL_SERVICES)"
                 ),
             };
-            self.redis_url = Some(url);
+            self.redis_url = Some(node_url);
         }
         Ok(())
     }
@@ -219,7 +244,8 @@ impl Services {
         run_dir: &Path,
         keep: bool,
         sup: &Supervisor,
-    ) -> anyhow::Result<String> {
+        net: Option<&Isolated>,
+    ) -> anyhow::Result<(String, String)> {
         let root = running_as_root();
         // Absolute: initdb runs in another working directory, and Postgres resolves -D itself.
         let run_dir = &std::path::absolute(run_dir)
@@ -275,7 +301,22 @@ impl Services {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        let port = free_port()?;
+        if net.is_some() {
+            // initdb trusts loopback only; the nodes come from the run's bridge (its
+            // addresses exist only inside the run's namespaces).
+            let hba = data.join("pg_hba.conf");
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&hba)
+                .with_context(|| format!("cannot open {}", hba.display()))?;
+            std::io::Write::write_all(&mut f, b"host all all samenet trust\n")
+                .with_context(|| format!("cannot write {}", hba.display()))?;
+        }
+        // In its own namespace the server has the host's address and every port to itself.
+        let (listen_ip, port) = match net {
+            Some(net) => (net.host("postgres")?.addr().to_string(), 5432),
+            None => ("127.0.0.1".to_string(), free_port()?),
+        };
         let postgres = bin.join("postgres");
         let mut args: Vec<String> = prefix.iter().skip(1).cloned().collect();
         if !prefix.is_empty() {
@@ -287,7 +328,7 @@ impl Services {
             "-p".into(),
             port.to_string(),
             "-c".into(),
-            "listen_addresses=127.0.0.1".into(),
+            format!("listen_addresses={listen_ip}"),
             "-c".into(),
             "unix_socket_directories=".into(),
             "-c".into(),
@@ -304,12 +345,22 @@ impl Services {
         };
         let mut spec = Spec::child_exec("postgres", program)?.args(args);
         spec = spec.env("HOME", dir.to_string_lossy());
+        if let Some(net) = net {
+            spec = spec.in_netns(net.netns("postgres")?);
+        }
         sup.spawn(spec)?;
         // SIGINT is Postgres' "fast shutdown".
         self.cleanup
             .children
             .push(("postgres".into(), Signal::SIGINT));
-        let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        let node_url = format!("postgres://postgres@{listen_ip}:{port}/postgres");
+        let url = match net {
+            Some(net) => {
+                let fwd = net.forward(format!("{listen_ip}:{port}").parse()?).await?;
+                format!("postgres://postgres@{fwd}/postgres")
+            }
+            None => node_url.clone(),
+        };
         pg_wait(&url, Duration::from_secs(30))
             .await
             .with_context(|| {
@@ -318,7 +369,7 @@ impl Services {
                     sup.log_path("postgres").display()
                 )
             })?;
-        Ok(url)
+        Ok((url, node_url))
     }
 
     async fn start_redis(
@@ -327,29 +378,47 @@ impl Services {
         run_dir: &Path,
         keep: bool,
         sup: &Supervisor,
+        net: Option<&Isolated>,
     ) -> anyhow::Result<String> {
         let run_dir = &std::path::absolute(run_dir)
             .with_context(|| format!("cannot resolve {}", run_dir.display()))?;
         let dir = run_dir.join("services").join("redis");
         self.service_dir(&dir, keep)?;
-        let port = free_port()?;
-        let spec = Spec::child_exec("redis", bin)?.args([
+        let (listen_ip, port) = match net {
+            Some(net) => (net.host("redis")?.addr().to_string(), 6379),
+            None => ("127.0.0.1".to_string(), free_port()?),
+        };
+        let mut spec = Spec::child_exec("redis", bin)?.args([
             "--port".to_string(),
             port.to_string(),
             "--bind".into(),
-            "127.0.0.1".into(),
+            listen_ip.clone(),
             "--save".into(),
             String::new(),
             "--appendonly".into(),
             "no".into(),
+            // Clients of an isolated run come from the bridge, which protected mode
+            // (no password, not loopback) would turn away; only the run's hosts reach it.
+            "--protected-mode".into(),
+            if net.is_some() { "no" } else { "yes" }.into(),
             "--dir".into(),
             dir.to_string_lossy().into_owned(),
         ]);
+        if let Some(net) = net {
+            spec = spec.in_netns(net.netns("redis")?);
+        }
         sup.spawn(spec)?;
         self.cleanup
             .children
             .push(("redis".into(), Signal::SIGTERM));
-        let url = format!("redis://127.0.0.1:{port}");
+        let node_url = format!("redis://{listen_ip}:{port}");
+        let url = match net {
+            Some(net) => {
+                let fwd = net.forward(format!("{listen_ip}:{port}").parse()?).await?;
+                format!("redis://{fwd}")
+            }
+            None => node_url.clone(),
+        };
         redis_wait(&url, Duration::from_secs(10))
             .await
             .with_context(|| {
@@ -358,7 +427,7 @@ impl Services {
                     sup.log_path("redis").display()
                 )
             })?;
-        Ok(url)
+        Ok(node_url)
     }
 
     /// Drop the run's database and keys, stop throwaway servers, remove their folders.
@@ -388,6 +457,17 @@ impl Services {
             }
         }
     }
+}
+
+/// `url` as the nodes of an isolated run reach it: through a relay on host `name` (see
+/// the module doc), on the URL's own port.
+async fn relayed(net: &Isolated, name: &str, url: &str) -> anyhow::Result<String> {
+    let outside = crate::links::host_port(url)?;
+    let port = url::Url::parse(url)?
+        .port_or_known_default()
+        .with_context(|| format!("{} has no port", redact(url)))?;
+    let addr = net.relay(name, port, &outside).await?;
+    crate::links::via(url, &addr.to_string())
 }
 
 fn command(prefix: &[String], program: &Path) -> tokio::process::Command {
@@ -662,6 +742,7 @@ mod tests {
             dir.path(),
             "t",
             &sup,
+            None,
         )
         .await
         .unwrap_err();
@@ -676,6 +757,7 @@ mod tests {
             dir.path(),
             "t",
             &sup,
+            None,
         )
         .await
         .unwrap_err();
@@ -698,6 +780,7 @@ mod tests {
             dir.path(),
             "unit",
             &sup,
+            None,
         )
         .await
         .unwrap();

@@ -8,6 +8,12 @@
 //!         Drop:            SIGKILL every group still alive (panic, early return, `?`)
 //! ```
 //!
+//! A child may be started inside a network namespace ([`Spec::in_netns`]): through
+//! `ip netns exec <ns> <program>`, which enters the namespace and *execs* the program
+//! (no fork), so the pid the supervisor holds is the program's own. Entering it with
+//! `setns(2)` between fork and exec would need `unsafe` (`pre_exec`), which the crate
+//! forbids.
+//!
 //! Every child is started in its own process group, so a signal reaches the grandchildren
 //! it may have started too (Postgres backends, for instance). Only groups whose leader this
 //! supervisor spawned, and has not yet reaped, are ever signalled: a reaped pid may be reused
@@ -41,6 +47,8 @@ pub struct Spec {
     pub args: Vec<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// Network namespace (`ip netns` name) to start it in; `None`: the harness's own.
+    pub netns: Option<String>,
 }
 
 impl Spec {
@@ -51,6 +59,7 @@ impl Spec {
             program: program.into(),
             args: Vec::new(),
             env: Vec::new(),
+            netns: None,
         }
     }
 
@@ -90,6 +99,12 @@ impl Spec {
         S: Into<String>,
     {
         self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Start it inside the network namespace `netns` (an `ip netns` name).
+    pub fn in_netns(mut self, netns: impl Into<String>) -> Self {
+        self.netns = Some(netns.into());
         self
     }
 
@@ -196,7 +211,14 @@ impl Supervisor {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("cannot open {}", log_path.display()))?;
-        let mut cmd = Command::new(&spec.program);
+        let mut cmd = match &spec.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&spec.program);
+                c
+            }
+            None => Command::new(&spec.program),
+        };
         cmd.args(&spec.args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

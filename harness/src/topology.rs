@@ -6,10 +6,12 @@
 //! reference cluster:  client-node<i> ─▶ node<i> ─▶ node<i>-postgres / node<i>-redis
 //! external cluster:   client-node<i> ─▶ (someone else's node)
 //! generic target:     client-target<i> ─▶ target.urls[i-1]   (ws:// only)
+//! isolated (netns):   hosts worker<i>, node<i>, postgres, redis on one bridge; no links
 //! ```
 
 use anyhow::bail;
-use flowline_loadgen::scenario::Scenario;
+use flowline_chaos::fault::FaultKind;
+use flowline_loadgen::scenario::{Isolation, Scenario};
 
 use crate::services::Needs;
 
@@ -194,8 +196,82 @@ pub fn check_client_link_faults(s: &Scenario, remote_proxy: bool) -> anyhow::Res
     Ok(())
 }
 
+/// The hosts of an isolated run that faults may target: its nodes, the services its phase
+/// needs, and its workers (as many as the users need; `--workers` may add more, checked
+/// against the run's network when it starts).
+pub fn host_names(s: &Scenario) -> Vec<String> {
+    let needs = Needs::for_phase(s.cluster.phase.as_str()).unwrap_or_default();
+    let workers = (s.population.users as usize)
+        .div_ceil(flowline_loadgen::plan::MAX_USERS_PER_WORKER)
+        .max(1);
+    let mut hosts: Vec<String> = (1..=s.cluster.nodes as usize).map(node_name).collect();
+    if needs.postgres {
+        hosts.push("postgres".into());
+    }
+    if needs.redis {
+        hosts.push("redis".into());
+    }
+    hosts.extend((1..=workers).map(|i| format!("worker{i}")));
+    hosts
+}
+
+/// The faults of an isolated run (`cluster.isolation = "netns"`): kernel faults and
+/// `bandwidth` on hosts, process faults on nodes; no link faults, since the hosts talk
+/// over the run's bridge rather than through proxies.
+fn check_isolated_faults(s: &Scenario) -> anyhow::Result<()> {
+    let hosts = host_names(s);
+    for (i, f) in s.faults.iter().enumerate() {
+        let on_host = f.kind.is_kernel() || f.kind == FaultKind::Bandwidth;
+        if !on_host && !f.kind.is_process() {
+            bail!(
+                "fault #{} ({}) is a link fault (`{}`, made by the chaos proxy), and an isolated \
+                 run (isolation = \"netns\") has no link proxies: its hosts talk over the run's \
+                 bridge. Between hosts the kernel makes loss, partition, block_new, bandwidth \
+                 and unplug; or run without isolation",
+                i + 1,
+                f.display_label(),
+                f.kind.as_str()
+            );
+        }
+        let names: Vec<&String> = if on_host {
+            hosts.iter().collect()
+        } else {
+            hosts.iter().filter(|h| h.starts_with("node")).collect()
+        };
+        if !names.iter().any(|n| glob_match(&f.target, n)) {
+            bail!(
+                "fault #{} ({}) targets {:?}, which matches no {} of this isolated run (phase {}: {})",
+                i + 1,
+                f.display_label(),
+                f.target,
+                if on_host { "host" } else { "node" },
+                s.cluster.phase.as_str(),
+                names
+                    .iter()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if let Some(peer) = &f.peer
+            && !hosts.iter().any(|n| glob_match(peer, n))
+        {
+            bail!(
+                "fault #{} ({}) has peer {peer:?}, which matches no host of this run ({})",
+                i + 1,
+                f.display_label(),
+                hosts.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Every fault must hit something this run will have, checked before anything starts.
 pub fn check_fault_targets(s: &Scenario) -> anyhow::Result<()> {
+    if s.cluster.isolation == Isolation::Netns && s.target.is_none() {
+        return check_isolated_faults(s);
+    }
     let topology = Topology::of(s);
     let names = topology.names();
     if s.target.is_some() {
@@ -404,5 +480,48 @@ users = 10
         let small = scenario(EMBEDDED_CLIENT_PROXY_MAX_USERS, "client-node1");
         assert!(clients_proxied(&small, false));
         check_client_link_faults(&small, false).unwrap();
+    }
+
+    #[test]
+    fn isolated_runs_take_faults_on_hosts_and_nodes_not_links() {
+        let isolated = |fault: &str| {
+            Scenario::parse(
+                "i",
+                &format!(
+                    "[run]\nname = \"i\"\nduration = \"5s\"\n[cluster]\nphase = \"queue\"\n\
+                     nodes = 2\nisolation = \"netns\"\n[population]\nusers = 20000\n\
+                     [[faults]]\nat = \"1s\"\n{fault}\n"
+                ),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            host_names(&isolated(
+                "kind = \"pause\"\nduration = \"1s\"\ntarget = \"node1\""
+            )),
+            ["node1", "node2", "postgres", "redis", "worker1", "worker2"]
+        );
+        for ok in [
+            "kind = \"partition\"\ntarget = \"node2\"\npeer = \"redis\"\ndirection = \"to\"",
+            "kind = \"loss\"\npercent = 5.0\ntarget = \"worker*\"",
+            "kind = \"bandwidth\"\nrate = 100\ntarget = \"postgres\"",
+            "kind = \"kill\"\ntarget = \"node2\"",
+        ] {
+            check_fault_targets(&isolated(ok)).unwrap_or_else(|e| panic!("{ok}: {e:#}"));
+        }
+        let e = check_fault_targets(&isolated("kind = \"down\"\ntarget = \"node1-redis\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no link proxies"), "{e}");
+        let e = check_fault_targets(&isolated("kind = \"kill\"\ntarget = \"redis\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("matches no node"), "{e}");
+        let e = check_fault_targets(&isolated(
+            "kind = \"partition\"\ntarget = \"node1\"\npeer = \"mongo\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("peer \"mongo\""), "{e}");
     }
 }

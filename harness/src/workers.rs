@@ -1,13 +1,13 @@
-//! The run's loadgen worker processes (`flowline loadgen --shard i/n`): started on the
-//! plan with one common start instant, their stdout lines merged into one channel for
-//! [`flowline_loadgen::collect`], stopped at the deadline, waited for at the end.
+//! The run's local loadgen worker processes (`flowline loadgen --shard i/n --coordinator
+//! ADDR`): started on the plan, they report to the run's coordinator
+//! ([`crate::coordinator`]) like workers anywhere else; here they are watched until the
+//! start (one that exits early is named at once), stopped at the deadline, waited for at
+//! the end. Their stdout is for people (announcements), not data.
 
 use std::path::Path;
 use std::time::Duration;
 
-use flowline_loadgen::collect::LineRx;
 use nix::sys::signal::Signal;
-use tokio::sync::mpsc;
 
 use crate::supervisor::{Spec, Supervisor};
 
@@ -26,19 +26,24 @@ pub struct Launch<'a> {
     pub count: usize,
     /// The WebSocket URLs the users connect to.
     pub targets: &'a [String],
-    /// Common start instant, Unix milliseconds (ticks count from it).
-    pub start_at_ms: i64,
+    /// The coordinator's address (`host:port`) they connect to.
+    pub coordinator: &'a str,
     /// IP their Prometheus endpoints listen on.
     pub metrics_ip: &'a str,
+    /// The run's network (`--isolation netns`): worker `i` runs in host `worker<i>`, its
+    /// metrics on that host's address.
+    pub net: Option<&'a crate::isolation::Isolated>,
 }
 
-/// Start the workers; their stdout lines arrive as `(shard index, line)`, and the
-/// channel closes when every worker's stdout has.
-pub fn spawn(sup: &Supervisor, l: &Launch<'_>) -> anyhow::Result<LineRx> {
-    let (tx, rx) = mpsc::unbounded_channel::<(usize, String)>();
+/// Start the workers; they connect to `l.coordinator`.
+pub fn spawn(sup: &Supervisor, l: &Launch<'_>) -> anyhow::Result<()> {
     let workers = l.count;
     for w in 0..workers {
-        let spec = Spec::flowline(name(w))?.args([
+        let metrics_ip = match l.net {
+            Some(net) => net.host(&name(w))?.addr().to_string(),
+            None => l.metrics_ip.to_string(),
+        };
+        let mut spec = Spec::flowline(name(w))?.args([
             "loadgen".to_string(),
             "--scenario".into(),
             l.scenario.to_string_lossy().into_owned(),
@@ -48,24 +53,34 @@ pub fn spawn(sup: &Supervisor, l: &Launch<'_>) -> anyhow::Result<LineRx> {
             format!("{w}/{workers}"),
             "--targets".into(),
             l.targets.join(","),
-            "--start-at".into(),
-            l.start_at_ms.to_string(),
-            // Its Prometheus endpoint, announced on stdout and listed in
+            "--coordinator".into(),
+            l.coordinator.to_string(),
+            // Its Prometheus endpoint, given in its hello and listed in
             // metrics-targets.json.
             "--metrics-listen".into(),
-            format!("{}:0", l.metrics_ip),
+            format!("{metrics_ip}:0"),
         ]);
-        let mut spawned = sup.spawn(spec)?;
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            while let Some(line) = spawned.lines.recv().await {
-                if tx.send((w, line)).is_err() {
-                    break;
-                }
-            }
-        });
+        if let Some(net) = l.net {
+            spec = spec.in_netns(net.netns(&name(w))?);
+        }
+        // Its stdout (announcements for people) is left unread: the supervisor drains it.
+        sup.spawn(spec)?;
     }
-    Ok(rx)
+    Ok(())
+}
+
+/// The first worker to exit, with its status, once one has (polled): before the start,
+/// a worker that exits will never say hello, and waiting for the deadline would hide why.
+pub async fn first_exit(sup: &Supervisor, workers: usize) -> (String, std::process::ExitStatus) {
+    loop {
+        for w in 0..workers {
+            let name = name(w);
+            if let Some(s) = sup.exit_status(&name) {
+                return (name, s);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Ask every worker to stop (SIGINT: they close their connections and report).

@@ -537,6 +537,7 @@ impl Aggregator {
             problems,
             nodes_cost: Vec::new(),
             node_errors: None,
+            coordinator: None,
         }
     }
 

@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::{Aggregator, RunMeta};
 use crate::collect;
+use crate::coordinator::client::Link;
+use crate::coordinator::{Hello, PROTOCOL_VERSION, build_id, scenario_hash};
 use crate::metrics::WorkerMetrics;
 use crate::plan::{self, Plan, Shard};
 use crate::scenario::{Overrides, Scenario};
@@ -20,8 +22,9 @@ use flowline_protocol::announce::Announce;
 /// Run a share of a scenario's simulated users as one worker process.
 ///
 /// Worker mode (what `flowline run` starts): `--scenario FILE --plan plan.json --shard I/N
-/// --targets ws://…/ws[,…]`. Prints one JSON `tick` line per second and a final `done` line
-/// on stdout; logs go to stderr.
+/// --targets ws://…/ws[,…] --coordinator HOST:PORT`. Says hello to the coordinator, starts
+/// at its `start`, and streams one JSON `tick` line per second and a final `done` line to it
+/// (docs/coordinator.md); without --coordinator they go to stdout. Logs go to stderr.
 ///
 /// Standalone mode: `--scenario FILE --target http://127.0.0.1:8080 --admin-secret S
 /// --out DIR` provisions the users itself, runs them in this process, and writes
@@ -53,9 +56,19 @@ pub struct Args {
     /// (default: the folder of --plan).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Common start time of all workers, Unix milliseconds (default: now).
+    /// Common start time of all workers, Unix milliseconds (default: now). Ignored with
+    /// --coordinator, whose `start` gives it.
     #[arg(long, value_name = "UNIX_MS")]
     pub start_at: Option<u64>,
+    /// Worker mode: the harness's coordinator (HOST:PORT) to say hello to, take the start
+    /// from, and stream tick and done lines to (docs/coordinator.md). Without it, the lines
+    /// go to stdout. Exit 2 if it refuses this worker (other build, scenario or seed), never
+    /// starts the run, or goes away before the done line.
+    #[arg(long, value_name = "HOST:PORT", requires = "plan")]
+    pub coordinator: Option<String>,
+    /// How long to keep trying to reach the coordinator, and then to wait for its start.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "120s")]
+    pub coordinator_timeout: Duration,
     /// Standalone mode: provision and write scenario.toml and plan.json into --out, then
     /// exit (start workers on the plan yourself).
     #[arg(long)]
@@ -106,9 +119,12 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    let metrics = match &args.metrics_listen {
-        Some(addr) => Some(serve_metrics(addr, shard, cancel.child_token()).await?),
-        None => None,
+    let (metrics, metrics_url) = match &args.metrics_listen {
+        Some(addr) => {
+            let (m, url) = serve_metrics(addr, shard, cancel.child_token()).await?;
+            (Some(m), Some(url))
+        }
+        None => (None, None),
     };
     if let Some(plan_path) = &args.plan {
         let plan = Arc::new(Plan::read(plan_path)?);
@@ -121,6 +137,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
             shard,
             targets: args.targets.clone(),
             start_at,
+            clock_offset_us: 0,
             threads,
             metrics,
             out: args
@@ -128,35 +145,90 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
                 .clone()
                 .or_else(|| plan_path.parent().map(std::path::Path::to_path_buf)),
         };
-        let mut stdout = std::io::stdout();
-        worker::run(cfg, cancel, |line| {
-            // A closed stdout means the harness is gone; nothing useful to do about it.
-            let _ = writeln!(stdout, "{line}");
-            let _ = stdout.flush();
-        })
-        .await?;
+        let Some(addr) = &args.coordinator else {
+            // By hand, without a coordinator: the lines go to stdout (for tools).
+            let mut stdout = std::io::stdout();
+            worker::run(cfg, cancel, |line| {
+                // A closed stdout means the reader is gone; nothing useful to do about it.
+                let _ = writeln!(stdout, "{line}");
+                let _ = stdout.flush();
+            })
+            .await?;
+            return Ok(ExitCode::SUCCESS);
+        };
+        run_coordinated(addr, &args, cfg, metrics_url, cancel).await?;
         return Ok(ExitCode::SUCCESS);
     }
     standalone(args, scenario, shard, threads, start_at, cancel, metrics).await
 }
 
-/// Start the Prometheus endpoint and announce it on stdout.
+/// Worker mode with a coordinator: hello, wait for the start, run, stream every line to
+/// it. A refusal, a missing start or a lost coordinator is an error (exit 2).
+async fn run_coordinated(
+    addr: &str,
+    args: &Args,
+    mut cfg: WorkerConfig,
+    metrics_url: Option<String>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    if args.start_at.is_some() {
+        tracing::warn!("--start-at is ignored with --coordinator (the coordinator's start counts)");
+    }
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        shard: cfg.shard.index,
+        shards: cfg.shard.count,
+        build: build_id(),
+        scenario_hash: scenario_hash(&cfg.scenario),
+        seed: cfg.scenario.seed,
+        metrics: metrics_url,
+        host: host_name(),
+        pid: Some(std::process::id()),
+    };
+    let wait = args.coordinator_timeout;
+    let mut link = Link::connect(addr, wait).await?;
+    let start = tokio::select! {
+        s = link.handshake(&hello, wait) => s?,
+        _ = cancel.cancelled() => bail!("interrupted before the start"),
+    };
+    cfg.start_at = Some(start.local_start());
+    cfg.clock_offset_us = start.clock_offset_us;
+    let (out, finish) = link.into_output(cancel.clone());
+    // The output is dropped when the run returns, which lets the writer flush and close.
+    let ran = worker::run_to(cfg, cancel, out).await;
+    let finished = finish.finish().await;
+    finished?;
+    ran?;
+    Ok(())
+}
+
+/// This machine's name, for the coordinator's messages (a pod's name in Kubernetes).
+fn host_name() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+/// Start the Prometheus endpoint and announce it on stdout; returns it and its URL.
 async fn serve_metrics(
     addr: &str,
     shard: Shard,
     cancel: CancellationToken,
-) -> anyhow::Result<Arc<WorkerMetrics>> {
+) -> anyhow::Result<(Arc<WorkerMetrics>, String)> {
     let metrics = Arc::new(WorkerMetrics::new(shard.index));
     let bound = crate::metrics::serve(addr, metrics.clone(), cancel).await?;
+    let url = format!("http://{bound}/metrics");
     let line = serde_json::to_string(&Announce::LoadgenMetrics {
         worker: shard.index as u32,
-        metrics: format!("http://{bound}/metrics"),
+        metrics: url.clone(),
         pid: std::process::id(),
     })?;
     let mut stdout = std::io::stdout();
     writeln!(stdout, "{line}")?;
     stdout.flush()?;
-    Ok(metrics)
+    Ok((metrics, url))
 }
 
 async fn standalone(
@@ -314,6 +386,7 @@ async fn run_and_report(
         shard,
         targets,
         start_at,
+        clock_offset_us: 0,
         threads,
         metrics,
         out: Some(out.to_path_buf()),

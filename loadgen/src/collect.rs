@@ -1,6 +1,6 @@
 //! The one loop from workers' lines to a verdict, shared by `flowline run` (worker
-//! processes, lines read from their stdout) and standalone `flowline loadgen` (one worker
-//! in this process):
+//! processes, lines handed on by its coordinator) and standalone `flowline loadgen` (one
+//! worker in this process):
 //!
 //! ```text
 //! (worker, line) ─▶ the caller's own lines (metrics announcements) are handed back
@@ -123,6 +123,9 @@ pub fn print_verdict(s: &Summary, dir: &Path, actual: impl Fn(&str, f64) -> Stri
                 .map(|t| format!("; {} users connected after {t} s", s.peak_users))
                 .unwrap_or_default()
         );
+    }
+    if let Some(c) = &s.coordinator {
+        eprintln!("  {}", c.line());
     }
     for p in &s.problems {
         eprintln!("  problem: {p}");

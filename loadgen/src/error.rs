@@ -110,6 +110,14 @@ pub enum LoadgenError {
     /// A plan/shard request that cannot be satisfied.
     #[error("{0}")]
     Invalid(String),
+    /// The coordinator could not be reached, refused this worker, or went away.
+    #[error("coordinator {addr}: {message}")]
+    Coordinator {
+        /// Its address (`--coordinator`).
+        addr: String,
+        /// What happened.
+        message: String,
+    },
 }
 
 /// Result alias of the library.

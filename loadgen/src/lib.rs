@@ -6,8 +6,9 @@
 //! scenario.toml ─▶ Scenario ─▶ plan::provision ─▶ plan.json
 //!                                                   │
 //!        flowline loadgen --shard I/N (worker) ◀────┘  × N processes
-//!            │ wire::Output: tick lines (1/s), one done line
-//!            ▼
+//!            │ coordinator protocol (TCP): hello, start; then wire::Output:
+//!            │ tick lines (1/s), one done line
+//!            ▼ (the harness's coordinator hands them on)
 //!        aggregate::Aggregator ─▶ checker + thresholds ─▶ summary.json,
 //!                                  histograms.hlog, timeline.csv
 //! ```
@@ -24,6 +25,7 @@
 //! | [`receipts`] | what a recipient received, compacted into seq ranges |
 //! | [`checker`] | did every acked message reach everyone due it (chat, generic); every named anomaly (chat) |
 //! | [`aggregate`], [`summary`], [`threshold`] | workers' lines → summary.json (typed in `summary`), hlog, timeline; thresholds |
+//! | [`coordinator`] | the worker side of the coordinator protocol (hello, clocks, start), its messages |
 //! | [`collect`] | the loop workers' lines → aggregator → progress → verdict (run and standalone) |
 //! | [`metrics`] | a worker's Prometheus endpoint |
 //! | [`resources`], [`upload`], [`error`], [`cli`] | process cost, uploads, errors, flags |
@@ -32,6 +34,7 @@ pub mod aggregate;
 pub mod checker;
 pub mod cli;
 pub mod collect;
+pub mod coordinator;
 pub mod error;
 pub mod generic;
 pub mod histogram;

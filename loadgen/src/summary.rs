@@ -93,6 +93,10 @@ pub struct Summary {
     /// cause; absent when they logged none (and for the standalone loadgen).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_errors: Option<NodeErrors>,
+    /// What the coordinator measured of the worker processes: clock offsets, round trips,
+    /// start skew, lost workers (absent for the standalone loadgen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator: Option<crate::coordinator::CoordinatorReport>,
 }
 
 /// The WARN and ERROR lines of the nodes' logs, grouped by cause.

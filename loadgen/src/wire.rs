@@ -20,9 +20,9 @@
 //! (see [`crate::histogram`]), for the second that just ended. Counters in `tick` are
 //! per-interval deltas; `totals` in `done` are whole-run sums (warm-up included).
 //!
-//! A worker writes its lines through [`Output`]: today a pipe (the worker's stdout, read
-//! by the harness, or a closure feeding an in-process aggregator); a coordinator's socket
-//! can implement it without the worker changing.
+//! A worker writes its lines through [`Output`]: the coordinator's socket (worker
+//! processes, see [`crate::coordinator`] and docs/coordinator.md, which also lists the
+//! protocol's control messages), or a closure feeding an in-process aggregator.
 
 use std::collections::BTreeMap;
 
@@ -474,10 +474,19 @@ pub enum WorkerLine {
     Done(Box<Done>),
 }
 
-/// Where a worker's lines go: the harness's pipe today, a coordinator's socket tomorrow.
+/// Where a worker's lines go: the coordinator's socket
+/// ([`CoordinatorOutput`](crate::coordinator::client::CoordinatorOutput)), or a closure
+/// ([`Lines`]: a test's vector, the standalone loadgen's in-process aggregator).
 pub trait Output {
     /// Send one line (a tick, or the done line last).
     fn send(&mut self, line: &WorkerLine) -> Result<()>;
+
+    /// The run began: the worker woke at its start instant `late` after it, `at_us` on
+    /// the run's clock (Unix µs; the coordinator's clock when there is one). Only the
+    /// coordinator wants it (start skew).
+    fn started(&mut self, _at_us: u64, _late: std::time::Duration) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// An [`Output`] handing each line as JSON text to a closure (a pipe writer, a test's

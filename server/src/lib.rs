@@ -12,6 +12,7 @@
 //! | state | [`storage`] | the storage contract and its two implementations |
 //! | state | [`hub`] | local fan-out: subscriptions, per-channel order, cluster sequencing |
 //! | state | [`bus`] | the Redis cluster bus; sees the hub through `bus::Inbox`, storage through `Storage` |
+//! | state | `batch`, `lookups` | concurrent storage lookups of one kind coalesced into one query; the connect path's batched reads (token, readable channels, latest seqs) |
 //! | state | `members` | the node's membership cache (who is in which space), forgotten on changes |
 //! | state | `membership` | who may read what; the audience of a user's presence |
 //! | state | `presence` | presence: the per-node state machine and the `Roster` that announces it |
@@ -27,6 +28,7 @@
 
 mod accept;
 pub mod auth;
+mod batch;
 pub mod bus;
 mod chat;
 pub mod cli;
@@ -39,6 +41,7 @@ pub mod hub;
 mod idempotency;
 mod idempotency_local;
 mod idempotency_redis;
+mod lookups;
 mod members;
 mod membership;
 pub mod metrics;

@@ -2,7 +2,8 @@
 //! presence audience, the `ready` snapshot) costs no Postgres query of O(space size).
 //!
 //! ```text
-//!  spaces_of(user) ──miss──► Storage::spaces_of   (one query per user, single-flight)
+//!  spaces_of(user) ──miss──► Storage::spaces_of_users (single-flight per user, batched
+//!                             across users: a connect storm costs a few queries, not one each)
 //!  members(space)  ──miss──► Storage::space_members (one query per space, single-flight)
 //!  join/leave/create/provision on any node ──► forget(change) here
 //!                                           └─► bus `membership` envelope ──► forget on the others
@@ -16,11 +17,15 @@
 
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
 use dashmap::DashMap;
+use futures_util::FutureExt;
 use tokio::sync::OnceCell;
 
 use flowline_protocol::{SpaceId, UserId};
 
+use crate::batch::Batcher;
 use crate::storage::{self, Storage};
 
 /// A change of space membership, as forgotten here and sent to the other nodes.
@@ -51,6 +56,8 @@ type Cell<T> = Arc<OnceCell<Arc<[T]>>>;
 /// Space membership as this node last read it.
 pub struct MemberCache {
     storage: Arc<dyn Storage>,
+    /// Reads the spaces of every user whose entry is missing at the same moment at once.
+    spaces_batch: Batcher<UserId, Arc<[SpaceId]>>,
     spaces: DashMap<UserId, Cell<SpaceId>>,
     members: DashMap<SpaceId, Cell<UserId>>,
 }
@@ -58,8 +65,21 @@ pub struct MemberCache {
 impl MemberCache {
     /// An empty cache over `storage`.
     pub fn new(storage: Arc<dyn Storage>) -> Self {
+        let s = storage.clone();
+        let spaces_batch = Batcher::new(Arc::new(move |users: Vec<UserId>| {
+            let s = s.clone();
+            async move {
+                let mut by_user: HashMap<UserId, Vec<SpaceId>> = HashMap::new();
+                for (u, space) in s.spaces_of_users(&users).await? {
+                    by_user.entry(u).or_default().push(space);
+                }
+                Ok(by_user.into_iter().map(|(u, v)| (u, v.into())).collect())
+            }
+            .boxed()
+        }));
         Self {
             storage,
+            spaces_batch,
             spaces: DashMap::new(),
             members: DashMap::new(),
         }
@@ -70,8 +90,8 @@ impl MemberCache {
         let cell = self.spaces.entry(user).or_default().clone();
         let got = cell
             .get_or_try_init(|| async {
-                let spaces = self.storage.spaces_of(user).await?;
-                storage::Result::Ok(spaces.into_iter().map(|s| s.id).collect::<Arc<[_]>>())
+                let spaces = self.spaces_batch.get(user).await?;
+                storage::Result::Ok(spaces.unwrap_or_else(|| Arc::from([])))
             })
             .await?;
         Ok(got.clone())

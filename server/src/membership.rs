@@ -135,11 +135,6 @@ impl Membership {
         self.storage.can_read(channel, user).await
     }
 
-    /// Every channel `user` can read.
-    pub async fn readable_channels(&self, user: UserId) -> storage::Result<Vec<ChannelId>> {
-        self.storage.readable_channels(user).await
-    }
-
     /// The space, if `user` is a member: `not_found` if it does not exist, `forbidden` if
     /// they are not a member.
     pub async fn member_space(&self, space: SpaceId, user: UserId) -> Result<Space, Refusal> {

@@ -16,6 +16,7 @@ use crate::chat::Chat;
 use crate::config::Config;
 use crate::hub::{Audience, Gap, Hub};
 use crate::idempotency::{Idempotency, LocalKeys, RedisKeys};
+use crate::lookups::Lookups;
 use crate::members::MemberChange;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
@@ -37,6 +38,8 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     /// Membership checks.
     pub membership: Arc<Membership>,
+    /// The connect path's batched storage reads.
+    pub lookups: Lookups,
     /// Presence.
     pub roster: Arc<Roster>,
     /// The chat actions.
@@ -102,6 +105,7 @@ impl Node {
             rates,
             idempotency,
             config,
+            lookups: Lookups::new(storage.clone()),
             storage,
             hub,
             metrics,

@@ -21,6 +21,9 @@
 //!
 //! Directions are from the target's side: `to` is traffic the targets send to their
 //! peers, `from` traffic they receive from them, `both` (the default) both.
+//!
+//! Hosts whose name starts with `_` (the harness's own port into the network) are
+//! plumbing: no target or peer glob matches them.
 
 mod bandwidth;
 mod block_new;

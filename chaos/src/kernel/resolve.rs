@@ -15,15 +15,22 @@ pub(crate) fn uses_kernel(spec: &FaultSpec, net: Option<&Network>) -> bool {
             && net.is_some_and(|n| !matching(n, &spec.target).is_empty()))
 }
 
+/// Hosts whose name starts with `_` are the run's plumbing (the harness's own port into
+/// the network): no fault targets them or counts them as a peer, so faults never cut
+/// the harness from the hosts it watches.
+fn faultable(net: &Network) -> impl Iterator<Item = &Host> {
+    net.hosts().iter().filter(|h| !h.name().starts_with('_'))
+}
+
 fn matching<'a>(net: &'a Network, glob: &str) -> Vec<&'a Host> {
     match glob::Pattern::new(glob) {
-        Ok(p) => net.hosts().iter().filter(|h| p.matches(h.name())).collect(),
+        Ok(p) => faultable(net).filter(|h| p.matches(h.name())).collect(),
         Err(_) => Vec::new(),
     }
 }
 
 fn host_list(net: &Network) -> String {
-    let names: Vec<&str> = net.hosts().iter().map(|h| h.name()).collect();
+    let names: Vec<&str> = faultable(net).map(|h| h.name()).collect();
     names.join(", ")
 }
 
@@ -89,9 +96,7 @@ pub(crate) fn check(
 fn peers<'a>(net: &'a Network, spec: &FaultSpec, targets: &[&Host]) -> Vec<&'a Host> {
     match &spec.peer {
         Some(p) => matching(net, p),
-        None => net
-            .hosts()
-            .iter()
+        None => faultable(net)
             .filter(|h| !targets.iter().any(|t| t.name() == h.name()))
             .collect(),
     }

@@ -38,10 +38,7 @@ impl Toxic for Bandwidth {
             let part = data.split_to(piece.min(data.len()));
             let nanos = part.len() as u128 * 1_000_000_000 / u128::from(self.bytes_per_sec);
             start += Duration::from_nanos(nanos as u64);
-            out.push(Chunk {
-                data: part,
-                due: start,
-            });
+            out.push(Chunk::plain(part, start));
         }
         self.free_at = Some(start);
         Verdict::Pass
@@ -59,10 +56,7 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Bandwidth::new(100); // 100 KB/s = 100 bytes/ms
         let mut out = Vec::new();
-        let c = Chunk {
-            data: Bytes::from(vec![0u8; 10_000]),
-            due: t0,
-        };
+        let c = Chunk::plain(Bytes::from(vec![0u8; 10_000]), t0);
         b.on_chunk(c, t0, &mut out);
         assert_eq!(out.len(), 10);
         assert_eq!(out.last().unwrap().due, t0 + Duration::from_millis(100));

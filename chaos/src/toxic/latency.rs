@@ -60,10 +60,7 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Latency::new(100, 0);
         let mut out = Vec::new();
-        let c = Chunk {
-            data: Bytes::from_static(b"x"),
-            due: t0,
-        };
+        let c = Chunk::plain(Bytes::from_static(b"x"), t0);
         l.on_chunk(c, t0 + Duration::from_millis(40), &mut out);
         assert_eq!(out[0].due, t0 + Duration::from_millis(100));
 

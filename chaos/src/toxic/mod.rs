@@ -19,12 +19,29 @@
 //! (or when a connection starts) and dropped when removed, so toxics can be added,
 //! changed and removed on live connections. Toxicity is rolled once per connection and
 //! toxic: with probability `toxicity` the toxic acts, otherwise it passes data through.
+//! A toxic that holds chunks back gives them up in [`Toxic::drain`] when it is removed
+//! or the stream ends, so healing never loses data.
+//!
+//! # Frame toxics
+//!
+//! The `frame_*` toxics act on whole WebSocket messages of the downstream direction. The
+//! downstream chain runs a [`framer::Framer`] before its toxics: while a frame toxic acts,
+//! each complete data message reaches the toxics as one chunk with `frame: Some(..)`;
+//! every other chunk (HTTP head, control frames, other protocols) has `frame: None` and
+//! frame toxics pass it. Which messages a frame toxic takes is [`select::FrameSelect`].
 
 mod bandwidth;
 mod blackhole;
+mod frame_corrupt;
+mod frame_delay;
+mod frame_drop;
+mod frame_duplicate;
+mod frame_reorder;
+pub(crate) mod framer;
 mod latency;
 mod limit_data;
 mod reset_peer;
+pub mod select;
 mod slicer;
 mod slow_close;
 mod timeout;
@@ -37,6 +54,9 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
+use framer::{Frame, Framer};
+pub use select::FrameSelect;
+use select::Selector;
 
 /// Direction of data through a proxy: upstream is client → server, downstream server → client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -113,6 +133,92 @@ pub enum ToxicKind {
     },
     /// Flowline extension: silently drop every byte of the stream (one-way partition).
     Blackhole,
+    /// Flowline extension: act on selected WebSocket messages (server → client).
+    Frame {
+        /// What is done to a selected message.
+        action: FrameAction,
+        /// Which messages are selected.
+        select: FrameSelect,
+    },
+}
+
+/// What a frame toxic does to the messages it selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameAction {
+    /// `frame_drop`: never deliver them.
+    Drop,
+    /// `frame_duplicate`: deliver them twice in a row.
+    Duplicate,
+    /// `frame_delay`: hold them `delay` ms (later frames wait behind them).
+    Delay {
+        /// Milliseconds.
+        delay: u64,
+    },
+    /// `frame_reorder`: deliver each after the `after`-th later message matching `match`.
+    Reorder {
+        /// Matching messages that overtake it (at least 1).
+        after: u64,
+    },
+    /// `frame_corrupt`: XOR payload byte `offset` with `xor`.
+    Corrupt {
+        /// Byte of the payload (the last one when the payload is shorter).
+        offset: u64,
+        /// 1..=255.
+        xor: u64,
+    },
+}
+
+impl FrameAction {
+    fn type_name(&self) -> &'static str {
+        match self {
+            FrameAction::Drop => "frame_drop",
+            FrameAction::Duplicate => "frame_duplicate",
+            FrameAction::Delay { .. } => "frame_delay",
+            FrameAction::Reorder { .. } => "frame_reorder",
+            FrameAction::Corrupt { .. } => "frame_corrupt",
+        }
+    }
+
+    fn from_type(name: &str) -> Option<Self> {
+        Some(match name {
+            "frame_drop" => FrameAction::Drop,
+            "frame_duplicate" => FrameAction::Duplicate,
+            "frame_delay" => FrameAction::Delay { delay: 0 },
+            "frame_reorder" => FrameAction::Reorder { after: 1 },
+            "frame_corrupt" => FrameAction::Corrupt { offset: 0, xor: 1 },
+            _ => return None,
+        })
+    }
+
+    /// The action's own attributes, with values.
+    fn attributes(&self) -> Vec<(&'static str, u64)> {
+        match *self {
+            FrameAction::Drop | FrameAction::Duplicate => vec![],
+            FrameAction::Delay { delay } => vec![("delay", delay)],
+            FrameAction::Reorder { after } => vec![("after", after)],
+            FrameAction::Corrupt { offset, xor } => vec![("offset", offset), ("xor", xor)],
+        }
+    }
+
+    fn set(&mut self, key: &str, v: u64) {
+        match (self, key) {
+            (FrameAction::Delay { delay }, "delay") => *delay = v,
+            (FrameAction::Reorder { after }, "after") => *after = v,
+            (FrameAction::Corrupt { offset, .. }, "offset") => *offset = v,
+            (FrameAction::Corrupt { xor, .. }, "xor") => *xor = v,
+            _ => {}
+        }
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        match *self {
+            FrameAction::Reorder { after: 0 } => Err("`after` must be at least 1".into()),
+            FrameAction::Corrupt { xor, .. } if !(1..=255).contains(&xor) => {
+                Err(format!("`xor` must be within 1..=255, got {xor}"))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl ToxicKind {
@@ -127,7 +233,13 @@ impl ToxicKind {
             ToxicKind::Slicer { .. } => "slicer",
             ToxicKind::LimitData { .. } => "limit_data",
             ToxicKind::Blackhole => "blackhole",
+            ToxicKind::Frame { action, .. } => action.type_name(),
         }
+    }
+
+    /// Whether it acts on WebSocket messages (downstream only).
+    pub fn is_frame(&self) -> bool {
+        matches!(self, ToxicKind::Frame { .. })
     }
 
     /// A toxic of the named type with all attributes zero (Toxiproxy's defaults).
@@ -148,12 +260,43 @@ impl ToxicKind {
             },
             "limit_data" => ToxicKind::LimitData { bytes: 0 },
             "blackhole" => ToxicKind::Blackhole,
-            _ => return Err(Error::InvalidToxicType),
+            other => match FrameAction::from_type(other) {
+                Some(action) => ToxicKind::Frame {
+                    action,
+                    select: FrameSelect::default(),
+                },
+                None => return Err(Error::InvalidToxicType),
+            },
         })
     }
 
     /// The attributes as `(name, value)` pairs, in Toxiproxy's order.
-    pub fn attributes(&self) -> Vec<(&'static str, u64)> {
+    pub fn attributes(&self) -> Vec<(&'static str, Value)> {
+        if let ToxicKind::Frame { action, select } = self {
+            let mut v = vec![
+                ("nth", Value::from(select.nth)),
+                ("every", Value::from(select.every)),
+                (
+                    "match",
+                    Value::Object(select.matches.clone().into_iter().collect()),
+                ),
+            ];
+            v.extend(
+                action
+                    .attributes()
+                    .into_iter()
+                    .map(|(k, x)| (k, Value::from(x))),
+            );
+            return v;
+        }
+        self.number_attributes()
+            .into_iter()
+            .map(|(k, v)| (k, Value::from(v)))
+            .collect()
+    }
+
+    /// The attributes of the byte toxics (all integers).
+    fn number_attributes(&self) -> Vec<(&'static str, u64)> {
         match *self {
             ToxicKind::Latency { latency, jitter } => {
                 vec![("latency", latency), ("jitter", jitter)]
@@ -173,7 +316,7 @@ impl ToxicKind {
                 ("delay", delay),
             ],
             ToxicKind::LimitData { bytes } => vec![("bytes", bytes)],
-            ToxicKind::Blackhole => vec![],
+            ToxicKind::Blackhole | ToxicKind::Frame { .. } => vec![],
         }
     }
 
@@ -210,11 +353,47 @@ impl ToxicKind {
             }
             ToxicKind::LimitData { bytes } => *bytes = get("bytes", *bytes)?,
             ToxicKind::Blackhole => {}
+            ToxicKind::Frame { action, select } => {
+                // New types, no client to stay compatible with: a misspelt attribute
+                // would silently select nothing, so it is refused.
+                let mut allowed = vec!["nth", "every", "match"];
+                allowed.extend(action.attributes().into_iter().map(|(k, _)| k));
+                if let Some(k) = attrs.keys().find(|k| !allowed.contains(&k.as_str())) {
+                    return Err(Error::BadRequestBody(format!(
+                        "{}: unknown attribute {k:?} (allowed: {})",
+                        action.type_name(),
+                        allowed.join(", ")
+                    )));
+                }
+                select.nth = get("nth", select.nth)?;
+                select.every = get("every", select.every)?;
+                for (k, v) in action.attributes() {
+                    let x = get(k, v)?;
+                    action.set(k, x);
+                }
+                match attrs.get("match") {
+                    None => {}
+                    Some(Value::Object(m)) => {
+                        select.matches = m.clone().into_iter().collect();
+                    }
+                    Some(v) => {
+                        return Err(Error::BadRequestBody(format!(
+                            "attribute \"match\" must be an object of JSON pointer → value, got {v}"
+                        )));
+                    }
+                }
+            }
         }
         Ok(())
     }
 
     fn validate(&self) -> Result<()> {
+        if let ToxicKind::Frame { action, select } = self {
+            return select
+                .validate()
+                .and_then(|()| action.validate())
+                .map_err(|e| Error::BadRequestBody(format!("{}: {e}", action.type_name())));
+        }
         if let ToxicKind::Slicer {
             average_size,
             size_variation,
@@ -283,7 +462,7 @@ impl Serialize for ToxicSpec {
                 .kind
                 .attributes()
                 .into_iter()
-                .map(|(k, v)| (k.to_string(), Value::from(v)))
+                .map(|(k, v)| (k.to_string(), v))
                 .collect(),
         }
         .serialize(s)
@@ -331,6 +510,11 @@ impl ToxicSpec {
             kind.merge_attributes(attrs)?;
         }
         kind.validate()?;
+        if kind.is_frame() && stream != Direction::Downstream {
+            return Err(Error::BadRequestBody(format!(
+                "{type_name} acts on server → client WebSocket frames: stream must be \"downstream\""
+            )));
+        }
         let name = match raw.name {
             Some(n) if !n.is_empty() => n,
             _ => format!("{type_name}_{}", stream.as_str()),
@@ -366,6 +550,35 @@ pub(crate) struct Chunk {
     pub data: Bytes,
     /// When the chunk may be written: its arrival time, moved forward by delaying toxics.
     pub due: Instant,
+    /// A whole WebSocket data message (downstream, while a frame toxic acts).
+    pub frame: Option<Box<Frame>>,
+}
+
+impl Chunk {
+    /// Bytes that are not a whole WebSocket message.
+    pub(crate) fn plain(data: Bytes, due: Instant) -> Self {
+        Chunk {
+            data,
+            due,
+            frame: None,
+        }
+    }
+}
+
+/// What `sel` needs of a chunk: `None` if it is no message; else its payload when `sel`
+/// reads payloads (`None` inside when compressed or not needed).
+pub(crate) fn payload_for(sel: &Selector, chunk: &Chunk) -> Option<Option<Vec<u8>>> {
+    let f = chunk.frame.as_ref()?;
+    Some(if sel.reads_payload() {
+        f.payload(&chunk.data)
+    } else {
+        None
+    })
+}
+
+/// Whether a frame toxic's selection takes this chunk (a message it selects).
+pub(crate) fn picked(sel: &mut Selector, chunk: &Chunk) -> bool {
+    payload_for(sel, chunk).is_some_and(|p| sel.pick(p.as_deref()))
 }
 
 /// What a toxic wants done with the connection.
@@ -393,6 +606,9 @@ pub(crate) trait Toxic: Send + std::fmt::Debug {
     fn deadline(&self) -> Option<(Instant, Verdict)> {
         None
     }
+
+    /// Give up what it holds back (it is being removed, or the stream ended).
+    fn drain(&mut self, _out: &mut Vec<Chunk>) {}
 }
 
 /// Longest delay a toxic applies (about 115 days): attributes come from the network, and
@@ -419,6 +635,25 @@ pub(crate) fn instantiate(kind: &ToxicKind, now: Instant) -> Box<dyn Toxic> {
         } => Box::new(slicer::Slicer::new(average_size, size_variation, delay)),
         ToxicKind::LimitData { bytes } => Box::new(limit_data::LimitData::new(bytes)),
         ToxicKind::Blackhole => Box::new(blackhole::Blackhole),
+        ToxicKind::Frame {
+            ref action,
+            ref select,
+        } => frame_toxic(action, select),
+    }
+}
+
+fn frame_toxic(action: &FrameAction, select: &FrameSelect) -> Box<dyn Toxic> {
+    let sel = Selector::new(select.clone());
+    match *action {
+        FrameAction::Drop => Box::new(frame_drop::FrameDrop::new(sel)),
+        FrameAction::Duplicate => Box::new(frame_duplicate::FrameDuplicate::new(sel)),
+        FrameAction::Delay { delay } => Box::new(frame_delay::FrameDelay::new(sel, delay)),
+        FrameAction::Reorder { after } => Box::new(frame_reorder::FrameReorder::new(sel, after)),
+        FrameAction::Corrupt { offset, xor } => Box::new(frame_corrupt::FrameCorrupt::new(
+            sel,
+            offset,
+            u8::try_from(xor).unwrap_or(1),
+        )),
     }
 }
 
@@ -430,21 +665,55 @@ struct Stage {
     toxic: Box<dyn Toxic>,
 }
 
-/// The toxics of one direction of one connection, in the order they were added.
+/// The toxics of one direction of one connection, in the order they were added, and for
+/// the downstream direction the WebSocket framer that feeds frame toxics whole messages.
 #[derive(Debug, Default)]
 pub(crate) struct Chain {
     stages: Vec<Stage>,
+    framer: Option<Framer>,
+    scratch: Vec<Chunk>,
 }
 
 impl Chain {
-    /// Whether no toxic acts (the fast path: write chunks as they come).
+    /// The chain of a downstream (server → client) direction: it follows WebSocket frames.
+    pub fn downstream() -> Self {
+        Chain {
+            framer: Some(Framer::default()),
+            ..Chain::default()
+        }
+    }
+
+    /// Whether no toxic acts (the fast path: write chunks as they come, after [`Chain::observe`]).
     pub fn is_idle(&self) -> bool {
         self.stages.iter().all(|s| !s.active)
     }
 
+    /// Whether a frame toxic acts (the framer holds whole messages for it).
+    fn assembles(&self) -> bool {
+        self.stages
+            .iter()
+            .any(|s| s.active && s.spec.kind.is_frame())
+    }
+
+    /// Whether bytes may bypass the chain (splice): not while frames are being followed.
+    pub fn may_bypass(&self) -> bool {
+        self.framer.as_ref().is_none_or(Framer::is_opaque)
+    }
+
+    /// Follow a chunk written on the fast path (no toxic acts), so frame boundaries stay known.
+    pub fn observe(&mut self, chunk: &Chunk) {
+        if let Some(f) = &mut self.framer
+            && !f.is_opaque()
+        {
+            f.feed(chunk.clone(), false, &mut self.scratch);
+            self.scratch.clear();
+        }
+    }
+
     /// Follow a new list of toxics: unchanged toxics keep their state and toxicity roll,
-    /// new or changed ones start fresh at `now`.
-    pub fn refresh(&mut self, specs: &[ToxicSpec], now: Instant) {
+    /// new or changed ones start fresh at `now`. Returns what removed toxics (and the
+    /// framer, when no frame toxic is left) held back, to be written now.
+    pub fn refresh(&mut self, specs: &[ToxicSpec], now: Instant) -> Vec<Chunk> {
         let mut old = std::mem::take(&mut self.stages);
         for spec in specs {
             if let Some(pos) = old.iter().position(|s| s.spec == *spec) {
@@ -458,13 +727,39 @@ impl Chain {
                 });
             }
         }
+        let mut flushed = Vec::new();
+        for mut gone in old {
+            gone.toxic.drain(&mut flushed);
+        }
+        if !self.assembles()
+            && let Some(f) = &mut self.framer
+        {
+            f.release(now, &mut flushed);
+        }
+        flushed
     }
 
-    /// Run one chunk through every acting toxic; the first non-`Pass` verdict wins, and
-    /// the chunks emitted before it still go through the later toxics.
+    /// What every toxic and the framer hold, at the end of the stream.
+    pub fn drain_all(&mut self, now: Instant) -> Vec<Chunk> {
+        let mut out = Vec::new();
+        for s in &mut self.stages {
+            s.toxic.drain(&mut out);
+        }
+        if let Some(f) = &mut self.framer {
+            f.release(now, &mut out);
+        }
+        out
+    }
+
+    /// Run one chunk through the framer and every acting toxic; the first non-`Pass`
+    /// verdict wins, and the chunks emitted before it still go through the later toxics.
     pub fn process(&mut self, chunk: Chunk, now: Instant, out: &mut Vec<Chunk>) -> Verdict {
         out.clear();
-        out.push(chunk);
+        let assemble = self.assembles();
+        match &mut self.framer {
+            Some(f) => f.feed(chunk, assemble, out),
+            None => out.push(chunk),
+        }
         let mut verdict = Verdict::Pass;
         let mut next = Vec::new();
         for stage in self.stages.iter_mut().filter(|s| s.active) {
@@ -594,10 +889,7 @@ mod tests {
         let mut chain = Chain::default();
         chain.refresh(&specs, now);
         let mut out = Vec::new();
-        let chunk = Chunk {
-            data: Bytes::from_static(b"data"),
-            due: now,
-        };
+        let chunk = Chunk::plain(Bytes::from_static(b"data"), now);
         assert_eq!(chain.process(chunk, now, &mut out), Verdict::Pass);
         assert!(chain.deadline().is_some());
         assert!(chain.eof_delay() > Duration::from_secs(86_400));
@@ -620,10 +912,7 @@ mod tests {
         chain.refresh(&specs, now);
         let mut out = Vec::new();
         let v = chain.process(
-            Chunk {
-                data: Bytes::from_static(b"hello"),
-                due: now,
-            },
+            Chunk::plain(Bytes::from_static(b"hello"), now),
             now,
             &mut out,
         );

@@ -47,10 +47,7 @@ impl Toxic for Slicer {
         let mut from = 0;
         let mut due = chunk.due;
         for to in ends {
-            out.push(Chunk {
-                data: chunk.data.slice(from..to),
-                due,
-            });
+            out.push(Chunk::plain(chunk.data.slice(from..to), due));
             due += self.delay;
             from = to;
         }
@@ -70,14 +67,7 @@ mod tests {
         let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
         let mut s = Slicer::new(100, 20, 1000);
         let mut out = Vec::new();
-        s.on_chunk(
-            Chunk {
-                data: Bytes::from(data.clone()),
-                due: t0,
-            },
-            t0,
-            &mut out,
-        );
+        s.on_chunk(Chunk::plain(Bytes::from(data.clone()), t0), t0, &mut out);
         assert!(out.len() >= 8, "{}", out.len());
         for c in &out {
             assert!(c.data.len() <= 120 + 1, "{}", c.data.len());

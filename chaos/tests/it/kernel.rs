@@ -399,7 +399,8 @@ async fn overlapping_unplugs_hold_the_cable_down_until_the_last_heals() {
 
 #[tokio::test]
 async fn faults_that_do_not_fit_the_network_are_refused_before_they_run() {
-    let Some(net) = network("kt-check", &["node1", "redis"]) else {
+    // `_harness`: the harness's own port into the network, which no fault may reach.
+    let Some(net) = network("kt-check", &["node1", "redis", "_harness"]) else {
         return;
     };
     let refused = |json: &str, net: Option<&Arc<Network>>| {
@@ -422,6 +423,16 @@ async fn faults_that_do_not_fit_the_network_are_refused_before_they_run() {
         Some(&net),
     );
     assert!(e.contains("matches no host (hosts: node1, redis)"), "{e}");
+    let e = refused(
+        r#"[{"at":"0s","kind":"partition","target":"_harness"}]"#,
+        Some(&net),
+    );
+    assert!(e.contains("matches no host (hosts: node1, redis)"), "{e}");
+    let e = refused(
+        r#"[{"at":"0s","kind":"partition","target":"node1","peer":"_*"}]"#,
+        Some(&net),
+    );
+    assert!(e.contains("peer \"_*\" matches no host"), "{e}");
     let e = refused(
         r#"[{"at":"0s","kind":"partition","target":"node1","peer":"postgres"}]"#,
         Some(&net),

@@ -3,6 +3,7 @@
 
 mod compat;
 mod effects;
+mod frames;
 mod hosts;
 mod kernel;
 mod metrics;

@@ -1,7 +1,9 @@
 //! Integration tests of the `flowline` harness, through the real binary.
 
 mod compose;
+mod coordinator;
 mod generic;
+mod isolation;
 mod logs;
 mod phases;
 mod prometheus;

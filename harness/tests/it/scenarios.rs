@@ -26,6 +26,8 @@ fn every_catalog_scenario_is_valid_documented_and_targets_real_links() {
         "node-crash",
         "slow-postgres",
         "reconnect-storm",
+        "asymmetric-partition",
+        "lossy-clients",
     ] {
         assert!(
             files.iter().any(|f| f.file_stem().unwrap() == name),
@@ -91,4 +93,71 @@ fn scenario_check_refuses_a_fault_on_a_link_the_run_will_not_have() {
         "{stdout}"
     );
     assert!(!stdout.contains("OK "), "{stdout}");
+}
+
+/// Kernel faults need the run's hosts in network namespaces, and an isolated run has no
+/// link proxies: `flowline scenario check` refuses either mismatch with the reason, and
+/// passes a kernel fault between hosts the isolated run will have.
+#[test]
+fn scenario_check_refuses_kernel_faults_without_isolation_and_link_faults_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, isolation: &str, fault: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[run]\nname = \"{name}\"\nduration = \"5s\"\n[cluster]\nphase = \"queue\"\n\
+                 nodes = 2\n{isolation}\n[population]\nusers = 10\n[[faults]]\nat = \"1s\"\n{fault}\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let check = |path: &std::path::Path| {
+        let out = crate::util::flowline()
+            .env_remove("FLOWLINE_TOXIPROXY_URL")
+            .args(["scenario", "check"])
+            .arg(path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let netns = "isolation = \"netns\"";
+    let partition =
+        "kind = \"partition\"\ntarget = \"node2\"\npeer = \"redis\"\ndirection = \"to\"";
+    let (code, out) = check(&write("good", netns, partition));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.starts_with("OK ") && out.contains("in network namespaces"),
+        "{out}"
+    );
+
+    let (code, out) = check(&write("plain", "", partition));
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("fault #1") && out.contains("isolation = \"netns\""),
+        "{out}"
+    );
+
+    let (code, out) = check(&write(
+        "link",
+        netns,
+        "kind = \"down\"\ntarget = \"node2-redis\"",
+    ));
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("no link proxies"), "{out}");
+
+    let (code, out) = check(&write(
+        "nohost",
+        netns,
+        "kind = \"loss\"\npercent = 5.0\ntarget = \"mongo\"",
+    ));
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("matches no host") && out.contains("node1, node2, postgres, redis, worker1"),
+        "{out}"
+    );
 }

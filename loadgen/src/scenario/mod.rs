@@ -35,7 +35,9 @@ pub use crate::error::{ScenarioError, UnknownKey};
 pub use dist::Dist;
 /// Architecture phase (shared with the node's `--phase`).
 pub use flowline_protocol::Phase;
-pub use model::{Cluster, External, Load, LoadModel, Overrides, Population, Scenario, Stage};
+pub use model::{
+    Cluster, External, Isolation, Load, LoadModel, Overrides, Population, Scenario, Stage,
+};
 pub use persona::{HttpKind, Persona};
 pub use target::{Expect, PLACEHOLDERS, TargetKind, TimeUnit, WsTarget, template_names};
 
@@ -111,6 +113,9 @@ impl Scenario {
         }
         if let Some(d) = o.duration {
             raw.run.duration = d;
+        }
+        if let Some(i) = o.isolation {
+            raw.cluster.isolation = Some(i);
         }
         validate::validate(raw, &self.name)
     }
@@ -363,6 +368,7 @@ users = 2
             nodes: Some(3),
             users: Some(500),
             duration: Some(Duration::from_secs(3)),
+            isolation: None,
         };
         let s2 = s.apply(&o).unwrap();
         assert_eq!(

@@ -22,6 +22,44 @@ pub struct Cluster {
     pub nodes: u32,
     /// An already running cluster to load instead of starting one.
     pub external: Option<External>,
+    /// How the run's processes are separated on the network (`[cluster] isolation`).
+    pub isolation: Isolation,
+}
+
+/// How a run's hosts are separated on the network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// Every process on the machine's own network (loopback): the default.
+    #[default]
+    None,
+    /// Every node, service and worker in a network namespace of its own, on a bridge the
+    /// run creates (needs root); kernel faults act between them.
+    Netns,
+}
+
+impl Isolation {
+    /// The name as written in scenarios and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::None => "none",
+            Isolation::Netns => "netns",
+        }
+    }
+}
+
+impl std::str::FromStr for Isolation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Isolation::None),
+            "netns" => Ok(Isolation::Netns),
+            other => Err(format!(
+                "unknown isolation {other:?} (expected none or netns)"
+            )),
+        }
+    }
 }
 
 /// An external cluster's addresses.
@@ -132,6 +170,8 @@ pub struct Overrides {
     pub users: Option<u32>,
     /// Replace `run.duration`.
     pub duration: Option<Duration>,
+    /// Replace `cluster.isolation`.
+    pub isolation: Option<Isolation>,
 }
 
 impl Scenario {
@@ -158,9 +198,13 @@ impl Scenario {
             ),
             (None, Some(e)) => format!("external cluster ({} nodes)", e.http.len()),
             (None, None) => format!(
-                "phase {}, {} node(s)",
+                "phase {}, {} node(s){}",
                 self.cluster.phase.as_str(),
-                self.cluster.nodes
+                self.cluster.nodes,
+                match self.cluster.isolation {
+                    Isolation::None => "",
+                    Isolation::Netns => " in network namespaces",
+                }
             ),
         };
         format!(

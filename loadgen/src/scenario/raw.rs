@@ -110,6 +110,8 @@ pub(super) struct RawCluster {
     pub(super) ws: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) admin_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) isolation: Option<crate::scenario::model::Isolation>,
 }
 
 /// `[population]`.

@@ -37,7 +37,7 @@ fn schema(path: &str) -> Option<&'static [&'static str]> {
         // Header names are free-form.
         "target.headers" => return None,
         "run" => &["name", "description", "duration", "warmup", "drain", "seed"],
-        "cluster" => &["phase", "nodes", "http", "ws", "admin_secret"],
+        "cluster" => &["phase", "nodes", "http", "ws", "admin_secret", "isolation"],
         "population" => &[
             "users",
             "spaces",
@@ -84,6 +84,17 @@ fn schema(path: &str) -> Option<&'static [&'static str]> {
             "bytes",
             "restart_after",
             "allow_non_loopback",
+            // Kernel faults between hosts (isolated runs).
+            "peer",
+            "direction",
+            "percent",
+            // frame toxics
+            "nth",
+            "every",
+            "match",
+            "after",
+            "offset",
+            "xor",
         ],
         _ => return None,
     })

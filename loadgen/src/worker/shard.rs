@@ -42,8 +42,14 @@ pub struct WorkerConfig {
     /// WebSocket URLs of the nodes; user `i` uses
     /// [`target_index`](crate::worker::target_index)`(i, attempt, len)`.
     pub targets: Vec<String>,
-    /// Common start time of all workers (`None`: now), so their seconds line up.
+    /// Common start time of all workers on this machine's clock (`None`: now), so their
+    /// seconds line up.
     pub start_at: Option<SystemTime>,
+    /// This machine's clock minus the run's (the coordinator's), µs: times the users stamp
+    /// (send nonces, receive times) are on the run's clock, so a delivery sent by one
+    /// worker and received by another is measured across machines whose clocks differ.
+    /// 0 without a coordinator.
+    pub clock_offset_us: i64,
     /// Runtime threads (each records into its own histograms).
     pub threads: usize,
     /// Cumulative metrics for the Prometheus endpoint (`--metrics-listen`), if served.
@@ -95,7 +101,8 @@ pub async fn run_to(
     };
     let start_unix_us = start_sys
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
+        .map_or(0, |d| d.as_micros() as u64)
+        .saturating_add_signed(-cfg.clock_offset_us);
     let clock = Clock {
         start,
         start_unix_us,
@@ -150,6 +157,11 @@ pub async fn run_to(
         handles.push(handle);
     }
     drop(tx);
+    // Tell the output when the run began (the coordinator's start skew): the threads
+    // wake at the same instant on the same clock.
+    tokio::time::sleep_until(start.into()).await;
+    let woke = Instant::now();
+    out.started(clock.unix_us(woke), woke.saturating_duration_since(start))?;
 
     // Merge the threads' intervals second by second.
     let warm = s.warmup.as_secs_f64();

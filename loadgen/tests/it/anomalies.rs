@@ -8,14 +8,12 @@ use flowline_loadgen::scenario::Scenario;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use flowline_loadgen::aggregate::{Aggregator, RunMeta, Summary};
+use flowline_loadgen::aggregate::Summary;
 use flowline_loadgen::checker::Anomaly;
-use flowline_loadgen::plan::{self, Shard};
-use flowline_loadgen::worker::{self, WorkerConfig};
-use tokio_util::sync::CancellationToken;
+use flowline_loadgen::plan;
 
 use crate::faulty_proxy::{self, Fault, Proxy, SendFault, SendFaults};
-use crate::util::{SECRET, scenario_with, small_scenario, start_node};
+use crate::util::{SECRET, run_workers, scenario_with, small_scenario, start_node, summarize};
 
 /// Provision `scenario` on a fresh node, start one proxy per shard with `proxies`, run the
 /// shards through them and summarize.
@@ -40,40 +38,12 @@ where
     for i in 0..shards {
         ps.push(proxies(i, node.ws.clone(), tokens.clone()).await);
     }
-    let start_at = Some(std::time::SystemTime::now());
-    let mut joins = Vec::new();
-    for (index, p) in ps.iter().enumerate() {
-        let cfg = WorkerConfig {
-            scenario: scenario.clone(),
-            plan: plan.clone(),
-            shard: Shard {
-                index,
-                count: shards,
-            },
-            targets: vec![p.url.clone()],
-            start_at,
-            threads: 1,
-            metrics: None,
-            out: None,
-        };
-        joins.push(tokio::spawn(async move {
-            let mut lines = Vec::new();
-            worker::run(cfg, CancellationToken::new(), |l| lines.push(l.to_string()))
-                .await
-                .unwrap();
-            lines
-        }));
-    }
-    let mut agg = Aggregator::new(&scenario, shards);
-    for (w, j) in joins.into_iter().enumerate() {
-        for l in j.await.unwrap() {
-            agg.ingest(w, &l).unwrap();
-        }
-    }
-    (agg.summarize(RunMeta::default()), ps)
+    let targets = ps.iter().map(|p| vec![p.url.clone()]).collect();
+    let lines = run_workers(&scenario, &plan, targets, 1).await;
+    (summarize(&scenario, &lines), ps)
 }
 
-fn offenders(s: &Summary, kind: Anomaly) -> Vec<(i64, i64, u32)> {
+pub(crate) fn offenders(s: &Summary, kind: Anomaly) -> Vec<(i64, i64, u32)> {
     let mut v: Vec<_> = s.correctness.anomalies[&kind]
         .offenders
         .iter()

@@ -6,15 +6,13 @@ use std::sync::Arc;
 
 use flowline_loadgen::aggregate::{Aggregator, RunMeta};
 use flowline_loadgen::checker::{Anomalies, Anomaly, Offence, streams};
-use flowline_loadgen::plan::{self, Shard};
+use flowline_loadgen::plan;
 use flowline_loadgen::wire::RecvKind;
 use flowline_loadgen::wire::{Done, WorkerLine};
-use flowline_loadgen::worker::{self, WorkerConfig};
-use tokio_util::sync::CancellationToken;
 
 use flowline_loadgen::scenario::Scenario;
 
-use crate::util::{SECRET, scenario_with, small_scenario, start_node};
+use crate::util::{SECRET, run_workers, scenario_with, small_scenario, start_node};
 
 /// Run every shard of the scenario in this process; returns each shard's lines.
 async fn run_shards(users: u32, shards: usize) -> (Vec<Vec<String>>, Scenario) {
@@ -31,34 +29,7 @@ async fn run_scenario(scenario: Scenario, shards: usize) -> (Vec<Vec<String>>, S
             .unwrap(),
     );
     assert_eq!(plan.users.len(), users as usize);
-    let start_at = Some(std::time::SystemTime::now());
-    let mut joins = Vec::new();
-    for index in 0..shards {
-        let cfg = WorkerConfig {
-            scenario: scenario.clone(),
-            plan: plan.clone(),
-            shard: Shard {
-                index,
-                count: shards,
-            },
-            targets: vec![node.ws.clone()],
-            start_at,
-            threads: 2,
-            metrics: None,
-            out: None,
-        };
-        joins.push(tokio::spawn(async move {
-            let mut lines = Vec::new();
-            worker::run(cfg, CancellationToken::new(), |l| lines.push(l.to_string()))
-                .await
-                .unwrap();
-            lines
-        }));
-    }
-    let mut out = Vec::new();
-    for j in joins {
-        out.push(j.await.unwrap());
-    }
+    let out = run_workers(&scenario, &plan, vec![vec![node.ws.clone()]; shards], 2).await;
     drop(node);
     (out, (*scenario).clone())
 }

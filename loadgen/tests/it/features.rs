@@ -29,6 +29,7 @@ async fn run(scenario: Scenario, out: Option<std::path::PathBuf>) -> Summary {
         shard: Shard { index: 0, count: 1 },
         targets: vec![node.ws.clone()],
         start_at: None,
+        clock_offset_us: 0,
         threads: 2,
         metrics: None,
         out,

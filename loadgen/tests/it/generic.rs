@@ -5,15 +5,14 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use flowline_loadgen::aggregate::{Aggregator, RunMeta, Summary};
 use flowline_loadgen::checker::Offence;
 use flowline_loadgen::generic::msg_id;
-use flowline_loadgen::plan::{Plan, Shard};
+use flowline_loadgen::plan::Plan;
 use flowline_loadgen::scenario::Scenario;
-use flowline_loadgen::worker::{self, WorkerConfig};
-use tokio_util::sync::CancellationToken;
+
+use crate::util::run_workers;
 
 /// The broadcast server as a child process; killed on drop.
 struct Server {
@@ -99,34 +98,11 @@ stages = [{{ duration = "1s", rate = 0 }}, {{ duration = "0s", rate = {rate} }},
 async fn run(s: &Scenario, shards: usize) -> Summary {
     let s = Arc::new(s.clone());
     let plan = Arc::new(Plan::synthetic(&s));
-    let start_at = Some(SystemTime::now());
-    let mut joins = Vec::new();
-    for index in 0..shards {
-        let cfg = WorkerConfig {
-            scenario: s.clone(),
-            plan: plan.clone(),
-            shard: Shard {
-                index,
-                count: shards,
-            },
-            targets: Vec::new(),
-            start_at,
-            threads: 1,
-            metrics: None,
-            out: None,
-        };
-        joins.push(tokio::spawn(async move {
-            let mut lines = Vec::new();
-            worker::run(cfg, CancellationToken::new(), |l| lines.push(l.to_string()))
-                .await
-                .unwrap();
-            lines
-        }));
-    }
+    let lines = run_workers(&s, &plan, vec![Vec::new(); shards], 1).await;
     let mut agg = Aggregator::new(&s, shards);
-    for (w, j) in joins.into_iter().enumerate() {
-        for l in j.await.unwrap() {
-            agg.ingest(w, &l).unwrap();
+    for (w, shard) in lines.iter().enumerate() {
+        for l in shard {
+            agg.ingest(w, l).unwrap();
         }
     }
     let dir = tempfile::tempdir().unwrap();

@@ -4,6 +4,7 @@ mod anomalies;
 mod engine;
 mod faulty_proxy;
 mod features;
+mod frame_toxics;
 mod generic;
 mod metrics;
 mod util;

@@ -41,6 +41,7 @@ async fn metrics_endpoint_serves_moving_values() {
         shard: Shard { index: 0, count: 1 },
         targets: vec![node.ws.clone()],
         start_at: None,
+        clock_offset_us: 0,
         threads: 2,
         metrics: Some(metrics),
         out: None,

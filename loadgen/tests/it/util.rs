@@ -1,9 +1,14 @@
-//! Helpers shared by the integration tests: an in-process chat node and a small scenario.
+//! Helpers shared by the integration tests: an in-process chat node, a small scenario,
+//! and running a scenario's shards as in-process workers.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use flowline_loadgen::aggregate::{Aggregator, RunMeta, Summary};
+use flowline_loadgen::plan::{Plan, Shard};
 use flowline_loadgen::scenario::Scenario;
+use flowline_loadgen::worker::{self, WorkerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -102,4 +107,53 @@ expr = "delivery.p99 < 2s"
         cps = users.div_ceil(40)
     );
     Scenario::parse("it-small", &text).unwrap()
+}
+
+/// Run one in-process worker per entry of `targets` (shard i of `targets.len()` against
+/// `targets[i]`, all starting together); returns each shard's report lines.
+pub async fn run_workers(
+    scenario: &Arc<Scenario>,
+    plan: &Arc<Plan>,
+    targets: Vec<Vec<String>>,
+    threads: usize,
+) -> Vec<Vec<String>> {
+    let count = targets.len();
+    let start_at = Some(std::time::SystemTime::now());
+    let mut joins = Vec::new();
+    for (index, targets) in targets.into_iter().enumerate() {
+        let cfg = WorkerConfig {
+            scenario: scenario.clone(),
+            plan: plan.clone(),
+            shard: Shard { index, count },
+            targets,
+            start_at,
+            clock_offset_us: 0,
+            threads,
+            metrics: None,
+            out: None,
+        };
+        joins.push(tokio::spawn(async move {
+            let mut lines = Vec::new();
+            worker::run(cfg, CancellationToken::new(), |l| lines.push(l.to_string()))
+                .await
+                .unwrap();
+            lines
+        }));
+    }
+    let mut out = Vec::new();
+    for j in joins {
+        out.push(j.await.unwrap());
+    }
+    out
+}
+
+/// The summary of shards' report lines.
+pub fn summarize(scenario: &Scenario, lines: &[Vec<String>]) -> Summary {
+    let mut agg = Aggregator::new(scenario, lines.len());
+    for (w, shard) in lines.iter().enumerate() {
+        for l in shard {
+            agg.ingest(w, l).unwrap();
+        }
+    }
+    agg.summarize(RunMeta::default())
 }

@@ -66,7 +66,7 @@ impl Session {
         }
         let hash = token_hash(token);
         let node = self.node.clone();
-        let user = match node.storage.user_by_token(hash).await {
+        let user = match node.lookups.user_by_token(hash).await {
             Ok(Some(u)) => u,
             Ok(None) => {
                 self.error(None, ErrorCode::InvalidToken, "unknown or revoked token")
@@ -80,7 +80,7 @@ impl Session {
         };
         let mut access = Access::new(user.id);
         let mut channels = if subscribe_all {
-            match node.membership.readable_channels(user.id).await {
+            match node.lookups.readable_channels(user.id).await {
                 Ok(c) => c,
                 Err(e) => {
                     self.refuse(None, Refusal::from(&e)).await;
@@ -190,7 +190,7 @@ impl Session {
         // The announcement is queued before the hub subscription, so no event of these
         // channels (typing, reactions, edits...) can reach the client before it; messages
         // committed between the two seq reads are replayed from storage below.
-        let announced: BTreeMap<ChannelId, Seq> = match node.storage.last_seqs(channels).await {
+        let announced: BTreeMap<ChannelId, Seq> = match node.lookups.last_seqs(channels).await {
             Ok(s) => s.into_iter().collect(),
             Err(e) => {
                 // Release the holds so the session stays usable.
@@ -244,7 +244,7 @@ impl Session {
         announced: &BTreeMap<ChannelId, Seq>,
     ) -> Result<Vec<Replay>, StorageError> {
         let node = &self.node;
-        let seqs = retried(|| node.storage.last_seqs(channels)).await?;
+        let seqs = retried(|| node.lookups.last_seqs(channels)).await?;
         let seqs: BTreeMap<ChannelId, Seq> = seqs.into_iter().collect();
         for (&channel, &seq) in &seqs {
             node.hub.note_seq(channel, seq);

@@ -2,6 +2,7 @@
 //! returns, and its traits, one per job ([`Accounts`], [`Spaces`], [`Messages`],
 //! [`Attachments`], [`Provisioning`]), gathered in [`Storage`].
 
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use flowline_protocol::api::{Channel, ChannelKind, Provision, ProvisionedSpace, Space, User};
@@ -139,6 +140,24 @@ pub trait Accounts: Send + Sync + 'static {
     fn user_by_token(&self, hash: TokenHash) -> BoxFuture<'_, Result<Option<User>>>;
     /// Revoke a token; `true` if it existed.
     fn delete_token(&self, hash: TokenHash) -> BoxFuture<'_, Result<bool>>;
+    /// The users of several tokens in one call (unknown tokens left out), for the
+    /// batched sign-in of a connect storm (`crate::batch`). The default asks one by one;
+    /// Postgres answers in one query.
+    fn users_by_tokens<'a>(
+        &'a self,
+        hashes: &'a [TokenHash],
+    ) -> BoxFuture<'a, Result<Vec<(TokenHash, User)>>> {
+        async move {
+            let mut out = Vec::with_capacity(hashes.len());
+            for &h in hashes {
+                if let Some(u) = self.user_by_token(h).await? {
+                    out.push((h, u));
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
 }
 
 /// Spaces, channels, DMs and who may read what (the authorization rules of the module doc).
@@ -175,6 +194,36 @@ pub trait Spaces: Send + Sync + 'static {
     fn can_read(&self, channel: ChannelId, user: UserId) -> BoxFuture<'_, Result<bool>>;
     /// Every channel `user` can read, by id.
     fn readable_channels(&self, user: UserId) -> BoxFuture<'_, Result<Vec<ChannelId>>>;
+    /// [`readable_channels`](Self::readable_channels) of several users in one call, as
+    /// (user, channel) pairs. The default asks one by one; Postgres answers in one query.
+    fn readable_channels_of<'a>(
+        &'a self,
+        users: &'a [UserId],
+    ) -> BoxFuture<'a, Result<Vec<(UserId, ChannelId)>>> {
+        async move {
+            let mut out = Vec::new();
+            for &u in users {
+                out.extend(self.readable_channels(u).await?.into_iter().map(|c| (u, c)));
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+    /// The spaces of several users in one call, as (user, space) pairs. The default asks
+    /// one by one; Postgres answers in one query.
+    fn spaces_of_users<'a>(
+        &'a self,
+        users: &'a [UserId],
+    ) -> BoxFuture<'a, Result<Vec<(UserId, SpaceId)>>> {
+        async move {
+            let mut out = Vec::new();
+            for &u in users {
+                out.extend(self.spaces_of(u).await?.into_iter().map(|s| (u, s.id)));
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
     /// Users sharing at least one space with `user` (`user` included if in any space).
     fn co_members(&self, user: UserId) -> BoxFuture<'_, Result<Vec<UserId>>>;
 }

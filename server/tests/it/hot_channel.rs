@@ -1,4 +1,5 @@
-//! A hot channel across three cluster nodes under a connect storm, with each node's
+//! A hot channel across three cluster nodes under a connect storm (phases `pubsub` and
+//! `queue`, one shared body: [`storm`]), with each node's
 //! Postgres pool starved (1 connection, 20 ms acquire timeout) so storage calls of the
 //! subscribe/resume window fail the way they did in `scenarios/hot-channel.toml`.
 //!
@@ -272,6 +273,11 @@ async fn storm(phase: Phase) {
 }
 
 mod storm {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pubsub() {
+        super::storm(flowline_server::Phase::Pubsub).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn queue() {
         super::storm(flowline_server::Phase::Queue).await;

@@ -9,8 +9,9 @@
 //! Bounded: a fixed number of examples per operation and a fixed seed (the same requests
 //! on every run; `FLOWLINE_SCHEMATHESIS_SEED` picks others), `server/tests/schemathesis.toml`
 //! holds the few per-operation expectations (and asks `GET /uploads/{id}` for the file
-//! uploaded here, `FLOWLINE_FUZZ_UPLOAD_ID`, so its 200 and content type are checked). The schemathesis binary is
-//! `$FLOWLINE_SCHEMATHESIS`, else `schemathesis` on PATH.
+//! uploaded here, `FLOWLINE_FUZZ_UPLOAD_ID`, so its 200 and content type are checked).
+//! The schemathesis binary is `$FLOWLINE_SCHEMATHESIS`, else the one `scripts/test`
+//! installed under `~/.cache/flowline`, else `schemathesis` on PATH.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -33,11 +34,17 @@ fn schemathesis() -> PathBuf {
     if let Some(p) = std::env::var_os("FLOWLINE_SCHEMATHESIS") {
         return PathBuf::from(p);
     }
-    let found = std::env::var_os("PATH").and_then(|path| {
+    // Where scripts/test installs it, then PATH.
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|c| c.join(format!("flowline/schemathesis-{VERSION}/bin/schemathesis")));
+    let on_path = std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
             .map(|d| d.join("schemathesis"))
             .find(|p| p.is_file())
     });
+    let found = cache.filter(|p| p.is_file()).or(on_path);
     found.unwrap_or_else(|| {
         panic!(
             "schemathesis is not installed. Run the tests with scripts/test (it installs \

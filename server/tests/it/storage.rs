@@ -51,6 +51,11 @@ async fn users_and_tokens(phase: flowline_server::Phase) {
         s.insert_token(a.id, t).await.unwrap();
         assert_eq!(s.user_by_token(t).await.unwrap().unwrap().id, a.id);
         assert!(s.user_by_token([8u8; 32]).await.unwrap().is_none());
+        let b = s.create_user("bob", "hash-b").await.unwrap();
+        s.insert_token(b.id, [9u8; 32]).await.unwrap();
+        let mut both = s.users_by_tokens(&[[9u8; 32], [8u8; 32], t]).await.unwrap();
+        both.sort_by_key(|(_, u)| u.id);
+        assert_eq!(both, [(t, a.clone()), ([9u8; 32], b)]);
         assert!(s.delete_token(t).await.unwrap());
         assert!(!s.delete_token(t).await.unwrap());
         assert!(s.user_by_token(t).await.unwrap().is_none());
@@ -131,6 +136,40 @@ async fn spaces_channels_and_reading_rights(phase: flowline_server::Phase) {
         assert_eq!(readable, BTreeSet::from([public.id, private.id, dm.id]));
         let readable_c: Vec<i64> = s.readable_channels(c).await.unwrap();
         assert_eq!(readable_c, [dm.id]);
+
+        // The batched forms (a connect storm's sign-in) answer exactly like the single
+        // ones, a thread of a readable channel included.
+        let root = s.append_message(msg(private.id, a, "root")).await.unwrap();
+        let (thread, _, _) = s
+            .create_thread(private.id, root.id, Some("t"))
+            .await
+            .unwrap()
+            .unwrap();
+        let everyone = [a, b, c, 424_242];
+        let mut one_by_one = Vec::new();
+        let mut spaces = Vec::new();
+        for u in everyone {
+            let mut chans = s.readable_channels(u).await.unwrap();
+            chans.sort_unstable();
+            one_by_one.extend(chans.into_iter().map(|ch| (u, ch)));
+            spaces.extend(
+                s.spaces_of(u)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|sp| (u, sp.id)),
+            );
+        }
+        assert!(one_by_one.contains(&(a, thread.channel)));
+        let mut batched = s.readable_channels_of(&everyone).await.unwrap();
+        batched.sort_unstable();
+        one_by_one.sort_unstable();
+        assert_eq!(batched, one_by_one);
+        let mut batched = s.spaces_of_users(&everyone).await.unwrap();
+        batched.sort_unstable();
+        spaces.sort_unstable();
+        assert_eq!(batched, spaces);
+        assert!(s.readable_channels_of(&[]).await.unwrap().is_empty());
 
         s.leave_space(space.id, b).await.unwrap();
         assert!(

@@ -1,9 +1,9 @@
 //! `[cluster]`: the phase and node count the harness starts, or an external cluster's
-//! addresses.
+//! addresses, and how the run's processes are isolated on the network.
 
 use flowline_protocol::Phase;
 
-use crate::scenario::model::{Cluster, External};
+use crate::scenario::model::{Cluster, External, Isolation};
 use crate::scenario::raw::RawCluster;
 
 pub(super) fn cluster(raw: &RawCluster, p: &mut Vec<String>) -> Cluster {
@@ -45,10 +45,19 @@ pub(super) fn cluster(raw: &RawCluster, p: &mut Vec<String>) -> Cluster {
             phase.as_str()
         ));
     }
+    let isolation = raw.isolation.unwrap_or_default();
+    if isolation == Isolation::Netns && external.is_some() {
+        p.push(
+            "cluster.isolation = \"netns\" puts the nodes the run starts in network namespaces, \
+             and an external cluster (cluster.http) is not started by the run"
+                .into(),
+        );
+    }
     Cluster {
         phase,
         nodes,
         external,
+        isolation,
     }
 }
 

@@ -31,7 +31,7 @@ pub(super) fn validate(mut raw: RawScenario, name: &str) -> Result<Scenario, Sce
     let load = load::load(&raw.load, raw.population.users, &mut p);
     let target = target::target(raw.target.as_ref(), &cluster, &personas, &mut p);
     let thresholds = thresholds::thresholds(&raw.thresholds, &mut p);
-    faults::faults(&raw.faults, &mut p);
+    faults::faults(&raw.faults, cluster.isolation, &mut p);
     if !p.is_empty() {
         return Err(ScenarioError::Invalid {
             source_name: name.into(),

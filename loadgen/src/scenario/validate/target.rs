@@ -20,6 +20,13 @@ pub(super) fn target(
         if cluster.external.is_some() {
             p.push("target: a websocket target replaces [cluster] http/ws; give one".into());
         }
+        if cluster.isolation == crate::scenario::model::Isolation::Netns {
+            p.push(
+                "target: cluster.isolation = \"netns\" puts the nodes the run starts in network \
+                 namespaces, and a websocket target is a service the run does not start"
+                    .into(),
+            );
+        }
         if personas.iter().any(|x| x.http.is_some()) {
             p.push(
                 "personas: http personas need the Flowline cluster, not a websocket target".into(),

@@ -83,6 +83,32 @@ impl Accounts for PgStorage {
         .boxed()
     }
 
+    fn users_by_tokens<'a>(
+        &'a self,
+        hashes: &'a [TokenHash],
+    ) -> BoxFuture<'a, Result<Vec<(TokenHash, User)>>> {
+        async move {
+            if hashes.is_empty() {
+                return Ok(Vec::new());
+            }
+            let keys: Vec<&[u8]> = hashes.iter().map(|h| &h[..]).collect();
+            let rows: Vec<(Vec<u8>, i64, String)> = sqlx::query_as(
+                "SELECT t.token_hash, u.id, u.username FROM tokens t JOIN users u ON u.id = t.user_id
+                 WHERE t.token_hash = ANY($1)",
+            )
+            .bind(&keys)
+            .fetch_all(&mut *self.conn().await?)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(hash, id, username)| {
+                    Some((TokenHash::try_from(hash.as_slice()).ok()?, User { id, username }))
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
     fn delete_token(&self, hash: TokenHash) -> BoxFuture<'_, Result<bool>> {
         async move {
             let r = sqlx::query("DELETE FROM tokens WHERE token_hash = $1")

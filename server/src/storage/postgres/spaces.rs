@@ -267,6 +267,59 @@ impl Spaces for PgStorage {
         .boxed()
     }
 
+    fn readable_channels_of<'a>(
+        &'a self,
+        users: &'a [UserId],
+    ) -> BoxFuture<'a, Result<Vec<(UserId, ChannelId)>>> {
+        async move {
+            if users.is_empty() {
+                return Ok(Vec::new());
+            }
+            // `readable_channels` for every user of $1 at once.
+            let rows: Vec<(i64, i64)> = sqlx::query_as(
+                "WITH q AS (SELECT DISTINCT unnest($1::bigint[]) AS uid),
+                 r AS (
+                 SELECT q.uid, c.id FROM q JOIN space_members sm ON sm.user_id = q.uid
+                   JOIN channels c ON c.space_id = sm.space_id
+                 WHERE c.kind = 'public'
+                    OR (c.kind = 'private' AND EXISTS
+                        (SELECT 1 FROM channel_members cm WHERE cm.channel_id = c.id AND cm.user_id = q.uid))
+                 UNION
+                 SELECT cm.user_id, cm.channel_id FROM channel_members cm JOIN channels c ON c.id = cm.channel_id
+                 WHERE cm.user_id = ANY($1) AND c.kind = 'dm')
+                 SELECT uid, id FROM r
+                 UNION
+                 SELECT r.uid, t.id FROM channels t JOIN r ON t.parent_id = r.id WHERE t.kind = 'thread'
+                 ORDER BY 1, 2",
+            )
+            .bind(users)
+            .fetch_all(&mut *self.conn().await?)
+            .await?;
+            Ok(rows)
+        }
+        .boxed()
+    }
+
+    fn spaces_of_users<'a>(
+        &'a self,
+        users: &'a [UserId],
+    ) -> BoxFuture<'a, Result<Vec<(UserId, SpaceId)>>> {
+        async move {
+            if users.is_empty() {
+                return Ok(Vec::new());
+            }
+            let rows: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT m.user_id, m.space_id FROM space_members m JOIN spaces s ON s.id = m.space_id
+                 WHERE m.user_id = ANY($1) ORDER BY 1, 2",
+            )
+            .bind(users)
+            .fetch_all(&mut *self.conn().await?)
+            .await?;
+            Ok(rows)
+        }
+        .boxed()
+    }
+
     fn co_members(&self, user: UserId) -> BoxFuture<'_, Result<Vec<UserId>>> {
         async move {
             let rows: Vec<(i64,)> = sqlx::query_as(
