@@ -5,6 +5,8 @@
 //! * [`ws`]: the WebSocket protocol at `/ws` (JSON text frames, one object per frame,
 //!   tagged by `"type"`), its error codes and its close codes;
 //! * [`api`]: the JSON bodies of the HTTP API under `/api/v1`;
+//! * [`actions`]: the chat actions over HTTP (post, edit, delete, react, thread, typing,
+//!   presence), their bodies, and the idempotency and rate-limit headers;
 //! * [`announce`]: the one-line JSON announcements child processes print on stdout so a
 //!   supervisor (the harness) can find them.
 //!
@@ -12,6 +14,7 @@
 //! speaks in `hello` and the node refuses versions it does not know.
 //! `docs/protocol.md` is the human description of everything in this crate.
 
+pub mod actions;
 pub mod announce;
 pub mod api;
 pub mod phase;

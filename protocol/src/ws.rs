@@ -476,6 +476,9 @@ pub enum ServerEvent {
         req_id: Option<u64>,
         code: ErrorCode,
         message: String,
+        /// With `rate_limited`: milliseconds until the action would be allowed again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     Pong {
         #[serde(default, skip_serializing_if = "Option::is_none")]

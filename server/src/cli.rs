@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use clap::builder::TypedValueParser;
 
-use crate::config::{Argon2Cost, Config, Limits, Phase};
+use crate::config::{Argon2Cost, Bucket, Config, Limits, Phase, RateConfig};
 
 /// Run one reference chat node.
 #[derive(Debug, clap::Args)]
@@ -115,6 +115,26 @@ pub struct Args {
     /// fails with `unavailable` instead of queueing behind a starved pool.
     #[arg(long, default_value_t = 5_000)]
     pub db_acquire_timeout_ms: u64,
+    /// Chat actions (send, edit, delete, react, thread, presence; over HTTP or WebSocket)
+    /// each token may take per second; 0 turns the per-token limit off. Over it: HTTP 429,
+    /// WebSocket `rate_limited`. Cluster-wide in phases `pubsub`/`queue` (Redis), per
+    /// node otherwise.
+    #[arg(long, default_value_t = RateConfig::TOKEN.per_sec)]
+    pub rate_token_per_sec: u32,
+    /// Largest burst of chat actions per token (bucket size).
+    #[arg(long, default_value_t = RateConfig::TOKEN.burst)]
+    pub rate_token_burst: u32,
+    /// Actions on one channel's messages (send, edit, delete, react, thread) per second,
+    /// all users together; 0 turns the per-channel limit off.
+    #[arg(long, default_value_t = RateConfig::CHANNEL.per_sec)]
+    pub rate_channel_per_sec: u32,
+    /// Largest burst of actions on one channel (bucket size).
+    #[arg(long, default_value_t = RateConfig::CHANNEL.burst)]
+    pub rate_channel_burst: u32,
+    /// How long an `Idempotency-Key` is remembered after its first answer, seconds (in
+    /// Redis for phases `pubsub`/`queue`, in the node's memory otherwise).
+    #[arg(long, default_value_t = crate::config::DEFAULT_IDEMPOTENCY_TTL.as_secs())]
+    pub idempotency_ttl_secs: u64,
     /// Chat feature flags (uploads, presence).
     #[command(flatten)]
     pub features: crate::features::FeatureArgs,
@@ -152,6 +172,17 @@ impl Args {
         c.header_read_timeout = Duration::from_millis(self.header_read_timeout_ms);
         c.body_read_timeout = Duration::from_millis(self.body_read_timeout_ms);
         c.features = self.features.to_features(&self.node_id);
+        c.rate = RateConfig {
+            token: Bucket {
+                per_sec: self.rate_token_per_sec,
+                burst: self.rate_token_burst,
+            },
+            channel: Bucket {
+                per_sec: self.rate_channel_per_sec,
+                burst: self.rate_channel_burst,
+            },
+        };
+        c.idempotency_ttl = Duration::from_secs(self.idempotency_ttl_secs);
         c
     }
 }
@@ -247,6 +278,10 @@ mod tests {
             "32",
             "--heartbeat-ms",
             "500",
+            "--rate-token-per-sec",
+            "5",
+            "--rate-channel-per-sec",
+            "0",
             "--body-read-timeout-ms",
             "2500",
         ])
@@ -258,6 +293,27 @@ mod tests {
         assert_eq!(c.limits.outbound_queue, 32);
         assert_eq!(c.heartbeat, Duration::from_millis(500));
         assert_eq!(c.auth_timeout, Duration::from_secs(5));
+        assert_eq!(
+            (c.rate.token, c.rate.channel.is_on()),
+            (
+                Bucket {
+                    per_sec: 5,
+                    burst: RateConfig::TOKEN.burst
+                },
+                false
+            )
+        );
+        assert_eq!(c.idempotency_ttl, Duration::from_secs(24 * 3600));
+        let w = Wrapper::try_parse_from([
+            "flowline",
+            "--rate-token-per-sec",
+            "5",
+            "--rate-token-burst",
+            "0",
+        ])
+        .unwrap();
+        let err = w.args.to_config().validate().unwrap_err().to_string();
+        assert!(err.contains("--rate-token-burst"), "{err}");
         assert_eq!(c.body_read_timeout, Duration::from_millis(2500));
         assert_eq!(c.header_read_timeout, Duration::from_secs(10));
     }

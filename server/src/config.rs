@@ -69,6 +69,71 @@ impl Default for Limits {
     }
 }
 
+/// Default time an `Idempotency-Key` is kept after its first answer (Stripe's 24 h).
+pub const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// One token bucket: `per_sec` tokens added per second, at most `burst` saved up; each
+/// limited action takes one. `per_sec == 0` turns the bucket off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    /// Tokens added per second (0: no limit).
+    pub per_sec: u32,
+    /// Most tokens saved up (the largest burst).
+    pub burst: u32,
+}
+
+impl Bucket {
+    /// No limit.
+    pub const OFF: Bucket = Bucket {
+        per_sec: 0,
+        burst: 0,
+    };
+
+    /// Is this bucket limiting anything?
+    pub fn is_on(&self) -> bool {
+        self.per_sec > 0
+    }
+}
+
+/// Rate limits of the chat actions (send, edit, delete, react, thread, typing, presence),
+/// over HTTP and WebSocket alike (docs/protocol.md, "Rate limits").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateConfig {
+    /// Per token (one login or provisioned token): every chat action.
+    pub token: Bucket,
+    /// Per channel, shared by everyone: the actions on one channel's messages.
+    pub channel: Bucket,
+}
+
+impl RateConfig {
+    /// Default per-token bucket: 20/s, bursts of 40 (a human never comes close; a bot
+    /// gets Discord's order of magnitude).
+    pub const TOKEN: Bucket = Bucket {
+        per_sec: 20,
+        burst: 40,
+    };
+    /// Default per-channel bucket: 200/s, bursts of 400 (the busiest channel of the
+    /// shipped scenarios sees ~20/s).
+    pub const CHANNEL: Bucket = Bucket {
+        per_sec: 200,
+        burst: 400,
+    };
+    /// No limit at all.
+    pub const OFF: RateConfig = RateConfig {
+        token: Bucket::OFF,
+        channel: Bucket::OFF,
+    };
+}
+
+impl Default for RateConfig {
+    fn default() -> Self {
+        Self {
+            token: Self::TOKEN,
+            channel: Self::CHANNEL,
+        }
+    }
+}
+
 /// Everything a node needs to run. Build one with [`Config::new`], adjust the public
 /// fields, and pass it to [`crate::run`], which validates it.
 #[derive(Debug, Clone)]
@@ -119,6 +184,10 @@ pub struct Config {
     /// A node's presence entries expire this long after its last heartbeat (it beats
     /// every third of it), so a dead node's users go offline within this time.
     pub presence_ttl: Duration,
+    /// Rate limits of the chat actions.
+    pub rate: RateConfig,
+    /// How long an `Idempotency-Key` is kept after its first answer.
+    pub idempotency_ttl: Duration,
 }
 
 impl Config {
@@ -145,6 +214,8 @@ impl Config {
             redis_url: None,
             cluster_id: None,
             presence_ttl: Duration::from_secs(10),
+            rate: RateConfig::default(),
+            idempotency_ttl: DEFAULT_IDEMPOTENCY_TTL,
         }
     }
 
@@ -212,6 +283,16 @@ impl Config {
         }
         if self.db_pool_size == 0 || self.db_send_pool_size == 0 || self.ws_read_buffer < 256 {
             return bad("pool size or read buffer out of range");
+        }
+        for (what, b) in [("token", self.rate.token), ("channel", self.rate.channel)] {
+            if b.is_on() && b.burst == 0 {
+                return Err(Error::Config(format!(
+                    "--rate-{what}-burst must be at least 1 when --rate-{what}-per-sec is set"
+                )));
+            }
+        }
+        if self.idempotency_ttl < Duration::from_secs(1) {
+            return bad("--idempotency-ttl-secs must be at least 1");
         }
         if let Err(m) = self.features.validate() {
             return bad(&m);

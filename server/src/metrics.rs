@@ -85,6 +85,14 @@ const HELP: &[(&str, &str)] = &[
         "flowline_bus_undelivered_total",
         "Messages this node could not publish, or missed",
     ),
+    (
+        "flowline_rate_limited_total",
+        "Chat actions refused by a rate limit (HTTP 429, WebSocket rate_limited)",
+    ),
+    (
+        "flowline_idempotent_replays_total",
+        "HTTP answers replayed for a repeated Idempotency-Key",
+    ),
 ];
 
 /// Counters, gauges and histograms of one node.
@@ -134,6 +142,10 @@ pub struct Metrics {
     pub bus_reconnects: Counter,
     /// Messages this node could not publish, or missed (a seq gap it could not fill).
     pub bus_undelivered: Counter,
+    /// Chat actions refused by a rate limit (HTTP 429 or WebSocket `rate_limited`).
+    pub rate_limited: Counter,
+    /// Answers replayed for a repeated `Idempotency-Key`.
+    pub idempotent_replays: Counter,
 }
 
 impl Metrics {
@@ -191,6 +203,8 @@ impl Metrics {
             bus_lag_seconds: histogram("flowline_bus_lag_seconds", Vec::new()),
             bus_reconnects: counter("flowline_bus_reconnects_total"),
             bus_undelivered: counter("flowline_bus_undelivered_total"),
+            rate_limited: counter("flowline_rate_limited_total"),
+            idempotent_replays: counter("flowline_idempotent_replays_total"),
             handle: recorder.handle(),
         }
     }

@@ -15,11 +15,14 @@ use crate::bus::{Bus, Inbox};
 use crate::chat::Chat;
 use crate::config::Config;
 use crate::hub::{Audience, Gap, Hub};
+use crate::idempotency::{Idempotency, LocalKeys, RedisKeys};
 use crate::lookups::Lookups;
 use crate::members::MemberChange;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::presence::Roster;
+use crate::ratelimit::RateLimiter;
+use crate::ratelimit_redis::RedisBuckets;
 use crate::sessions::Sessions;
 use crate::storage::Storage;
 
@@ -43,6 +46,10 @@ pub struct Node {
     pub chat: Chat,
     /// Open WebSocket sessions.
     pub sessions: Sessions,
+    /// Rate limits of the chat actions (both transports).
+    pub rates: RateLimiter,
+    /// `Idempotency-Key`s of the HTTP API.
+    pub idempotency: Idempotency,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
     /// The cluster bus (phases `pubsub`/`queue`).
@@ -76,7 +83,27 @@ impl Node {
             config.limits,
             config.features.clone(),
         );
+        // Cluster-wide where the phase has Redis, this node's own otherwise.
+        let (rates, idempotency) = match &bus {
+            Some(bus) => (
+                RateLimiter::new(
+                    config.rate,
+                    Some(RedisBuckets::new(bus.redis(), bus.prefix())),
+                ),
+                Idempotency::Redis(RedisKeys::new(
+                    bus.redis(),
+                    bus.prefix(),
+                    config.idempotency_ttl,
+                )),
+            ),
+            None => (
+                RateLimiter::new(config.rate, None),
+                Idempotency::Local(LocalKeys::new(config.idempotency_ttl)),
+            ),
+        };
         Self {
+            rates,
+            idempotency,
             config,
             lookups: Lookups::new(storage.clone()),
             storage,

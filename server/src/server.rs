@@ -111,13 +111,17 @@ pub async fn run_with_ready(
     Ok(())
 }
 
-/// Fold histogram samples regularly, scraped or not (see [`Metrics::upkeep`]).
+/// Fold histogram samples regularly, scraped or not (see [`Metrics::upkeep`]), and
+/// forget full rate-limit buckets.
 async fn metrics_upkeep(node: Arc<Node>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
         tokio::select! {
             () = node.shutdown.cancelled() => return,
-            _ = tick.tick() => node.metrics.upkeep(),
+            _ = tick.tick() => {
+                node.metrics.upkeep();
+                node.rates.tidy();
+            }
         }
     }
 }

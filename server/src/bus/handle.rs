@@ -127,6 +127,12 @@ impl Bus {
         &self.link.prefix
     }
 
+    /// A handle on the bus's Redis query connection (multiplexed; cloning is cheap), for
+    /// the cluster-wide rate limits and idempotency keys.
+    pub fn redis(&self) -> ConnectionManager {
+        self.link.query.clone()
+    }
+
     /// Which Redis mechanism this bus uses.
     pub fn transport(&self) -> Transport {
         self.link.transport

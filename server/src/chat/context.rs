@@ -56,6 +56,11 @@ impl Events {
         Self(Vec::new())
     }
 
+    /// Is there no event?
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// One event for `audience`.
     pub fn one(audience: Audience, event: ServerEvent) -> Self {
         Self(vec![(audience, event)])

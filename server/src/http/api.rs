@@ -34,6 +34,7 @@ use crate::node::Node;
         (name = "spaces", description = "Spaces, members and channels"),
         (name = "channels", description = "Channels, DMs and message history"),
         (name = "uploads", description = "File attachments"),
+        (name = "actions", description = "Chat actions (what bots use): post, edit, delete, react, thread, typing, presence; rate limited, POST message idempotent with Idempotency-Key"),
         (name = "admin", description = "Bulk provisioning for load tests"),
         (name = "meta", description = "This description"),
     )
@@ -82,6 +83,7 @@ fn api() -> Api {
         .routes(routes!(channels::dm_open))
         .routes(routes!(channels::channel_messages))
         .routes(routes!(uploads::upload_get))
+        .merge(super::actions::routes())
         .split_for_parts();
     let (upload, upload_doc) = OpenApiRouter::new()
         .routes(routes!(uploads::upload_create))

@@ -9,16 +9,23 @@
 //! (what the document declares for every operation of a kind and per configuration: shared
 //! error statuses, name bounds, download types), `error.rs`
 //! ([`error::ApiError`]), `extract.rs` (bodies, path ids, the caller), one file per group
-//! of routes: `accounts.rs`, `spaces.rs`, `channels.rs`, `uploads.rs`, `admin.rs`.
+//! of routes: `accounts.rs`, `spaces.rs`, `channels.rs`, `uploads.rs`, `admin.rs`; the
+//! chat actions (what bots use): `actions.rs` (rate limits, idempotency, their routes),
+//! `messages.rs`, `reactions.rs`, `threads.rs`, `presence.rs`.
 
 mod accounts;
+mod actions;
 mod admin;
 mod api;
 mod channels;
 mod contract;
 mod error;
 mod extract;
+mod messages;
+mod presence;
+mod reactions;
 mod spaces;
+mod threads;
 mod uploads;
 
 pub(crate) use api::routes;

@@ -244,6 +244,7 @@ impl Session {
             req_id,
             code,
             message: message.into(),
+            retry_after_ms: None,
         })
         .await;
     }
@@ -257,6 +258,7 @@ impl Session {
                 req_id,
                 code: r.code,
                 message: r.message,
+                retry_after_ms: None,
             })
             .await;
         } else {

@@ -17,6 +17,29 @@ use crate::refusal::Refusal;
 /// Default `history` page.
 const DEFAULT_HISTORY: u32 = 50;
 
+/// The rate-limit buckets an op draws from (`crate::ratelimit`): `Some(channel)` for the
+/// chat actions (the token's bucket, and the channel's for one on a channel's messages),
+/// `None` for reads, subscriptions, pings and typing, which are not limited.
+fn rate_scope(op: &ClientOp) -> Option<Option<ChannelId>> {
+    match op {
+        ClientOp::Send { channel, .. }
+        | ClientOp::Edit { channel, .. }
+        | ClientOp::Delete { channel, .. }
+        | ClientOp::React { channel, .. }
+        | ClientOp::Unreact { channel, .. }
+        | ClientOp::StartThread { channel, .. } => Some(Some(*channel)),
+        ClientOp::SetPresence { .. } => Some(None),
+        // Typing is bounded by its own throttle (`chat/throttle.rs`).
+        ClientOp::Typing { .. }
+        | ClientOp::Hello { .. }
+        | ClientOp::Subscribe { .. }
+        | ClientOp::Unsubscribe { .. }
+        | ClientOp::GetPresence { .. }
+        | ClientOp::History { .. }
+        | ClientOp::Ping { .. } => None,
+    }
+}
+
 impl Session {
     /// Parse one text frame and run its op.
     pub(super) async fn on_text(&mut self, text: &str) -> Flow {
@@ -61,6 +84,21 @@ impl Session {
         if !matches!(op, ClientOp::Ping { .. }) {
             self.idle_at = Instant::now() + self.node.roster.idle_after();
             self.node.roster.activity(user).await;
+        }
+        if let (Some(scope), Some(token)) = (rate_scope(&op), self.token)
+            && let Err(limited) = self.node.rates.check(&token, scope).await
+        {
+            self.node.metrics.rate_limited.increment(1);
+            self.event(&ServerEvent::Error {
+                req_id: op_req_id(&op),
+                code: ErrorCode::RateLimited,
+                message: limited.message(),
+                retry_after_ms: Some(
+                    u64::try_from(limited.retry_after.as_millis()).unwrap_or(u64::MAX),
+                ),
+            })
+            .await;
+            return Ok(());
         }
         match op {
             ClientOp::Hello { .. } => {

@@ -9,6 +9,8 @@ mod delivery;
 mod features;
 mod heartbeat;
 mod hot_channel;
+mod http_actions;
+mod http_actions_limits;
 mod http_contract;
 mod leave_cluster;
 mod leaving;

@@ -18,6 +18,7 @@ async fn expect_error(ws: &mut Ws, code: ErrorCode, req_id: Option<u64>) {
             code: c,
             req_id: r,
             message,
+            ..
         } => {
             assert_eq!((c, r), (code, req_id), "{message}");
             assert!(!message.is_empty());

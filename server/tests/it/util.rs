@@ -30,6 +30,9 @@ pub fn test_config(phase: Phase) -> Config {
         parallelism: 1,
     };
     c.admin_secret = Some(ADMIN.into());
+    // Tests of other behaviours write bursts far over a client's rate limit (thousands of
+    // sends from one token); the limits have their own tests (`http_actions_limits.rs`).
+    c.rate = flowline_server::RateConfig::OFF;
     // Uploads of tests that do not pick a data dir land in the system temp dir.
     c.features.data_dir = std::env::temp_dir().join("flowline-it-data");
     c
