@@ -372,8 +372,8 @@ impl FaultSpec {
     }
 
     /// The selection of a frame fault.
-    pub fn frame_select(&self) -> crate::toxic::select::FrameSelect {
-        crate::toxic::select::FrameSelect {
+    pub fn frame_select(&self) -> crate::frame_select::FrameSelect {
+        crate::frame_select::FrameSelect {
             nth: self.nth.unwrap_or(0),
             every: self.every.unwrap_or(0),
             matches: self.matches.clone().unwrap_or_default(),
@@ -508,7 +508,7 @@ impl FaultSpec {
             return Err(err(reason));
         }
         if self.kind.needs_netem()
-            && let Err(reason) = crate::kernel::netem::support()
+            && let Err(reason) = crate::netem::support()
         {
             return Err(err(reason));
         }

@@ -5,9 +5,11 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`fault`] | one `[[faults]]` entry as written in a scenario, and its validation (it asks `toxic::select`, which uses serde_json alone, whether a frame fault's selection holds) |
+//! | [`fault`] | one `[[faults]]` entry as written in a scenario, and its validation (it asks [`frame_select`] whether a frame fault's selection holds) |
+//! | [`frame_select`] | which server → client WebSocket messages a frame toxic takes (`nth`, `every`, JSON-pointer `match`); serde_json alone |
 //! | `error` | [`Error`] and the Toxiproxy status code of each API error |
-//! | [`kernel`] | a run's hosts in network namespaces ([`Network`]) and one file per kernel fault behind `KernelFault` (`fault` asks only `kernel::netem`, which uses std alone) |
+//! | [`kernel`] | a run's hosts in network namespaces ([`Network`]) and one file per kernel fault behind `KernelFault` |
+//! | [`netem`] | whether this kernel has the netem qdisc (std alone; `fault` and `kernel` ask it) |
 //! | `toxic` | [`ToxicSpec`] (the API's JSON) and one file per toxic behind the `Toxic` trait; `toxic::framer` follows WebSocket frames for the `frame_*` toxics |
 //! | `link` | one proxied connection: reader → toxic chain → writer, per direction |
 //! | `proxy` | one proxy: listener, its toxics, its connections |
@@ -71,9 +73,11 @@ pub mod controller;
 pub mod error;
 pub mod events;
 pub mod fault;
+pub mod frame_select;
 pub mod kernel;
 mod link;
 pub mod metrics;
+pub mod netem;
 pub mod process;
 mod proxy;
 pub mod schedule;

@@ -21,7 +21,8 @@ use serde_json::json;
 use crate::isolation::Isolated;
 use crate::links::{LinkSet, host_port, via};
 use crate::metrics_targets::MetricsTargets;
-use crate::services::{Needs, Services};
+use crate::needs::Needs;
+use crate::services::Services;
 use crate::supervisor::{Spec, Supervisor, wait_announce};
 use crate::topology::{Topology, clients_proxied, say_clients_direct};
 

@@ -28,15 +28,19 @@ use flowline_chaos::{Host, Network};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::services::Needs;
+use crate::needs::Needs;
 use crate::topology::Topology;
 
 /// The harness's own host on the run's bridge.
 pub const HARNESS_HOST: &str = "_harness";
 
 /// The hosts of a run: the harness's port, its nodes, the services its phase needs, its
-/// workers.
-pub fn host_names(topology: &Topology, needs: Needs, workers: usize) -> Vec<String> {
+/// workers (by name: `workers::name`).
+pub fn host_names(
+    topology: &Topology,
+    needs: Needs,
+    workers: impl IntoIterator<Item = String>,
+) -> Vec<String> {
     let mut hosts = vec![HARNESS_HOST.to_string()];
     hosts.extend(topology.nodes.iter().map(|n| n.id.clone()));
     if needs.postgres {
@@ -45,7 +49,7 @@ pub fn host_names(topology: &Topology, needs: Needs, workers: usize) -> Vec<Stri
     if needs.redis {
         hosts.push("redis".into());
     }
-    hosts.extend((0..workers).map(crate::workers::name));
+    hosts.extend(workers);
     hosts
 }
 

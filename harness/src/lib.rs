@@ -15,6 +15,7 @@
 //! | [`coordinator`] | the worker protocol's harness side: gather, check, clock, start, stream lines |
 //! | [`workers`] | the local loadgen worker processes (they report to the coordinator) |
 //! | [`metrics_targets`] | the run's Prometheus endpoints (metrics-targets.json) |
+//! | [`needs`] | which services (Postgres, Redis) a phase needs |
 //! | [`faults`] | the scenario's fault schedule wired to the run's links and nodes |
 //! | [`revision`] | which Flowline made a run (summary.json `meta.revision`) |
 //! | [`services`] | Postgres/Redis for a run: given, throwaway, or refused |
@@ -35,6 +36,7 @@ pub mod isolation;
 pub mod kubernetes;
 pub mod links;
 pub mod metrics_targets;
+pub mod needs;
 pub mod node_errors;
 pub mod phases;
 pub mod preflight;

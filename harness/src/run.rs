@@ -281,9 +281,9 @@ async fn drive(
         })
         .max(1);
     if scenario.cluster.isolation == Isolation::Netns {
-        let needs = crate::services::Needs::for_phase(scenario.cluster.phase.as_str())?;
+        let needs = crate::needs::Needs::for_phase(scenario.cluster.phase.as_str())?;
         let topology = crate::topology::Topology::of(scenario);
-        let hosts = isolation::host_names(&topology, needs, workers);
+        let hosts = isolation::host_names(&topology, needs, (0..workers).map(workers::name));
         state.isolation = Some(Isolated::create(&run_id, &hosts).await?);
     }
 

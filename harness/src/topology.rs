@@ -13,7 +13,7 @@ use anyhow::bail;
 use flowline_chaos::fault::FaultKind;
 use flowline_loadgen::scenario::{Isolation, Scenario};
 
-use crate::services::Needs;
+use crate::needs::Needs;
 
 /// Most users whose connections the embedded chaos proxy carries: each costs the harness
 /// process two sockets, and a process may hold at most 20,000 files.

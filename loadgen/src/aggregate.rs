@@ -364,7 +364,7 @@ impl Aggregator {
         correctness.anomalies = if self.scenario.target.is_none() {
             checker::streams::check(&sends, receives, &recipients)
         } else {
-            checker::anomaly::none()
+            crate::anomaly::none()
         };
 
         let mut measured = Counters::default();

@@ -23,6 +23,7 @@
 //! | [`wire`] | **what a worker reports**: tick and done lines, and the output they go through |
 //! | [`recorder`], [`histogram`] | per-thread seconds; latency histograms and their encoding |
 //! | [`receipts`] | what a recipient received, compacted into seq ranges |
+//! | [`anomaly`] | the named delivery anomalies, their counts and offenders (data only: the checker fills them, thresholds name them) |
 //! | [`checker`] | did every acked message reach everyone due it (chat, generic); every named anomaly (chat) |
 //! | [`aggregate`], [`summary`], [`threshold`] | workers' lines → summary.json (typed in `summary`), hlog, timeline; thresholds |
 //! | [`coordinator`] | the worker side of the coordinator protocol (hello, clocks, start), its messages |
@@ -31,6 +32,7 @@
 //! | [`resources`], [`upload`], [`error`], [`cli`] | process cost, uploads, errors, flags |
 
 pub mod aggregate;
+pub mod anomaly;
 pub mod checker;
 pub mod cli;
 pub mod collect;

@@ -8,14 +8,14 @@
 //! `reconnects`, `users` (peak connected); rates `errors.rate` (errors per operation, a
 //! fraction or `%`), `deliveries.rate` and `sends.rate` (per second of measurement);
 //! `anomalies.<kind>` for every kind the stream checker names (`anomalies.poll_skip`,
-//! see [`crate::checker::Anomaly`]).
+//! see [`crate::anomaly::Anomaly`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checker::Anomaly;
+use crate::anomaly::Anomaly;
 
 /// Latency metrics recorded by the workers.
 pub const LATENCIES: [&str; 4] = ["connect", "hello", "ack", "delivery"];

@@ -16,8 +16,8 @@
 //! | state | `members` | the node's membership cache (who is in which space), forgotten on changes |
 //! | state | `membership` | who may read what; the audience of a user's presence |
 //! | state | `presence` | presence: the per-node state machine and the `Roster` that announces it |
-//! | state | `ratelimit`, `ratelimit_redis` | the token buckets of the chat actions, per token and per channel (this node's, or the cluster's in Redis) |
-//! | state | `idempotency`, `idempotency_local`, `idempotency_redis` | `Idempotency-Key`: a retried POST answers the first result (this node's keys, or the cluster's in Redis) |
+//! | state | `ratelimit` (`ratelimit/cluster`: Redis) | the token buckets of the chat actions, per token and per channel (this node's, or the cluster's in Redis) |
+//! | state | `idempotency` (`idempotency/{local,cluster}`) | `Idempotency-Key`: a retried POST answers the first result (this node's keys, or the cluster's in Redis) |
 //! | state | `chat` | the chat actions (send, edit, delete, react, thread, typing), transport-independent |
 //! | state | `sessions`, `node` | the open sessions registry; `Node`, everything above assembled |
 //! | runners | `session` | one WebSocket session: reader, ops, writer |
@@ -39,8 +39,6 @@ pub mod features;
 mod http;
 pub mod hub;
 mod idempotency;
-mod idempotency_local;
-mod idempotency_redis;
 mod lookups;
 mod members;
 mod membership;
@@ -48,7 +46,6 @@ pub mod metrics;
 mod node;
 mod presence;
 mod ratelimit;
-mod ratelimit_redis;
 mod refusal;
 mod server;
 mod session;

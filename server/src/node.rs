@@ -22,7 +22,7 @@ use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::presence::Roster;
 use crate::ratelimit::RateLimiter;
-use crate::ratelimit_redis::RedisBuckets;
+use crate::ratelimit::RedisBuckets;
 use crate::sessions::Sessions;
 use crate::storage::Storage;
 

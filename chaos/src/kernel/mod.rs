@@ -34,7 +34,7 @@ mod delay;
 mod duplicate;
 pub mod forward;
 mod loss;
-pub mod netem;
+pub use crate::netem;
 pub mod network;
 mod partition;
 mod reorder;

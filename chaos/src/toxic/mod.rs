@@ -41,7 +41,7 @@ pub(crate) mod framer;
 mod latency;
 mod limit_data;
 mod reset_peer;
-pub mod select;
+pub use crate::frame_select as select;
 mod slicer;
 mod slow_close;
 mod timeout;

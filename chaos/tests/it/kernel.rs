@@ -466,7 +466,7 @@ async fn faults_that_do_not_fit_the_network_are_refused_before_they_run() {
 
 #[test]
 fn netem_kinds_are_refused_at_check_where_the_kernel_has_no_netem() {
-    let support = flowline_chaos::kernel::netem::support();
+    let support = flowline_chaos::netem::support();
     for json in [
         r#"{"at":"0s","kind":"delay","target":"node1","delay":"100ms","jitter":"10ms"}"#,
         r#"{"at":"0s","kind":"reorder","target":"node1","delay":"10ms","percent":25}"#,

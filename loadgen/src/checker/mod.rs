@@ -9,7 +9,7 @@
 //! | `generic.rs` | a generic WebSocket target: `expect = "echo"` or `"room"` |
 //! | `verdict.rs` | the verdict both give (`summary.json` `correctness`) |
 
-pub mod anomaly;
+pub use crate::anomaly;
 pub mod chat;
 pub mod generic;
 pub mod streams;

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 
 use flowline_protocol::{ChannelId, MessageId, Seq};
 
-use crate::checker::anomaly::{Anomalies, Anomaly, AnomalyOffender, Tally};
+use crate::anomaly::{Anomalies, Anomaly, AnomalyOffender, Tally};
 use crate::receipts::{Receipts, contains};
 use crate::wire::{Outcome, RecipientRecord, RecvKind, RecvRecord, SendRecord};
 
@@ -332,7 +332,7 @@ fn missing(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checker::anomaly::AnomalyReport;
+    use crate::anomaly::AnomalyReport;
     use crate::wire::Chain;
 
     /// Channel 1; user 0 sends seqs 1..=10 (ids 1000 + seq, nonce n = seq, acked at

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use flowline_protocol::{ChannelId, MessageId, Seq};
 use serde::{Deserialize, Serialize};
 
-use crate::checker::anomaly::Anomalies;
+use crate::anomaly::Anomalies;
 
 /// Most offenders listed in the report.
 pub const MAX_OFFENDERS: usize = 100;

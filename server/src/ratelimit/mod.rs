@@ -26,7 +26,9 @@ use flowline_protocol::ChannelId;
 
 use crate::auth::TokenHash;
 use crate::config::{Bucket, RateConfig};
-use crate::ratelimit_redis::RedisBuckets;
+mod cluster;
+
+pub use cluster::RedisBuckets;
 
 /// Which bucket refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,8 +12,8 @@
 //! A key belongs to one user; it is kept for the TTL after the first answer
 //! (`--idempotency-ttl-secs`, default 24 h). Answers with 2xx and 4xx are recorded; a
 //! 5xx or 429 releases the key (nothing was done), so a retry acts again.
-//! Where the keys live: `idempotency_local.rs` (this node; phases `single`, `postgres`,
-//! which have one node) or `idempotency_redis.rs` (Redis, cluster-wide; phases `pubsub`
+//! Where the keys live: `local.rs` (this node; phases `single`, `postgres`,
+//! which have one node) or `cluster.rs` (Redis, cluster-wide; phases `pubsub`
 //! and `queue`).
 
 use std::future::Future;
@@ -25,9 +25,12 @@ use flowline_protocol::ws::ErrorCode;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use crate::idempotency_local::LocalKeys;
-pub use crate::idempotency_redis::RedisKeys;
+mod cluster;
+mod local;
+
 use crate::refusal::Refusal;
+pub use cluster::RedisKeys;
+pub use local::LocalKeys;
 
 /// Longest a retry waits for a concurrent first attempt with the same key before it is
 /// answered 409 (the first attempt is still running: retry later).
@@ -195,8 +198,8 @@ impl Idempotency {
 
 /// The claim of a fresh key, released or recorded by `finish`.
 enum Guard {
-    Local(crate::idempotency_local::LocalGuard),
-    Redis(crate::idempotency_redis::RedisGuard),
+    Local(crate::idempotency::local::LocalGuard),
+    Redis(crate::idempotency::cluster::RedisGuard),
 }
 
 impl<G> Claim<G> {
