@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use flowline_chaos::{Controller, Direction, ToxicKind, ToxicSpec};
 use flowline_protocol::ws::{ClientOp, ServerEvent};
-use flowline_server::{Argon2Cost, Config, Phase};
+use flowline_server::{Argon2Cost, Config, Phase, RateConfig};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -42,6 +42,9 @@ impl Node {
         // Uploads go to a throwaway data directory, removed with the node.
         let data = tempfile::tempdir().unwrap();
         config.features.data_dir = data.path().to_path_buf();
+        // The history test seeds a channel with a burst far above any person's rate (and
+        // the default per-token bucket of 40): the page is under test, not the limits.
+        config.rate = RateConfig::OFF;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
