@@ -105,6 +105,10 @@ pub struct RunArgs {
     /// Keep the console up after the run (with its final numbers and verdict) until Ctrl-C.
     #[arg(long, requires = "console")]
     pub console_keep: bool,
+    /// Where the workers run: `--launcher kubernetes` makes them the pods of an Indexed
+    /// Job (docs/kubernetes.md).
+    #[command(flatten)]
+    pub kube: crate::kubernetes::cli::KubeArgs,
 }
 
 impl RunArgs {
@@ -168,6 +172,19 @@ impl RunArgs {
 
 /// Entry point of `flowline run`: exit 0 thresholds held, 1 one failed, 2 not carried out.
 pub async fn run_main(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if args.kube.launcher == crate::kubernetes::cli::Launcher::Kubernetes {
+        if !args.phases.is_empty() {
+            anyhow::bail!(
+                "--phases runs locally only: give one --phase with --launcher kubernetes"
+            );
+        }
+        if args.console.is_some() {
+            anyhow::bail!("--console is not served with --launcher kubernetes yet: run locally");
+        }
+        let outcome = crate::kubernetes::launch::run(args.to_options()?, &args.kube).await?;
+        return Ok(outcome.exit_code());
+    }
+    args.kube.check_local()?;
     if !args.phases.is_empty() {
         let phases = crate::phases::parse_phases(&args.phases)?;
         return crate::phases::run_phases(args.to_options()?, &phases).await;
