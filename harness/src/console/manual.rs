@@ -227,7 +227,7 @@ impl Console {
         let fault = faults
             .inject_manual(spec.clone())
             .await
-            .map_err(|e| refuse(e.status().min(499).max(400), e.to_string()))?;
+            .map_err(|e| refuse(e.status(), e.to_string()))?;
         lock(&self.inner.manual).push(ManualRecord {
             id: fault.id,
             spec,
@@ -265,7 +265,13 @@ impl Console {
             m.healed = Some(now);
         }
         self.publish();
-        Ok(json!({ "healed": [id] }))
+        Ok(json!({ "healed": [id], "at_s": self.since_zero(now) }))
+    }
+
+    /// Seconds from the start of measurement to `t`.
+    fn since_zero(&self, t: Instant) -> Option<f64> {
+        let zero = lock(&self.inner.clock).map(|c| c.zero)?;
+        Some(t.saturating_duration_since(zero).as_secs_f64())
     }
 
     /// Heal every manual fault that is active.
