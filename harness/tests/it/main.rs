@@ -2,6 +2,7 @@
 
 mod compose;
 mod console;
+mod console_page;
 mod coordinator;
 mod generic;
 mod isolation;
