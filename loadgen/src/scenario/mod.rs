@@ -37,9 +37,7 @@ pub use dist::Dist;
 /// Architecture phase (shared with the node's `--phase`).
 pub use flowline_protocol::Phase;
 pub use isolation::Isolation;
-pub use model::{
-    Cluster, External, Load, LoadModel, Overrides, Population, Scenario, Stage,
-};
+pub use model::{Cluster, External, Load, LoadModel, Overrides, Population, Scenario, Stage};
 pub use persona::{HttpKind, Persona};
 pub use target::{Expect, PLACEHOLDERS, TargetKind, TimeUnit, WsTarget, template_names};
 
