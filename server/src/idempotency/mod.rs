@@ -22,7 +22,7 @@ use std::time::Duration;
 use flowline_protocol::UserId;
 use flowline_protocol::actions::MAX_IDEMPOTENCY_KEY;
 use flowline_protocol::ws::ErrorCode;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 mod cluster;
