@@ -36,6 +36,7 @@ fn watch(limit: Duration) -> Watch {
         workers: WORKERS,
         poll: Duration::from_millis(20),
         deadline: Instant::now() + limit,
+        logs: None,
     }
 }
 
@@ -49,7 +50,7 @@ fn healthy() -> Script {
 }
 
 /// The deletes by the run's label, every kind once, after which nothing else is called.
-fn assert_torn_down(calls: &[Call], names: &Names) {
+pub fn assert_torn_down(calls: &[Call], names: &Names) {
     let first_delete = calls
         .iter()
         .position(|c| c.verb == "DELETE")
