@@ -384,6 +384,8 @@ async fn drive(
 
     // Merge the workers' streams until they are all done (or the deadline passes).
     let mut agg = Aggregator::new(scenario, workers);
+    // The chat history waits for the check in the run folder, not in memory.
+    agg.spill_to(&dir.join("history"))?;
     let deadline = run_start + scenario.total_time() + WORKER_GRACE;
     // Past the deadline: ask them to stop (coordinator `stop`, and SIGINT here); if lines
     // still flow after another grace, drop the connections so the stream ends.

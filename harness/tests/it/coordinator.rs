@@ -237,8 +237,10 @@ async fn a_hello_of_another_build_is_refused() {
     let hash = flowline_loadgen::coordinator::scenario_hash(&s);
     let client = std::thread::spawn(move || {
         let mut sock = TcpStream::connect(addr).unwrap();
-        let hello = serde_json::json!({"type": "hello", "version": 1, "shard": 0, "shards": 1,
-            "build": "flowline 0.0.0-elsewhere protocol 1", "scenario_hash": hash, "seed": 7});
+        let version = flowline_loadgen::coordinator::PROTOCOL_VERSION;
+        let hello = serde_json::json!({"type": "hello", "version": version, "shard": 0,
+            "shards": 1, "build": format!("flowline 0.0.0-elsewhere protocol {version}"),
+            "scenario_hash": hash, "seed": 7});
         writeln!(sock, "{hello}").unwrap();
         let mut line = String::new();
         BufReader::new(sock).read_line(&mut line).unwrap();
