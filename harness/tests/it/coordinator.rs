@@ -47,7 +47,9 @@ fn four_workers_run_through_the_coordinator_into_one_run_folder() {
     assert_eq!(s["correctness"]["lost"], 0, "{s}");
     assert!(s["totals"]["delivered"].as_u64().unwrap() > 0, "{s}");
     let c = &s["coordinator"];
-    assert_eq!(c["version"], 1, "{s}");
+    assert_eq!(c["version"], 2, "{s}");
+    // The streamed history was spilled to the run folder and removed once checked.
+    assert!(!dir.join("history").exists());
     let workers = c["workers"].as_array().unwrap();
     assert_eq!(workers.len(), 4, "{s}");
     for (i, w) in workers.iter().enumerate() {
