@@ -18,7 +18,7 @@
 //! | [`api`] | the Toxiproxy HTTP API over a controller |
 //! | [`client`] | a client of a remote Toxiproxy API |
 //! | [`process`], [`events`] | process faults (kill, pause); events.jsonl |
-//! | [`schedule`] | [`Schedule`]: faults fired on time against [`Targets`], always healed |
+//! | [`schedule`] | [`Schedule`]: faults fired on time against [`Targets`] (or injected by hand while it runs), always healed |
 //! | [`cli`] | `flowline chaos` (serve, heal, list, run) |
 //!
 //! - [`Controller`]: an in-process set of TCP proxies with toxics (latency, bandwidth,
@@ -92,5 +92,5 @@ pub use kernel::{Host, Network};
 pub use metrics::FaultMetrics;
 pub use process::{PidProcess, ProcessTarget};
 pub use proxy::ProxyInfo;
-pub use schedule::{Links, Schedule, ScheduleHandle, Targets};
+pub use schedule::{ActiveFault, Links, Schedule, ScheduleHandle, Targets};
 pub use toxic::{Direction, FrameAction, FrameSelect, ToxicKind, ToxicSpec};

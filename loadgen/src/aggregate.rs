@@ -33,8 +33,8 @@ use crate::histogram::{self, Metric, Percentiles};
 use crate::scenario::Scenario;
 use crate::summary::by_shard;
 pub use crate::summary::{
-    LATE_AFTER_S, LoadgenCost, NodeCost, NodeErrors, NodeLogMessage, Progress, RunMeta,
-    ShardSeconds, Summary, TickReport,
+    LATE_AFTER_S, LoadgenCost, NodeCost, NodeErrors, NodeLogMessage, Progress, RateLimited,
+    RunMeta, ShardSeconds, Summary, TickReport,
 };
 use crate::threshold::ThresholdResult;
 use crate::wire::{Counters, Done, Outcome, SendRecord, Tick, WorkerLine};
@@ -103,6 +103,23 @@ impl Interval {
             None => self.p99_delivery,
         }
     }
+}
+
+/// One second of a run merged over its workers, as [`Aggregator::seconds_after`] gives it.
+#[derive(Debug, Clone)]
+pub struct SecondView {
+    /// Interval number (covers `[t-1, t)` seconds since the run's start).
+    pub t: u64,
+    /// In the measured window.
+    pub measuring: bool,
+    /// In the drain.
+    pub drain: bool,
+    /// Users connected at its end.
+    pub users: u64,
+    /// Its counters.
+    pub counters: Counters,
+    /// Its histograms by [`Metric`] (index `Metric as usize`), `None` without samples.
+    pub hists: [Option<Histogram<u64>>; 4],
 }
 
 /// Merges the stdout lines of a run's workers.
@@ -329,6 +346,27 @@ impl Aggregator {
         p
     }
 
+    /// The seconds after `after` that every shard has reported (or that are older than
+    /// [`LATE_AFTER_S`] behind the newest), oldest first, with their merged histograms:
+    /// what a live view (the run console) draws once a second without reading any file.
+    pub fn seconds_after(&self, after: u64) -> Vec<SecondView> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.intervals
+            .range((Excluded(after), Unbounded))
+            .take_while(|(t, iv)| {
+                iv.reports >= self.workers || t.saturating_add(LATE_AFTER_S) <= self.newest
+            })
+            .map(|(&t, iv)| SecondView {
+                t,
+                measuring: iv.measuring,
+                drain: iv.drain,
+                users: iv.users,
+                counters: iv.counters.clone(),
+                hists: std::array::from_fn(|m| iv.hist(Metric::ALL[m])),
+            })
+            .collect()
+    }
+
     /// Check correctness, evaluate thresholds and write the run folder's files.
     pub fn finish(&self, run_dir: &Path, meta: RunMeta) -> Result<Summary> {
         let summary = self.summarize(meta);
@@ -479,6 +517,7 @@ impl Aggregator {
             ("acked", measured.acked as f64),
             ("delivered", measured.delivered as f64),
             ("errors", measured.errors as f64),
+            ("rate_limited", measured.rate_limited as f64),
             ("disconnects", measured.disconnects as f64),
             ("reconnects", measured.reconnects as f64),
             ("users", peak_users as f64),
@@ -510,6 +549,7 @@ impl Aggregator {
             ),
             ("deliveries.rate", per_s(measured.delivered)),
             ("sends.rate", per_s(measured.sent)),
+            ("rate_limited.rate", per_s(measured.rate_limited)),
         ] {
             values.insert(k.to_string(), v);
         }
@@ -552,8 +592,15 @@ impl Aggregator {
         if let Some(h) = http.as_mut() {
             h.finish();
         }
+        let rate_limited = RateLimited::of(
+            self.intervals
+                .iter()
+                .map(|(&t, iv)| (t, iv.counters.rate_limited, iv.measuring)),
+            measured_s,
+        );
         Summary {
             http,
+            rate_limited,
             passed: problems.is_empty() && thresholds.iter().all(|t| t.passed),
             scenario: self.scenario.name.clone(),
             seed: self.scenario.seed,
@@ -638,7 +685,7 @@ impl Aggregator {
     /// One CSV row per second.
     fn timeline(&self) -> String {
         let mut out = String::from(
-            "t_s,measuring,drain,users,sent,acked,delivered,errors,disconnects,reconnects,delivery_p50_us,delivery_p99_us,ack_p99_us\n",
+            "t_s,measuring,drain,users,sent,acked,delivered,errors,disconnects,reconnects,delivery_p50_us,delivery_p99_us,ack_p99_us,rate_limited\n",
         );
         for (&t, iv) in &self.intervals {
             let delivery = iv.hist(Metric::Delivery);
@@ -649,7 +696,7 @@ impl Aggregator {
             };
             let c = &iv.counters;
             out.push_str(&format!(
-                "{t},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{t},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 u8::from(iv.measuring),
                 u8::from(iv.drain),
                 iv.users,
@@ -662,6 +709,7 @@ impl Aggregator {
                 q(&delivery, 0.5),
                 q(&delivery, 0.99),
                 q(&ack, 0.99),
+                c.rate_limited,
             ));
         }
         out

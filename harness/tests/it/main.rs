@@ -1,6 +1,7 @@
 //! Integration tests of the `flowline` harness, through the real binary.
 
 mod compose;
+mod console;
 mod coordinator;
 mod generic;
 mod isolation;

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checker;
 use crate::error::{LoadgenError, Result};
+use crate::httpload::PostLog;
 use crate::plan::{Plan, PlanUser, Shard};
 use crate::recorder::Recorder;
 use crate::scenario::Scenario;
@@ -122,7 +123,10 @@ pub async fn run_to(
             crate::plan::MAX_USERS_PER_WORKER
         )));
     }
-    // HTTP personas run on goose, beside the WebSocket users.
+    // HTTP personas run on goose, beside the WebSocket users; the posting ones record
+    // into `posts` on the same clock (their counters join the tick lines, their posts
+    // the done line).
+    let posts = Arc::new(PostLog::new(start, start_unix_us));
     let http_load = crate::httpload::HttpLoad::from_scenario(
         &s,
         &users,
@@ -130,6 +134,7 @@ pub async fn run_to(
         cfg.out
             .as_ref()
             .map(|d| d.join(format!("goose-report-w{}.html", cfg.shard.index))),
+        posts.clone(),
     );
     let goose = http_load.map(|load| {
         let delay = start.saturating_duration_since(Instant::now());
@@ -183,10 +188,16 @@ pub async fn run_to(
     // Streamed: the acked messages are kept only for the metrics endpoint's lost count.
     let mut acked_for_metrics: Vec<AckedMessage> = Vec::new();
     let prom = cfg.metrics.clone();
-    let emit = |t: u64, sec: Second, out: &mut dyn Output| -> Result<()> {
+    let emit = |t: u64, sec: Second, totals: &mut Counters, out: &mut dyn Output| -> Result<()> {
         let Second {
-            rec, users, events, ..
+            mut rec,
+            users,
+            events,
+            ..
         } = sec;
+        let http = posts.take_until(t);
+        totals.add(&http);
+        rec.counters.add(&http);
         if let Some(m) = &prom {
             m.observe(users, &rec);
         }
@@ -230,7 +241,7 @@ pub async fn run_to(
                     }
                     let (t, sec) = first.remove_entry();
                     last_t = t;
-                    emit(t, sec, &mut out)?;
+                    emit(t, sec, &mut totals, &mut out)?;
                 }
             }
             ThreadMsg::Done { history: h, peak } => {
@@ -242,7 +253,7 @@ pub async fn run_to(
     // Threads that ended early leave partial seconds behind.
     for (t, sec) in std::mem::take(&mut pending) {
         last_t = t;
-        emit(t, sec, &mut out)?;
+        emit(t, sec, &mut totals, &mut out)?;
     }
     for h in handles {
         if h.join().is_err() {
@@ -263,7 +274,13 @@ pub async fn run_to(
     done.recipients = history.recipients;
     done.generic = history.generic;
     if let Some(g) = goose {
-        match g.await {
+        let result = g.await;
+        // Posts answered after the last tick: in the totals and the checker's input.
+        done.totals.add(&posts.take_rest());
+        let (acked, sends) = posts.take_history();
+        done.acked.extend(acked);
+        done.sends.extend(sends);
+        match result {
             Ok(Ok((report, errors))) => {
                 for (kind, n) in errors {
                     done.totals.errors += n;
@@ -286,7 +303,11 @@ pub async fn run_to(
             (Some(t), Some(g)) => {
                 checker::generic::check(t, g, cfg.scenario.population.users).map_or(0, |r| r.lost)
             }
-            _ if stream => checker::check(&acked_for_metrics, &done.recipients).lost,
+            _ if stream => {
+                // The HTTP posts' acked messages are in the done line.
+                acked_for_metrics.extend_from_slice(&done.acked);
+                checker::check(&acked_for_metrics, &done.recipients).lost
+            }
             _ => checker::check(&done.acked, &done.recipients).lost,
         };
         m.set_lost(lost);
