@@ -89,6 +89,10 @@ pub struct RunArgs {
     /// address; faults set through the chaos API reach them all.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub client_link_processes: Option<u16>,
+    /// Where the workers run: `--launcher kubernetes` makes them the pods of an Indexed
+    /// Job (docs/kubernetes.md).
+    #[command(flatten)]
+    pub kube: crate::kubernetes::cli::KubeArgs,
 }
 
 impl RunArgs {
@@ -141,6 +145,16 @@ impl RunArgs {
 
 /// Entry point of `flowline run`: exit 0 thresholds held, 1 one failed, 2 not carried out.
 pub async fn run_main(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if args.kube.launcher == crate::kubernetes::cli::Launcher::Kubernetes {
+        if !args.phases.is_empty() {
+            anyhow::bail!(
+                "--phases runs locally only: give one --phase with --launcher kubernetes"
+            );
+        }
+        let outcome = crate::kubernetes::launch::run(args.to_options()?, &args.kube).await?;
+        return Ok(outcome.exit_code());
+    }
+    args.kube.check_local()?;
     if !args.phases.is_empty() {
         let phases = crate::phases::parse_phases(&args.phases)?;
         return crate::phases::run_phases(args.to_options()?, &phases).await;

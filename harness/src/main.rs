@@ -35,6 +35,16 @@ enum Command {
     /// link faults (latency, partitions, ... on `client-target<i>` or `client-*`) apply
     /// to the service; wss:// URLs are used directly and take no faults. Node faults
     /// (kill, pause) are refused with exit 2.
+    ///
+    /// With `--launcher kubernetes` the workers are the pods of an Indexed Job in the
+    /// cluster of the current kubeconfig context (or `--kube-context`, or the pod the
+    /// harness runs in): the run creates a ConfigMap (scenario, plan), a Service for its
+    /// coordinator and the Job in `--namespace`, the pods (`--image`) connect back to
+    /// `--coordinator-advertise`, the run folder and report are a local run's, and
+    /// everything created is deleted (by the label flowline.dev/run) however the run
+    /// ends. The pods load `--nodes-url`, `--reference-cluster` or a `[target]`; no node
+    /// is started and no fault injected. Bad input, an unreachable cluster or a missing
+    /// namespace exit 2 before anything is created. See docs/kubernetes.md.
     Run(flowline_harness::cli::RunArgs),
     /// Compare finished runs side by side (table + compare.html).
     Compare(flowline_harness::cli::CompareArgs),

@@ -54,10 +54,10 @@ use crate::supervisor::Supervisor;
 use crate::workers;
 
 /// Extra time after warm-up + duration + drain before workers are stopped.
-const WORKER_GRACE: Duration = Duration::from_secs(30);
+pub const WORKER_GRACE: Duration = Duration::from_secs(30);
 
 /// Seconds after the stop before the coordinator drops the workers' connections.
-const STOP_GRACE_TICKS: u32 = 15;
+pub const STOP_GRACE_TICKS: u32 = 15;
 
 /// Default of `--workers-timeout`: how long every worker has to say hello.
 pub const WORKERS_TIMEOUT: Duration = Duration::from_secs(60);
@@ -199,11 +199,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Outcome> {
         let _ = std::fs::remove_file(dir.join("plan.json"));
     }
     let summary = result?;
-    collect::print_verdict(&summary, &dir, crate::report::threshold_value);
+    finish(&dir, &summary);
+    Ok(Outcome { dir, summary })
+}
+
+/// The end of a run whose files are written: its verdict on stderr, then report.html.
+pub fn finish(dir: &Path, summary: &Summary) {
+    collect::print_verdict(summary, dir, crate::report::threshold_value);
     // The run's verdict stands even if its page cannot be drawn: the data files are written
     // and `flowline report DIR` can draw it again once fixed.
     let report =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::report::write(&dir)));
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::report::write(dir)));
     match report {
         Ok(Ok(path)) => eprintln!("flowline: report {}", path.display()),
         Ok(Err(e)) => eprintln!(
@@ -215,10 +221,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Outcome> {
              run's files are complete"
         ),
     }
-    Ok(Outcome { dir, summary })
 }
 
-async fn interrupted() -> &'static str {
+/// The first SIGINT or SIGTERM, by name.
+pub async fn interrupted() -> &'static str {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => {
@@ -495,19 +501,7 @@ async fn drive(
         flowline_version: Some(env!("CARGO_PKG_VERSION").to_string()),
     };
     let mut summary = agg.summarize(meta);
-    // A worker whose connection ended before its done line is named (its samples and
-    // history are missing: the aggregator marks its seconds and fails the run too).
-    for l in coord.lost() {
-        summary.problems.push(format!(
-            "{} (shard {}/{workers}, {}) was lost {:.1} s after the start: its connection to the \
-             coordinator ended before its done line",
-            workers::name(l.shard),
-            l.shard,
-            l.who,
-            l.at_s
-        ));
-        summary.passed = false;
-    }
+    add_coordinator(&mut summary, &coord, workers);
     // A client link's data-plane process that died took its share of the link's
     // connections with it: the run's numbers are not what the scenario asked for.
     for (link, pid) in dead_planes {
@@ -517,7 +511,6 @@ async fn drive(
         ));
         summary.passed = false;
     }
-    summary.coordinator = Some(coord.report());
     // What each node process cost, read before teardown (a node restarted by a fault
     // counts from its restart).
     summary.nodes_cost = state
@@ -541,6 +534,24 @@ async fn drive(
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("cannot write the run's results")?;
     Ok(summary)
+}
+
+/// The coordinator's part of a summary: its report, and a problem naming each worker whose
+/// connection ended before its done line (its samples and history are missing: the
+/// aggregator marks its seconds and fails the run too).
+pub fn add_coordinator(summary: &mut Summary, coord: &coordinator::Handle, workers: usize) {
+    for l in coord.lost() {
+        summary.problems.push(format!(
+            "{} (shard {}/{workers}, {}) was lost {:.1} s after the start: its connection to the \
+             coordinator ended before its done line",
+            workers::name(l.shard),
+            l.shard,
+            l.who,
+            l.at_s
+        ));
+        summary.passed = false;
+    }
+    summary.coordinator = Some(coord.report());
 }
 
 async fn teardown(state: &mut State, sup: &Supervisor) {

@@ -37,18 +37,6 @@ impl RunApi {
         }
     }
 
-    /// A client for the current kubeconfig context, or the cluster this pod runs in.
-    pub async fn default_client() -> anyhow::Result<kube::Client> {
-        crypto_provider();
-        let mut config = kube::Config::infer().await.context(
-            "cannot find a Kubernetes cluster: no usable kubeconfig (KUBECONFIG, \
-             ~/.kube/config) and not running in a pod",
-        )?;
-        config.connect_timeout = Some(REQUEST_TIMEOUT);
-        config.read_timeout = Some(REQUEST_TIMEOUT);
-        kube::Client::try_from(config).context("cannot build the Kubernetes client")
-    }
-
     /// A client for an API server at `url` (plain HTTP; tests' fake API server).
     pub fn client_for(url: &str) -> anyhow::Result<kube::Client> {
         crypto_provider();
@@ -134,7 +122,7 @@ impl RunApi {
 
 /// rustls picks its provider by its features, and the workspace enables two (reqwest's
 /// aws-lc-rs, kube's ring): name one for the whole process (once; later calls keep it).
-fn crypto_provider() {
+pub(super) fn crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 

@@ -62,6 +62,16 @@ pub struct KubeArgs {
     /// `flowline-node-<i>` pods, as many as the scenario's cluster.nodes).
     #[arg(long, conflicts_with = "nodes_url", help_heading = "Kubernetes")]
     pub reference_cluster: bool,
+    /// Where this harness reaches a node's admin API to provision the users, when the
+    /// nodes' URLs resolve inside the cluster only (--reference-cluster): e.g.
+    /// `http://127.0.0.1:18080` of `kubectl -n NS port-forward svc/flowline-node
+    /// 18080:8080`. Default: the first node URL.
+    #[arg(long, value_name = "URL", help_heading = "Kubernetes")]
+    pub provision_url: Option<String>,
+    /// The kubeconfig context to use (default: the kubeconfig's current context; without
+    /// a kubeconfig, the cluster this pod runs in). KUBECONFIG names the file.
+    #[arg(long, value_name = "NAME", help_heading = "Kubernetes")]
+    pub kube_context: Option<String>,
     /// Admin secret of the nodes given by --nodes-url / --reference-cluster.
     #[arg(
         long,
@@ -79,10 +89,20 @@ pub const DEFAULT_COORDINATOR_PORT: u16 = 7450;
 
 impl KubeArgs {
     /// Refuse Kubernetes options given to the local launcher.
+    /// (A namespace or image that only comes from FLOWLINE_NAMESPACE / FLOWLINE_IMAGE,
+    /// exported for `flowline k8s manifests`, is not refused.)
     pub fn check_local(&self) -> anyhow::Result<()> {
+        let from_flag = |v: &Option<String>, env: &str| {
+            v.is_some() && v.as_deref() != std::env::var(env).ok().as_deref()
+        };
         let given = [
-            ("--namespace", self.namespace.is_some()),
-            ("--image", self.image.is_some()),
+            (
+                "--namespace",
+                from_flag(&self.namespace, "FLOWLINE_NAMESPACE"),
+            ),
+            ("--image", from_flag(&self.image, "FLOWLINE_IMAGE")),
+            ("--kube-context", self.kube_context.is_some()),
+            ("--provision-url", self.provision_url.is_some()),
             (
                 "--coordinator-advertise",
                 self.coordinator_advertise.is_some(),

@@ -5,6 +5,8 @@
 //! | module | what it is for |
 //! |---|---|
 //! | [`cli`] | the flags (`--launcher`, `--namespace`, `--image`, ...) and `flowline k8s` |
+//! | [`launch`] | **`flowline run --launcher kubernetes`**: check, connect, create, gather, tear down |
+//! | [`connect`] | the cluster's client (kubeconfig or in-pod), reachable, namespace there |
 //! | [`names`] | the run's object names and labels; checks of the user's input |
 //! | [`workload`] | what the pods load (target URLs) and the plan they share |
 //! | [`manifests`] | the objects (ConfigMap, Service, EndpointSlice, Job) as typed values |
@@ -14,6 +16,8 @@
 
 pub mod api;
 pub mod cli;
+pub mod connect;
+pub mod launch;
 pub mod manifests;
 pub mod names;
 pub mod pods;

@@ -1,7 +1,9 @@
 //! A fake Kubernetes API server for the launcher's tests (axum on a loopback port): it
 //! records every call (verb, path, label selector), answers creates by echoing the object,
-//! makes one pod per index of a created Job and plays their phases from a script, and
-//! answers collection deletes with a `Status`.
+//! makes one pod per index of a created Job and plays their phases from a script — or,
+//! with a fake kubelet ([`crate::kubernetes_kubelet`]), runs each pod as a real worker
+//! process and reports its phase — answers namespace reads, and answers collection
+//! deletes with a `Status` (stopping the deleted pods' processes).
 
 use std::sync::{Arc, Mutex};
 
@@ -10,14 +12,18 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::kubernetes_kubelet::{KubeletConfig, Pod, start_job};
+
 /// A pod phase the script plays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
     Pending,
     Running,
     Succeeded,
     /// Failed, its container exited with this code.
     Failed(i32),
+    /// Pending for good: the container cannot be created (this says why).
+    Stuck(String),
 }
 
 /// The phase of pod `index` at the `n`th pod listing after its Job was created (from 0).
@@ -45,6 +51,16 @@ struct State {
     lists: u32,
     /// Resources whose create is refused with 403.
     forbidden: Vec<String>,
+    /// Every object created and not deleted, as (resource, body).
+    objects: Vec<(String, Value)>,
+    /// Namespaces that exist (a GET of another is 404); empty: reads of namespaces are
+    /// not faked.
+    namespaces: Vec<String>,
+    /// With a kubelet: its config and the pods it runs.
+    kubelet: Option<KubeletConfig>,
+    pods: Vec<Pod>,
+    /// The kubelet's pods' command lines, kept after they are deleted.
+    argv: Vec<Result<Vec<String>, String>>,
 }
 
 /// The fake API server.
@@ -75,6 +91,38 @@ impl FakeApi {
         });
         tokio::spawn(async move { axum::serve(listener, app).await });
         fake
+    }
+
+    /// Start it with a kubelet that runs the pods as processes; `namespaces` exist.
+    pub async fn with_kubelet(kubelet: KubeletConfig, namespaces: &[&str]) -> FakeApi {
+        let fake = FakeApi::start(Arc::new(|_, _| Phase::Pending)).await;
+        {
+            let mut st = fake.state.lock().unwrap();
+            st.kubelet = Some(kubelet);
+            st.namespaces = namespaces.iter().map(|n| n.to_string()).collect();
+        }
+        fake
+    }
+
+    /// The objects created and not deleted, as (resource, name).
+    pub fn remaining(&self) -> Vec<(String, String)> {
+        let st = self.state.lock().unwrap();
+        let objects = st.objects.iter().map(|(r, o)| {
+            (
+                r.clone(),
+                o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        });
+        let pods = st.pods.iter().map(|p| ("pods".to_string(), p.name.clone()));
+        objects.chain(pods).collect()
+    }
+
+    /// The command lines the kubelet ran (or why a pod could not start), by index.
+    pub fn pod_argv(&self) -> Vec<Result<Vec<String>, String>> {
+        self.state.lock().unwrap().argv.clone()
     }
 
     /// Refuse creates of this resource (`jobs`, ...) with 403 Forbidden.
@@ -132,6 +180,21 @@ impl FakeApi {
             name: obj["metadata"]["name"].as_str().map(str::to_string),
         });
         match method {
+            Method::GET if resource.is_empty() => {
+                if st.namespaces.contains(&namespace) {
+                    axum::Json(json!({"apiVersion": "v1", "kind": "Namespace",
+                        "metadata": {"name": namespace}, "status": {"phase": "Active"}}))
+                    .into_response()
+                } else {
+                    (
+                        StatusCode::NOT_FOUND,
+                        axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                            "status": "Failure", "reason": "NotFound", "code": 404,
+                            "message": format!("namespaces \"{namespace}\" not found")})),
+                    )
+                        .into_response()
+                }
+            }
             Method::POST if st.forbidden.contains(&resource) => (
                 StatusCode::FORBIDDEN,
                 axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
@@ -143,8 +206,36 @@ impl FakeApi {
                 if resource == "jobs" {
                     st.jobs.push(obj.clone());
                     st.lists = 0;
+                    let pods = st
+                        .kubelet
+                        .as_ref()
+                        .map(|k| start_job(k, &obj, &st.objects))
+                        .unwrap_or_default();
+                    let argv: Vec<_> = pods.iter().map(|p| p.argv.clone()).collect();
+                    st.argv.extend(argv);
+                    st.pods.extend(pods);
                 }
+                st.objects.push((resource.clone(), obj.clone()));
                 (StatusCode::CREATED, axum::Json(obj)).into_response()
+            }
+            Method::GET if resource == "pods" && st.kubelet.is_some() => {
+                let kill = st.kubelet.as_ref().and_then(|k| k.kill);
+                let items: Vec<Value> = st
+                    .pods
+                    .iter_mut()
+                    .filter(|p| {
+                        selector
+                            .as_deref()
+                            .is_none_or(|s| labels_match(&p.labels, s))
+                    })
+                    .map(|p| {
+                        let phase = p.phase(kill);
+                        pod_json(&p.name, &p.namespace, p.labels.clone(), p.index, phase)
+                    })
+                    .collect();
+                axum::Json(json!({"apiVersion": "v1", "kind": "PodList",
+                    "metadata": {"resourceVersion": "1"}, "items": items}))
+                .into_response()
             }
             Method::GET if resource == "pods" => {
                 let n = st.lists;
@@ -160,10 +251,25 @@ impl FakeApi {
                 .into_response()
             }
             Method::DELETE => {
+                let hit =
+                    |labels: &Value| selector.as_deref().is_some_and(|s| labels_match(labels, s));
                 if resource == "jobs" {
                     st.jobs
-                        .retain(|j| selector.as_deref().is_some_and(|s| !matches(j, s)));
+                        .retain(|j| !matches(j, selector.as_deref().unwrap_or("")));
                 }
+                if resource == "jobs" || resource == "pods" {
+                    // The Job's pods go with it (background propagation), stopped as the
+                    // kubelet stops deleted pods.
+                    let (gone, kept): (Vec<Pod>, Vec<Pod>) = std::mem::take(&mut st.pods)
+                        .into_iter()
+                        .partition(|p| hit(&p.labels));
+                    st.pods = kept;
+                    for mut p in gone {
+                        p.stop();
+                    }
+                }
+                st.objects
+                    .retain(|(r, o)| *r != resource || !hit(&o["metadata"]["labels"]));
                 axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
                     "status": "Success"}))
                 .into_response()
@@ -175,7 +281,11 @@ impl FakeApi {
 
 /// Whether a Job's pod template carries every `k=v` of a selector.
 fn matches(job: &Value, selector: &str) -> bool {
-    let labels = &job["spec"]["template"]["metadata"]["labels"];
+    labels_match(&job["spec"]["template"]["metadata"]["labels"], selector)
+}
+
+/// Whether labels carry every `k=v` of a selector.
+fn labels_match(labels: &Value, selector: &str) -> bool {
     selector.split(',').all(|kv| match kv.split_once('=') {
         Some((k, v)) => labels[k] == v,
         None => false,
@@ -184,38 +294,52 @@ fn matches(job: &Value, selector: &str) -> bool {
 
 fn pods_of(job: &Value, n: u32, script: &Script) -> Vec<Value> {
     let name = job["metadata"]["name"].as_str().unwrap_or_default();
+    let namespace = job["metadata"]["namespace"].as_str().unwrap_or_default();
     let count = job["spec"]["parallelism"].as_i64().unwrap_or(1) as usize;
     (0..count)
         .map(|i| {
             let mut labels = job["spec"]["template"]["metadata"]["labels"].clone();
             labels["batch.kubernetes.io/job-completion-index"] = i.to_string().into();
-            let phase = script(n, i);
-            let state = match phase {
-                Phase::Pending => json!({"waiting": {"reason": "ContainerCreating"}}),
-                Phase::Running => json!({"running": {}}),
-                Phase::Succeeded => json!({"terminated": {"exitCode": 0, "reason": "Completed"}}),
-                Phase::Failed(code) => json!({"terminated": {"exitCode": code, "reason": "Error"}}),
-            };
-            let phase = match phase {
-                Phase::Pending => "Pending",
-                Phase::Running => "Running",
-                Phase::Succeeded => "Succeeded",
-                Phase::Failed(_) => "Failed",
-            };
-            json!({
-                "metadata": {
-                    "name": format!("{name}-{i}-fake{i}"),
-                    "namespace": job["metadata"]["namespace"],
-                    "labels": labels,
-                    "annotations": {"batch.kubernetes.io/job-completion-index": i.to_string()},
-                },
-                "status": {
-                    "phase": phase,
-                    "containerStatuses": [{"name": "loadgen", "ready": phase == "Running",
-                        "restartCount": 0, "image": "flowline:test", "imageID": "",
-                        "state": state}],
-                },
-            })
+            pod_json(
+                &format!("{name}-{i}-fake{i}"),
+                namespace,
+                labels,
+                i,
+                script(n, i),
+            )
         })
         .collect()
+}
+
+/// A pod of an Indexed Job as the API shows it.
+fn pod_json(name: &str, namespace: &str, labels: Value, index: usize, phase: Phase) -> Value {
+    let state = match &phase {
+        Phase::Pending => json!({"waiting": {"reason": "ContainerCreating"}}),
+        Phase::Stuck(why) => {
+            json!({"waiting": {"reason": "CreateContainerConfigError", "message": why}})
+        }
+        Phase::Running => json!({"running": {}}),
+        Phase::Succeeded => json!({"terminated": {"exitCode": 0, "reason": "Completed"}}),
+        Phase::Failed(code) => json!({"terminated": {"exitCode": code, "reason": "Error"}}),
+    };
+    let phase = match phase {
+        Phase::Pending | Phase::Stuck(_) => "Pending",
+        Phase::Running => "Running",
+        Phase::Succeeded => "Succeeded",
+        Phase::Failed(_) => "Failed",
+    };
+    json!({
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {"batch.kubernetes.io/job-completion-index": index.to_string()},
+        },
+        "status": {
+            "phase": phase,
+            "containerStatuses": [{"name": "loadgen", "ready": phase == "Running",
+                "restartCount": 0, "image": "flowline:test", "imageID": "",
+                "state": state}],
+        },
+    })
 }

@@ -49,7 +49,7 @@ fn healthy() -> Script {
 }
 
 /// The deletes by the run's label, every kind once, after which nothing else is called.
-fn assert_torn_down(calls: &[Call], names: &Names) {
+pub fn assert_torn_down(calls: &[Call], names: &Names) {
     let first_delete = calls
         .iter()
         .position(|c| c.verb == "DELETE")
