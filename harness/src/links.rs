@@ -93,8 +93,8 @@ impl LinkSet {
         }
     }
 
-    /// Create client link `name` to `upstream`: on the embedded proxy with `processes`
-    /// > 0, its connections are carried by that many `flowline chaos data-plane`
+    /// Create client link `name` to `upstream`: on the embedded proxy with a nonzero
+    /// `processes`, its connections are carried by that many `flowline chaos data-plane`
     /// processes sharing its address (one process may hold only so many files); with 0,
     /// or on a Toxiproxy, as [`Self::create`]. Returns where clients reach it.
     pub async fn create_client(
