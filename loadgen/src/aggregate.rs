@@ -31,8 +31,8 @@ use crate::histogram::{self, Metric, Percentiles};
 use crate::scenario::Scenario;
 use crate::summary::by_shard;
 pub use crate::summary::{
-    LATE_AFTER_S, LoadgenCost, NodeCost, NodeErrors, NodeLogMessage, Progress, RunMeta,
-    ShardSeconds, Summary, TickReport,
+    LATE_AFTER_S, LoadgenCost, NodeCost, NodeErrors, NodeLogMessage, Progress, RateLimited,
+    RunMeta, ShardSeconds, Summary, TickReport,
 };
 use crate::threshold::ThresholdResult;
 use crate::wire::{Counters, Done, Tick, WorkerLine};
@@ -441,6 +441,7 @@ impl Aggregator {
             ("acked", measured.acked as f64),
             ("delivered", measured.delivered as f64),
             ("errors", measured.errors as f64),
+            ("rate_limited", measured.rate_limited as f64),
             ("disconnects", measured.disconnects as f64),
             ("reconnects", measured.reconnects as f64),
             ("users", peak_users as f64),
@@ -472,6 +473,7 @@ impl Aggregator {
             ),
             ("deliveries.rate", per_s(measured.delivered)),
             ("sends.rate", per_s(measured.sent)),
+            ("rate_limited.rate", per_s(measured.rate_limited)),
         ] {
             values.insert(k.to_string(), v);
         }
@@ -514,8 +516,15 @@ impl Aggregator {
         if let Some(h) = http.as_mut() {
             h.finish();
         }
+        let rate_limited = RateLimited::of(
+            self.intervals
+                .iter()
+                .map(|(&t, iv)| (t, iv.counters.rate_limited, iv.measuring)),
+            measured_s,
+        );
         Summary {
             http,
+            rate_limited,
             passed: problems.is_empty() && thresholds.iter().all(|t| t.passed),
             scenario: self.scenario.name.clone(),
             seed: self.scenario.seed,
@@ -600,7 +609,7 @@ impl Aggregator {
     /// One CSV row per second.
     fn timeline(&self) -> String {
         let mut out = String::from(
-            "t_s,measuring,drain,users,sent,acked,delivered,errors,disconnects,reconnects,delivery_p50_us,delivery_p99_us,ack_p99_us\n",
+            "t_s,measuring,drain,users,sent,acked,delivered,errors,disconnects,reconnects,delivery_p50_us,delivery_p99_us,ack_p99_us,rate_limited\n",
         );
         for (&t, iv) in &self.intervals {
             let delivery = iv.hist(Metric::Delivery);
@@ -611,7 +620,7 @@ impl Aggregator {
             };
             let c = &iv.counters;
             out.push_str(&format!(
-                "{t},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{t},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 u8::from(iv.measuring),
                 u8::from(iv.drain),
                 iv.users,
@@ -624,6 +633,7 @@ impl Aggregator {
                 q(&delivery, 0.5),
                 q(&delivery, 0.99),
                 q(&ack, 0.99),
+                c.rate_limited,
             ));
         }
         out

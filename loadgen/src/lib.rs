@@ -18,7 +18,8 @@
 //! | [`scenario`] | the scenario file: raw form, validation per table, typed model |
 //! | [`plan`], [`schedule`] | who the users are (plan.json) and when each one acts |
 //! | [`worker`] | one shard's users: threads, connect/reconnect, chat and generic users |
-//! | [`httpload`] | HTTP personas on goose (login, history, upload), one file each |
+//! | [`httpload`] | HTTP personas on goose (login, history, upload, bot, flood), one file each |
+//! | [`nonce`] | the nonce every chat send carries (sender, counter, send time) |
 //! | [`generic`] | a generic WebSocket target's frame templates and matcher |
 //! | [`wire`] | **what a worker reports**: tick and done lines, and the output they go through |
 //! | [`recorder`], [`histogram`] | per-thread seconds; latency histograms and their encoding |
@@ -42,6 +43,7 @@ pub mod generic;
 pub mod histogram;
 pub mod httpload;
 pub mod metrics;
+pub mod nonce;
 pub mod plan;
 pub mod receipts;
 pub mod recorder;

@@ -10,6 +10,7 @@
 //! flowline_loadgen_acks_total                 counter
 //! flowline_loadgen_deliveries_total           counter
 //! flowline_loadgen_errors_total{kind}         counter
+//! flowline_loadgen_rate_limited_total         counter (HTTP 429, WebSocket rate_limited)
 //! flowline_loadgen_lost_total                 counter (set when the worker finishes)
 //! flowline_loadgen_latency_seconds{metric}    histogram, metric = connect|ready|ack|delivery
 //! ```
@@ -144,6 +145,12 @@ impl WorkerMetrics {
             s.totals.delivered,
         );
         simple(
+            "flowline_loadgen_rate_limited_total",
+            "counter",
+            "Chat actions the node refused for a rate limit (HTTP 429, WebSocket rate_limited).",
+            s.totals.rate_limited,
+        );
+        simple(
             "flowline_loadgen_lost_total",
             "counter",
             "Deliveries due and never received, among this worker's own users (set at the end).",
@@ -253,6 +260,7 @@ mod tests {
         rec.counters.acked = 4;
         rec.counters.delivered = 40;
         rec.counters.error("server:unknown_op");
+        rec.counters.rate_limited = 3;
         rec.record(Metric::Delivery, 700);
         rec.record(Metric::Delivery, 3_000_000);
         m.observe(12, &rec);
@@ -265,6 +273,7 @@ mod tests {
             "flowline_loadgen_acks_total{worker=\"3\"} 8",
             "flowline_loadgen_deliveries_total{worker=\"3\"} 80",
             "flowline_loadgen_lost_total{worker=\"3\"} 2",
+            "flowline_loadgen_rate_limited_total{worker=\"3\"} 6",
             "flowline_loadgen_errors_total{worker=\"3\",kind=\"server:unknown_op\"} 2",
             "flowline_loadgen_latency_seconds_bucket{worker=\"3\",metric=\"delivery\",le=\"0.001\"} 2",
             "flowline_loadgen_latency_seconds_bucket{worker=\"3\",metric=\"delivery\",le=\"2.5\"} 2",

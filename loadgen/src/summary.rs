@@ -79,6 +79,11 @@ pub struct Summary {
     /// status codes and latency by kind, and goose's HTML reports in the run folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<crate::wire::HttpReport>,
+    /// Chat actions the node refused for a rate limit (HTTP 429, WebSocket
+    /// `rate_limited`): how many, how many per second, second by second. Absent when
+    /// there were none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limited: Option<RateLimited>,
     /// Which shard's ticks came late, twice or never (seconds by shard).
     #[serde(default)]
     pub ticks: TickReport,
@@ -97,6 +102,50 @@ pub struct Summary {
     /// start skew, lost workers (absent for the standalone loadgen).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coordinator: Option<crate::coordinator::CoordinatorReport>,
+}
+
+/// Rate-limited answers of a run (`summary.json` `rate_limited`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RateLimited {
+    /// Over the whole run.
+    pub count: u64,
+    /// Over the measured window.
+    pub measured: u64,
+    /// Per second over the measured window.
+    pub per_s: f64,
+    /// The busiest second's count.
+    pub peak_per_s: u64,
+    /// `[second, count]` of every second with any (as timeline.csv's `t_s`).
+    pub timeline: Vec<(u64, u64)>,
+}
+
+impl RateLimited {
+    /// From `(second, count, measuring)` of every second; `None` when nothing was
+    /// refused.
+    pub fn of(
+        seconds: impl IntoIterator<Item = (u64, u64, bool)>,
+        measured_s: f64,
+    ) -> Option<Self> {
+        let mut r = RateLimited::default();
+        for (t, n, measuring) in seconds {
+            if n == 0 {
+                continue;
+            }
+            r.count += n;
+            if measuring {
+                r.measured += n;
+            }
+            r.peak_per_s = r.peak_per_s.max(n);
+            r.timeline.push((t, n));
+        }
+        if r.count == 0 {
+            return None;
+        }
+        if measured_s > 0.0 {
+            r.per_s = r.measured as f64 / measured_s;
+        }
+        Some(r)
+    }
 }
 
 /// The WARN and ERROR lines of the nodes' logs, grouped by cause.

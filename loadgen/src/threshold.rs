@@ -20,7 +20,7 @@ use crate::anomaly::Anomaly;
 /// Latency metrics recorded by the workers.
 pub const LATENCIES: [&str; 4] = ["connect", "hello", "ack", "delivery"];
 const STATS: [&str; 8] = ["p50", "p90", "p99", "p999", "p9999", "max", "min", "mean"];
-const COUNTERS: [&str; 15] = [
+const COUNTERS: [&str; 17] = [
     "sent",
     "acked",
     "delivered",
@@ -36,6 +36,8 @@ const COUNTERS: [&str; 15] = [
     "errors.rate",
     "deliveries.rate",
     "sends.rate",
+    "rate_limited",
+    "rate_limited.rate",
 ];
 
 /// Comparison operator.

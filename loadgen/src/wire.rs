@@ -52,6 +52,11 @@ pub struct Counters {
     pub history: u64,
     /// Errors of every kind.
     pub errors: u64,
+    /// Chat actions the node refused for a rate limit: HTTP 429 answers (bot and flood
+    /// personas; not errors) and WebSocket `rate_limited` errors (also counted as errors,
+    /// `server:rate_limited`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rate_limited: u64,
     /// Errors by kind (`connect`, `hello_timeout`, `ack_timeout`, `server:<code>`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub errors_by_kind: BTreeMap<String, u64>,
@@ -73,6 +78,7 @@ impl Counters {
         self.reconnects += o.reconnects;
         self.history += o.history;
         self.errors += o.errors;
+        self.rate_limited += o.rate_limited;
         for (k, v) in &o.errors_by_kind {
             *self.errors_by_kind.entry(k.clone()).or_default() += v;
         }
@@ -96,6 +102,10 @@ impl Counters {
         self.errors += 1;
         *self.errors_by_kind.entry(kind.to_string()).or_default() += 1;
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One second of a worker's measurements.

@@ -2,13 +2,14 @@
 //! everything that carries its run label.
 
 use std::fmt::Debug;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use kube::core::NamespaceResourceScope;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -89,6 +90,32 @@ impl RunApi {
                 format!("cannot list the run's pods in namespace {}", self.namespace)
             })?;
         Ok(list.items)
+    }
+
+    /// Save each shard's pod log as `<dir>/worker<i+1>.log` (the names of a local run's
+    /// worker logs); the shards whose log could not be read, with why.
+    pub async fn save_logs(&self, dir: &Path, workers: usize) -> Vec<String> {
+        let pods = match self.pods().await {
+            Ok(p) => p,
+            Err(e) => return vec![format!("{e:#}")],
+        };
+        let mut problems = Vec::new();
+        for pod in pods {
+            let Some(index) = super::pods::index_of(&pod).filter(|i| *i < workers) else {
+                continue;
+            };
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let path = dir.join(format!("worker{}.log", index + 1));
+            let saved = match self.api::<Pod>().logs(&name, &LogParams::default()).await {
+                Ok(text) => std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display())),
+                Err(e) => Err(anyhow::anyhow!("cannot read the log of pod {name}: {e}")),
+            };
+            if let Err(e) = saved {
+                problems.push(format!("{e:#}"));
+            }
+        }
+        problems
     }
 
     /// Delete everything with the run's label: the Job (its pods with it), the pods

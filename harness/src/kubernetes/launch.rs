@@ -126,6 +126,7 @@ pub async fn run(opts: RunOptions, kube: &KubeArgs) -> anyhow::Result<Outcome> {
             + scenario.total_time()
             + WORKER_GRACE
             + WATCH_SLACK,
+        logs: Some(dir.join("logs")),
     };
     let gather = gather(scenario, &c, &opts, &dir, &run_id, &names, listener);
     let result = supervise(&api, &manifests, watch, gather, crate::run::interrupted()).await;

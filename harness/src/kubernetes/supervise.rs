@@ -7,10 +7,11 @@
 //!   ─▶ loop: list pods every `poll` ─┬─ a shard Failed (or stuck pulling) ─▶ error naming it
 //!                                    ├─ past the deadline ─▶ error naming the active shards
 //!        gather (coordinator) ends ──┴─▶ pods end (bounded) ─▶ result
-//!   (Ctrl-C / SIGTERM: `stop` ends it) ─▶ teardown: delete by label, always
+//!   (Ctrl-C / SIGTERM: `stop` ends it) ─▶ pods' logs saved ─▶ teardown: delete by label, always
 //! ```
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -19,13 +20,15 @@ use super::api::RunApi;
 use super::manifests::Manifests;
 use super::pods::Shards;
 
+/// How long saving the pods' logs may take before teardown goes ahead without them.
+const LOGS_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the pods have to end once the coordinator has everything it needs.
 const PODS_END_GRACE: Duration = Duration::from_secs(30);
 /// Consecutive failed pod listings that end the run (a flaky API server is tolerated).
 const LIST_FAILURES_MAX: u32 = 5;
 
 /// How the run's pods are watched.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Watch {
     /// Number of workers (shards).
     pub workers: usize,
@@ -33,6 +36,8 @@ pub struct Watch {
     pub poll: Duration,
     /// When the run is given up if it has not ended.
     pub deadline: Instant,
+    /// Save the pods' logs here (`worker<i>.log`) before teardown, however the run ended.
+    pub logs: Option<PathBuf>,
 }
 
 /// Create `m` through `api`, run `gather` while the pods run, and tear everything down,
@@ -48,8 +53,12 @@ pub async fn supervise<T, S>(
 where
     S: std::fmt::Display,
 {
+    let logs = watch.logs.clone();
+    let workers = watch.workers;
+    let created = std::sync::atomic::AtomicBool::new(false);
     let run = async {
         api.create(m).await?;
+        created.store(true, std::sync::atomic::Ordering::Relaxed);
         eprintln!(
             "flowline: created Job {} ({} workers) in namespace {}",
             api.names().job(),
@@ -64,6 +73,26 @@ where
             "interrupted by {s}: the run was stopped and its Kubernetes objects deleted"
         )),
     };
+    let mut result = result;
+    if let Some(dir) = logs.filter(|_| created.load(std::sync::atomic::Ordering::Relaxed)) {
+        match tokio::time::timeout(LOGS_TIMEOUT, api.save_logs(&dir, workers)).await {
+            Ok(problems) => {
+                for p in problems {
+                    eprintln!("flowline: warning: {p}");
+                }
+            }
+            Err(_) => eprintln!(
+                "flowline: warning: the pods' logs were not all saved within {LOGS_TIMEOUT:?}"
+            ),
+        }
+        // A failed run points at what its workers said.
+        result = result.map_err(|e| {
+            anyhow::anyhow!(
+                "{e:#}; the workers' logs: {}",
+                dir.join("worker<N>.log").display()
+            )
+        });
+    }
     let problems = api.teardown().await;
     for p in &problems {
         eprintln!("flowline: warning: {p}");

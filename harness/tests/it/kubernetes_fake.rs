@@ -179,6 +179,19 @@ impl FakeApi {
             selector: selector.clone(),
             name: obj["metadata"]["name"].as_str().map(str::to_string),
         });
+        // A pod's log: .../pods/NAME/log, the file the kubelet wrote.
+        if method == Method::GET && resource == "pods" && parts.get(ns_at + 4) == Some(&"log") {
+            let name = parts.get(ns_at + 3).copied().unwrap_or_default();
+            let log = st
+                .kubelet
+                .as_ref()
+                .filter(|_| st.pods.iter().any(|p| p.name == name))
+                .and_then(|k| std::fs::read_to_string(k.root.join(format!("{name}.log"))).ok());
+            return match log {
+                Some(text) => text.into_response(),
+                None => (StatusCode::NOT_FOUND, format!("no pod {name}")).into_response(),
+            };
+        }
         match method {
             Method::GET if resource.is_empty() => {
                 if st.namespaces.contains(&namespace) {

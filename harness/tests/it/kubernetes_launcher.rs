@@ -36,6 +36,7 @@ fn watch(limit: Duration) -> Watch {
         workers: WORKERS,
         poll: Duration::from_millis(20),
         deadline: Instant::now() + limit,
+        logs: None,
     }
 }
 

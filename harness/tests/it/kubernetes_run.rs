@@ -264,6 +264,14 @@ async fn pods_of_the_indexed_job_run_the_scenario_like_local_workers() {
     assert_eq!(c["version"], 1, "{s}");
     assert_eq!(c["workers"].as_array().unwrap().len(), 2, "{s}");
     assert!(err.contains("created Job"), "{err}");
+    // Each pod's log, saved before teardown under a local run's names.
+    for (w, shard) in [(1, "0/2"), (2, "1/2")] {
+        let log = std::fs::read_to_string(dir.join(format!("logs/worker{w}.log"))).unwrap();
+        assert!(
+            log.contains(&format!("shard={shard}")),
+            "worker{w}.log: {log}"
+        );
+    }
 
     // Everything created was deleted by the run's label, and no pod process is left.
     assert_eq!(
@@ -349,6 +357,10 @@ async fn a_failed_pod_is_named_and_everything_is_deleted() {
         "{err}"
     );
     assert!(!err.contains("worker shard 0"), "{err}");
+    assert!(err.contains("the workers' logs: runs/"), "{err}");
+    // The failed pod's log was saved before its pod was deleted.
+    let log = std::fs::read_to_string(dir.join("logs/worker2.log")).unwrap();
+    assert!(log.contains("shard=1/2"), "worker2.log: {log}");
     assert_torn_down(&fake.calls(), &names);
     assert!(fake.remaining().is_empty(), "{:?}", fake.remaining());
     assert!(
@@ -435,4 +447,68 @@ async fn bad_input_is_refused_before_anything_is_created() {
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_mid_run_deletes_everything_and_stops_the_pods() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mark = new_mark();
+    let node = Node::start();
+    let fake =
+        FakeApi::with_kubelet(kubelet(&tmp.path().join("pods"), &mark, None), &["load"]).await;
+    let kc = kubeconfig(tmp.path(), &fake.url);
+    let scenario = write_scenario(tmp.path(), "k8s-int", 40, "30s", "");
+    let log = tmp.path().join("flowline.stderr");
+    let mut child = flowline()
+        .args(k8s_args(&scenario, &node.http, free_port(), &[]))
+        .env("KUBECONFIG", &kc)
+        .env("HOME", tmp.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("FLOWLINE_TEST_MARK", &mark)
+        .current_dir(tmp.path())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Into the run: the Job created and both pods' workers started by the coordinator.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let started = std::fs::read_dir(tmp.path().join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("worker starting"))
+            })
+            .count();
+        if started == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pods never started: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = tokio::task::spawn_blocking(move || wait_bounded(&mut child, RUN_TIMEOUT))
+        .await
+        .unwrap()
+        .expect("no exit after SIGINT");
+    let err = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("interrupted by SIGINT"), "{err}");
+    let dir = only_run_dir(&tmp.path().join("runs"));
+    assert_torn_down(&fake.calls(), &names_of(&dir));
+    assert!(fake.remaining().is_empty(), "{:?}", fake.remaining());
+    assert!(
+        marked_processes(&mark).is_empty(),
+        "{:?}",
+        marked_processes(&mark)
+    );
 }

@@ -6,6 +6,7 @@
 //! sends ──▶ acked by (channel, seq); refused / unanswered by (sender, nonce n)
 //! receives ──▶ sorted by (channel, receiver), arrival order kept
 //!   per channel: index seq → message (acked, seen by anyone, outcome)
+//!   (and which seqs hold a second copy of one send: its nonce stored twice)
 //!     per receiver: epochs (start / resume) ─▶ duplicate, replay, nonmonotonic,
 //!                   inconsistent seq, g1a, causal reply, orphan edit as events arrive;
 //!                   holes inside an epoch (poll skip, resume gap) and the tail of an
@@ -56,6 +57,9 @@ struct Channel {
     seqs: Vec<Seq>,
     /// Message id → seq (for reply parents).
     by_id: HashMap<MessageId, Seq>,
+    /// Seqs holding a second copy of one send (its nonce already at another seq: a
+    /// retried post the node stored twice).
+    copies: HashSet<Seq>,
 }
 
 /// Check every stream; `recipients` tell whose subscriptions were open at the end.
@@ -125,8 +129,18 @@ fn index(
             unseen_noted: false,
         });
     }
+    // The seq each send (sender, nonce n) was stored at, to find a send stored twice.
+    let mut by_nonce: HashMap<(u32, u32), Seq> =
+        acked.iter().map(|s| ((s.sender, s.n), s.seq)).collect();
+    let mut copies = HashSet::new();
     for e in events.iter().filter(|e| e.kind == RecvKind::Message) {
         let outcome = failed.get(&(e.sender, e.n)).copied();
+        if e.sender != u32::MAX && !msgs.contains_key(&e.seq) {
+            let first = *by_nonce.entry((e.sender, e.n)).or_insert(e.seq);
+            if first != e.seq {
+                copies.insert(e.seq);
+            }
+        }
         let m = msgs.entry(e.seq).or_insert(Msg {
             id: e.id,
             sender: e.sender,
@@ -155,6 +169,7 @@ fn index(
         msgs,
         seqs,
         by_id,
+        copies,
     }
 }
 
@@ -221,6 +236,9 @@ fn check_stream(
                     && m.id != e.id
                 {
                     tally.note(Anomaly::InconsistentSeq, offender(e.seq, Some(e.id)));
+                }
+                if !ch.copies.is_empty() && ch.copies.contains(&e.seq) {
+                    tally.note(Anomaly::Duplicate, offender(e.seq, Some(e.id)));
                 }
                 if failed.get(&(e.sender, e.n)) == Some(&Outcome::Error) {
                     tally.note(Anomaly::G1a, offender(e.seq, Some(e.id)));
@@ -539,6 +557,19 @@ mod tests {
             ],
         );
         only(&a, Anomaly::Duplicate, &[(3, Some(1003), 2, 500)]);
+    }
+
+    #[test]
+    fn a_send_stored_twice_is_a_duplicate_at_every_receiver() {
+        // The send with nonce n 5 was acked as seq 5, and a retry the node did not
+        // recognise stored it again as seq 11 (id 2011): both receivers get both.
+        let stream = |r: u32| Stream::new(r).start(0).got(&all10()).got_n(11, 2011, 5);
+        let a = run(&acked(1..=10), vec![stream(1), stream(2)]);
+        only(
+            &a,
+            Anomaly::Duplicate,
+            &[(11, Some(2011), 1, 1200), (11, Some(2011), 2, 1200)],
+        );
     }
 
     #[test]

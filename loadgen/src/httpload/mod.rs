@@ -1,29 +1,40 @@
 //! HTTP personas on goose: a `GooseAttack` built from the scenario's personas with an
-//! `http` kind (login storm, history paging, uploads), run beside the WebSocket users of
-//! the same worker. One file per kind (`login.rs`, `history.rs`, `upload.rs`), each a
-//! `step` the goose transaction dispatches to by [`HttpKind`]; what they share and how
-//! they time a request is `shared.rs`; what the attack reports is `wire::HttpReport`.
+//! `http` kind (login storm, history paging, uploads, bots, flooders), run beside the
+//! WebSocket users of the same worker. One file per kind (`login.rs`, `history.rs`,
+//! `upload.rs`, `bot.rs`, `flood.rs`), each a `step` the goose transaction dispatches to
+//! by [`HttpKind`]; what they share and how they time a request is `shared.rs`; what the
+//! posting kinds record for the checker and the tick lines is `posts.rs`; what the attack
+//! reports is `wire::HttpReport`.
 //!
 //! ```text
-//! personas with http = "login" | "history" | "upload"
-//!   └─▶ one goose scenario per kind, weight = users of that kind in this shard
-//!         on_start: take the next plan user of that kind (token, channels);
+//! personas with http = "login" | "history" | "upload" | "bot" | "flood"
+//!   └─▶ one goose scenario per persona, weight = its users in this shard
+//!         on_start: take the next plan user of that persona (token, channels);
 //!                   login: sign the user up (a password hash, once)
 //!         transaction, every 60 s / requests_per_minute:
 //!           login    POST /api/v1/auth/login              (argon2 verify on the node)
 //!           history  GET  /api/v1/channels/{id}/messages?before=…  (pages back, restarts)
 //!           upload   POST /api/v1/uploads (multipart field `file`)
+//!           bot      POST …/messages (Idempotency-Key, some retried), PATCH, PUT reaction
+//!           flood    POST …/messages into one channel, over the rate limits
+//!                    └─▶ PostLog: sends/acked (checker), counters per second (ticks)
 //! ```
 //! Every request is also timed here into an HdrHistogram per kind, so `summary.json` gives
 //! p50…max in the same form as the WebSocket metrics; goose's own counts and status codes
 //! are folded in as well, and goose writes its HTML report into the run folder
 //! (`goose-report-w<I>.html`). A non-2xx answer counts as an error of kind
-//! `http:<kind>:<status>` (e.g. `http:upload:404` while a node has no uploads API).
+//! `http:<kind>:<status>` (e.g. `http:upload:404` while a node has no uploads API),
+//! except a 429, which is counted as `rate_limited`.
 
+mod bot;
+mod flood;
 mod history;
 mod login;
+mod posts;
 mod shared;
 mod upload;
+
+pub use posts::PostLog;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -38,9 +49,18 @@ use goose::prelude::TransactionResult;
 use crate::error::{LoadgenError, Result};
 use crate::histogram::{self, new_histogram};
 use crate::plan::PlanUser;
-use crate::scenario::{HttpKind, Scenario};
+use crate::scenario::{HttpKind, Persona, Scenario};
 use crate::wire::HttpReport;
 use shared::{Session, Shared};
+
+/// Request names of the posting kinds (their own kinds in the report).
+const POSTING: [&str; 5] = [
+    "bot_post",
+    "bot_retry",
+    "bot_edit",
+    "bot_react",
+    "flood_post",
+];
 
 /// A goose user starts: take the next plan user of its kind (a login user signs up).
 async fn on_start(shared: Arc<Shared>, user: &mut GooseUser) -> TransactionResult {
@@ -65,6 +85,10 @@ async fn on_start(shared: Arc<Shared>, user: &mut GooseUser) -> TransactionResul
         before: None,
         channel: 0,
         uploads: 0,
+        sent_n: 0,
+        steps: 0,
+        latest: None,
+        retried: 0,
     });
     Ok(())
 }
@@ -75,15 +99,29 @@ async fn step(shared: Arc<Shared>, user: &mut GooseUser) -> TransactionResult {
         HttpKind::Login => login::step(&shared, user).await,
         HttpKind::History => history::step(&shared, user).await,
         HttpKind::Upload => upload::step(&shared, user).await,
+        HttpKind::Bot => bot::step(&shared, user).await,
+        HttpKind::Flood => flood::step(&shared, user).await,
     }
+}
+
+/// The users of one HTTP persona in one worker.
+pub struct HttpGroup {
+    /// What they do.
+    pub kind: HttpKind,
+    /// Their persona (rate, body size, retry share).
+    pub persona: Persona,
+    /// Their plan users.
+    pub users: Vec<PlanUser>,
 }
 
 /// The HTTP users of one worker and how to run them.
 pub struct HttpLoad {
     /// Node HTTP base URL.
     pub host: String,
-    /// Users by kind (with their persona's rate, requests per minute).
-    pub users: Vec<(HttpKind, f64, Vec<PlanUser>)>,
+    /// Users by persona.
+    pub groups: Vec<HttpGroup>,
+    /// Where the posting personas record their posts and counters.
+    pub log: Arc<PostLog>,
     /// How long the goose users run (warm-up + duration: they stop with the sends).
     pub run_time: Duration,
     /// Users started per second.
@@ -94,33 +132,37 @@ pub struct HttpLoad {
 
 impl HttpLoad {
     /// The HTTP users of `users` (already this shard's), or `None` if the scenario has no
-    /// HTTP persona.
+    /// HTTP persona; posts and counters go to `log`.
     pub fn from_scenario(
         s: &Scenario,
         users: &[PlanUser],
         host: String,
         report: Option<PathBuf>,
+        log: Arc<PostLog>,
     ) -> Option<HttpLoad> {
-        let mut by_kind: BTreeMap<(HttpKind, u64), Vec<PlanUser>> = BTreeMap::new();
+        let mut by_persona: BTreeMap<u32, HttpGroup> = BTreeMap::new();
         for u in users {
             if let Some(p) = s.personas.get(u.persona as usize)
-                && let Some(k) = p.http
+                && let Some(kind) = p.http
             {
-                by_kind
-                    .entry((k, p.requests_per_minute.to_bits()))
-                    .or_default()
+                by_persona
+                    .entry(u.persona)
+                    .or_insert_with(|| HttpGroup {
+                        kind,
+                        persona: p.clone(),
+                        users: Vec::new(),
+                    })
+                    .users
                     .push(u.clone());
             }
         }
-        if by_kind.is_empty() {
+        if by_persona.is_empty() {
             return None;
         }
         Some(HttpLoad {
             host,
-            users: by_kind
-                .into_iter()
-                .map(|((k, rate), us)| (k, f64::from_bits(rate), us))
-                .collect(),
+            groups: by_persona.into_values().collect(),
+            log,
             run_time: s.warmup + s.duration,
             start_rate: s.load.connect_rate,
             report,
@@ -134,13 +176,17 @@ impl HttpLoad {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         let prefix = format!("lgh{}x", millis % 10_000_000_000);
-        let total: usize = self.users.iter().map(|u| u.2.len()).sum();
+        let total: usize = self.groups.iter().map(|g| g.users.len()).sum();
         let mut attack =
             GooseAttack::initialize_with_config(GooseConfiguration::default()).map_err(bad)?;
         let mut shared_all = Vec::new();
-        for (i, (kind, per_min, users)) in self.users.into_iter().enumerate() {
+        for (i, g) in self.groups.into_iter().enumerate() {
+            let (kind, users) = (g.kind, g.users);
+            let per_min = g.persona.requests_per_minute;
             let shared = Arc::new(Shared {
                 kind,
+                persona: g.persona,
+                log: self.log.clone(),
                 users: Mutex::new(users.iter().cloned().collect()),
                 prefix: prefix.clone(),
                 hist: Mutex::new(BTreeMap::new()),
@@ -186,6 +232,12 @@ impl HttpLoad {
             .set_default(GooseDefault::NoPrintMetrics, true)
             .map_err(bad)?
             .set_default(GooseDefault::Quiet, 1)
+            .map_err(bad)?
+            // No controllers: they would listen on fixed ports (5116, 5117), which a
+            // second worker or attack on this machine finds taken.
+            .set_default(GooseDefault::NoTelnet, true)
+            .map_err(bad)?
+            .set_default(GooseDefault::NoWebSocket, true)
             .map_err(bad)?;
         let mut report_paths = Vec::new();
         if let Some(r) = &self.report {
@@ -205,7 +257,9 @@ impl HttpLoad {
         for agg in gm.requests.values() {
             // Goose keys requests by name or path; map both forms to our kinds.
             let p = agg.path.as_str();
-            let key = if p.contains("signup") {
+            let key = if POSTING.contains(&p) {
+                p.to_string()
+            } else if p.contains("signup") {
                 "signup".to_string()
             } else if p.contains("login") {
                 "login".to_string()

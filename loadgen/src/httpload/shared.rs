@@ -1,20 +1,25 @@
-//! What the goose users of one HTTP kind share (their plan users, histograms, errors),
-//! what each one keeps (its [`Session`]), and the one way they make a request: [`timed`].
+//! What the goose users of one HTTP persona share (their plan users, histograms, errors,
+//! the post log), what each one keeps (its [`Session`]), and the one way they make a
+//! request: [`timed`].
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use goose::goose::{GooseMethod, GooseRequest, GooseUser};
 use hdrhistogram::Histogram;
 
 use crate::histogram::{self, new_histogram};
+use crate::httpload::posts::PostLog;
 use crate::plan::PlanUser;
-use crate::scenario::HttpKind;
+use crate::scenario::{HttpKind, Persona};
 
-/// State shared by the goose users of one kind.
+/// State shared by the goose users of one persona.
 pub(super) struct Shared {
     pub(super) kind: HttpKind,
+    pub(super) persona: Persona,
+    /// Where posts and per-second counters go (the worker reads them).
+    pub(super) log: Arc<PostLog>,
     pub(super) users: Mutex<VecDeque<PlanUser>>,
     /// Username prefix for signed-up users (unique per run).
     pub(super) prefix: String,
@@ -51,14 +56,22 @@ pub(super) struct Session {
     pub(super) before: Option<i64>,
     pub(super) channel: usize,
     pub(super) uploads: u64,
+    /// Posting personas: posts made (the `n` of their nonces).
+    pub(super) sent_n: u64,
+    /// Bot: actions taken (post, post, edit, react, …).
+    pub(super) steps: u64,
+    /// Bot: its latest stored post (channel, id).
+    pub(super) latest: Option<(flowline_protocol::ChannelId, flowline_protocol::MessageId)>,
+    /// Bot: posts retried with their key so far.
+    pub(super) retried: u64,
 }
 
 /// What a request step returns (goose's transaction error).
 pub(super) type Res<T> = std::result::Result<T, Box<goose::goose::TransactionError>>;
 
 /// Make one request named `name` (built by `build`), time it into the kind's histogram
-/// and count a non-2xx answer or a transport error; returns the status (0: no answer)
-/// and the response.
+/// and count a non-2xx answer or a transport error (a 429 is counted as `rate_limited`,
+/// not as an error); returns the status (0: no answer) and the response.
 pub(super) async fn timed(
     shared: &Shared,
     user: &mut GooseUser,
@@ -80,7 +93,9 @@ pub(super) async fn timed(
     match resp.response {
         Ok(r) => {
             let status = r.status().as_u16();
-            if !r.status().is_success() {
+            if status == 429 {
+                shared.log.count(|c| c.rate_limited += 1);
+            } else if !r.status().is_success() {
                 shared.error(format!("http:{name}:{status}"));
             }
             Ok((status, Some(r)))

@@ -235,6 +235,59 @@ latency = "50ms"
     }
 
     #[test]
+    fn bot_and_flood_personas_parse_and_bad_ones_are_refused() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let s = Scenario::from_path(&dir.join("bots-and-humans.toml")).unwrap();
+        let kinds: Vec<_> = s.personas.iter().map(|p| p.http).collect();
+        assert_eq!(kinds, [None, Some(HttpKind::Bot), Some(HttpKind::Flood)]);
+        assert_eq!(s.personas[1].retry_share, 0.2);
+        assert_eq!(Scenario::parse("back", &s.to_toml()).unwrap(), s);
+        let with = |persona: &str| {
+            Scenario::parse(
+                "t.toml",
+                &format!(
+                    "[run]\nname = \"x\"\nduration = \"1s\"\n[population]\nusers = 4\n\
+                     [[personas]]\nname = \"p\"\n{persona}"
+                ),
+            )
+        };
+        // A bot without retry_share retries one post in ten.
+        let bot = with("http = \"bot\"\n").unwrap();
+        assert_eq!(bot.personas[0].retry_share, 0.1);
+        assert_eq!(
+            with("http = \"flood\"\n").unwrap().personas[0].retry_share,
+            0.0
+        );
+        for (persona, needle) in [
+            (
+                "http = \"bots\"\n",
+                "unknown variant `bots`, expected one of",
+            ),
+            ("http = \"bots\"\n", "`bot`, `flood`"),
+            ("retry_share = 0.5\n", "retry_share needs http = \"bot\""),
+            (
+                "http = \"flood\"\nretry_share = 0.5\n",
+                "retry_share needs http = \"bot\"",
+            ),
+            (
+                "http = \"bot\"\nretry_share = 1.5\n",
+                "retry_share must be within 0..=1",
+            ),
+            (
+                "http = \"flood\"\nrequests_per_minute = 0\n",
+                "http = \"flood\" needs requests_per_minute > 0",
+            ),
+            (
+                "requests_per_minute = 5\n",
+                "requests_per_minute needs http = \"login\"|\"history\"|\"upload\"|\"bot\"|\"flood\"",
+            ),
+        ] {
+            let err = with(persona).unwrap_err().to_string();
+            assert!(err.contains(needle), "{persona}: {err}");
+        }
+    }
+
+    #[test]
     fn websocket_target_problems_are_reported() {
         let text = r#"
 [run]

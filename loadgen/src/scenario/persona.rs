@@ -37,6 +37,9 @@ pub struct Persona {
     pub http: Option<HttpKind>,
     /// HTTP persona: requests per minute per user.
     pub requests_per_minute: f64,
+    /// `http = "bot"`: share of posts sent a second time with the same `Idempotency-Key`
+    /// (the node must answer the first result and post nothing).
+    pub retry_share: f64,
 }
 
 impl Persona {
@@ -55,6 +58,7 @@ impl Persona {
             uploads_per_minute: 0.0,
             http: None,
             requests_per_minute: 60.0,
+            retry_share: 0.0,
         }
     }
 }
@@ -69,6 +73,11 @@ pub enum HttpKind {
     History,
     /// Upload files (`POST /api/v1/uploads`).
     Upload,
+    /// A well-behaved bot: post (with `Idempotency-Key`, some posts retried with the same
+    /// key), edit its post and react to it over HTTP, waiting out `Retry-After` on a 429.
+    Bot,
+    /// A flooder: post into one channel far over the rate limits, ignoring 429s.
+    Flood,
 }
 
 impl HttpKind {
@@ -78,6 +87,14 @@ impl HttpKind {
             HttpKind::Login => "login",
             HttpKind::History => "history",
             HttpKind::Upload => "upload",
+            HttpKind::Bot => "bot",
+            HttpKind::Flood => "flood",
         }
+    }
+
+    /// Whether its users post chat messages (recorded for the checker like WebSocket
+    /// sends).
+    pub fn posts(self) -> bool {
+        matches!(self, HttpKind::Bot | HttpKind::Flood)
     }
 }

@@ -162,6 +162,8 @@ pub(super) struct RawPersona {
     pub(super) http: Option<HttpKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) requests_per_minute: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) retry_share: Option<f64>,
 }
 
 /// `load.model`.

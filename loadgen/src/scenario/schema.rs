@@ -62,6 +62,7 @@ fn schema(path: &str) -> Option<&'static [&'static str]> {
             "reconnect_every",
             "http",
             "requests_per_minute",
+            "retry_share",
         ],
         "load" => &["model", "connect_rate", "stages"],
         "load.stages" => &["duration", "target", "rate"],

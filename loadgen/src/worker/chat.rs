@@ -598,6 +598,9 @@ impl User {
                     .and_then(|c| serde_json::to_value(c).ok())
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_else(|| "unknown".into());
+                if code == "rate_limited" {
+                    ctx.count(|c| c.rate_limited += 1);
+                }
                 if let Some(kind) = p.req_id.and_then(|r| self.feat.answered(r)) {
                     ctx.error(&format!("{kind}:{code}"));
                     return;

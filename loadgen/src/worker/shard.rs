@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checker;
 use crate::error::{LoadgenError, Result};
+use crate::httpload::PostLog;
 use crate::plan::{Plan, PlanUser, Shard};
 use crate::recorder::Recorder;
 use crate::scenario::Scenario;
@@ -118,7 +119,10 @@ pub async fn run_to(
             crate::plan::MAX_USERS_PER_WORKER
         )));
     }
-    // HTTP personas run on goose, beside the WebSocket users.
+    // HTTP personas run on goose, beside the WebSocket users; the posting ones record
+    // into `posts` on the same clock (their counters join the tick lines, their posts
+    // the done line).
+    let posts = Arc::new(PostLog::new(start, start_unix_us));
     let http_load = crate::httpload::HttpLoad::from_scenario(
         &s,
         &users,
@@ -126,6 +130,7 @@ pub async fn run_to(
         cfg.out
             .as_ref()
             .map(|d| d.join(format!("goose-report-w{}.html", cfg.shard.index))),
+        posts.clone(),
     );
     let goose = http_load.map(|load| {
         let delay = start.saturating_duration_since(Instant::now());
@@ -174,7 +179,15 @@ pub async fn run_to(
     };
     let mut history = History::default();
     let prom = cfg.metrics.clone();
-    let emit = |t: u64, rec: &Recorder, users: u64, out: &mut dyn Output| -> Result<()> {
+    let emit = |t: u64,
+                rec: &mut Recorder,
+                users: u64,
+                totals: &mut Counters,
+                out: &mut dyn Output|
+     -> Result<()> {
+        let http = posts.take_until(t);
+        totals.add(&http);
+        rec.counters.add(&http);
         if let Some(m) = &prom {
             m.observe(users, rec);
         }
@@ -205,8 +218,8 @@ pub async fn run_to(
                     if first.get().0 < threads {
                         break;
                     }
-                    let (t, (_, rec, users)) = first.remove_entry();
-                    emit(t, &rec, users, &mut out)?;
+                    let (t, (_, mut rec, users)) = first.remove_entry();
+                    emit(t, &mut rec, users, &mut totals, &mut out)?;
                 }
             }
             ThreadMsg::Done { history: h, peak } => {
@@ -216,8 +229,8 @@ pub async fn run_to(
         }
     }
     // Threads that ended early leave partial seconds behind.
-    for (t, (_, rec, users)) in std::mem::take(&mut pending) {
-        emit(t, &rec, users, &mut out)?;
+    for (t, (_, mut rec, users)) in std::mem::take(&mut pending) {
+        emit(t, &mut rec, users, &mut totals, &mut out)?;
     }
     for h in handles {
         if h.join().is_err() {
@@ -231,7 +244,13 @@ pub async fn run_to(
     done.receives = history.receives;
     done.generic = history.generic;
     if let Some(g) = goose {
-        match g.await {
+        let result = g.await;
+        // Posts answered after the last tick: in the totals and the checker's input.
+        done.totals.add(&posts.take_rest());
+        let (acked, sends) = posts.take_history();
+        done.acked.extend(acked);
+        done.sends.extend(sends);
+        match result {
             Ok(Ok((report, errors))) => {
                 for (kind, n) in errors {
                     done.totals.errors += n;

@@ -1,6 +1,7 @@
 //! Integration tests of the load generator: one binary, modules per area.
 
 mod anomalies;
+mod bots;
 mod engine;
 mod faulty_proxy;
 mod features;

@@ -34,10 +34,16 @@ impl Drop for Node {
 
 /// Start a phase-`single` node on 127.0.0.1:0 with the admin API enabled.
 pub async fn start_node() -> Node {
+    start_node_with(|_| {}).await
+}
+
+/// [`start_node`], adjusting the node's configuration first (e.g. its rate limits).
+pub async fn start_node_with(adjust: impl FnOnce(&mut flowline_server::Config)) -> Node {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let mut config = flowline_server::Config::new("node1", flowline_server::Phase::Single);
     config.admin_secret = Some(SECRET.into());
+    adjust(&mut config);
     // Uploads go to a throwaway directory, removed with the node (not into the source tree).
     let data = tempfile::tempdir().unwrap();
     config.features.data_dir = data.path().to_path_buf();

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use crate::scenario::persona::Persona;
+use crate::scenario::persona::{HttpKind, Persona};
+
+/// `retry_share` of a bot persona that does not give one.
+const DEFAULT_RETRY_SHARE: f64 = 0.1;
 use crate::scenario::raw::RawPersona;
 
 pub(super) fn personas(raw: &[RawPersona], p: &mut Vec<String>) -> Vec<Persona> {
@@ -25,10 +28,34 @@ pub(super) fn personas(raw: &[RawPersona], p: &mut Vec<String>) -> Vec<Persona> 
             uploads_per_minute: rp.uploads_per_minute.unwrap_or(0.0),
             http: rp.http,
             requests_per_minute: rp.requests_per_minute.unwrap_or(d.requests_per_minute),
+            retry_share: rp.retry_share.unwrap_or(if rp.http == Some(HttpKind::Bot) {
+                DEFAULT_RETRY_SHARE
+            } else {
+                0.0
+            }),
         };
         if rp.requests_per_minute.is_some() && rp.http.is_none() {
             p.push(format!(
-                "{what}: requests_per_minute needs http = \"login\"|\"history\"|\"upload\""
+                "{what}: requests_per_minute needs http = \"login\"|\"history\"|\"upload\"|\"bot\"|\"flood\""
+            ));
+        }
+        if rp.retry_share.is_some() && rp.http != Some(HttpKind::Bot) {
+            p.push(format!(
+                "{what}: retry_share needs http = \"bot\" (only bots retry posts with an Idempotency-Key)"
+            ));
+        }
+        if !(0.0..=1.0).contains(&persona.retry_share) {
+            p.push(format!(
+                "{what}: retry_share must be within 0..=1, got {}",
+                persona.retry_share
+            ));
+        }
+        if persona.http.is_some_and(HttpKind::posts)
+            && !(persona.requests_per_minute.is_finite() && persona.requests_per_minute > 0.0)
+        {
+            p.push(format!(
+                "{what}: http = \"{}\" needs requests_per_minute > 0",
+                persona.http.map_or("", HttpKind::as_str)
             ));
         }
         for (k, v) in [

@@ -43,21 +43,7 @@ pub struct Peek<'a> {
     pub code: Option<flowline_protocol::ws::ErrorCode>,
 }
 
-/// Nonce carried by every `send`: `"<user>:<n>:<unix µs>"`. The time is the intended send
-/// time (open model) or the actual one (closed), so a recipient in any worker process on
-/// this machine measures send→delivery with the same clock.
-pub fn nonce(user: u32, n: u64, unix_us: u64) -> String {
-    format!("{user}:{n}:{unix_us}")
-}
-
-/// Parse a nonce made by [`nonce`]: (user, n, unix µs).
-pub fn parse_nonce(s: &str) -> Option<(u32, u64, u64)> {
-    let mut it = s.splitn(3, ':');
-    let user = it.next()?.parse().ok()?;
-    let n = it.next()?.parse().ok()?;
-    let t = it.next()?.parse().ok()?;
-    Some((user, n, t))
-}
+pub use crate::nonce::{nonce, parse_nonce};
 
 const BODY: &str = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. ";
 
@@ -120,13 +106,5 @@ mod tests {
             ("message", Some(3), Some(9), Some(77))
         );
         assert_eq!(p.nonce.and_then(parse_nonce), Some((4, 2, 123)));
-    }
-
-    #[test]
-    fn nonce_round_trip() {
-        let n = nonce(17, 3, 1_700_000_000_123_456);
-        assert_eq!(parse_nonce(&n), Some((17, 3, 1_700_000_000_123_456)));
-        assert_eq!(parse_nonce("x:1:2"), None);
-        assert_eq!(parse_nonce("1:2"), None);
     }
 }
