@@ -132,8 +132,14 @@ fn a_fault_on_a_spread_client_link_reaches_and_heals_every_process() {
     let inject = event_seconds(&dir, started, "inject", "latency");
     let heal = event_seconds(&dir, started, "heal", "latency");
     assert_eq!((inject.len(), heal.len()), (1, 1), "{events}");
-    // Whole seconds well inside the fault, and after it.
-    let during = deliveries(&dir, inject[0].ceil() as u64 + 2, heal[0].floor() as u64);
+    // Whole seconds well inside the fault, and after it. An event is written once the
+    // change is made on every process, so the heal itself comes a little before its
+    // event: messages held by the toxic then go out with only part of the latency.
+    let during = deliveries(
+        &dir,
+        inject[0].ceil() as u64 + 2,
+        heal[0].floor() as u64 - 1,
+    );
     assert!(
         during.len() > 500,
         "too few deliveries during the fault: {}",
