@@ -20,7 +20,7 @@
 //! | [`plane`] | `flowline chaos data-plane`: one process of a spread link, driven over stdin |
 //! | [`client`] | a client of a remote Toxiproxy API |
 //! | [`process`], [`events`] | process faults (kill, pause); events.jsonl |
-//! | [`schedule`] | [`Schedule`]: faults fired on time against [`Targets`], always healed |
+//! | [`schedule`] | [`Schedule`]: faults fired on time against [`Targets`] (or injected by hand while it runs), always healed |
 //! | [`cli`] | `flowline chaos` (serve, heal, list, run) |
 //!
 //! - [`Controller`]: an in-process set of TCP proxies with toxics (latency, bandwidth,
@@ -96,6 +96,6 @@ pub use kernel::{Host, Network};
 pub use metrics::FaultMetrics;
 pub use process::{PidProcess, ProcessTarget};
 pub use proxy::ProxyInfo;
-pub use schedule::{Links, Schedule, ScheduleHandle, Targets};
+pub use schedule::{ActiveFault, Links, Schedule, ScheduleHandle, Targets};
 pub use spread::{DataPlane, PlaneInfo};
 pub use toxic::{Direction, FrameAction, FrameSelect, ToxicKind, ToxicSpec};

@@ -18,6 +18,7 @@
 //! | [`metrics_targets`] | the run's Prometheus endpoints (metrics-targets.json) |
 //! | [`needs`] | which services (Postgres, Redis) a phase needs |
 //! | [`faults`] | the scenario's fault schedule wired to the run's links and nodes |
+//! | [`console`] | `flowline run --console`: the live page, its stream, faults by hand |
 //! | [`revision`] | which Flowline made a run (summary.json `meta.revision`) |
 //! | [`services`] | Postgres/Redis for a run: given, throwaway, or refused |
 //! | [`node_errors`] | the nodes' logged warnings and errors, grouped by cause (summary.json) |
@@ -31,6 +32,7 @@ pub mod child;
 pub mod cli;
 pub mod cluster;
 pub mod compare;
+pub mod console;
 pub mod coordinator;
 pub mod faults;
 pub mod generic_target;

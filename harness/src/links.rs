@@ -118,6 +118,16 @@ impl LinkSet {
         }
     }
 
+    /// Names of the run's links.
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            LinkSet::Local(c) => c.names(),
+            LinkSet::Remote { created, .. } => {
+                created.lock().unwrap_or_else(|p| p.into_inner()).clone()
+            }
+        }
+    }
+
     /// The links as the fault schedule acts on them.
     pub fn links(&self) -> Links {
         match self {

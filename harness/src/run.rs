@@ -43,6 +43,7 @@ use serde_json::json;
 
 use crate::capacity::Need;
 use crate::cluster::{Cluster, ClusterCtx, start_cluster};
+use crate::console::Console;
 use crate::coordinator;
 use crate::faults::{FaultRunner, NodeTargets};
 use crate::generic_target::generic_target;
@@ -87,6 +88,8 @@ pub struct RunOptions {
     /// Processes carrying each client link on the embedded proxy (default: as many as
     /// the users need, see [`crate::capacity`]).
     pub client_link_processes: Option<usize>,
+    /// Serve the run console (`--console`).
+    pub console: Option<crate::console::ConsoleOptions>,
 }
 
 #[derive(Debug)]
@@ -150,6 +153,8 @@ struct State {
     isolation: Option<Isolated>,
     /// Stops the chaos API server.
     stop_api: tokio_util::sync::CancellationToken,
+    /// The run console (`--console`).
+    console: Option<Console>,
 }
 
 /// Carry out a run. `Err` means it could not be carried out (exit 2).
@@ -184,11 +189,18 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Outcome> {
         .with_context(|| format!("cannot write {}/scenario.toml", dir.display()))?;
     eprintln!("flowline: run folder {}", dir.display());
     eprintln!("flowline: {}", scenario.summary());
+    let console = match &opts.console {
+        Some(c) => Some(Console::start(c, &scenario, &dir).await?),
+        None => None,
+    };
 
     let sup = Supervisor::new(&dir.join("logs"))?;
     // Kills every child if anything below panics.
     let _guard = sup.guard();
-    let mut state = State::default();
+    let mut state = State {
+        console: console.clone(),
+        ..State::default()
+    };
     eprintln!("flowline: needs {}", need.describe());
     let result = tokio::select! {
         r = drive(&scenario, &opts, &need, &dir, &sup, &mut state) => r,
@@ -198,8 +210,21 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Outcome> {
     if !opts.services.keep {
         let _ = std::fs::remove_file(dir.join("plan.json"));
     }
+    // The faults are healed: the manual ones go into scenario.toml, the page shows the end.
+    if let Some(c) = &console {
+        c.finished(result.as_ref().ok());
+        if result.is_err() {
+            c.stop();
+        }
+    }
     let summary = result?;
     finish(&dir, &summary);
+    if let Some(c) = &console {
+        if opts.console.as_ref().is_some_and(|o| o.keep) {
+            c.keep().await;
+        }
+        c.stop();
+    }
     Ok(Outcome { dir, summary })
 }
 
@@ -255,6 +280,9 @@ async fn drive(
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("cannot create events.jsonl")?;
     state.events = Some(events.clone());
+    if let Some(c) = &state.console {
+        c.set_events(&events);
+    }
     let controller = Controller::new();
     // Client links that need more files than one process has are carried by
     // `flowline chaos data-plane` children, which die with this process even on SIGKILL.
@@ -338,6 +366,16 @@ async fn drive(
         sup.record(&format!("{link}.p{i}"), pid);
     }
     targets_file.write()?;
+    if let Some(c) = &state.console {
+        let nodes = state
+            .cluster
+            .nodes
+            .iter()
+            .filter(|n| sup.spec(&n.id).is_some())
+            .map(|n| n.id.clone())
+            .collect();
+        c.set_targets(links.names(), nodes, state.isolation.is_some());
+    }
     let plan_path = dir.join("plan.json");
     plan.write(&plan_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     plan.shards(workers).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -398,8 +436,9 @@ async fn drive(
     };
     let coord = session.handle.clone();
 
-    // Faults, from the start of measurement.
-    if !scenario.faults.is_empty() {
+    // Faults, from the start of measurement (with a console, a schedule also without
+    // any: faults injected by hand go through it).
+    if !scenario.faults.is_empty() || state.console.is_some() {
         let targets = NodeTargets::new(sup.clone(), events.clone(), &state.cluster.nodes);
         let runner = FaultRunner::start(
             &scenario.faults,
@@ -410,6 +449,33 @@ async fn drive(
             state.isolation.as_ref().map(Isolated::network),
             run_start + scenario.warmup,
         )?;
+        if let Some(c) = &state.console {
+            let zero = run_start + scenario.warmup;
+            c.started(
+                crate::console::RunClock {
+                    start: run_start,
+                    zero,
+                    measure_end: zero + scenario.duration,
+                    end: zero + scenario.duration + scenario.drain,
+                    start_ms: if run_start >= events.start() {
+                        (run_start - events.start()).as_millis() as i64
+                    } else {
+                        -((events.start() - run_start).as_millis() as i64)
+                    },
+                },
+                runner.handle(),
+            );
+            let (sup, nodes) = (sup.clone(), state.cluster.nodes.clone());
+            c.set_processes(Box::new(move || {
+                let mut list = vec![("harness".to_string(), std::process::id())];
+                let names = nodes
+                    .iter()
+                    .map(|n| n.id.clone())
+                    .chain((0..workers).map(workers::name));
+                list.extend(names.filter_map(|n| Some((n.clone(), sup.pid(&n)?))));
+                list
+            }));
+        }
         state.faults = Some(runner);
     }
 
@@ -436,12 +502,18 @@ async fn drive(
             }
         }
     };
-    collect::collect(
+    let console = state.console.clone();
+    collect::collect_observed(
         &mut agg,
         session.lines,
         |_, _| false,
         Some(deadline),
         stop_workers,
+        |agg| {
+            if let Some(c) = &console {
+                c.observe(agg);
+            }
+        },
     )
     .await;
     // What each spread client link's processes carried (events.jsonl, for the record).

@@ -103,6 +103,23 @@ impl Interval {
     }
 }
 
+/// One second of a run merged over its workers, as [`Aggregator::seconds_after`] gives it.
+#[derive(Debug, Clone)]
+pub struct SecondView {
+    /// Interval number (covers `[t-1, t)` seconds since the run's start).
+    pub t: u64,
+    /// In the measured window.
+    pub measuring: bool,
+    /// In the drain.
+    pub drain: bool,
+    /// Users connected at its end.
+    pub users: u64,
+    /// Its counters.
+    pub counters: Counters,
+    /// Its histograms by [`Metric`] (index `Metric as usize`), `None` without samples.
+    pub hists: [Option<Histogram<u64>>; 4],
+}
+
 /// Merges the stdout lines of a run's workers.
 #[derive(Debug)]
 pub struct Aggregator {
@@ -289,6 +306,27 @@ impl Aggregator {
             p.p99_delivery_us = iv.p99_delivery();
         }
         p
+    }
+
+    /// The seconds after `after` that every shard has reported (or that are older than
+    /// [`LATE_AFTER_S`] behind the newest), oldest first, with their merged histograms:
+    /// what a live view (the run console) draws once a second without reading any file.
+    pub fn seconds_after(&self, after: u64) -> Vec<SecondView> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.intervals
+            .range((Excluded(after), Unbounded))
+            .take_while(|(t, iv)| {
+                iv.reports >= self.workers || t.saturating_add(LATE_AFTER_S) <= self.newest
+            })
+            .map(|(&t, iv)| SecondView {
+                t,
+                measuring: iv.measuring,
+                drain: iv.drain,
+                users: iv.users,
+                counters: iv.counters.clone(),
+                hists: std::array::from_fn(|m| iv.hist(Metric::ALL[m])),
+            })
+            .collect()
     }
 
     /// Check correctness, evaluate thresholds and write the run folder's files.

@@ -484,8 +484,8 @@ pub enum WorkerLine {
     Done(Box<Done>),
 }
 
-/// Where a worker's lines go: the coordinator's socket
-/// ([`CoordinatorOutput`](crate::coordinator::client::CoordinatorOutput)), or a closure
+/// Where a worker's lines go: the coordinator's socket (`CoordinatorOutput`, see
+/// docs/coordinator.md), or a closure
 /// ([`Lines`]: a test's vector, the standalone loadgen's in-process aggregator).
 pub trait Output {
     /// Send one line (a tick, or the done line last).

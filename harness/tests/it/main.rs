@@ -2,6 +2,7 @@
 
 mod client_links;
 mod compose;
+mod console;
 mod coordinator;
 mod generic;
 mod isolation;
