@@ -3,6 +3,7 @@
 mod client_links;
 mod compose;
 mod console;
+mod console_page;
 mod coordinator;
 mod generic;
 mod isolation;
