@@ -9,6 +9,7 @@
 //! [`ScheduleHandle::heal_all`] (cancel, then take the lock and heal the set) cannot
 //! miss a fault injected concurrently. Dropping the handle heals too: synchronously
 //! what can be (local toxics, paused processes), the rest on a spawned task.
+//! Faults injected by hand while the schedule runs (`manual`) share all of this.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +29,9 @@ use crate::kernel::{self, Change, Network};
 use crate::metrics::FaultMetrics;
 use crate::process::ProcessTarget;
 use crate::toxic::{Direction, FrameAction, ToxicKind, ToxicSpec};
+
+mod manual;
+pub use manual::ActiveFault;
 
 /// Where link faults go: the in-process controller, a remote Toxiproxy, or nowhere.
 #[derive(Debug, Clone)]
@@ -77,7 +81,10 @@ impl Links {
     async fn add_toxic(&self, proxy: &str, toxic: &ToxicSpec) -> Result<()> {
         match self {
             Links::None => Err(Error::ProxyNotFound),
-            Links::Local(c) => c.add_toxic(proxy, toxic.clone()).map(drop),
+            Links::Local(c) => {
+                c.add_toxic(proxy, toxic.clone())?;
+                c.settled(proxy).await
+            }
             Links::Remote(r) => r.add_toxic(proxy, toxic).await,
         }
     }
@@ -85,7 +92,10 @@ impl Links {
     async fn remove_toxic(&self, proxy: &str, name: &str) -> Result<()> {
         match self {
             Links::None => Err(Error::ProxyNotFound),
-            Links::Local(c) => c.remove_toxic(proxy, name),
+            Links::Local(c) => {
+                c.remove_toxic(proxy, name)?;
+                c.settled(proxy).await
+            }
             Links::Remote(r) => r.remove_toxic(proxy, name).await,
         }
     }
@@ -197,6 +207,10 @@ struct Shared {
     /// How many active faults hold each link disabled / node paused: overlapping faults
     /// on one target undo it only when the last of them heals.
     holds: parking_lot::Mutex<HashMap<String, usize>>,
+    /// How many faults the schedule has: manual faults are numbered after them.
+    scheduled: usize,
+    /// The number the next manual fault gets.
+    next_manual: std::sync::atomic::AtomicUsize,
 }
 
 /// A validated list of faults with their targets, ready to run.
@@ -346,6 +360,8 @@ impl Schedule {
             cancel: CancellationToken::new(),
             errors: parking_lot::Mutex::new(Vec::new()),
             holds: parking_lot::Mutex::new(HashMap::new()),
+            scheduled: self.faults.len(),
+            next_manual: std::sync::atomic::AtomicUsize::new(self.faults.len() + 1),
         });
         let mut tasks = JoinSet::new();
         for (i, spec) in self.faults.into_iter().enumerate() {

@@ -82,6 +82,36 @@ pub struct RunArgs {
     /// (e.g. `60s`); after it the run exits 2 naming the missing shards.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s", value_name = "DURATION")]
     pub workers_timeout: Duration,
+    /// Processes carrying each client link (client-node<i>, client-target<i>) of the
+    /// embedded chaos proxy. Default: as many as the users need — the harness process
+    /// itself up to 8,000 users, above that enough `flowline chaos data-plane` processes
+    /// that none holds more files than the process limit. They share the link's one
+    /// address; faults set through the chaos API reach them all.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub client_link_processes: Option<u16>,
+    /// Serve the run console: a live page of the run (users, rates, per-second latency
+    /// percentiles, errors, faults shaded, CPU/memory, thresholds as they stand), updated
+    /// every second, where faults can be injected and healed by hand (they are written to
+    /// events.jsonl and appended to the run folder's scenario.toml, so `flowline replay`
+    /// repeats them). Listens on ADDR (an IP, a free port, or IP:PORT; default
+    /// 127.0.0.1); the start line prints the page's URL with the run's token, which every
+    /// request needs. See docs/console.md.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "127.0.0.1",
+        conflicts_with = "phases"
+    )]
+    pub console: Option<String>,
+    /// Let `--console=ADDR` be an address other than loopback (prints a warning: whoever
+    /// has the token can inject faults into the run).
+    #[arg(long, requires = "console")]
+    pub console_allow_remote: bool,
+    /// Keep the console up after the run (with its final numbers and verdict) until Ctrl-C.
+    #[arg(long, requires = "console")]
+    pub console_keep: bool,
     /// Where the workers run: `--launcher kubernetes` makes them the pods of an Indexed
     /// Job (docs/kubernetes.md).
     #[command(flatten)]
@@ -131,6 +161,19 @@ impl RunArgs {
             toxiproxy_url: self.toxiproxy_url.clone().filter(|s| !s.is_empty()),
             metrics_host: self.metrics_host.clone().filter(|s| !s.is_empty()),
             workers_timeout: self.workers_timeout,
+            client_link_processes: self.client_link_processes.map(usize::from),
+            console: match &self.console {
+                Some(addr) => {
+                    // Refused before anything starts.
+                    crate::console::parse_addr(addr, self.console_allow_remote)?;
+                    Some(crate::console::ConsoleOptions {
+                        addr: addr.clone(),
+                        allow_remote: self.console_allow_remote,
+                        keep: self.console_keep,
+                    })
+                }
+                None => None,
+            },
         })
     }
 }
@@ -142,6 +185,9 @@ pub async fn run_main(args: RunArgs) -> anyhow::Result<ExitCode> {
             anyhow::bail!(
                 "--phases runs locally only: give one --phase with --launcher kubernetes"
             );
+        }
+        if args.console.is_some() {
+            anyhow::bail!("--console is not served with --launcher kubernetes yet: run locally");
         }
         let outcome = crate::kubernetes::launch::run(args.to_options()?, &args.kube).await?;
         return Ok(outcome.exit_code());
@@ -292,8 +338,11 @@ pub async fn scenario_main(args: ScenarioArgs) -> anyhow::Result<ExitCode> {
 fn check_file(f: &std::path::Path, remote_proxy: bool) -> Result<String, String> {
     let s = Scenario::from_path(f).map_err(|e| e.to_string())?;
     let summary = s.summary();
-    crate::preflight::prepare(s, &Overrides::default())
-        .and_then(|s| crate::preflight::check(&s, remote_proxy))
+    let need = crate::preflight::prepare(s, &Overrides::default())
+        .and_then(|s| {
+            crate::preflight::check(&s, remote_proxy)?;
+            crate::preflight::need(&s, None, None, remote_proxy)
+        })
         .map_err(|e| format!("{}: {e:#}", f.display()))?;
-    Ok(summary)
+    Ok(format!("{summary}; needs {}", need.describe()))
 }

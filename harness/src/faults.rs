@@ -110,7 +110,7 @@ impl NodeTargets {
 
 /// A running fault schedule; [`FaultRunner::stop`] heals everything.
 pub struct FaultRunner {
-    handle: ScheduleHandle,
+    handle: Arc<ScheduleHandle>,
 }
 
 impl FaultRunner {
@@ -137,8 +137,13 @@ impl FaultRunner {
         let schedule = Schedule::new(faults.to_vec(), targets, events)
             .map_err(|e| anyhow::anyhow!("{e}"))
             .context("bad [[faults]] in the scenario")?;
-        let handle = schedule.run(tokio::time::Instant::from_std(zero));
+        let handle = Arc::new(schedule.run(tokio::time::Instant::from_std(zero)));
         Ok(Self { handle })
+    }
+
+    /// The running schedule (the run console injects and heals faults by hand through it).
+    pub fn handle(&self) -> Arc<ScheduleHandle> {
+        self.handle.clone()
     }
 
     /// Faults that could not be injected.
@@ -151,7 +156,8 @@ impl FaultRunner {
         for e in self.handle.errors() {
             tracing::warn!("fault not injected: {e}");
         }
-        if let Err(e) = self.handle.shutdown().await {
+        // Healing cancels the schedule's tasks; the last holder of the handle drops them.
+        if let Err(e) = self.handle.heal_all().await {
             tracing::warn!("healing faults: {e}");
         }
     }

@@ -41,10 +41,26 @@ pub struct Collected {
 /// stop the workers, which closes the lines).
 pub async fn collect<F>(
     agg: &mut Aggregator,
+    rx: LineRx,
+    own_line: impl FnMut(usize, &str) -> bool,
+    deadline: Option<Instant>,
+    at_deadline: impl FnMut() -> F,
+) -> Collected
+where
+    F: Future<Output = ()>,
+{
+    collect_observed(agg, rx, own_line, deadline, at_deadline, |_| {}).await
+}
+
+/// [`collect`], and `each_second` sees the aggregator once a second (a live view reads
+/// the newly complete seconds from it, e.g. the run console).
+pub async fn collect_observed<F>(
+    agg: &mut Aggregator,
     mut rx: LineRx,
     mut own_line: impl FnMut(usize, &str) -> bool,
     deadline: Option<Instant>,
     mut at_deadline: impl FnMut() -> F,
+    mut each_second: impl FnMut(&Aggregator),
 ) -> Collected
 where
     F: Future<Output = ()>,
@@ -71,6 +87,7 @@ where
                 None => break,
             },
             _ = tick.tick() => {
+                each_second(agg);
                 if tty {
                     eprint!("\r{}\x1b[K", agg.progress());
                 } else if last_plain.elapsed() >= Duration::from_secs(5) {

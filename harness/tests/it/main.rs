@@ -1,6 +1,9 @@
 //! Integration tests of the `flowline` harness, through the real binary.
 
+mod client_links;
 mod compose;
+mod console;
+mod console_page;
 mod coordinator;
 mod generic;
 mod isolation;

@@ -17,11 +17,12 @@
 //! | `schema.rs` | the keys of each table; the walk listing every unknown key |
 //! | `validate/` | one file per table: defaults, checks, the typed value |
 //! | `model.rs` | [`Scenario`] and its run, cluster, population and load types |
-//! | `persona.rs`, `target.rs`, `dist.rs` | personas, the generic WebSocket target, distributions |
+//! | `persona.rs`, `target.rs`, `dist.rs`, `isolation.rs` | personas, the generic WebSocket target, distributions, network isolation |
 //!
 //! `docs/scenarios.md` documents every key.
 
 mod dist;
+mod isolation;
 mod model;
 mod persona;
 mod raw;
@@ -35,9 +36,8 @@ pub use crate::error::{ScenarioError, UnknownKey};
 pub use dist::Dist;
 /// Architecture phase (shared with the node's `--phase`).
 pub use flowline_protocol::Phase;
-pub use model::{
-    Cluster, External, Isolation, Load, LoadModel, Overrides, Population, Scenario, Stage,
-};
+pub use isolation::Isolation;
+pub use model::{Cluster, External, Load, LoadModel, Overrides, Population, Scenario, Stage};
 pub use persona::{HttpKind, Persona};
 pub use target::{Expect, PLACEHOLDERS, TargetKind, TimeUnit, WsTarget, template_names};
 

@@ -8,6 +8,7 @@ use flowline_chaos::fault::FaultSpec;
 use flowline_protocol::Phase;
 
 use crate::scenario::dist::Dist;
+use crate::scenario::isolation::Isolation;
 use crate::scenario::persona::Persona;
 use crate::scenario::raw::RawScenario;
 use crate::scenario::target::WsTarget;
@@ -24,42 +25,6 @@ pub struct Cluster {
     pub external: Option<External>,
     /// How the run's processes are separated on the network (`[cluster] isolation`).
     pub isolation: Isolation,
-}
-
-/// How a run's hosts are separated on the network.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Isolation {
-    /// Every process on the machine's own network (loopback): the default.
-    #[default]
-    None,
-    /// Every node, service and worker in a network namespace of its own, on a bridge the
-    /// run creates (needs root); kernel faults act between them.
-    Netns,
-}
-
-impl Isolation {
-    /// The name as written in scenarios and on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Isolation::None => "none",
-            Isolation::Netns => "netns",
-        }
-    }
-}
-
-impl std::str::FromStr for Isolation {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "none" => Ok(Isolation::None),
-            "netns" => Ok(Isolation::Netns),
-            other => Err(format!(
-                "unknown isolation {other:?} (expected none or netns)"
-            )),
-        }
-    }
 }
 
 /// An external cluster's addresses.

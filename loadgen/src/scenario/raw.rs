@@ -111,7 +111,7 @@ pub(super) struct RawCluster {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) admin_secret: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) isolation: Option<crate::scenario::model::Isolation>,
+    pub(super) isolation: Option<crate::scenario::isolation::Isolation>,
 }
 
 /// `[population]`.

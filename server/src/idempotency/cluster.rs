@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use flowline_protocol::UserId;
 
-use crate::idempotency::{Claim, Recorded};
+use crate::idempotency::record::{Claim, Recorded};
 use crate::refusal::Refusal;
 
 /// How long a claimed key stays pending if its node never finishes it.

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use flowline_protocol::UserId;
 
-use crate::idempotency::{Claim, Recorded};
+use crate::idempotency::record::{Claim, Recorded};
 use crate::refusal::Refusal;
 
 /// Keys held before expired ones are swept (checked every [`SWEEP_EVERY`] new keys).

@@ -27,25 +27,16 @@ use sha2::{Digest, Sha256};
 
 mod cluster;
 mod local;
+mod record;
 
 use crate::refusal::Refusal;
 pub use cluster::RedisKeys;
 pub use local::LocalKeys;
+pub use record::{Claim, Recorded};
 
 /// Longest a retry waits for a concurrent first attempt with the same key before it is
 /// answered 409 (the first attempt is still running: retry later).
 pub const WAIT_FOR_FIRST: Duration = Duration::from_secs(10);
-
-/// A recorded answer: what the first request was (its fingerprint) and what it got.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Recorded {
-    /// Hash of method, path and body of the first request.
-    pub fingerprint: String,
-    /// HTTP status of the first answer.
-    pub status: u16,
-    /// JSON body of the first answer.
-    pub body: String,
-}
 
 /// The answer of an idempotent request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,16 +47,6 @@ pub struct Answer {
     pub body: String,
     /// Replayed from an earlier request with the same key.
     pub replayed: bool,
-}
-
-/// What a claim found.
-pub enum Claim<G> {
-    /// Nobody used the key: act, then [`finish`](Idempotency::run) with the guard.
-    Fresh(G),
-    /// The key's first request was answered this.
-    Done(Recorded),
-    /// The key's first request is still running; look again.
-    Pending,
 }
 
 /// Where the keys live.
@@ -200,16 +181,6 @@ impl Idempotency {
 enum Guard {
     Local(crate::idempotency::local::LocalGuard),
     Redis(crate::idempotency::cluster::RedisGuard),
-}
-
-impl<G> Claim<G> {
-    fn map_fresh<H>(self, f: impl FnOnce(G) -> H) -> Claim<H> {
-        match self {
-            Self::Fresh(g) => Claim::Fresh(f(g)),
-            Self::Done(r) => Claim::Done(r),
-            Self::Pending => Claim::Pending,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use flowline_chaos::fault::FaultSpec;
 
-use crate::scenario::model::Isolation;
+use crate::scenario::isolation::Isolation;
 
 pub(super) fn faults(raw: &[FaultSpec], isolation: Isolation, p: &mut Vec<String>) {
     for (i, f) in raw.iter().enumerate() {

@@ -20,7 +20,7 @@ pub(super) fn target(
         if cluster.external.is_some() {
             p.push("target: a websocket target replaces [cluster] http/ws; give one".into());
         }
-        if cluster.isolation == crate::scenario::model::Isolation::Netns {
+        if cluster.isolation == crate::scenario::isolation::Isolation::Netns {
             p.push(
                 "target: cluster.isolation = \"netns\" puts the nodes the run starts in network \
                  namespaces, and a websocket target is a service the run does not start"
