@@ -18,6 +18,10 @@
 //! | GET | /version | 200 `{"version": ".."}` |
 //! | GET | /metrics | 200 Prometheus text |
 //!
+//! A proxy spread over several data-plane processes ([`Controller::create_spread`]) is
+//! one proxy here: every change reaches all of its processes before the answer, and
+//! `GET /proxies/{p}` lists them under `processes` (pid, live connections).
+//!
 //! Requests from browsers (`User-Agent: Mozilla/...`) get 403, as in Toxiproxy, so a web
 //! page cannot reach the local API.
 
@@ -205,7 +209,10 @@ async fn toxic_create(
 ) -> ApiResult<axum::Json<ToxicSpec>> {
     c.get(&proxy)?;
     let spec = ToxicSpec::from_create_json(&body)?;
-    Ok(axum::Json(c.add_toxic(&proxy, spec)?))
+    let added = c.add_toxic(&proxy, spec)?;
+    // A spread link answers once every one of its processes holds the toxic.
+    c.settled(&proxy).await?;
+    Ok(axum::Json(added))
 }
 
 async fn toxic_show(
@@ -220,9 +227,9 @@ async fn toxic_update(
     Path((proxy, toxic)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<axum::Json<ToxicSpec>> {
-    Ok(axum::Json(c.update_toxic(&proxy, &toxic, |old| {
-        old.updated_from_json(&body)
-    })?))
+    let updated = c.update_toxic(&proxy, &toxic, |old| old.updated_from_json(&body))?;
+    c.settled(&proxy).await?;
+    Ok(axum::Json(updated))
 }
 
 async fn toxic_delete(
@@ -230,6 +237,7 @@ async fn toxic_delete(
     Path((proxy, toxic)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     c.remove_toxic(&proxy, &toxic)?;
+    c.settled(&proxy).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

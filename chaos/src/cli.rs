@@ -36,6 +36,9 @@ pub enum Command {
     /// Fire a file's `[[faults]]` on time against a running Toxiproxy (e.g. the
     /// docker-compose cluster's) and given pids; heal everything at the end or on Ctrl-C.
     Run(RunArgs),
+    /// Internal: one process of a link spread over several (started by a controller).
+    #[command(hide = true)]
+    DataPlane(crate::plane::PlaneArgs),
 }
 
 /// Flags of `flowline chaos run`.
@@ -112,6 +115,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(a) => run(a).await,
+        Command::DataPlane(a) => crate::plane::run(a).await,
         Command::List(a) => {
             let client = ToxiproxyClient::new(&a.url, a.allow_non_loopback)?;
             let proxies = client

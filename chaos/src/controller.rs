@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::metrics::{FaultKey, FaultMetrics};
 use crate::proxy::{Proxy, ProxyInfo};
+use crate::spread::{DataPlane, Spread, Totals};
 use crate::toxic::ToxicSpec;
 
 /// The fault kind of a disabled proxy (a partition) in the fault metrics.
@@ -58,6 +59,8 @@ struct Inner {
     proxies: Mutex<BTreeMap<String, Arc<Proxy>>>,
     allow_non_loopback: bool,
     metrics: FaultMetrics,
+    /// How to start data-plane processes for spread links ([`Controller::create_spread`]).
+    data_plane: Mutex<Option<DataPlane>>,
 }
 
 /// A set of fault proxies, cheap to clone (all clones share the set).
@@ -105,8 +108,183 @@ impl Controller {
                 proxies: Mutex::new(BTreeMap::new()),
                 allow_non_loopback,
                 metrics: FaultMetrics::new(),
+                data_plane: Mutex::new(None),
             }),
         }
+    }
+
+    /// How to start the data-plane processes of spread links (see [`Self::create_spread`]).
+    pub fn set_data_plane(&self, plane: DataPlane) {
+        *self.inner.data_plane.lock() = Some(plane);
+    }
+
+    /// Create proxy `name` whose connections are carried by `processes` child processes
+    /// (`flowline chaos data-plane`) sharing one listening address, so one link can carry
+    /// more connections than one process may hold files. It is driven like any other
+    /// proxy: toxics, enable/disable and heal reach every process, and an operation
+    /// returns once every process holds it. Needs [`Self::set_data_plane`] first.
+    pub async fn create_spread(
+        &self,
+        name: &str,
+        listen: SocketAddr,
+        upstream: &str,
+        processes: usize,
+    ) -> Result<ProxyInfo> {
+        let cfg = ProxyConfig {
+            name: name.to_string(),
+            listen: listen.to_string(),
+            upstream: upstream.to_string(),
+            enabled: true,
+        };
+        let plane = self
+            .inner
+            .data_plane
+            .lock()
+            .clone()
+            .ok_or_else(|| Error::DataPlane {
+                proxy: name.to_string(),
+                reason: "no data-plane program set (Controller::set_data_plane)".into(),
+            })?;
+        if self.inner.proxies.lock().contains_key(name) {
+            return Err(Error::ProxyAlreadyExists);
+        }
+        let proxy = self.build(&cfg).await?;
+        let Ok(mut proxy) = Arc::try_unwrap(proxy) else {
+            return Err(Error::ProxyAlreadyExists);
+        };
+        let totals = Totals {
+            up: proxy.up_counters.clone(),
+            down: proxy.down_counters.clone(),
+            connections: proxy.connections.clone(),
+        };
+        let listen = self.check_listen(&cfg.listen).await?;
+        let spread = Spread::start(
+            &plane,
+            name,
+            listen,
+            upstream,
+            processes,
+            self.inner.allow_non_loopback,
+            totals,
+        )
+        .await?;
+        proxy = proxy.with_spread(spread);
+        let proxy = Arc::new(proxy);
+        {
+            let mut map = self.inner.proxies.lock();
+            if map.contains_key(name) {
+                return Err(Error::ProxyAlreadyExists);
+            }
+            map.insert(name.to_string(), proxy.clone());
+        }
+        Ok(proxy.info())
+    }
+
+    /// Create proxy `name` listening with `SO_REUSEPORT` on `listen`, beside other
+    /// processes listening there (what a data-plane process does).
+    pub async fn create_shared(
+        &self,
+        name: &str,
+        listen: SocketAddr,
+        upstream: &str,
+    ) -> Result<ProxyInfo> {
+        let cfg = ProxyConfig {
+            name: name.to_string(),
+            listen: listen.to_string(),
+            upstream: upstream.to_string(),
+            enabled: true,
+        };
+        let built = self.build(&cfg).await?;
+        let Ok(proxy) = Arc::try_unwrap(built) else {
+            return Err(Error::ProxyAlreadyExists);
+        };
+        let proxy = Arc::new(proxy.with_reuse_port());
+        {
+            let mut map = self.inner.proxies.lock();
+            if map.contains_key(name) {
+                return Err(Error::ProxyAlreadyExists);
+            }
+            map.insert(name.to_string(), proxy.clone());
+        }
+        if let Err(e) = proxy.start().await {
+            self.inner.proxies.lock().remove(name);
+            return Err(e);
+        }
+        Ok(proxy.info())
+    }
+
+    /// Replace every toxic of a proxy at once (what a data-plane process applies).
+    pub fn set_toxics(&self, proxy: &str, toxics: Vec<ToxicSpec>) -> Result<()> {
+        let (up, down) = toxics
+            .into_iter()
+            .partition(|t| t.stream == crate::toxic::Direction::Upstream);
+        self.proxy(proxy)?.set_toxics(up, down);
+        Ok(())
+    }
+
+    /// Live connections and bytes (upstream received, sent; downstream received, sent)
+    /// of a proxy.
+    pub fn counters(&self, proxy: &str) -> Result<(i64, [u64; 4])> {
+        let p = self.proxy(proxy)?;
+        let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        Ok((
+            p.connections.load(Ordering::Relaxed),
+            [
+                l(&p.up_counters.received),
+                l(&p.up_counters.sent),
+                l(&p.down_counters.received),
+                l(&p.down_counters.sent),
+            ],
+        ))
+    }
+
+    /// Wait until every data-plane process of `proxy` holds its last change (at once for
+    /// a proxy that is not spread).
+    pub async fn settled(&self, proxy: &str) -> Result<()> {
+        self.proxy(proxy)?.settled().await
+    }
+
+    /// Wait until every spread proxy's processes hold their last change.
+    pub async fn settled_all(&self) -> Result<()> {
+        let proxies: Vec<_> = self.inner.proxies.lock().values().cloned().collect();
+        let mut first_err = None;
+        for p in proxies {
+            if let Err(e) = p.settled().await {
+                tracing::error!(proxy = %p.name, error = %e, "chaos: change not applied everywhere");
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Every data-plane process started for spread proxies: `(proxy, index from 1, pid)`.
+    pub fn data_plane_pids(&self) -> Vec<(String, usize, u32)> {
+        let proxies: Vec<_> = self.inner.proxies.lock().values().cloned().collect();
+        let mut out = Vec::new();
+        for p in proxies {
+            if let Some(s) = p.spread() {
+                out.extend(
+                    s.pids()
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, pid)| (p.name.clone(), i + 1, pid)),
+                );
+            }
+        }
+        out
+    }
+
+    /// Data-plane processes that exited on their own while their link existed:
+    /// `(proxy, pid)`.
+    pub fn dead_data_planes(&self) -> Vec<(String, u32)> {
+        let proxies: Vec<_> = self.inner.proxies.lock().values().cloned().collect();
+        let mut out = Vec::new();
+        for p in proxies {
+            if let Some(s) = p.spread() {
+                out.extend(s.dead().into_iter().map(|pid| (p.name.clone(), pid)));
+            }
+        }
+        out
     }
 
     /// Whether non-loopback addresses are allowed.
@@ -294,6 +472,7 @@ impl Controller {
                     self.inner.metrics.count(DOWN, name);
                 }
                 proxy.stop();
+                proxy.settled().await?;
             }
             None => {}
         }
@@ -356,14 +535,21 @@ impl Controller {
         self.proxy(proxy)?.remove_toxic(name)
     }
 
-    /// Toxiproxy's `POST /reset`: enable every proxy and remove every toxic.
+    /// Toxiproxy's `POST /reset`: enable every proxy and remove every toxic, on every
+    /// data-plane process of a spread proxy too (returns once they all hold it).
     pub async fn reset(&self) -> Result<()> {
         let proxies: Vec<_> = self.inner.proxies.lock().values().cloned().collect();
         let mut first_err = None;
-        for p in proxies {
+        for p in &proxies {
             p.clear_toxics();
             if let Err(e) = p.start().await {
                 tracing::error!(proxy = %p.name, error = %e, "chaos: cannot re-enable proxy");
+                first_err.get_or_insert(e);
+            }
+        }
+        for p in &proxies {
+            if let Err(e) = p.settled().await {
+                tracing::error!(proxy = %p.name, error = %e, "chaos: cannot heal every process");
                 first_err.get_or_insert(e);
             }
         }
@@ -391,10 +577,17 @@ impl Controller {
         }
     }
 
-    /// Explicit end of use: heal and remove every proxy.
+    /// Explicit end of use: heal and remove every proxy, and end every data-plane
+    /// process (waiting until each has exited).
     pub async fn shutdown(&self) {
         self.clear_all_toxics();
-        self.remove_all();
+        let proxies = std::mem::take(&mut *self.inner.proxies.lock());
+        for p in proxies.values() {
+            p.stop();
+            if let Some(s) = p.spread() {
+                s.shutdown().await;
+            }
+        }
     }
 
     /// Prometheus text: bytes received/sent per proxy and direction, under Toxiproxy's

@@ -123,6 +123,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A link's data-plane processes could not start or apply a change (500).
+    #[error("data plane of {proxy}: {reason}")]
+    DataPlane {
+        /// The proxy.
+        proxy: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Any other I/O error (500).
     #[error(transparent)]
     Io(#[from] io::Error),

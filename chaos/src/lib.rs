@@ -12,10 +12,12 @@
 //! | [`netem`] | whether this kernel has the netem qdisc (std alone; `fault` and `kernel` ask it) |
 //! | `toxic` | [`ToxicSpec`] (the API's JSON) and one file per toxic behind the `Toxic` trait; `toxic::framer` follows WebSocket frames for the `frame_*` toxics |
 //! | `link` | one proxied connection: reader → toxic chain → writer, per direction |
-//! | `proxy` | one proxy: listener, its toxics, its connections |
+//! | [`spread`] | a link whose data plane is spread over `flowline chaos data-plane` processes sharing one address (`SO_REUSEPORT`): their start, the state pushed to them, their answers |
+//! | `proxy` | one proxy: listener (or its spread processes), its toxics, its connections |
 //! | [`metrics`] | fault metrics (`flowline_chaos_*`, Prometheus) |
 //! | [`controller`] | [`Controller`], the set of proxies: every operation of the API |
 //! | [`api`] | the Toxiproxy HTTP API over a controller |
+//! | [`plane`] | `flowline chaos data-plane`: one process of a spread link, driven over stdin |
 //! | [`client`] | a client of a remote Toxiproxy API |
 //! | [`process`], [`events`] | process faults (kill, pause); events.jsonl |
 //! | [`schedule`] | [`Schedule`]: faults fired on time against [`Targets`] (or injected by hand while it runs), always healed |
@@ -78,9 +80,11 @@ pub mod kernel;
 mod link;
 pub mod metrics;
 pub mod netem;
+pub mod plane;
 pub mod process;
 mod proxy;
 pub mod schedule;
+pub mod spread;
 pub mod toxic;
 
 pub use api::serve_api;
@@ -93,4 +97,5 @@ pub use metrics::FaultMetrics;
 pub use process::{PidProcess, ProcessTarget};
 pub use proxy::ProxyInfo;
 pub use schedule::{ActiveFault, Links, Schedule, ScheduleHandle, Targets};
+pub use spread::{DataPlane, PlaneInfo};
 pub use toxic::{Direction, FrameAction, FrameSelect, ToxicKind, ToxicSpec};

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::link::{self, DirCounters, LinkConfig};
+use crate::spread::{PlaneInfo, Spread, reuseport_socket};
 use crate::toxic::{Direction, ToxicSpec};
 
 /// A proxy as the API shows it (`GET /proxies/{name}`).
@@ -29,6 +30,10 @@ pub struct ProxyInfo {
     pub enabled: bool,
     /// Its toxics, upstream ones first, each direction in the order added.
     pub toxics: Vec<ToxicSpec>,
+    /// A link spread over several processes (a Flowline extension; Toxiproxy clients
+    /// ignore it): the data-plane processes that carry its connections.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processes: Option<Vec<PlaneInfo>>,
 }
 
 /// Mutable state of a proxy.
@@ -54,6 +59,11 @@ pub(crate) struct Proxy {
     pub up_counters: Arc<DirCounters>,
     pub down_counters: Arc<DirCounters>,
     pub connections: Arc<AtomicI64>,
+    /// Listen with `SO_REUSEPORT` (a data-plane process sharing its link's address).
+    reuse_port: bool,
+    /// The processes that carry this link's connections, if it is spread: then this
+    /// process never accepts on `listen` itself.
+    spread: Option<Spread>,
 }
 
 impl Proxy {
@@ -78,6 +88,35 @@ impl Proxy {
             up_counters: Arc::default(),
             down_counters: Arc::default(),
             connections: Arc::default(),
+            reuse_port: false,
+            spread: None,
+        }
+    }
+
+    /// Share the listening address with other processes (`SO_REUSEPORT`).
+    pub(crate) fn with_reuse_port(mut self) -> Self {
+        self.reuse_port = true;
+        self
+    }
+
+    /// Carry the connections in `spread`'s processes (which listen on `listen`).
+    pub(crate) fn with_spread(mut self, spread: Spread) -> Self {
+        self.state.get_mut().listen = spread.listen();
+        self.state.get_mut().running = Some(CancellationToken::new());
+        self.spread = Some(spread);
+        self
+    }
+
+    /// The spread processes, if any.
+    pub(crate) fn spread(&self) -> Option<&Spread> {
+        self.spread.as_ref()
+    }
+
+    /// Wait until the data-plane processes hold the last change (at once when not spread).
+    pub(crate) async fn settled(&self) -> Result<()> {
+        match &self.spread {
+            Some(s) => s.settled().await,
+            None => Ok(()),
         }
     }
 
@@ -89,6 +128,7 @@ impl Proxy {
             upstream: st.upstream.clone(),
             enabled: st.running.is_some(),
             toxics: st.up.iter().chain(st.down.iter()).cloned().collect(),
+            processes: self.spread.as_ref().map(Spread::info),
         }
     }
 
@@ -99,6 +139,17 @@ impl Proxy {
     /// Bind and start accepting. A port just released by `stop` may take a moment to be
     /// free (its accept task drops the listener asynchronously), hence the short retry.
     pub(crate) async fn start(&self) -> Result<()> {
+        if let Some(spread) = &self.spread {
+            {
+                let mut st = self.state.lock();
+                if st.running.is_some() {
+                    return Ok(());
+                }
+                st.running = Some(CancellationToken::new());
+                self.publish(&st);
+            }
+            return spread.settled().await;
+        }
         let listen = {
             let st = self.state.lock();
             if st.running.is_some() {
@@ -108,21 +159,28 @@ impl Proxy {
         };
         let mut tries = 0;
         let listener = loop {
-            match TcpListener::bind(listen).await {
+            let bound = if self.reuse_port {
+                reuseport_socket(listen).and_then(|s| s.listen(1024).map_err(Error::from))
+            } else {
+                TcpListener::bind(listen)
+                    .await
+                    .map_err(|source| Error::Listen {
+                        addr: listen.to_string(),
+                        source,
+                    })
+            };
+            match bound {
                 Ok(l) => break l,
-                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 100 => {
+                Err(Error::Listen { source, .. })
+                    if source.kind() == std::io::ErrorKind::AddrInUse && tries < 100 =>
+                {
                     if self.is_enabled() {
                         return Ok(()); // a concurrent start won the port
                     }
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err(source) => {
-                    return Err(Error::Listen {
-                        addr: listen.to_string(),
-                        source,
-                    });
-                }
+                Err(e) => return Err(e),
             }
         };
         let bound = listener.local_addr()?;
@@ -156,14 +214,29 @@ impl Proxy {
 
     /// Stop listening and cut every live connection.
     pub(crate) fn stop(&self) {
-        if let Some(token) = self.state.lock().running.take() {
+        let mut st = self.state.lock();
+        if let Some(token) = st.running.take() {
             token.cancel();
+            if self.spread.is_some() {
+                self.publish(&st);
+            }
             tracing::info!(proxy = %self.name, "chaos: proxy stopped");
         }
     }
 
     /// Change the listen address and/or upstream; restarts the proxy if it was running.
     pub(crate) async fn set_addresses(&self, listen: SocketAddr, upstream: String) -> Result<()> {
+        if self.spread.is_some() {
+            let st = self.state.lock();
+            if st.listen == listen && st.upstream == upstream {
+                return Ok(());
+            }
+            return Err(Error::BadRequestBody(format!(
+                "proxy {} is spread over several processes: its listen address and upstream \
+                 cannot change (delete and create it again)",
+                self.name
+            )));
+        }
         let was_running = {
             let mut st = self.state.lock();
             if st.listen == listen && st.upstream == upstream {
@@ -248,6 +321,14 @@ impl Proxy {
         Ok(())
     }
 
+    /// Replace every toxic at once (one change for live connections).
+    pub(crate) fn set_toxics(&self, up: Vec<ToxicSpec>, down: Vec<ToxicSpec>) {
+        let mut st = self.state.lock();
+        st.up = up;
+        st.down = down;
+        self.publish(&st);
+    }
+
     pub(crate) fn clear_toxics(&self) {
         let mut st = self.state.lock();
         st.up.clear();
@@ -258,6 +339,15 @@ impl Proxy {
     fn publish(&self, st: &State) {
         self.up_tx.send_replace(Arc::new(st.up.clone()));
         self.down_tx.send_replace(Arc::new(st.down.clone()));
+        if let Some(spread) = &self.spread {
+            let toxics = st
+                .up
+                .iter()
+                .chain(st.down.iter())
+                .filter_map(|t| serde_json::to_value(t).ok())
+                .collect();
+            spread.push(st.running.is_some(), toxics);
+        }
     }
 }
 

@@ -81,7 +81,10 @@ impl Links {
     async fn add_toxic(&self, proxy: &str, toxic: &ToxicSpec) -> Result<()> {
         match self {
             Links::None => Err(Error::ProxyNotFound),
-            Links::Local(c) => c.add_toxic(proxy, toxic.clone()).map(drop),
+            Links::Local(c) => {
+                c.add_toxic(proxy, toxic.clone())?;
+                c.settled(proxy).await
+            }
             Links::Remote(r) => r.add_toxic(proxy, toxic).await,
         }
     }
@@ -89,7 +92,10 @@ impl Links {
     async fn remove_toxic(&self, proxy: &str, name: &str) -> Result<()> {
         match self {
             Links::None => Err(Error::ProxyNotFound),
-            Links::Local(c) => c.remove_toxic(proxy, name),
+            Links::Local(c) => {
+                c.remove_toxic(proxy, name)?;
+                c.settled(proxy).await
+            }
             Links::Remote(r) => r.remove_toxic(proxy, name).await,
         }
     }

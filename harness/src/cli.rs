@@ -82,6 +82,13 @@ pub struct RunArgs {
     /// (e.g. `60s`); after it the run exits 2 naming the missing shards.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s", value_name = "DURATION")]
     pub workers_timeout: Duration,
+    /// Processes carrying each client link (client-node<i>, client-target<i>) of the
+    /// embedded chaos proxy. Default: as many as the users need — the harness process
+    /// itself up to 8,000 users, above that enough `flowline chaos data-plane` processes
+    /// that none holds more files than the process limit. They share the link's one
+    /// address; faults set through the chaos API reach them all.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub client_link_processes: Option<u16>,
     /// Serve the run console: a live page of the run (users, rates, per-second latency
     /// percentiles, errors, faults shaded, CPU/memory, thresholds as they stand), updated
     /// every second, where faults can be injected and healed by hand (they are written to
@@ -154,6 +161,7 @@ impl RunArgs {
             toxiproxy_url: self.toxiproxy_url.clone().filter(|s| !s.is_empty()),
             metrics_host: self.metrics_host.clone().filter(|s| !s.is_empty()),
             workers_timeout: self.workers_timeout,
+            client_link_processes: self.client_link_processes.map(usize::from),
             console: match &self.console {
                 Some(addr) => {
                     // Refused before anything starts.
@@ -330,8 +338,11 @@ pub async fn scenario_main(args: ScenarioArgs) -> anyhow::Result<ExitCode> {
 fn check_file(f: &std::path::Path, remote_proxy: bool) -> Result<String, String> {
     let s = Scenario::from_path(f).map_err(|e| e.to_string())?;
     let summary = s.summary();
-    crate::preflight::prepare(s, &Overrides::default())
-        .and_then(|s| crate::preflight::check(&s, remote_proxy))
+    let need = crate::preflight::prepare(s, &Overrides::default())
+        .and_then(|s| {
+            crate::preflight::check(&s, remote_proxy)?;
+            crate::preflight::need(&s, None, None, remote_proxy)
+        })
         .map_err(|e| format!("{}: {e:#}", f.display()))?;
-    Ok(summary)
+    Ok(format!("{summary}; needs {}", need.describe()))
 }

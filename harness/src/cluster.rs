@@ -24,7 +24,7 @@ use crate::metrics_targets::MetricsTargets;
 use crate::needs::Needs;
 use crate::services::Services;
 use crate::supervisor::{Spec, Supervisor, wait_announce};
-use crate::topology::{Topology, clients_proxied, say_clients_direct};
+use crate::topology::Topology;
 
 /// How long a node has to announce itself.
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -41,7 +41,7 @@ pub struct Node {
     /// Prometheus endpoint.
     pub metrics: String,
     /// WebSocket URL the workers use: through the node's `client-node<i>` proxy, or the
-    /// node's own when client links are not proxied ([`clients_proxied`]).
+    /// node's own in an isolated run (no link proxies there).
     pub ws_proxied: String,
 }
 
@@ -49,8 +49,6 @@ pub struct Node {
 pub struct ClusterCtx<'a> {
     /// How to find Postgres/Redis.
     pub services: &'a crate::services::Options,
-    /// The links go on a remote Toxiproxy (`--toxiproxy-url`).
-    pub remote_proxy: bool,
     /// The run folder.
     pub dir: &'a Path,
     /// Owner of the node processes.
@@ -65,6 +63,9 @@ pub struct ClusterCtx<'a> {
     pub secret: String,
     /// The run's network, with `--isolation netns`.
     pub net: Option<&'a Isolated>,
+    /// Processes carrying each client link (0: the harness process itself); see
+    /// [`crate::capacity`].
+    pub link_processes: usize,
 }
 
 /// What the cluster start leaves for teardown, filled as it goes (a start that fails
@@ -87,7 +88,6 @@ pub async fn start_cluster(
 ) -> anyhow::Result<(flowline_loadgen::plan::Plan, Vec<String>)> {
     let ClusterCtx {
         services: services_opts,
-        remote_proxy,
         dir,
         sup,
         links,
@@ -95,18 +95,18 @@ pub async fn start_cluster(
         run_id,
         secret,
         net,
+        link_processes,
     } = ctx;
     let phase = scenario.cluster.phase.as_str();
-    let proxied = clients_proxied(scenario, remote_proxy) && net.is_none();
-    if !proxied && net.is_none() {
-        say_clients_direct(scenario, "client-node<i>");
-    }
+    let proxied = net.is_none();
     let topology = Topology::of(scenario);
     // Nodes, or an external cluster.
     let (http_base, admin_secret) = if let Some(ext) = &scenario.cluster.external {
         for (i, (ws, node)) in ext.ws.iter().zip(&topology.nodes).enumerate() {
             let ws_proxied = if proxied {
-                let listen = links.create(&node.client, &host_port(ws)?).await?;
+                let listen = links
+                    .create_client(&node.client, &host_port(ws)?, link_processes)
+                    .await?;
                 via(ws, &listen)?
             } else {
                 ws.clone()
@@ -216,7 +216,9 @@ pub async fn start_cluster(
             // Keep draining its stdout so it never blocks.
             tokio::spawn(async move { while spawned.lines.recv().await.is_some() {} });
             let ws_proxied = if proxied {
-                let listen = links.create(&node.client, &addr).await?;
+                let listen = links
+                    .create_client(&node.client, &addr, link_processes)
+                    .await?;
                 via(&ws, &listen)?
             } else {
                 ws.clone()

@@ -8,24 +8,20 @@ use flowline_loadgen::scenario::Scenario;
 use serde_json::json;
 
 use crate::links::{LinkSet, host_port, via};
-use crate::topology::{TargetLink, Topology, clients_proxied, say_clients_direct};
+use crate::topology::{TargetLink, Topology};
 
 /// A generic WebSocket service (`[target] kind = "websocket"`): no nodes, no services,
 /// nothing provisioned. Each `ws://` URL gets a chaos link `client-target<i>` and the
-/// workers connect through it (path and query kept); a `wss://` URL is used directly.
+/// workers connect through it (path and query kept), carried by `link_processes`
+/// processes when the users need more than one; a `wss://` URL is used directly.
 /// Returns the synthetic plan and the workers' URLs.
 pub async fn generic_target(
     scenario: &Scenario,
     urls: &[String],
     links: &LinkSet,
     events: &EventLog,
+    link_processes: usize,
 ) -> anyhow::Result<(flowline_loadgen::plan::Plan, Vec<String>)> {
-    let remote = links.is_remote();
-    if !clients_proxied(scenario, remote) {
-        say_clients_direct(scenario, "client-target<i>");
-        let plan = flowline_loadgen::plan::Plan::synthetic(scenario);
-        return Ok((plan, urls.to_vec()));
-    }
     let mut targets = Vec::with_capacity(urls.len());
     for TargetLink { url, link } in &Topology::of(scenario).target {
         let Some(name) = link else {
@@ -37,7 +33,7 @@ pub async fn generic_target(
             continue;
         };
         let listen = links
-            .create(name, &host_port(url)?)
+            .create_client(name, &host_port(url)?, link_processes)
             .await
             .with_context(|| {
                 let hint = match links {

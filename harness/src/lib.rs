@@ -8,6 +8,7 @@
 //! | [`run`] | **the run story**: check, start, drive, tear down (start reading here) |
 //! | [`phases`] | `flowline run --phases`: one scenario over several phases, then compared |
 //! | [`preflight`] | reading the scenario and every check made before anything starts |
+//! | [`capacity`] | what a run needs of this machine (workers, client-link processes, files, source addresses, ports) against its limits |
 //! | [`topology`] | the names of a run's nodes and links, built once; fault-target checks |
 //! | [`links`] | the run's chaos links (embedded proxy or Toxiproxy) and URL rewriting |
 //! | [`cluster`], [`generic_target`] | starting the system under test: reference cluster or a WebSocket service |
@@ -26,6 +27,7 @@
 //! | [`compare`], [`replay`] | `flowline compare` and `flowline replay` |
 //! | [`kubernetes`] | `--launcher kubernetes` (workers as an Indexed Job) and `flowline k8s manifests` |
 
+pub mod capacity;
 pub mod child;
 pub mod cli;
 pub mod cluster;

@@ -93,6 +93,31 @@ impl LinkSet {
         }
     }
 
+    /// Create client link `name` to `upstream`: on the embedded proxy with a nonzero
+    /// `processes`, its connections are carried by that many `flowline chaos data-plane`
+    /// processes sharing its address (one process may hold only so many files); with 0,
+    /// or on a Toxiproxy, as [`Self::create`]. Returns where clients reach it.
+    pub async fn create_client(
+        &self,
+        name: &str,
+        upstream: &str,
+        processes: usize,
+    ) -> anyhow::Result<String> {
+        match self {
+            LinkSet::Local(c) if processes > 0 => {
+                let info = c
+                    .create_spread(name, "127.0.0.1:0".parse()?, upstream, processes)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+                    .with_context(|| {
+                        format!("cannot create proxy {name} over {processes} process(es)")
+                    })?;
+                Ok(info.listen.to_string())
+            }
+            _ => self.create(name, upstream).await,
+        }
+    }
+
     /// Names of the run's links.
     pub fn names(&self) -> Vec<String> {
         match self {

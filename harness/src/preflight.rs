@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use flowline_loadgen::scenario::{Overrides, Phase, Scenario};
 
-use crate::topology;
+use crate::{capacity, topology};
 
 /// The embedded default scenario (`flowline run` without a file).
 pub const QUICKSTART: &str = include_str!("../../scenarios/quickstart.toml");
@@ -66,9 +66,8 @@ pub fn prepare(s: Scenario, o: &Overrides) -> anyhow::Result<Scenario> {
 }
 
 /// The topology checks of a loaded scenario: every fault hits a node or link the run will
-/// have, client-link faults only when the client links are proxied, generic target URLs
-/// the workers can be given. `remote_proxy`: the links go on a Toxiproxy
-/// (`--toxiproxy-url`).
+/// have, generic target URLs the workers can be given. `remote_proxy`: the links go on a
+/// Toxiproxy (`--toxiproxy-url`). What the run needs of this machine is [`need`].
 pub fn check(s: &Scenario, remote_proxy: bool) -> anyhow::Result<()> {
     // An external cluster behind a remote Toxiproxy may have more links than the run
     // creates (the compose cluster's node<i>-postgres / node<i>-redis): checked against
@@ -76,9 +75,27 @@ pub fn check(s: &Scenario, remote_proxy: bool) -> anyhow::Result<()> {
     if !remote_proxy || s.cluster.external.is_none() {
         topology::check_fault_targets(s)?;
     }
-    topology::check_client_link_faults(s, remote_proxy)?;
     if s.target.is_some() {
         topology::check_generic_urls(s)?;
     }
     Ok(())
+}
+
+/// What scenario `s` needs of this machine with `workers` and `link_processes` (None:
+/// picked), refused (with the computed need) if the machine cannot hold it.
+pub fn need(
+    s: &Scenario,
+    workers: Option<usize>,
+    link_processes: Option<usize>,
+    remote_proxy: bool,
+) -> anyhow::Result<capacity::Need> {
+    let limits = capacity::Limits::of_machine();
+    let links = if remote_proxy {
+        capacity::LinkMode::Elsewhere
+    } else {
+        capacity::LinkMode::Embedded(link_processes)
+    };
+    let need = capacity::Need::of(s, workers, links, limits)?;
+    need.check(limits)?;
+    Ok(need)
 }

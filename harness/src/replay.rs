@@ -47,6 +47,7 @@ pub async fn replay(
         toxiproxy_url: None,
         metrics_host: None,
         workers_timeout: crate::run::WORKERS_TIMEOUT,
+        client_link_processes: None,
         console: None,
     };
     let outcome = crate::run::run(opts).await?;

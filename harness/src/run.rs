@@ -1,10 +1,12 @@
 //! `flowline run`: one scenario from file to finished run folder.
 //!
 //! ```text
-//! scenario (+ flags) ─▶ run folder, scenario.toml (seed filled in)
+//! scenario (+ flags) ─▶ what the run needs of this machine (crate::capacity; exit 2 if
+//!   it cannot hold it) ─▶ run folder, scenario.toml (seed filled in)
 //!   ─▶ services (given URLs, throwaway servers, or exit 2)
 //!   ─▶ proxies node<i>-postgres / node<i>-redis ─▶ nodes (flowline server, announce)
-//!   ─▶ proxies client-node<i> ─▶ provision plan.json through node1's admin API
+//!   ─▶ proxies client-node<i> (over data-plane processes when the users need it)
+//!   ─▶ provision plan.json through node1's admin API
 //!   (generic WebSocket target instead: proxies client-target<i> per ws:// URL, no nodes,
 //!    no services, plan.json from Plan::synthetic)
 //!   ─▶ coordinator listener ─▶ workers (flowline loadgen --shard i/n --coordinator A)
@@ -30,6 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use flowline_chaos::DataPlane;
 use flowline_chaos::controller::Controller;
 use flowline_chaos::events::EventLog;
 use flowline_loadgen::aggregate::{Aggregator, NodeCost, RunMeta, Summary};
@@ -38,6 +41,7 @@ use flowline_loadgen::scenario::{Isolation, Overrides, Scenario};
 use nix::sys::signal::Signal;
 use serde_json::json;
 
+use crate::capacity::Need;
 use crate::cluster::{Cluster, ClusterCtx, start_cluster};
 use crate::console::Console;
 use crate::coordinator;
@@ -81,6 +85,9 @@ pub struct RunOptions {
     /// How long every worker has to connect to the coordinator and say hello (exit 2
     /// naming the missing shards after it).
     pub workers_timeout: Duration,
+    /// Processes carrying each client link on the embedded proxy (default: as many as
+    /// the users need, see [`crate::capacity`]).
+    pub client_link_processes: Option<usize>,
     /// Serve the run console (`--console`).
     pub console: Option<crate::console::ConsoleOptions>,
 }
@@ -154,6 +161,13 @@ struct State {
 pub async fn run(opts: RunOptions) -> anyhow::Result<Outcome> {
     let scenario = load_scenario(&opts.scenario, &opts.overrides)?;
     preflight::check(&scenario, opts.toxiproxy_url.is_some()).context("bad scenario")?;
+    // What this machine must hold, before anything starts: refused here with the need.
+    let need = preflight::need(
+        &scenario,
+        opts.workers,
+        opts.client_link_processes,
+        opts.toxiproxy_url.is_some(),
+    )?;
     if scenario.cluster.isolation == Isolation::Netns {
         isolation::check_privileges()?;
         if opts.toxiproxy_url.is_some() {
@@ -187,8 +201,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Outcome> {
         console: console.clone(),
         ..State::default()
     };
+    eprintln!("flowline: needs {}", need.describe());
     let result = tokio::select! {
-        r = drive(&scenario, &opts, &dir, &sup, &mut state) => r,
+        r = drive(&scenario, &opts, &need, &dir, &sup, &mut state) => r,
         sig = interrupted() => Err(anyhow::anyhow!("interrupted by {sig}: the run was stopped and every child process ended")),
     };
     teardown(&mut state, &sup).await;
@@ -251,6 +266,7 @@ pub async fn interrupted() -> &'static str {
 async fn drive(
     scenario: &Scenario,
     opts: &RunOptions,
+    need: &Need,
     dir: &Path,
     sup: &Supervisor,
     state: &mut State,
@@ -268,6 +284,17 @@ async fn drive(
         c.set_events(&events);
     }
     let controller = Controller::new();
+    // Client links that need more files than one process has are carried by
+    // `flowline chaos data-plane` children, which die with this process even on SIGKILL.
+    controller.set_data_plane(DataPlane {
+        program: std::env::current_exe().context("cannot locate the flowline binary")?,
+        args: vec!["chaos".into(), "data-plane".into()],
+        env: vec![(
+            crate::child::DIE_WITH_PARENT_ENV.into(),
+            std::process::id().to_string(),
+        )],
+        log_dir: Some(dir.join("logs")),
+    });
     state.controller = Some(controller.clone());
     let links = LinkSet::open(&controller, opts.toxiproxy_url.as_deref()).await?;
     state.links = Some(links.clone());
@@ -305,15 +332,9 @@ async fn drive(
         std::process::id() ^ setup_start.elapsed().subsec_nanos()
     );
 
-    // Worker processes: as many as the users need unless given (plan.workers_needed()
-    // counts the same users); an isolated run gives each a host.
-    let workers = opts
-        .workers
-        .unwrap_or_else(|| {
-            (scenario.population.users as usize)
-                .div_ceil(flowline_loadgen::plan::MAX_USERS_PER_WORKER)
-        })
-        .max(1);
+    // Worker processes: as many as the users need unless given (crate::capacity);
+    // an isolated run gives each a host.
+    let workers = need.workers.max(1);
     if scenario.cluster.isolation == Isolation::Netns {
         let needs = crate::needs::Needs::for_phase(scenario.cluster.phase.as_str())?;
         let topology = crate::topology::Topology::of(scenario);
@@ -324,11 +345,10 @@ async fn drive(
     // The system under test: nodes the run starts, an external cluster, or a generic
     // WebSocket service; then the population plan.
     let (plan, targets) = match &scenario.target {
-        Some(t) => generic_target(scenario, &t.urls, &links, &events).await?,
+        Some(t) => generic_target(scenario, &t.urls, &links, &events, need.link_processes).await?,
         None => {
             let ctx = ClusterCtx {
                 services: &opts.services,
-                remote_proxy: opts.toxiproxy_url.is_some(),
                 dir,
                 sup,
                 links: &links,
@@ -336,10 +356,15 @@ async fn drive(
                 run_id: &run_id,
                 secret,
                 net: state.isolation.as_ref(),
+                link_processes: need.link_processes,
             };
             start_cluster(scenario, ctx, &mut state.cluster, &mut targets_file).await?
         }
     };
+    // The client links' data-plane processes, beside the supervisor's children.
+    for (link, i, pid) in controller.data_plane_pids() {
+        sup.record(&format!("{link}.p{i}"), pid);
+    }
     targets_file.write()?;
     if let Some(c) = &state.console {
         let nodes = state
@@ -456,6 +481,8 @@ async fn drive(
 
     // Merge the workers' streams until they are all done (or the deadline passes).
     let mut agg = Aggregator::new(scenario, workers);
+    // The chat history waits for the check in the run folder, not in memory.
+    agg.spill_to(&dir.join("history"))?;
     let deadline = run_start + scenario.total_time() + WORKER_GRACE;
     // Past the deadline: ask them to stop (coordinator `stop`, and SIGINT here); if lines
     // still flow after another grace, drop the connections so the stream ends.
@@ -491,6 +518,18 @@ async fn drive(
         },
     )
     .await;
+    // What each spread client link's processes carried (events.jsonl, for the record).
+    for link in controller.list() {
+        if let Some(processes) = &link.processes {
+            let _ = events.record(
+                "stop",
+                "link",
+                vec![link.name.clone()],
+                &link.name,
+                json!({"listen": link.listen, "processes": processes}),
+            );
+        }
+    }
     let mut notes = workers::wait_all(sup, workers).await;
     if let Some(f) = state.faults.take() {
         f.stop().await;
@@ -507,6 +546,7 @@ async fn drive(
             notes.push(format!("{} was not running at the end", n.id));
         }
     }
+    let dead_planes = controller.dead_data_planes();
     // A generic target is an outside service, as in the standalone loadgen's summary.
     let (phase, nodes) = match &scenario.target {
         Some(t) => {
@@ -536,6 +576,15 @@ async fn drive(
     };
     let mut summary = agg.summarize(meta);
     add_coordinator(&mut summary, &coord, workers);
+    // A client link's data-plane process that died took its share of the link's
+    // connections with it: the run's numbers are not what the scenario asked for.
+    for (link, pid) in dead_planes {
+        summary.problems.push(format!(
+            "a data-plane process of {link} (pid {pid}) exited during the run; its users' \
+             connections were cut (logs/{link}.p<i>.log)"
+        ));
+        summary.passed = false;
+    }
     // What each node process cost, read before teardown (a node restarted by a fault
     // counts from its restart).
     summary.nodes_cost = state

@@ -247,17 +247,7 @@ impl Supervisor {
             }
         });
         tracing::debug!(name = %spec.name, pid, "spawned");
-        // Every pid this run started, so what survives can be checked (and cleaned up by
-        // hand) whatever ends the harness.
-        let record = serde_json::json!({"name": spec.name, "pid": pid});
-        if let Err(e) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_dir.join(CHILDREN_FILE))
-            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{record}\n").as_bytes()))
-        {
-            tracing::warn!("cannot record child {} (pid {pid}): {e}", spec.name);
-        }
+        self.record(&spec.name, pid);
         let name = spec.name.clone();
         self.lock().insert(
             name.clone(),
@@ -273,6 +263,22 @@ impl Supervisor {
             pid,
             lines: rx,
         })
+    }
+
+    /// Add a child to children.jsonl: every pid this run started, so what survives can be
+    /// checked (and cleaned up by hand) whatever ends the harness. The supervisor's own
+    /// children are recorded as they start; others (the chaos controller's data-plane
+    /// processes) by their owner.
+    pub fn record(&self, name: &str, pid: u32) {
+        let record = serde_json::json!({"name": name, "pid": pid});
+        if let Err(e) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_dir.join(CHILDREN_FILE))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{record}\n").as_bytes()))
+        {
+            tracing::warn!("cannot record child {name} (pid {pid}): {e}");
+        }
     }
 
     /// Start the child again with the spec it was last started with, optionally replacing

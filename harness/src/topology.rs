@@ -15,10 +15,6 @@ use flowline_loadgen::scenario::{Isolation, Scenario};
 
 use crate::needs::Needs;
 
-/// Most users whose connections the embedded chaos proxy carries: each costs the harness
-/// process two sockets, and a process may hold at most 20,000 files.
-pub const EMBEDDED_CLIENT_PROXY_MAX_USERS: u32 = 8_000;
-
 /// Name of node `i` (1-based).
 fn node_name(i: usize) -> String {
     format!("node{i}")
@@ -149,51 +145,6 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
             (0..=rest.len()).any(|i| rest.is_char_boundary(i) && glob_match(tail, &rest[i..]))
         }),
     }
-}
-
-/// Whether workers reach the nodes (or a generic target) through `client-node<i>`
-/// (`client-target<i>`) proxies: always on a remote
-/// Toxiproxy, on the embedded one up to [`EMBEDDED_CLIENT_PROXY_MAX_USERS`] users. Above
-/// it workers connect to the nodes directly (the proxy would run out of files long before
-/// the node does), and faults on client links are refused.
-pub fn clients_proxied(s: &Scenario, remote_proxy: bool) -> bool {
-    remote_proxy || s.population.users <= EMBEDDED_CLIENT_PROXY_MAX_USERS
-}
-
-/// Say that workers connect without `links` (see [`clients_proxied`]).
-pub fn say_clients_direct(s: &Scenario, links: &str) {
-    eprintln!(
-        "flowline: workers connect directly, without {links} links: {} users are more than \
-         the embedded proxy carries ({EMBEDDED_CLIENT_PROXY_MAX_USERS}; --toxiproxy-url has no such limit)",
-        s.population.users
-    );
-}
-
-/// Refuse faults on client links the run will not proxy (see [`clients_proxied`]).
-pub fn check_client_link_faults(s: &Scenario, remote_proxy: bool) -> anyhow::Result<()> {
-    if clients_proxied(s, remote_proxy) {
-        return Ok(());
-    }
-    for (i, f) in s.faults.iter().enumerate() {
-        let client_link = |n: usize| {
-            glob_match(&f.target, &client_link_name(n))
-                || glob_match(&f.target, &generic_link_name(n))
-        };
-        if (1..=64).any(client_link) {
-            bail!(
-                "fault #{} ({}) targets client links ({:?}), but with {} users the workers \
-                 connect to the nodes directly: the embedded proxy carries at most {} users' \
-                 connections (two sockets each; a process may hold 20,000 files). Lower \
-                 population.users, or put the links on a Toxiproxy with --toxiproxy-url",
-                i + 1,
-                f.display_label(),
-                f.target,
-                s.population.users,
-                EMBEDDED_CLIENT_PROXY_MAX_USERS
-            );
-        }
-    }
-    Ok(())
 }
 
 /// The hosts of an isolated run that faults may target: its nodes, the services its phase
@@ -450,36 +401,6 @@ users = 10
                 && e.contains("wss://chat.example.com/socket used directly"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn client_link_faults_need_a_proxy_that_can_carry_the_users() {
-        let scenario = |users: u32, target: &str| {
-            Scenario::parse(
-                "t",
-                &format!(
-                    "[run]\nname = \"t\"\nduration = \"5s\"\nseed = 1\n[population]\nusers = {users}\n\
-                     [[faults]]\nat = \"1s\"\nkind = \"down\"\ntarget = \"{target}\"\n"
-                ),
-            )
-            .unwrap()
-        };
-        let big = scenario(EMBEDDED_CLIENT_PROXY_MAX_USERS + 1, "client-node*");
-        assert!(!clients_proxied(&big, false));
-        let e = check_client_link_faults(&big, false)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("--toxiproxy-url") && e.contains("8001 users"),
-            "{e}"
-        );
-        // A remote Toxiproxy holds them; a fault elsewhere needs no client link.
-        assert!(clients_proxied(&big, true));
-        check_client_link_faults(&big, true).unwrap();
-        check_client_link_faults(&scenario(20_000, "node1"), false).unwrap();
-        let small = scenario(EMBEDDED_CLIENT_PROXY_MAX_USERS, "client-node1");
-        assert!(clients_proxied(&small, false));
-        check_client_link_faults(&small, false).unwrap();
     }
 
     #[test]

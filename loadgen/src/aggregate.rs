@@ -9,11 +9,12 @@
 //! `summary.json`'s `ticks` (shard and seconds), not silently dropped.
 //!
 //! ```text
-//! worker 0 ─┐ tick/done lines
+//! worker 0 ─┐ tick/history/done lines
 //! worker 1 ─┼──▶ ingest() ──▶ per-second intervals (merged over workers) ──▶ timeline.csv
 //! worker N ─┘        │                         └──────────────────────────▶ histograms.hlog
-//!                    └──▶ done lines ──▶ checker ──┐
-//!                         measured totals ─────────┴──▶ thresholds ──▶ summary.json
+//!                    ├──▶ history lines ──▶ HistoryStore (memory, or run folder's history/)
+//!                    └──▶ done lines (receipts) ──▶ checker ──┐
+//!                         measured totals ────────────────────┴──▶ thresholds ──▶ summary.json
 //! ```
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 
 use crate::checker;
+use crate::checker::store::HistoryStore;
 use crate::error::{LoadgenError, Result};
 use crate::histogram::{self, Metric, Percentiles};
 use crate::scenario::Scenario;
@@ -35,7 +37,7 @@ pub use crate::summary::{
     RunMeta, ShardSeconds, Summary, TickReport,
 };
 use crate::threshold::ThresholdResult;
-use crate::wire::{Counters, Done, Tick, WorkerLine};
+use crate::wire::{Counters, Done, Outcome, SendRecord, Tick, WorkerLine};
 
 /// One second, merged over workers. Full histograms (~140 KiB each) are kept only until
 /// every worker has reported the second; then they are sealed into their compressed form
@@ -136,6 +138,8 @@ pub struct Aggregator {
     last_tick: Vec<Option<u64>>,
     late: BTreeMap<usize, Vec<u64>>,
     duplicate: BTreeMap<usize, Vec<u64>>,
+    /// The chat sends and receive events, for the checker.
+    history: HistoryStore,
 }
 
 impl Aggregator {
@@ -153,7 +157,16 @@ impl Aggregator {
             last_tick: vec![None; workers],
             late: BTreeMap::new(),
             duplicate: BTreeMap::new(),
+            history: HistoryStore::in_memory(),
         }
+    }
+
+    /// Keep the chat history in bucket files under `dir` (the run folder's `history/`,
+    /// removed with the aggregator) rather than in memory, so the check's memory does not
+    /// grow with the run. Call it before the first line.
+    pub fn spill_to(&mut self, dir: &Path) -> Result<()> {
+        self.history = HistoryStore::spilled(dir)?;
+        Ok(())
     }
 
     /// Feed one stdout line of worker `worker`. Lines that are not JSON objects of type
@@ -175,7 +188,7 @@ impl Aggregator {
             return Ok(());
         };
         let kind = kind.unwrap_or_default();
-        if !matches!(kind.as_ref(), "tick" | "done") {
+        if !matches!(kind.as_ref(), "tick" | "history" | "done") {
             return Ok(());
         }
         if worker >= self.workers {
@@ -188,14 +201,39 @@ impl Aggregator {
             worker,
             message: format!("malformed line: {e}"),
         };
-        let parsed = if kind == "tick" {
-            WorkerLine::Tick(serde_json::from_str(line).map_err(malformed)?)
-        } else {
-            WorkerLine::Done(Box::new(serde_json::from_str(line).map_err(malformed)?))
+        let parsed = match kind.as_ref() {
+            "tick" => WorkerLine::Tick(serde_json::from_str(line).map_err(malformed)?),
+            "history" => WorkerLine::History(serde_json::from_str(line).map_err(malformed)?),
+            _ => WorkerLine::Done(Box::new(serde_json::from_str(line).map_err(malformed)?)),
         };
         match parsed {
             WorkerLine::Tick(t) => self.ingest_tick(worker, t),
-            WorkerLine::Done(d) => {
+            WorkerLine::History(h) => {
+                self.history.append(h.sends, h.receives);
+                Ok(())
+            }
+            WorkerLine::Done(mut d) => {
+                if self.dones[worker].is_none() {
+                    // A done line that carries the history (a worker that does not stream
+                    // it): the store takes it. Without `sends`, `acked` stands for them.
+                    let acked = std::mem::take(&mut d.acked);
+                    let mut sends = std::mem::take(&mut d.sends);
+                    if sends.is_empty() {
+                        sends = acked
+                            .into_iter()
+                            .map(|(channel, seq, id, sender)| SendRecord {
+                                channel,
+                                seq,
+                                id,
+                                sender,
+                                n: 0,
+                                at_ms: 0,
+                                outcome: Outcome::Ok,
+                            })
+                            .collect();
+                    }
+                    self.history.append(sends, std::mem::take(&mut d.receives));
+                }
                 self.dones[worker] = Some(*d);
                 Ok(())
             }
@@ -351,19 +389,13 @@ impl Aggregator {
     /// The summary without writing anything.
     pub fn summarize(&self, meta: RunMeta) -> Summary {
         let mut problems = Vec::new();
-        let mut acked = Vec::new();
         let mut recipients = Vec::new();
-        let mut sends = Vec::new();
-        let mut receives = Vec::new();
         let mut totals = Counters::default();
         let mut peak_done = 0;
         for (i, d) in self.dones.iter().enumerate() {
             match d {
                 Some(d) => {
-                    acked.extend_from_slice(&d.acked);
                     recipients.extend_from_slice(&d.recipients);
-                    sends.extend_from_slice(&d.sends);
-                    receives.extend_from_slice(&d.receives);
                     totals.add(&d.totals);
                     peak_done += d.peak_users;
                 }
@@ -397,13 +429,19 @@ impl Aggregator {
                     checker::CorrectnessReport::default()
                 })
             }
-            None => checker::check(&acked, &recipients),
+            None => checker::history::check_history(
+                &self.history,
+                &recipients,
+                checker::history::MAX_GROUP,
+            )
+            .unwrap_or_else(|e| {
+                problems.push(format!("correctness check: {e}"));
+                checker::CorrectnessReport::default()
+            }),
         };
-        correctness.anomalies = if self.scenario.target.is_none() {
-            checker::streams::check(&sends, receives, &recipients)
-        } else {
-            crate::anomaly::none()
-        };
+        if self.scenario.target.is_some() {
+            correctness.anomalies = crate::anomaly::none();
+        }
 
         let mut measured = Counters::default();
         let mut hists: [Histogram<u64>; 4] = std::array::from_fn(|_| histogram::new_histogram());

@@ -16,6 +16,7 @@ use crate::coordinator::{Hello, PROTOCOL_VERSION, build_id, scenario_hash};
 use crate::metrics::WorkerMetrics;
 use crate::plan::{self, Plan, Shard};
 use crate::scenario::{Overrides, Scenario};
+use crate::wire::StreamedLines;
 use crate::worker::{self, WorkerConfig};
 use flowline_protocol::announce::Announce;
 
@@ -146,14 +147,15 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
                 .or_else(|| plan_path.parent().map(std::path::Path::to_path_buf)),
         };
         let Some(addr) = &args.coordinator else {
-            // By hand, without a coordinator: the lines go to stdout (for tools).
+            // By hand, without a coordinator: the lines go to stdout (for tools), the
+            // history streamed as to a coordinator.
             let mut stdout = std::io::stdout();
-            worker::run(cfg, cancel, |line| {
+            let lines = StreamedLines(|line: &str| {
                 // A closed stdout means the reader is gone; nothing useful to do about it.
                 let _ = writeln!(stdout, "{line}");
                 let _ = stdout.flush();
-            })
-            .await?;
+            });
+            worker::run_to(cfg, cancel, lines).await?;
             return Ok(ExitCode::SUCCESS);
         };
         run_coordinated(addr, &args, cfg, metrics_url, cancel).await?;
@@ -392,12 +394,14 @@ async fn run_and_report(
         out: Some(out.to_path_buf()),
     };
     let mut agg = Aggregator::new(&scenario, 1);
+    agg.spill_to(&out.join("history"))?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     // The worker runs here, its lines go through the same loop as `flowline run`'s
     // worker processes' (the channel closes when it returns and drops its sender).
-    let work = worker::run(cfg, cancel, move |line| {
+    let lines = StreamedLines(move |line: &str| {
         let _ = tx.send((0, line.to_string()));
     });
+    let work = worker::run_to(cfg, cancel, lines);
     let follow = collect::collect(&mut agg, rx, |_, _| false, None, || async {});
     let (worked, collected) = tokio::join!(work, follow);
     worked?;

@@ -14,8 +14,13 @@
 //!  "generic":{…},            generic WebSocket target: sent, sessions, received by author
 //!  "http":{…},               HTTP personas (goose): requests, status codes, latency by kind
 //!  "resources":{"cpu_s":…,"peak_rss_kib":…}}
+//! {"type":"history","worker":0,"t":3,"sends":[…],"receives":[…]}   streamed: see below
 //! ```
-//! One `tick` line per second, one `done` line at the end. `hist` values are base64
+//! One `tick` line per second, one `done` line at the end. A worker whose output streams
+//! its history ([`Output::streams_history`]: the coordinator's, protocol 2) sends each
+//! second's `sends` and `receives` in a `history` line after that second's tick, and its
+//! `done` line leaves them (and `acked`, the `ok` sends) out: neither the worker nor the
+//! aggregator then holds a whole run's events in one line. `hist` values are base64
 //! (standard alphabet) of HdrHistogram V2 *compressed* (deflate) interval histograms in µs
 //! (see [`crate::histogram`]), for the second that just ended. Counters in `tick` are
 //! per-interval deltas; `totals` in `done` are whole-run sums (warm-up included).
@@ -474,12 +479,31 @@ pub struct Done {
     pub resources: Option<Resources>,
 }
 
+/// One second of a worker's chat history, streamed (`history` line): the sends whose
+/// outcome became known and the receive events of that second, each receiver's in
+/// arrival order. A receiver's events of later seconds come in later lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryLine {
+    /// Shard index of the worker.
+    pub worker: usize,
+    /// The second (as in `tick`); the last line, of events after the last tick, repeats it.
+    pub t: u64,
+    /// Chat sends with their outcome.
+    #[serde(default)]
+    pub sends: Vec<SendRecord>,
+    /// Chat receive events.
+    #[serde(default)]
+    pub receives: Vec<RecvRecord>,
+}
+
 /// A worker stdout line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WorkerLine {
     /// Once per second.
     Tick(Tick),
+    /// Once per second with chat events, after the tick, when the output streams history.
+    History(HistoryLine),
     /// Once, at the end.
     Done(Box<Done>),
 }
@@ -497,6 +521,12 @@ pub trait Output {
     fn started(&mut self, _at_us: u64, _late: std::time::Duration) -> Result<()> {
         Ok(())
     }
+
+    /// Whether the worker sends its chat history second by second in `history` lines
+    /// (true) or all of it in its `done` line (false: tools and tests that read one line).
+    fn streams_history(&self) -> bool {
+        false
+    }
 }
 
 /// An [`Output`] handing each line as JSON text to a closure (a pipe writer, a test's
@@ -505,14 +535,34 @@ pub struct Lines<F>(pub F);
 
 impl<F: FnMut(&str)> Output for Lines<F> {
     fn send(&mut self, line: &WorkerLine) -> Result<()> {
-        let what = match line {
-            WorkerLine::Tick(_) => "tick line",
-            WorkerLine::Done(_) => "done line",
-        };
-        let text = serde_json::to_string(line).map_err(|e| LoadgenError::json(what, e))?;
-        (self.0)(&text);
+        (self.0)(&line_text(line)?);
         Ok(())
     }
+}
+
+/// As [`Lines`], but the history is streamed in `history` lines (the standalone loadgen's
+/// in-process aggregator and its stdout).
+pub struct StreamedLines<F>(pub F);
+
+impl<F: FnMut(&str)> Output for StreamedLines<F> {
+    fn send(&mut self, line: &WorkerLine) -> Result<()> {
+        (self.0)(&line_text(line)?);
+        Ok(())
+    }
+
+    fn streams_history(&self) -> bool {
+        true
+    }
+}
+
+/// A line as JSON text.
+pub fn line_text(line: &WorkerLine) -> Result<String> {
+    let what = match line {
+        WorkerLine::Tick(_) => "tick line",
+        WorkerLine::History(_) => "history line",
+        WorkerLine::Done(_) => "done line",
+    };
+    serde_json::to_string(line).map_err(|e| LoadgenError::json(what, e))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //! | state | [`storage`] | the storage contract and its two implementations |
 //! | state | [`hub`] | local fan-out: subscriptions, per-channel order, cluster sequencing |
 //! | state | [`bus`] | the Redis cluster bus; sees the hub through `bus::Inbox`, storage through `Storage` |
-//! | state | `batch`, `lookups` | concurrent storage lookups of one kind coalesced into one query; the connect path's batched reads (token, readable channels, latest seqs) |
+//! | state | `batch`, `lookups` | concurrent storage lookups of one kind coalesced into one query; the connect path's batched reads (token, readable channels, latest seqs, replays) |
 //! | state | `members` | the node's membership cache (who is in which space), forgotten on changes |
 //! | state | `membership` | who may read what; the audience of a user's presence |
 //! | state | `presence` | presence: the per-node state machine and the `Roster` that announces it |

@@ -108,7 +108,11 @@ impl Membership {
             return Ok(());
         }
         access.readable.remove(&channel);
-        self.check_channel(access.user, channel).await?;
+        // On the message path's budget: a write's recheck must not queue behind a
+        // connect storm's reads for a connection.
+        if !self.storage.recheck_read(channel, access.user).await? {
+            self.refuse_channel(channel).await?;
+        }
         access.readable.insert(channel, Instant::now());
         Ok(())
     }
@@ -118,6 +122,12 @@ impl Membership {
         if self.storage.can_read(channel, user).await? {
             return Ok(());
         }
+        self.refuse_channel(channel).await
+    }
+
+    /// Why a channel found unreadable is refused: `not_found` if it does not exist,
+    /// else `forbidden`.
+    async fn refuse_channel(&self, channel: ChannelId) -> Result<(), Refusal> {
         match self.storage.channel(channel).await? {
             None => Refusal::err(
                 ErrorCode::NotFound,

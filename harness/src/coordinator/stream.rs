@@ -1,10 +1,10 @@
-//! After the start: each worker's connection gets a reader task handing its `tick` and
-//! `done` lines on as `(shard, line)` and noting `started`, and a writer task sending
+//! After the start: each worker's connection gets a reader task handing its `tick`,
+//! `history` and `done` lines on as `(shard, line)` and noting `started`, and a writer task sending
 //! `stop` when asked; a connection that ends before its `done` line marks the shard lost.
 //! [`Handle`] is the harness's grip on them: stop, close, and what was measured.
 //!
 //! ```text
-//! socket ─read_line─▶ tick/done ─▶ (shard, line) ─▶ LineRx (collect, aggregator)
+//! socket ─read_line─▶ tick/history/done ─▶ (shard, line) ─▶ LineRx (collect, aggregator)
 //!                  └▶ started ─▶ start skew        end before done ─▶ lost_at_s
 //! Handle::stop ─watch─▶ writer ─▶ `stop` ; Handle::close ─▶ both tasks end, socket closes
 //! ```
@@ -207,7 +207,8 @@ pub(crate) fn spawn(
                         if line.starts_with(r#"{"type":"done""#) {
                             h.lock()[i].done = true;
                         }
-                        // Ticks, done and anything unknown: the aggregator judges them.
+                        // Ticks, history, done and anything unknown: the aggregator
+                        // judges them.
                         if tx.send((shard, line)).is_err() {
                             break None;
                         }
@@ -232,11 +233,14 @@ pub(crate) fn spawn(
     handle
 }
 
-/// A control line's start time (`started`); `None` for every other line. Tick and done
-/// lines are recognised by their first bytes (`type` comes first) without parsing a
-/// done line that may be hundreds of MB.
+/// A control line's start time (`started`); `None` for every other line. Tick, history
+/// and done lines are recognised by their first bytes (`type` comes first) without
+/// parsing a line that may be tens of MB.
 fn control(line: &str) -> Option<u64> {
-    if line.starts_with(r#"{"type":"tick""#) || line.starts_with(r#"{"type":"done""#) {
+    if ["tick", "history", "done"]
+        .iter()
+        .any(|t| line.starts_with(&format!(r#"{{"type":"{t}""#)))
+    {
         return None;
     }
     match serde_json::from_str::<FromWorker>(line) {

@@ -47,7 +47,9 @@ fn four_workers_run_through_the_coordinator_into_one_run_folder() {
     assert_eq!(s["correctness"]["lost"], 0, "{s}");
     assert!(s["totals"]["delivered"].as_u64().unwrap() > 0, "{s}");
     let c = &s["coordinator"];
-    assert_eq!(c["version"], 1, "{s}");
+    assert_eq!(c["version"], 2, "{s}");
+    // The streamed history was spilled to the run folder and removed once checked.
+    assert!(!dir.join("history").exists());
     let workers = c["workers"].as_array().unwrap();
     assert_eq!(workers.len(), 4, "{s}");
     for (i, w) in workers.iter().enumerate() {
@@ -237,8 +239,10 @@ async fn a_hello_of_another_build_is_refused() {
     let hash = flowline_loadgen::coordinator::scenario_hash(&s);
     let client = std::thread::spawn(move || {
         let mut sock = TcpStream::connect(addr).unwrap();
-        let hello = serde_json::json!({"type": "hello", "version": 1, "shard": 0, "shards": 1,
-            "build": "flowline 0.0.0-elsewhere protocol 1", "scenario_hash": hash, "seed": 7});
+        let version = flowline_loadgen::coordinator::PROTOCOL_VERSION;
+        let hello = serde_json::json!({"type": "hello", "version": version, "shard": 0,
+            "shards": 1, "build": format!("flowline 0.0.0-elsewhere protocol {version}"),
+            "scenario_hash": hash, "seed": 7});
         writeln!(sock, "{hello}").unwrap();
         let mut line = String::new();
         BufReader::new(sock).read_line(&mut line).unwrap();

@@ -28,6 +28,7 @@ fn every_catalog_scenario_is_valid_documented_and_targets_real_links() {
         "reconnect-storm",
         "asymmetric-partition",
         "lossy-clients",
+        "capacity-100k",
     ] {
         assert!(
             files.iter().any(|f| f.file_stem().unwrap() == name),
@@ -44,6 +45,51 @@ fn every_catalog_scenario_is_valid_documented_and_targets_real_links() {
         let s = Scenario::from_path(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         flowline_harness::topology::check_fault_targets(&s)
             .unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
+    }
+}
+
+/// The 100k showcase: pubsub on 6–8 nodes, runnable with `--phase queue`, a latency fault
+/// on the client links and a Redis cut; on a machine of 20,000 files per process it needs
+/// no process above ~18k files, its client links spread over processes, its users over
+/// enough source addresses that no (source, destination) pair runs out of ports.
+#[test]
+fn capacity_100k_fits_a_machine_of_20k_files_per_process_in_both_phases() {
+    use flowline_harness::capacity::{Limits, LinkMode, Need};
+    use flowline_loadgen::scenario::{Overrides, Phase};
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios/capacity-100k.toml");
+    let s = Scenario::from_path(&path).unwrap();
+    assert_eq!(s.population.users, 100_000);
+    assert!((6..=8).contains(&s.cluster.nodes), "{}", s.cluster.nodes);
+    assert_eq!(s.cluster.phase, Phase::Pubsub);
+    let targets: Vec<&str> = s.faults.iter().map(|f| f.target.as_str()).collect();
+    assert_eq!(targets, ["client-node*", "node*-redis"]);
+    let machine = Limits {
+        files_per_process: 20_000,
+        ports: 28_232,
+        system_files: 2_000_000,
+    };
+    for phase in [Phase::Pubsub, Phase::Queue] {
+        let s = flowline_harness::preflight::prepare(
+            s.clone(),
+            &Overrides {
+                phase: Some(phase),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        flowline_harness::topology::check_fault_targets(&s).unwrap();
+        let need = Need::of(&s, None, LinkMode::Embedded(None), machine).unwrap();
+        need.check(machine).unwrap();
+        assert!(need.link_processes >= 2, "{need:?}");
+        for files in [
+            need.files_per_node,
+            need.files_per_worker,
+            need.files_per_link_process,
+        ] {
+            assert!(files <= 18_000, "{}", need.describe());
+        }
+        assert!(need.source_addresses >= 5, "{need:?}");
+        assert!(need.connections_per_pair < machine.ports, "{need:?}");
     }
 }
 

@@ -21,63 +21,103 @@ use crate::wire::{AckedMessage, RecipientRecord};
 
 /// Check merged histories.
 pub fn check(acked: &[AckedMessage], recipients: &[RecipientRecord]) -> CorrectnessReport {
-    let mut by_channel: HashMap<ChannelId, Vec<(Seq, MessageId, u32)>> = HashMap::new();
-    for &(c, s, id, author) in acked {
-        by_channel.entry(c).or_default().push((s, id, author));
-    }
-    for v in by_channel.values_mut() {
-        v.sort_unstable();
-        v.dedup_by_key(|m| m.0);
-    }
-    let mut rep = CorrectnessReport {
-        acked: by_channel.values().map(|v| v.len() as u64).sum(),
-        ..CorrectnessReport::default()
-    };
-    let mut channels: BTreeMap<ChannelId, ChannelReport> = BTreeMap::new();
-    let mut lost_list = Vec::new();
-    let mut other_list = Vec::new();
-    let empty = Vec::new();
-    for r in recipients {
-        let msgs = by_channel.get(&r.channel).unwrap_or(&empty);
-        let id_of = |s: Seq| {
-            msgs.binary_search_by_key(&s, |m| m.0)
-                .ok()
-                .map(|i| (msgs[i].1, msgs[i].2))
-        };
-        let ch = channels.entry(r.channel).or_default();
-        let open_from = r.chains.last().filter(|c| c.open).map(|c| c.from);
-        if let Some(from) = open_from {
-            let start = msgs.partition_point(|m| m.0 <= from);
-            for &(s, id, author) in &msgs[start..] {
-                if author == r.user {
-                    continue;
+    let mut c = ChatCheck::default();
+    c.add(acked, recipients.iter());
+    c.finish()
+}
+
+/// The chat checker fed group by group, each group holding whole channels: their acked
+/// messages and their recipients (a recipient of a channel with no acked message still
+/// counts its duplicates). Offenders are listed in the order the groups came.
+#[derive(Debug, Default)]
+pub struct ChatCheck {
+    rep: CorrectnessReport,
+    channels: BTreeMap<ChannelId, ChannelReport>,
+    lost_list: Vec<Offender>,
+    other_list: Vec<Offender>,
+}
+
+impl ChatCheck {
+    /// Check one group.
+    pub fn add<'a>(
+        &mut self,
+        acked: &[AckedMessage],
+        recipients: impl Iterator<Item = &'a RecipientRecord>,
+    ) {
+        let mut by_channel: HashMap<ChannelId, Vec<(Seq, MessageId, u32)>> = HashMap::new();
+        for &(c, s, id, author) in acked {
+            by_channel.entry(c).or_default().push((s, id, author));
+        }
+        for v in by_channel.values_mut() {
+            v.sort_unstable();
+            v.dedup_by_key(|m| m.0);
+        }
+        let rep = &mut self.rep;
+        rep.acked += by_channel.values().map(|v| v.len() as u64).sum::<u64>();
+        let channels = &mut self.channels;
+        let lost_list = &mut self.lost_list;
+        let other_list = &mut self.other_list;
+        let empty = Vec::new();
+        for r in recipients {
+            let msgs = by_channel.get(&r.channel).unwrap_or(&empty);
+            let id_of = |s: Seq| {
+                msgs.binary_search_by_key(&s, |m| m.0)
+                    .ok()
+                    .map(|i| (msgs[i].1, msgs[i].2))
+            };
+            let ch = channels.entry(r.channel).or_default();
+            let open_from = r.chains.last().filter(|c| c.open).map(|c| c.from);
+            if let Some(from) = open_from {
+                let start = msgs.partition_point(|m| m.0 <= from);
+                for &(s, id, author) in &msgs[start..] {
+                    if author == r.user {
+                        continue;
+                    }
+                    ch.expected += 1;
+                    if contains(&r.received, s) {
+                        rep.delivered += 1;
+                    } else {
+                        ch.lost += 1;
+                        if lost_list.len() < MAX_OFFENDERS {
+                            lost_list.push(Offender {
+                                offence: Offence::Lost,
+                                channel: r.channel,
+                                seq: s,
+                                id: Some(id),
+                                recipient: r.user,
+                            });
+                        }
+                    }
                 }
-                ch.expected += 1;
-                if contains(&r.received, s) {
-                    rep.delivered += 1;
-                } else {
-                    ch.lost += 1;
-                    if lost_list.len() < MAX_OFFENDERS {
-                        lost_list.push(Offender {
-                            offence: Offence::Lost,
-                            channel: r.channel,
-                            seq: s,
-                            id: Some(id),
-                            recipient: r.user,
-                        });
+                for w in r.received.windows(2) {
+                    for s in (w[0].1 + 1).max(from + 1)..w[1].0 {
+                        // The author's own messages need not be echoed back to it.
+                        if id_of(s).is_some_and(|(_, a)| a == r.user) {
+                            continue;
+                        }
+                        ch.gaps += 1;
+                        if other_list.len() < MAX_OFFENDERS {
+                            other_list.push(Offender {
+                                offence: Offence::Gap,
+                                channel: r.channel,
+                                seq: s,
+                                id: id_of(s).map(|x| x.0),
+                                recipient: r.user,
+                            });
+                        }
                     }
                 }
             }
-            for w in r.received.windows(2) {
-                for s in (w[0].1 + 1).max(from + 1)..w[1].0 {
-                    // The author's own messages need not be echoed back to it.
-                    if id_of(s).is_some_and(|(_, a)| a == r.user) {
-                        continue;
-                    }
-                    ch.gaps += 1;
+            ch.duplicated += r.duplicates;
+            ch.reordered += r.reordered;
+            for (offence, seqs) in [
+                (Offence::Duplicated, &r.dup_seqs),
+                (Offence::Reordered, &r.reordered_seqs),
+            ] {
+                for &s in seqs {
                     if other_list.len() < MAX_OFFENDERS {
                         other_list.push(Offender {
-                            offence: Offence::Gap,
+                            offence,
                             channel: r.channel,
                             seq: s,
                             id: id_of(s).map(|x| x.0),
@@ -87,38 +127,30 @@ pub fn check(acked: &[AckedMessage], recipients: &[RecipientRecord]) -> Correctn
                 }
             }
         }
-        ch.duplicated += r.duplicates;
-        ch.reordered += r.reordered;
-        for (offence, seqs) in [
-            (Offence::Duplicated, &r.dup_seqs),
-            (Offence::Reordered, &r.reordered_seqs),
-        ] {
-            for &s in seqs {
-                if other_list.len() < MAX_OFFENDERS {
-                    other_list.push(Offender {
-                        offence,
-                        channel: r.channel,
-                        seq: s,
-                        id: id_of(s).map(|x| x.0),
-                        recipient: r.user,
-                    });
-                }
-            }
+    }
+
+    /// The verdict (its `anomalies` empty: the stream checker fills them).
+    pub fn finish(self) -> CorrectnessReport {
+        let ChatCheck {
+            mut rep,
+            mut channels,
+            mut lost_list,
+            other_list,
+        } = self;
+        for ch in channels.values() {
+            rep.expected += ch.expected;
+            rep.lost += ch.lost;
+            rep.duplicated += ch.duplicated;
+            rep.reordered += ch.reordered;
+            rep.gaps += ch.gaps;
         }
+        channels.retain(|_, c| !c.is_clean());
+        rep.channels = channels;
+        lost_list.extend(other_list);
+        lost_list.truncate(MAX_OFFENDERS);
+        rep.offenders = lost_list;
+        rep
     }
-    for ch in channels.values() {
-        rep.expected += ch.expected;
-        rep.lost += ch.lost;
-        rep.duplicated += ch.duplicated;
-        rep.reordered += ch.reordered;
-        rep.gaps += ch.gaps;
-    }
-    channels.retain(|_, c| !c.is_clean());
-    rep.channels = channels;
-    lost_list.extend(other_list);
-    lost_list.truncate(MAX_OFFENDERS);
-    rep.offenders = lost_list;
-    rep
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@
 //!                   open subscription (lost) at the stream's end
 //! ```
 //!
-//! Memory: the sorted logs plus one channel's index and one stream's seq ranges.
+//! Memory: one group's sorted logs (see [`StreamCheck`]; the whole history when called
+//! as [`check`]) plus one channel's index and one stream's seq ranges.
 
 use std::collections::{HashMap, HashSet};
 
@@ -65,48 +66,86 @@ struct Channel {
 /// Check every stream; `recipients` tell whose subscriptions were open at the end.
 pub fn check(
     sends: &[SendRecord],
-    mut receives: Vec<RecvRecord>,
+    receives: Vec<RecvRecord>,
     recipients: &[RecipientRecord],
 ) -> Anomalies {
-    let mut tally = Tally::default();
-    let failed: HashMap<(u32, u32), Outcome> = sends
-        .iter()
-        .filter(|s| s.outcome != Outcome::Ok)
-        .map(|s| ((s.sender, s.n), s.outcome))
-        .collect();
-    let mut acked: Vec<SendRecord> = sends
+    let mut c = StreamCheck::new(sends, recipients);
+    let acked: Vec<SendRecord> = sends
         .iter()
         .filter(|s| s.outcome == Outcome::Ok)
         .copied()
         .collect();
-    acked.sort_unstable_by_key(|s| (s.channel, s.seq));
-    // Stable: each receiver's events keep their arrival order.
-    receives.sort_by_key(|r| (r.channel, r.receiver));
-    let open: HashSet<(ChannelId, u32)> = recipients
-        .iter()
-        .filter(|r| r.chains.last().is_some_and(|c| c.open))
-        .map(|r| (r.channel, r.user))
-        .collect();
-    let mut rest = receives.as_slice();
-    while let Some(first) = rest.first() {
-        let channel = first.channel;
-        let n = rest.partition_point(|r| r.channel == channel);
-        let (events, tail) = rest.split_at(n);
-        rest = tail;
-        let lo = acked.partition_point(|s| s.channel < channel);
-        let hi = acked.partition_point(|s| s.channel <= channel);
-        let mut ch = index(channel, &acked[lo..hi], events, &failed);
-        let mut streams = events;
-        while let Some(e) = streams.first() {
-            let receiver = e.receiver;
-            let k = streams.partition_point(|r| r.receiver == receiver);
-            let (stream, more) = streams.split_at(k);
-            streams = more;
-            let is_open = open.contains(&(channel, receiver));
-            check_stream(&mut ch, receiver, stream, is_open, &failed, &mut tally);
+    c.group(acked, receives);
+    c.finish()
+}
+
+/// The stream checker fed group by group: each group holds whole channels (every acked
+/// send and every receive event of them, each receiver's in arrival order), so a run's
+/// history need not be in memory at once. What spans groups is small: the refused and
+/// unanswered sends (looked up by nonce) and whose subscriptions were open at the end.
+pub struct StreamCheck {
+    failed: HashMap<(u32, u32), Outcome>,
+    open: HashSet<(ChannelId, u32)>,
+    tally: Tally,
+}
+
+impl StreamCheck {
+    /// A checker knowing the sends that were not acked (`sends` may hold acked ones too:
+    /// they are skipped) and the recipients' subscriptions.
+    pub fn new(sends: &[SendRecord], recipients: &[RecipientRecord]) -> Self {
+        StreamCheck {
+            failed: sends
+                .iter()
+                .filter(|s| s.outcome != Outcome::Ok)
+                .map(|s| ((s.sender, s.n), s.outcome))
+                .collect(),
+            open: recipients
+                .iter()
+                .filter(|r| r.chains.last().is_some_and(|c| c.open))
+                .map(|r| (r.channel, r.user))
+                .collect(),
+            tally: Tally::default(),
         }
     }
-    tally.finish()
+
+    /// Check the streams of one group of whole channels: its acked sends and receive
+    /// events (any order across receivers; each receiver's in arrival order).
+    pub fn group(&mut self, mut acked: Vec<SendRecord>, mut receives: Vec<RecvRecord>) {
+        acked.sort_unstable_by_key(|s| (s.channel, s.seq));
+        // Stable: each receiver's events keep their arrival order.
+        receives.sort_by_key(|r| (r.channel, r.receiver));
+        let mut rest = receives.as_slice();
+        while let Some(first) = rest.first() {
+            let channel = first.channel;
+            let n = rest.partition_point(|r| r.channel == channel);
+            let (events, tail) = rest.split_at(n);
+            rest = tail;
+            let lo = acked.partition_point(|s| s.channel < channel);
+            let hi = acked.partition_point(|s| s.channel <= channel);
+            let mut ch = index(channel, &acked[lo..hi], events, &self.failed);
+            let mut streams = events;
+            while let Some(e) = streams.first() {
+                let receiver = e.receiver;
+                let k = streams.partition_point(|r| r.receiver == receiver);
+                let (stream, more) = streams.split_at(k);
+                streams = more;
+                let is_open = self.open.contains(&(channel, receiver));
+                check_stream(
+                    &mut ch,
+                    receiver,
+                    stream,
+                    is_open,
+                    &self.failed,
+                    &mut self.tally,
+                );
+            }
+        }
+    }
+
+    /// Every kind's report.
+    pub fn finish(self) -> Anomalies {
+        self.tally.finish()
+    }
 }
 
 /// Index one channel's messages: acked sends, then whatever receivers got.

@@ -281,6 +281,11 @@ impl Output for CoordinatorOutput {
             late_us: late.as_micros() as u64,
         }))
     }
+
+    /// Protocol 2: the history goes second by second in `history` lines.
+    fn streams_history(&self) -> bool {
+        true
+    }
 }
 
 /// The end of a worker's connection: see [`Finish::finish`].

@@ -10,15 +10,17 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWr
 use crate::scenario::Scenario;
 
 /// Version of the protocol; a worker and a coordinator of different versions refuse each
-/// other. Bump it on any change a peer of the other version would misread.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// other. Bump it on any change a peer of the other version would misread. 2: the chat
+/// history streams in `history` lines, once a second (1: all of it in the `done` line).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Longest line a peer may send before the start: a hello is a few hundred bytes, so a
 /// stray client cannot make the coordinator buffer much.
 pub const MAX_HANDSHAKE_LINE: usize = 64 * 1024;
 
-/// Longest line after the start: a `done` line carries every send and receive of the
-/// worker (56 bytes a delivery in memory, ~60 in JSON): 2 GiB is ~35M deliveries.
+/// Longest line after the start: a `history` line carries one second of a worker's sends
+/// and receive events (~60 bytes of JSON a delivery), a `done` line every recipient's
+/// range-compacted receipts: 2 GiB is ~35M deliveries in one second.
 pub const MAX_RUN_LINE: usize = 2 << 30;
 
 /// What a worker sends the coordinator besides its `tick` and `done` lines.
@@ -205,7 +207,9 @@ mod tests {
         });
         let s = to_line(&hello);
         assert!(
-            s.starts_with(r#"{"type":"hello","version":1,"shard":1"#),
+            s.starts_with(&format!(
+                r#"{{"type":"hello","version":{PROTOCOL_VERSION},"shard":1"#
+            )),
             "{s}"
         );
         assert_eq!(serde_json::from_str::<FromWorker>(&s).unwrap(), hello);

@@ -17,9 +17,11 @@ use crate::error::{LoadgenError, Result};
 /// WebSocket read buffer per connection: tungstenite's default (128 KiB, zeroed before
 /// every read) would cost ~135 KiB per connection.
 const READ_BUFFER: usize = 1024;
-/// Users per source address: one (source, destination) pair has ~28k ephemeral ports and
-/// an explicitly bound source shares its ports across destinations.
-const USERS_PER_SOURCE: u32 = 20_000;
+/// Users per source address: user `i` connects from 127.0.0.(1 + i / this). One (source,
+/// destination) pair has ~28k ephemeral ports; a bound source takes its port at connect
+/// time (`IP_BIND_ADDRESS_NO_PORT`), so its ports are per destination too, and bound
+/// sockets do not take ports away from unbound ones (the proxies' own connections).
+pub const USERS_PER_SOURCE: u32 = 20_000;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A user's connection.
@@ -95,6 +97,14 @@ pub(super) async fn connect(target: &Target, user: u32) -> std::result::Result<W
         && ip.is_loopback()
     {
         let src = Ipv4Addr::new(127, 0, 0, 1 + (block % 250) as u8);
+        // Without it bind(port 0) picks a port for every destination at once and marks
+        // it taken for every connect() of this machine: at 100k users the unbound
+        // connections (proxy → node) run out of ports.
+        let _ = nix::sys::socket::setsockopt(
+            &sock,
+            nix::sys::socket::sockopt::IpBindAddressNoPort,
+            &true,
+        );
         sock.bind(SocketAddr::new(src.into(), 0))
             .map_err(|_| "bind")?;
     }

@@ -1,8 +1,10 @@
 //! What a worker thread's users record for the checker: every acknowledged send, what
 //! each recipient received of each channel, every send's outcome and every receive event
 //! in order (the anomaly checker's input), and the generic target's sends, sessions and
-//! receipts. Users write here as they go (sends) and when they end (receipts); the thread
-//! hands it to its shard, which merges the threads' histories into the `done` line.
+//! receipts. Users write here as they go (sends, receive events) and when they end
+//! (receipts); the thread hands it to its shard, which merges the threads' histories into
+//! the `done` line — or, when the history is streamed, hands each second's events on in a
+//! `history` line ([`History::take_events`]), so a worker holds one second of them.
 
 use crate::wire::{
     AckedMessage, GenericDone, GenericReceipt, RecipientRecord, RecvRecord, SendRecord,
@@ -68,6 +70,17 @@ impl History {
 
     fn generic_mut(&mut self) -> &mut GenericDone {
         self.generic.get_or_insert_with(GenericDone::default)
+    }
+
+    /// Move the events recorded so far out (sends, receive events, acked messages), leaving
+    /// the receipts and the generic part.
+    pub(super) fn take_events(&mut self) -> History {
+        History {
+            acked: std::mem::take(&mut self.acked),
+            sends: std::mem::take(&mut self.sends),
+            receives: std::mem::take(&mut self.receives),
+            ..History::default()
+        }
     }
 
     /// Take another thread's history (moved, not copied: a big run holds hundreds of

@@ -23,5 +23,5 @@ mod shard;
 mod thread;
 
 pub use chat::frames::{Peek, nonce, parse_nonce};
-pub use connect::target_index;
+pub use connect::{USERS_PER_SOURCE, target_index};
 pub use shard::{WorkerConfig, run, run_to};

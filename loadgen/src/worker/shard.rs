@@ -1,6 +1,8 @@
 //! One worker (one shard of the plan): resolve the targets, start the threads, merge their
 //! seconds into one tick line per second, run the HTTP personas on goose beside them, and
-//! end with the done line (totals, the merged history, the process's own cost).
+//! end with the done line (totals, the merged history, the process's own cost). When the
+//! output streams the history, each second's chat events follow its tick in a `history`
+//! line instead of waiting for the done line.
 //!
 //! ```text
 //!  thread 1 (current-thread runtime + LocalSet)      thread 2 ...
@@ -9,7 +11,7 @@
 //!                                            │ bounded mpsc (per-thread intervals)
 //!                                            ▼
 //!  caller's runtime: merge intervals of second t from every thread
-//!                    ──▶ Output: tick line  … at the end ──▶ Output: done line
+//!                    ──▶ Output: tick line (+ history line)  … at the end ──▶ done line
 //! ```
 
 use std::collections::BTreeMap;
@@ -25,7 +27,9 @@ use crate::httpload::PostLog;
 use crate::plan::{Plan, PlanUser, Shard};
 use crate::recorder::Recorder;
 use crate::scenario::Scenario;
-use crate::wire::{Counters, Done, Lines, Output, Resources, Tick, WorkerLine};
+use crate::wire::{
+    AckedMessage, Counters, Done, HistoryLine, Lines, Output, Resources, Tick, WorkerLine,
+};
 use crate::worker::connect::resolve;
 use crate::worker::context::Clock;
 use crate::worker::history::History;
@@ -144,6 +148,7 @@ pub async fn run_to(
         shard = %cfg.shard, users = users.len(), threads,
         "worker starting: {} target(s)", targets.len()
     );
+    let stream = out.streams_history();
     let (tx, mut rx) = mpsc::channel::<ThreadMsg>(threads * 8);
     let mut per_thread: Vec<Vec<PlanUser>> = vec![Vec::new(); threads];
     for (i, u) in users.into_iter().enumerate() {
@@ -157,7 +162,7 @@ pub async fn run_to(
         let cancel = cancel.clone();
         let handle = std::thread::Builder::new()
             .name(format!("loadgen-{k}"))
-            .spawn(move || thread_main(scenario, clock, targets, users, cancel, tx))
+            .spawn(move || thread_main(scenario, clock, targets, users, cancel, tx, stream))
             .map_err(|e| LoadgenError::io("spawning a worker thread", e))?;
         handles.push(handle);
     }
@@ -171,25 +176,30 @@ pub async fn run_to(
     // Merge the threads' intervals second by second.
     let warm = s.warmup.as_secs_f64();
     let send_end = warm + s.duration.as_secs_f64();
-    let mut pending: BTreeMap<u64, (usize, Recorder, u64)> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, Second> = BTreeMap::new();
     let mut totals = Counters::default();
     let mut done = Done {
         worker: cfg.shard.index,
         ..Done::default()
     };
     let mut history = History::default();
+    // The last second emitted.
+    let mut last_t = 0;
+    // Streamed: the acked messages are kept only for the metrics endpoint's lost count.
+    let mut acked_for_metrics: Vec<AckedMessage> = Vec::new();
     let prom = cfg.metrics.clone();
-    let emit = |t: u64,
-                rec: &mut Recorder,
-                users: u64,
-                totals: &mut Counters,
-                out: &mut dyn Output|
-     -> Result<()> {
+    let emit = |t: u64, sec: Second, totals: &mut Counters, out: &mut dyn Output| -> Result<()> {
+        let Second {
+            mut rec,
+            users,
+            events,
+            ..
+        } = sec;
         let http = posts.take_until(t);
         totals.add(&http);
         rec.counters.add(&http);
         if let Some(m) = &prom {
-            m.observe(users, rec);
+            m.observe(users, &rec);
         }
         let tick = Tick {
             worker: cfg.shard.index,
@@ -201,25 +211,37 @@ pub async fn run_to(
             counters: rec.counters.clone(),
             hist: rec.encode_hists()?,
         };
-        out.send(&WorkerLine::Tick(tick))
+        out.send(&WorkerLine::Tick(tick))?;
+        send_history(out, cfg.shard.index, t, events)
     };
     while let Some(msg) = rx.recv().await {
         match msg {
-            ThreadMsg::Tick { t, rec, users } => {
+            ThreadMsg::Tick {
+                t,
+                rec,
+                users,
+                events,
+            } => {
                 totals.add(&rec.counters);
-                let entry = pending
-                    .entry(t)
-                    .or_insert_with(|| (0, Recorder::default(), 0));
-                entry.0 += 1;
-                entry.1.merge(&rec);
-                entry.2 += users;
+                let entry = pending.entry(t).or_default();
+                entry.threads += 1;
+                entry.rec.merge(&rec);
+                entry.users += users;
+                if let Some(mut e) = events {
+                    if cfg.metrics.is_some() {
+                        acked_for_metrics.append(&mut e.acked);
+                    }
+                    e.acked = Vec::new();
+                    entry.events.append(e);
+                }
                 // Emit every second that all threads have reported, in order.
                 while let Some(first) = pending.first_entry() {
-                    if first.get().0 < threads {
+                    if first.get().threads < threads {
                         break;
                     }
-                    let (t, (_, mut rec, users)) = first.remove_entry();
-                    emit(t, &mut rec, users, &mut totals, &mut out)?;
+                    let (t, sec) = first.remove_entry();
+                    last_t = t;
+                    emit(t, sec, &mut totals, &mut out)?;
                 }
             }
             ThreadMsg::Done { history: h, peak } => {
@@ -229,8 +251,9 @@ pub async fn run_to(
         }
     }
     // Threads that ended early leave partial seconds behind.
-    for (t, (_, mut rec, users)) in std::mem::take(&mut pending) {
-        emit(t, &mut rec, users, &mut totals, &mut out)?;
+    for (t, sec) in std::mem::take(&mut pending) {
+        last_t = t;
+        emit(t, sec, &mut totals, &mut out)?;
     }
     for h in handles {
         if h.join().is_err() {
@@ -238,10 +261,17 @@ pub async fn run_to(
         }
     }
     done.totals = totals;
-    done.acked = history.acked;
+    if stream {
+        // Whatever came after the threads' last tick (nothing, normally).
+        acked_for_metrics.append(&mut history.acked);
+        let rest = history.take_events();
+        send_history(&mut out, cfg.shard.index, last_t, rest)?;
+    } else {
+        done.acked = history.acked;
+        done.sends = history.sends;
+        done.receives = history.receives;
+    }
     done.recipients = history.recipients;
-    done.sends = history.sends;
-    done.receives = history.receives;
     done.generic = history.generic;
     if let Some(g) = goose {
         let result = g.await;
@@ -273,10 +303,39 @@ pub async fn run_to(
             (Some(t), Some(g)) => {
                 checker::generic::check(t, g, cfg.scenario.population.users).map_or(0, |r| r.lost)
             }
+            _ if stream => {
+                // The HTTP posts' acked messages are in the done line.
+                acked_for_metrics.extend_from_slice(&done.acked);
+                checker::check(&acked_for_metrics, &done.recipients).lost
+            }
             _ => checker::check(&done.acked, &done.recipients).lost,
         };
         m.set_lost(lost);
     }
     done.resources = Resources::of_self();
     out.send(&WorkerLine::Done(Box::new(done)))
+}
+
+/// One second being merged from the threads.
+#[derive(Default)]
+struct Second {
+    /// Threads that reported it.
+    threads: usize,
+    rec: Recorder,
+    users: u64,
+    /// Its chat events (streamed history).
+    events: History,
+}
+
+/// The `history` line of second `t`, unless it has no events.
+fn send_history(out: &mut dyn Output, worker: usize, t: u64, events: History) -> Result<()> {
+    if events.sends.is_empty() && events.receives.is_empty() {
+        return Ok(());
+    }
+    out.send(&WorkerLine::History(HistoryLine {
+        worker,
+        t,
+        sends: events.sends,
+        receives: events.receives,
+    }))
 }

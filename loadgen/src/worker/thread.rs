@@ -1,6 +1,7 @@
 //! One worker thread: a current-thread runtime with a `LocalSet` running its share of the
 //! users as tasks, and a ticker that swaps out the thread's recorder once a second and
-//! ships it to the shard loop; at the end, the thread's history.
+//! ships it to the shard loop, with the second's chat events when the history is streamed;
+//! at the end, the thread's (rest of its) history.
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
@@ -28,6 +29,8 @@ pub(super) enum ThreadMsg {
         t: u64,
         rec: Box<Recorder>,
         users: u64,
+        /// The second's sends and receive events (streamed history only).
+        events: Option<History>,
     },
     /// Every user has ended.
     Done { history: History, peak: u64 },
@@ -41,6 +44,7 @@ pub(super) fn thread_main(
     users: Vec<PlanUser>,
     cancel: CancellationToken,
     tx: mpsc::Sender<ThreadMsg>,
+    stream: bool,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -94,11 +98,13 @@ pub(super) fn thread_main(
                     sleep_until((ctx.clock.start + Duration::from_secs(t)).into()).await;
                     let rec = std::mem::take(&mut *ctx.rec.borrow_mut());
                     let users = ctx.connected.get();
+                    let events = stream.then(|| ctx.history.borrow_mut().take_events());
                     if tx
                         .send(ThreadMsg::Tick {
                             t,
                             rec: Box::new(rec),
                             users,
+                            events,
                         })
                         .await
                         .is_err()

@@ -8,4 +8,5 @@ mod features;
 mod frame_toxics;
 mod generic;
 mod metrics;
+mod streamed;
 mod util;

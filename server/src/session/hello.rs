@@ -25,7 +25,7 @@ use crate::membership::Access;
 use crate::refusal::Refusal;
 
 /// Messages read from storage per page while replaying a resume.
-const REPLAY_PAGE: u32 = 500;
+const REPLAY_PAGE: Seq = 500;
 /// Attempts of each storage read after the announcement before the session is closed
 /// with 4013 (the client then resumes elsewhere or later).
 const READ_ATTEMPTS: u32 = 3;
@@ -274,7 +274,9 @@ impl Session {
         Ok(replays)
     }
 
-    /// Serialized stored messages of `channel` with seq in (from, upto].
+    /// Serialized stored messages of `channel` with seq in (from, upto], read a page at
+    /// a time through the node's batched [`crate::lookups::Lookups::replay`] (sessions
+    /// subscribing at the same moment share the query and the serialization).
     async fn replay_frames(
         &self,
         channel: ChannelId,
@@ -284,20 +286,10 @@ impl Session {
         let mut frames = Vec::new();
         let mut after = from;
         while after < upto {
-            let page = retried(|| {
-                self.node
-                    .storage
-                    .messages(channel, Some(upto + 1), Some(after), REPLAY_PAGE)
-            })
-            .await?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            for m in page {
-                let seq = m.seq;
-                if let Ok(text) = serde_json::to_string(&ServerEvent::Message(m)) {
-                    frames.push((seq, text.into()));
-                }
-            }
+            let page_end = upto.min(after + REPLAY_PAGE);
+            let page = retried(|| self.node.lookups.replay(channel, after, page_end)).await?;
+            frames.extend(page.iter().cloned());
+            after = page_end;
         }
         Ok(frames)
     }

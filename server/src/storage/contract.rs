@@ -192,6 +192,13 @@ pub trait Spaces: Send + Sync + 'static {
     fn channel(&self, id: ChannelId) -> BoxFuture<'_, Result<Option<Channel>>>;
     /// May `user` read (and so subscribe to and post in) `channel`? `false` if missing.
     fn can_read(&self, channel: ChannelId, user: UserId) -> BoxFuture<'_, Result<bool>>;
+    /// [`can_read`](Self::can_read) asked on the message path (a session re-checking the
+    /// access it remembered before a write, `membership::Membership::authorize`): the same
+    /// answer from the message path's own budget, so a send never waits behind a connect
+    /// storm's reads (Postgres: the `send` pool). The default is `can_read`.
+    fn recheck_read(&self, channel: ChannelId, user: UserId) -> BoxFuture<'_, Result<bool>> {
+        self.can_read(channel, user)
+    }
     /// Every channel `user` can read, by id.
     fn readable_channels(&self, user: UserId) -> BoxFuture<'_, Result<Vec<ChannelId>>>;
     /// [`readable_channels`](Self::readable_channels) of several users in one call, as

@@ -18,6 +18,7 @@ mod openapi_fuzz;
 mod outage;
 mod ready_presence;
 mod refusals;
+mod send_budget;
 mod slow_http;
 mod storage;
 mod uploads;

@@ -3,7 +3,8 @@
 
 use flowline_protocol::Phase;
 
-use crate::scenario::model::{Cluster, External, Isolation};
+use crate::scenario::isolation::Isolation;
+use crate::scenario::model::{Cluster, External};
 use crate::scenario::raw::RawCluster;
 
 pub(super) fn cluster(raw: &RawCluster, p: &mut Vec<String>) -> Cluster {

@@ -1,7 +1,12 @@
 //! Spaces, channels, DMs and read access in Postgres.
 
+use std::sync::LazyLock;
+
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
+use sqlx::Postgres;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
 
 use flowline_protocol::api::{Channel, ChannelKind, Space, User};
 use flowline_protocol::{ChannelId, SpaceId, UserId};
@@ -231,12 +236,18 @@ impl Spaces for PgStorage {
 
     fn can_read(&self, channel: ChannelId, user: UserId) -> BoxFuture<'_, Result<bool>> {
         async move {
-            let sql =
-                format!("SELECT EXISTS (SELECT 1 FROM channels c WHERE c.id = $1 AND {CAN_READ})");
-            let (yes,): (bool,) = sqlx::query_as(&sql)
-                .bind(channel)
-                .bind(user)
+            let (yes,): (bool,) = can_read_query(channel, user)
                 .fetch_one(&mut *self.conn().await?)
+                .await?;
+            Ok(yes)
+        }
+        .boxed()
+    }
+
+    fn recheck_read(&self, channel: ChannelId, user: UserId) -> BoxFuture<'_, Result<bool>> {
+        async move {
+            let (yes,): (bool,) = can_read_query(channel, user)
+                .fetch_one(&mut *self.send_conn().await?)
                 .await?;
             Ok(yes)
         }
@@ -334,4 +345,19 @@ impl Spaces for PgStorage {
         }
         .boxed()
     }
+}
+
+/// `can_read`'s statement, built once.
+static CAN_READ_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT EXISTS (SELECT 1 FROM channels c WHERE c.id = $1 AND {CAN_READ})")
+});
+
+/// May `user` read `channel`? (One row, one column.)
+fn can_read_query(
+    channel: ChannelId,
+    user: UserId,
+) -> QueryAs<'static, Postgres, (bool,), PgArguments> {
+    sqlx::query_as(CAN_READ_SQL.as_str())
+        .bind(channel)
+        .bind(user)
 }
