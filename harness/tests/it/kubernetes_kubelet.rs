@@ -186,6 +186,9 @@ pub fn start_job(cfg: &KubeletConfig, job: &Value, objects: &[(String, Value)]) 
         .collect()
 }
 
+/// A container's command line and its environment.
+type CommandLine = (Vec<String>, Vec<(String, String)>);
+
 /// The container's command line and env for pod `index`, its volumes made in `dir`.
 fn prepare(
     template: &Value,
@@ -193,7 +196,7 @@ fn prepare(
     namespace: &str,
     dir: &Path,
     objects: &[(String, Value)],
-) -> Result<(Vec<String>, Vec<(String, String)>), String> {
+) -> Result<CommandLine, String> {
     let spec = &template["spec"];
     let containers = spec["containers"].as_array().cloned().unwrap_or_default();
     let [container] = containers.as_slice() else {
