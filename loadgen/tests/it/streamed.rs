@@ -41,8 +41,7 @@ async fn run_streamed(scenario: Scenario) -> Vec<String> {
     worker::run_to(cfg, CancellationToken::new(), out)
         .await
         .unwrap();
-    let v = lines.lock().unwrap().clone();
-    v
+    lines.lock().unwrap().clone()
 }
 
 fn summarize(scenario: &Scenario, lines: &[String], spill: Option<&std::path::Path>) -> Summary {
