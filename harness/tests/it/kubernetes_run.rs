@@ -261,7 +261,7 @@ async fn pods_of_the_indexed_job_run_the_scenario_like_local_workers() {
     assert_eq!(s["correctness"]["lost"], 0, "{s}");
     assert!(s["totals"]["delivered"].as_u64().unwrap() > 0, "{s}");
     let c = &s["coordinator"];
-    assert_eq!(c["version"], 1, "{s}");
+    assert_eq!(c["version"], 2, "{s}");
     assert_eq!(c["workers"].as_array().unwrap().len(), 2, "{s}");
     assert!(err.contains("created Job"), "{err}");
     // Each pod's log, saved before teardown under a local run's names.
