@@ -498,16 +498,7 @@ impl Aggregator {
 
         let mut values: BTreeMap<String, f64> = BTreeMap::new();
         for (name, p) in &latency_us {
-            for (stat, v) in [
-                ("p50", p.p50 as f64),
-                ("p90", p.p90 as f64),
-                ("p99", p.p99 as f64),
-                ("p999", p.p999 as f64),
-                ("p9999", p.p9999 as f64),
-                ("max", p.max as f64),
-                ("min", p.min as f64),
-                ("mean", p.mean),
-            ] {
+            for (stat, v) in p.stats() {
                 values.insert(format!("{name}.{stat}"), v);
             }
         }

@@ -115,6 +115,20 @@ impl Percentiles {
             mean: h.mean(),
         }
     }
+
+    /// Each statistic by the name thresholds give it (`delivery.p99`, `ack.mean`, …).
+    pub fn stats(&self) -> [(&'static str, f64); 8] {
+        [
+            ("p50", self.p50 as f64),
+            ("p90", self.p90 as f64),
+            ("p99", self.p99 as f64),
+            ("p999", self.p999 as f64),
+            ("p9999", self.p9999 as f64),
+            ("max", self.max as f64),
+            ("min", self.min as f64),
+            ("mean", self.mean),
+        ]
+    }
 }
 
 #[cfg(test)]

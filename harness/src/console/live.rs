@@ -186,16 +186,7 @@ impl Live {
                 continue;
             }
             let p = Percentiles::of(h);
-            for (stat, x) in [
-                ("p50", p.p50 as f64),
-                ("p90", p.p90 as f64),
-                ("p99", p.p99 as f64),
-                ("p999", p.p999 as f64),
-                ("p9999", p.p9999 as f64),
-                ("max", p.max as f64),
-                ("min", p.min as f64),
-                ("mean", p.mean),
-            ] {
+            for (stat, x) in p.stats() {
                 v.insert(format!("{name}.{stat}"), x);
             }
         }
