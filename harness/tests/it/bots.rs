@@ -76,11 +76,16 @@ fn bots_and_humans_passes_on_postgres_with_the_flood_refused_and_nothing_posted_
     assert_eq!(num(&c["anomalies"]["duplicate"]["count"]), 0, "{c:#}");
     assert_eq!(num(&c["anomalies"]["g1a"]["count"]), 0, "{c:#}");
     assert!(num(&c["expected"]) > 0, "{c:#}");
-    // The refusals are in the timeline, second by second.
+    // The refusals are in the timeline and drawn in the report.
     let csv = std::fs::read_to_string(dir.join("timeline.csv")).unwrap();
     assert!(
         csv.lines().next().unwrap().ends_with(",rate_limited"),
         "{csv}"
+    );
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(
+        html.contains(">rate_limited</text>"),
+        "no rate_limited series"
     );
     assert!(marked_processes(&mark).is_empty());
 }
