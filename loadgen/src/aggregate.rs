@@ -420,6 +420,7 @@ impl Aggregator {
                         for p in &parts {
                             m.extend(p);
                         }
+                        m.sort();
                         merged = m;
                         &merged
                     }

@@ -20,10 +20,10 @@
 //! | [`worker`] | one shard's users: threads, connect/reconnect, chat and generic users |
 //! | [`httpload`] | HTTP personas on goose (login, history, upload, bot, flood), one file each |
 //! | [`nonce`] | the nonce every chat send carries (sender, counter, send time) |
-//! | [`generic`] | a generic WebSocket target's frame templates and matcher |
+//! | [`generic`] | a generic WebSocket target's frame templates, matcher and per-user receipts |
 //! | [`wire`] | **what a worker reports**: tick and done lines, and the output they go through |
 //! | [`recorder`], [`histogram`] | per-thread seconds; latency histograms and their encoding |
-//! | [`receipts`] | what a recipient received, compacted into seq ranges |
+//! | [`receipts`] | what a chat recipient received of a channel, compacted into seq ranges |
 //! | [`anomaly`] | the named delivery anomalies, their counts and offenders (data only: the checker fills them, thresholds name them) |
 //! | [`checker`] | did every acked message reach everyone due it (chat, generic); every named anomaly (chat) |
 //! | [`aggregate`], [`summary`], [`threshold`] | workers' lines → summary.json (typed in `summary`), hlog, timeline; thresholds |

@@ -1,11 +1,12 @@
-//! What one recipient received of one channel (chat) or of one author (generic target):
-//! seqs compacted into sorted, disjoint, inclusive ranges, plus duplicates and out-of-order
-//! arrivals. A user records into these as frames arrive; at its end they become the
-//! records of its worker's `done` line.
+//! What one recipient received of one channel (chat): seqs compacted into sorted,
+//! disjoint, inclusive ranges, plus duplicates and out-of-order arrivals. A user records
+//! into these as frames arrive; at its end they become the records of its worker's `done`
+//! line. (A generic-target user keeps all its authors in one
+//! [`AuthorReceipts`](crate::generic::AuthorReceipts).)
 
 use flowline_protocol::{ChannelId, Seq};
 
-use crate::wire::{Chain, GenericReceipt, RecipientRecord};
+use crate::wire::{Chain, RecipientRecord};
 
 /// Whether `s` lies in one of the sorted, disjoint, inclusive `ranges`.
 pub fn contains(ranges: &[(Seq, Seq)], s: Seq) -> bool {
@@ -86,17 +87,6 @@ impl Receipts {
             reordered: self.reordered,
             dup_seqs: self.dup_seqs,
             reordered_seqs: self.reordered_seqs,
-        }
-    }
-
-    /// The record of what a generic-target user received from one author.
-    pub fn into_generic(self, user: u32, author: u32) -> GenericReceipt {
-        GenericReceipt {
-            user,
-            author,
-            received: self.ranges,
-            duplicates: self.duplicates,
-            reordered: self.reordered,
         }
     }
 }

@@ -11,7 +11,7 @@
 //!                 "received":[[1,40]],"duplicates":0,"reordered":0,"dup_seqs":[]}],
 //!  "sends":[[channel,seq,id,sender,n,at_ms,"ok"|"error"|"unknown"],…],
 //!  "receives":[[channel,seq,id,reference,receiver,epoch,sender,n,at_ms,kind],…],
-//!  "generic":{…},            generic WebSocket target: sent, sessions, received by author
+//!  "generic":{…},            generic WebSocket target: sent, sessions, received ranges by author
 //!  "http":{…},               HTTP personas (goose): requests, status codes, latency by kind
 //!  "resources":{"cpu_s":…,"peak_rss_kib":…}}
 //! {"type":"history","worker":0,"t":3,"sends":[…],"receives":[…]}   streamed: see below
@@ -35,6 +35,7 @@ use flowline_protocol::{ChannelId, MessageId, Seq};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LoadgenError, Result};
+use crate::generic::AuthorReceipts;
 use crate::histogram::{self, Percentiles, new_histogram};
 
 /// Counters of one interval (tick) or of a whole run (done).
@@ -323,20 +324,13 @@ impl From<RecvRecord> for RecvTuple {
     }
 }
 
-/// What one user received from one author (or its own echoes: `author == user`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GenericReceipt {
-    /// Recipient user index.
-    pub user: u32,
-    /// Author user index.
-    pub author: u32,
-    /// Received per-author seqs as sorted, disjoint, inclusive ranges.
-    pub received: Vec<(i64, i64)>,
-    /// Frames received more than once.
-    pub duplicates: u64,
-    /// Frames received after a larger seq of the same author.
-    pub reordered: u64,
-}
+/// One range of seqs a generic-target user received from one author (its own echoes:
+/// `author == recipient`): (recipient, author, first seq, last seq), inclusive.
+pub type GenericRange = (u32, u32, u32, u32);
+
+/// The duplicates and out-of-order arrivals of one (recipient, author) pair that had any:
+/// (recipient, author, duplicates, reordered).
+pub type GenericAnomaly = (u32, u32, u64, u64);
 
 /// A worker's generic-target history (part of its `done` line).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -345,17 +339,23 @@ pub struct GenericDone {
     pub sent: Vec<(u32, i64, u64)>,
     /// Each user's last session: (user, start in Unix µs, lasted to the end).
     pub sessions: Vec<(u32, u64, bool)>,
-    /// What users received, by author.
-    pub received: Vec<GenericReceipt>,
+    /// What users received: each (recipient, author)'s seqs as disjoint ranges, sorted by
+    /// (recipient, author, first seq) in a worker's done line (see [`GenericDone::sort`]).
+    /// Flat tuples, not a record per pair: rooms of 50 give a 10k-user run half a million
+    /// pairs, ~16 bytes of JSON each.
+    pub received: Vec<GenericRange>,
+    /// The pairs that saw duplicates or out-of-order arrivals (none, normally).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anomalies: Vec<GenericAnomaly>,
 }
 
 impl GenericDone {
-    /// Take another part's history (no copy: with rooms of 50 a 10k-user run holds
-    /// half a million receipts).
+    /// Take another part's history (no copy of either part's receipts).
     pub fn append(&mut self, mut o: GenericDone) {
         self.sent.append(&mut o.sent);
         self.sessions.append(&mut o.sessions);
         self.received.append(&mut o.received);
+        self.anomalies.append(&mut o.anomalies);
     }
 
     /// Add another worker's history.
@@ -363,6 +363,30 @@ impl GenericDone {
         self.sent.extend_from_slice(&o.sent);
         self.sessions.extend_from_slice(&o.sessions);
         self.received.extend_from_slice(&o.received);
+        self.anomalies.extend_from_slice(&o.anomalies);
+    }
+
+    /// Add what user `user` received (at its end).
+    pub fn add_user(&mut self, user: u32, received: &AuthorReceipts) {
+        self.received.extend(
+            received
+                .ranges()
+                .iter()
+                .map(|&(author, lo, hi)| (user, author, lo, hi)),
+        );
+        self.anomalies.extend(
+            received
+                .anomalies()
+                .iter()
+                .map(|&(author, dup, reord)| (user, author, dup, reord)),
+        );
+    }
+
+    /// Sort the receipts by (recipient, author, first seq), in place, as the checker
+    /// reads them.
+    pub fn sort(&mut self) {
+        self.received.sort_unstable();
+        self.anomalies.sort_unstable();
     }
 }
 

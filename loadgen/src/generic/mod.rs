@@ -1,6 +1,6 @@
-//! The generic WebSocket target (`[target] kind = "websocket"`): frame templates and the
-//! matching of received frames. The user that speaks to it is `worker/generic.rs`; its
-//! checker is `checker/generic.rs`.
+//! The generic WebSocket target (`[target] kind = "websocket"`): frame templates, the
+//! matching of received frames and what each user received of every author. The user
+//! that speaks to it is `worker/generic.rs`; its checker is `checker/generic.rs`.
 //!
 //! ```text
 //! user i ──connect(url[i % n], headers, subprotocol)──▶ service
@@ -15,12 +15,16 @@
 //!
 //! Correctness: every worker reports what its users sent (author, seq, time), when each
 //! user's last session began and whether it lasted to the end, and which (author, seq)
-//! each user received (`GenericDone` in `wire.rs`); `checker/generic.rs` decides.
+//! each user received as (recipient, author, first, last) seq ranges (`GenericDone` in
+//! `wire.rs`, kept per user in [`AuthorReceipts`] while it runs); `checker/generic.rs`
+//! decides.
 
 pub mod frames;
 pub mod matcher;
+pub mod receipts;
 pub mod template;
 
 pub use frames::Frames;
 pub use matcher::{Matched, Matcher};
+pub use receipts::{AuthorRange, AuthorReceipts};
 pub use template::{SEQ_BITS, Template, Vars, msg_id, room_key, split_id};

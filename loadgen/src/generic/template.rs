@@ -129,9 +129,21 @@ impl Template {
         }
     }
 
+    /// About the length of a rendering: the literal text plus 20 bytes per placeholder
+    /// (a u64's digits; room keys are usually short), for the buffer it is rendered into.
+    pub fn len_hint(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Lit(s) => s.len(),
+                _ => 20,
+            })
+            .sum()
+    }
+
     /// Render to a new string.
     pub fn to_string(&self, v: &Vars<'_>) -> String {
-        let mut s = String::new();
+        let mut s = String::with_capacity(self.len_hint());
         self.render(&mut s, v);
         s
     }
@@ -178,6 +190,7 @@ mod tests {
         assert_eq!(v["us"], 1_700_000_000_123_456u64);
         assert_eq!(v["ns"], 42);
         assert_eq!(v["k"], "lobby-2");
+        assert!(s.len() <= t.len_hint(), "{} > {}", s.len(), t.len_hint());
         assert!(Template::parse("{nope}").is_err());
         assert!(Template::parse("{user").is_err());
         assert!(Template::parse("a } b").is_err());

@@ -3,7 +3,7 @@
 //! a message frame at its persona's rate, and every received frame matched for its
 //! message id and send time (own id: an echo; another user's: a delivery).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -11,10 +11,9 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::time::sleep_until;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::generic::{Frames, Vars, room_key, split_id};
+use crate::generic::{AuthorReceipts, Frames, Vars, room_key, split_id};
 use crate::histogram::Metric;
 use crate::plan::PlanUser;
-use crate::receipts::Receipts;
 use crate::scenario::{Expect, TimeUnit};
 use crate::schedule::UserSchedule;
 use crate::worker::connect::Ws;
@@ -34,14 +33,12 @@ struct GenericUser {
     seq: u64,
     /// Own frames written and not yet echoed: (seq, send time), oldest first.
     inflight: VecDeque<(u64, Instant)>,
-    echo: Receipts,
-    /// Receipts of other users' frames, by author.
-    from: BTreeMap<u32, Receipts>,
+    /// Frames received, by author (its own echoes under its own index).
+    received: AuthorReceipts,
     next_send: Option<Instant>,
     stop_at: Instant,
     /// Start of the last session (Unix µs) and whether it lasted to the end.
     last_session: Option<(u64, bool)>,
-    buf: String,
 }
 
 /// One generic-target user, from its start in the ramp to the end of the run.
@@ -66,12 +63,10 @@ pub(super) async fn user_main(ctx: Rc<ThreadCtx>, plan: PlanUser) {
         room_key: room_key(&g.room, plan.index, g.target.room_size),
         seq: 0,
         inflight: VecDeque::new(),
-        echo: Receipts::default(),
-        from: BTreeMap::new(),
+        received: AuthorReceipts::default(),
         next_send: None,
         stop_at,
         last_session: None,
-        buf: String::new(),
     };
     if !ctx.wait_start(start).await {
         return;
@@ -83,16 +78,9 @@ pub(super) async fn user_main(ctx: Rc<ThreadCtx>, plan: PlanUser) {
     if g.target.expect == Expect::None {
         return;
     }
-    let me = u.index;
-    let echo =
-        (!u.echo.ranges.is_empty()).then(|| std::mem::take(&mut u.echo).into_generic(me, me));
-    let from = std::mem::take(&mut u.from)
-        .into_iter()
-        .map(|(author, r)| r.into_generic(me, author));
-    ctx.history.borrow_mut().generic_user(
-        u.last_session.map(|(from, open)| (me, from, open)),
-        echo.into_iter().chain(from),
-    );
+    ctx.history
+        .borrow_mut()
+        .generic_user(u.index, u.last_session, &u.received);
 }
 
 impl Sessions for GenericUser {
@@ -228,10 +216,9 @@ impl GenericUser {
         }
         self.seq += 1;
         let seq = self.seq;
-        let mut buf = std::mem::take(&mut self.buf);
-        g.message.render(&mut buf, &self.vars(seq, at));
-        let r = ws.send(Message::text(buf.as_str())).await;
-        self.buf = buf;
+        // A new string moved into the frame (no per-user buffer kept between sends).
+        let text = g.message.to_string(&self.vars(seq, at));
+        let r = ws.send(Message::text(text)).await;
         if r.is_err() {
             ctx.error("ws_send");
             return Err(());
@@ -266,7 +253,8 @@ impl GenericUser {
         });
         match m.id.map(split_id) {
             Some((author, seq)) if author == self.index => {
-                if !self.echo.add(seq as i64) {
+                // Seqs have SEQ_BITS (24) bits: `split_id` masks them.
+                if !self.received.add(author, seq as u32) {
                     return;
                 }
                 ctx.count(|c| c.acked += 1);
@@ -288,7 +276,7 @@ impl GenericUser {
                 }
             }
             Some((author, seq)) => {
-                if !self.from.entry(author).or_default().add(seq as i64) {
+                if !self.received.add(author, seq as u32) {
                     return;
                 }
                 ctx.count(|c| c.delivered += 1);

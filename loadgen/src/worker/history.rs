@@ -6,9 +6,8 @@
 //! the `done` line — or, when the history is streamed, hands each second's events on in a
 //! `history` line ([`History::take_events`]), so a worker holds one second of them.
 
-use crate::wire::{
-    AckedMessage, GenericDone, GenericReceipt, RecipientRecord, RecvRecord, SendRecord,
-};
+use crate::generic::AuthorReceipts;
+use crate::wire::{AckedMessage, GenericDone, RecipientRecord, RecvRecord, SendRecord};
 
 /// One thread's (or, merged, one worker's) history.
 #[derive(Debug, Default)]
@@ -57,15 +56,17 @@ impl History {
         self.generic_mut().sent.push((author, seq, at_us));
     }
 
-    /// A generic-target user's last session and what it received, at its end.
+    /// Generic-target user `user`'s last session and what it received, at its end.
     pub(super) fn generic_user(
         &mut self,
-        last_session: Option<(u32, u64, bool)>,
-        received: impl IntoIterator<Item = GenericReceipt>,
+        user: u32,
+        last_session: Option<(u64, bool)>,
+        received: &AuthorReceipts,
     ) {
         let g = self.generic_mut();
-        g.sessions.extend(last_session);
-        g.received.extend(received);
+        g.sessions
+            .extend(last_session.map(|(from, open)| (user, from, open)));
+        g.add_user(user, received);
     }
 
     fn generic_mut(&mut self) -> &mut GenericDone {
