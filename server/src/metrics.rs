@@ -86,6 +86,10 @@ const HELP: &[(&str, &str)] = &[
         "Messages this node could not publish, or missed",
     ),
     (
+        "flowline_bus_gap_fills_total",
+        "Messages read from Postgres to close a seq gap on the bus",
+    ),
+    (
         "flowline_rate_limited_total",
         "Chat actions refused by a rate limit (HTTP 429, WebSocket rate_limited)",
     ),
@@ -142,6 +146,8 @@ pub struct Metrics {
     pub bus_reconnects: Counter,
     /// Messages this node could not publish, or missed (a seq gap it could not fill).
     pub bus_undelivered: Counter,
+    /// Messages read from Postgres to close a seq gap (`queue`; `pubsub` when late, not lost).
+    pub bus_gap_fills: Counter,
     /// Chat actions refused by a rate limit (HTTP 429 or WebSocket `rate_limited`).
     pub rate_limited: Counter,
     /// Answers replayed for a repeated `Idempotency-Key`.
@@ -203,6 +209,7 @@ impl Metrics {
             bus_lag_seconds: histogram("flowline_bus_lag_seconds", Vec::new()),
             bus_reconnects: counter("flowline_bus_reconnects_total"),
             bus_undelivered: counter("flowline_bus_undelivered_total"),
+            bus_gap_fills: counter("flowline_bus_gap_fills_total"),
             rate_limited: counter("flowline_rate_limited_total"),
             idempotent_replays: counter("flowline_idempotent_replays_total"),
             handle: recorder.handle(),

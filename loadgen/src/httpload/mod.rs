@@ -3,8 +3,8 @@
 //! WebSocket users of the same worker. One file per kind (`login.rs`, `history.rs`,
 //! `upload.rs`, `bot.rs`, `flood.rs`), each a `step` the goose transaction dispatches to
 //! by [`HttpKind`]; what they share and how they time a request is `shared.rs`; what the
-//! posting kinds record for the checker and the tick lines is `posts.rs`; what the attack
-//! reports is `wire::HttpReport`.
+//! posting kinds record for the checker and the tick lines is `posts.rs`; the flooder's
+//! clock is `pace.rs`; what the attack reports is `wire::HttpReport`.
 //!
 //! ```text
 //! personas with http = "login" | "history" | "upload" | "bot" | "flood"
@@ -16,12 +16,15 @@
 //!           history  GET  /api/v1/channels/{id}/messages?before=…  (pages back, restarts)
 //!           upload   POST /api/v1/uploads (multipart field `file`)
 //!           bot      POST …/messages (Idempotency-Key, some retried), PATCH, PUT reaction
-//!           flood    POST …/messages into one channel, over the rate limits
+//!           flood    every POST …/messages due by its clock at once (up to 32 in
+//!                    flight, so the rate holds however slow the node), one channel,
+//!                    over the rate limits
 //!                    └─▶ PostLog: sends/acked (checker), counters per second (ticks)
 //! ```
 //! Every request is also timed here into an HdrHistogram per kind, so `summary.json` gives
 //! p50…max in the same form as the WebSocket metrics; goose's own counts and status codes
-//! are folded in as well, and goose writes its HTML report into the run folder
+//! are folded in as well (the flooder's requests, made beside goose, are counted in the
+//! same form by `shared.rs`), and goose writes its HTML report into the run folder
 //! (`goose-report-w<I>.html`). A non-2xx answer counts as an error of kind
 //! `http:<kind>:<status>` (e.g. `http:upload:404` while a node has no uploads API),
 //! except a 429, which is counted as `rate_limited`.
@@ -30,6 +33,7 @@ mod bot;
 mod flood;
 mod history;
 mod login;
+mod pace;
 mod posts;
 mod shared;
 mod upload;
@@ -89,6 +93,7 @@ async fn on_start(shared: Arc<Shared>, user: &mut GooseUser) -> TransactionResul
         steps: 0,
         latest: None,
         retried: 0,
+        pace: None,
     });
     Ok(())
 }
@@ -191,6 +196,7 @@ impl HttpLoad {
                 prefix: prefix.clone(),
                 hist: Mutex::new(BTreeMap::new()),
                 errors: Mutex::new(BTreeMap::new()),
+                direct: Mutex::new(BTreeMap::new()),
             });
             shared_all.push(shared.clone());
             let gap = if per_min > 0.0 {
@@ -291,6 +297,15 @@ impl HttpLoad {
                     .add(h)
                     .map_err(|e| LoadgenError::Histogram(format!("merge: {e:?}")))?;
                 e.hist = histogram::encode(&merged)?;
+            }
+            for (name, d) in sh.direct.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                let e = rep.kinds.entry((*name).to_string()).or_default();
+                e.requests += d.requests;
+                e.success += d.success;
+                e.fail += d.fail;
+                for (c, n) in &d.status_codes {
+                    *e.status_codes.entry(c.clone()).or_default() += n;
+                }
             }
             for (k, n) in sh.errors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                 *errors.entry(k.clone()).or_default() += n;

@@ -2,7 +2,8 @@
 //! against a real node: the bots' posts reach every WebSocket member of their channel
 //! exactly once (retries with the same `Idempotency-Key` post nothing), and a flooder is
 //! refused with 429s, counted as `rate_limited` second by second, while the WebSocket
-//! users' delivery latency stays low.
+//! users' delivery latency stays low — and keeps its rate over the limit when every
+//! request is slow (a latency toxic between it and the node).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use flowline_loadgen::plan::{self, Plan};
 use flowline_loadgen::scenario::{HttpKind, Scenario};
 use flowline_loadgen::wire::{Done, Outcome, RecvKind, WorkerLine};
 
+use flowline_chaos::Controller;
 use flowline_server::config::{Bucket, RateConfig};
 
 use crate::util::{SECRET, run_workers, scenario_with, start_node_with, summarize};
@@ -26,6 +28,16 @@ const TOKEN: Bucket = Bucket {
 /// Run `scenario` as one in-process worker against a fresh node (token bucket `token`):
 /// its plan, summary and done line.
 async fn run(scenario: Scenario, token: Bucket) -> (Plan, Summary, Done) {
+    run_via(scenario, token, None).await
+}
+
+/// [`run`], the worker's traffic (HTTP and WebSocket) going through a chaos proxy that
+/// delays every client → node chunk by `latency_ms`, when given.
+async fn run_via(
+    scenario: Scenario,
+    token: Bucket,
+    latency_ms: Option<u64>,
+) -> (Plan, Summary, Done) {
     let node = start_node_with(|c| c.rate.token = token).await;
     let scenario = Arc::new(scenario);
     let plan = Arc::new(
@@ -33,7 +45,29 @@ async fn run(scenario: Scenario, token: Bucket) -> (Plan, Summary, Done) {
             .await
             .unwrap(),
     );
-    let lines = run_workers(&scenario, &plan, vec![vec![node.ws.clone()]], 2).await;
+    let chaos = Controller::new();
+    let target = match latency_ms {
+        None => node.ws.clone(),
+        Some(ms) => {
+            let upstream = node.http.trim_start_matches("http://").to_string();
+            let info = chaos
+                .create_proxy("slow", "127.0.0.1:0".parse().unwrap(), &upstream)
+                .await
+                .unwrap();
+            let toxic = format!(
+                r#"{{"type":"latency","stream":"upstream","attributes":{{"latency":{ms}}}}}"#
+            );
+            chaos
+                .add_toxic(
+                    "slow",
+                    flowline_chaos::ToxicSpec::from_create_json(toxic.as_bytes()).unwrap(),
+                )
+                .unwrap();
+            format!("ws://{}/ws", info.listen)
+        }
+    };
+    let lines = run_workers(&scenario, &plan, vec![vec![target]], 2).await;
+    drop(chaos);
     drop(node);
     let summary = summarize(&scenario, &lines);
     let done = lines[0]
@@ -269,4 +303,79 @@ requests_per_minute = 3000
         delivery.p99
     );
     assert!(delivery.p99 < 1_000_000, "{delivery:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooder_keeps_its_rate_over_the_limit_when_every_request_is_slow() {
+    // 150 ms on the way to the node: one post at a time would make fewer than 7 a
+    // second, under the node's 10 a second; the flooder asks for 50.
+    const LATENCY_MS: u64 = 150;
+    let personas = r#"
+[[personas]]
+name = "flooder"
+weight = 0.08
+http = "flood"
+requests_per_minute = 3000
+"#;
+    let scenario = scenario_with(40, 5, personas);
+    let (plan, s, done) = run_via(scenario.clone(), TOKEN, Some(LATENCY_MS)).await;
+    let flooder_set = users_of(&scenario, &plan, HttpKind::Flood);
+    let flooders = flooder_set.len() as u64;
+    assert!(flooders > 0, "the seed gives no flooder");
+
+    let flood = &s.http.as_ref().expect("an http report").kinds["flood_post"];
+    let lat = flood.latency_us.as_ref().expect("flood latency");
+    assert!(
+        lat.p50 >= LATENCY_MS * 1000,
+        "requests were not slow: {lat:?}"
+    );
+    // Posts a second per flooder, over the whole time it ran (a lower bound of its rate).
+    let secs = (scenario.warmup + scenario.duration).as_secs_f64();
+    let rate = flood.requests as f64 / flooders as f64 / secs;
+    let one_at_a_time = 1e6 / lat.p50 as f64;
+    eprintln!(
+        "slow flood: {} requests by {flooders} flooder(s), {rate:.1}/s each (one at a time: \
+         at most {one_at_a_time:.1}/s), p50 {} µs, {} refused",
+        flood.requests,
+        lat.p50,
+        flood.status_codes.get("429").copied().unwrap_or(0)
+    );
+    assert!(
+        rate > TOKEN.per_sec as f64 && rate > 2.0 * one_at_a_time,
+        "{rate:.1}/s per flooder: {flood:?}"
+    );
+    // So the node refused it, and every refusal is counted once, everywhere.
+    let rl = s.rate_limited.as_ref().expect("rate-limited answers");
+    assert!(rl.count > 0);
+    assert_eq!(flood.status_codes.get("429"), Some(&rl.count), "{flood:?}");
+    assert_eq!(op(&s, "flood_post"), flood.requests);
+    assert_eq!(
+        op(&s, "flood_post") - op(&s, "flood_post_ok"),
+        rl.count,
+        "{:?}",
+        s.totals.ops_by_kind
+    );
+    assert_eq!(flood.requests, flood.success + flood.fail);
+    // Each post is recorded once, numbered 1, 2, … per flooder, with its outcome.
+    let mut by_sender: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for r in done
+        .sends
+        .iter()
+        .filter(|r| flooder_set.contains(&r.sender))
+    {
+        by_sender.entry(r.sender).or_default().push(r.n);
+        assert_eq!(r.outcome == Outcome::Ok, r.seq > 0, "{r:?}");
+    }
+    let recorded: u64 = by_sender.values().map(|v| v.len() as u64).sum();
+    assert_eq!(recorded, flood.requests);
+    for (sender, mut ns) in by_sender {
+        ns.sort_unstable();
+        let want: Vec<u32> = (1..=ns.len() as u32).collect();
+        assert_eq!(ns, want, "posts of flooder {sender}");
+    }
+    let c = &s.correctness;
+    for (kind, r) in &c.anomalies {
+        assert_eq!(r.count, 0, "{kind:?}: {r:?}");
+    }
+    assert_eq!((c.lost, c.duplicated, c.gaps), (0, 0, 0), "{c:?}");
 }

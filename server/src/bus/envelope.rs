@@ -1,12 +1,14 @@
 //! The unit on the bus ([`Envelope`]: a committed message or an addressed event, as JSON)
 //! and what a node does with one it receives ([`receive`]).
 
+use std::time::Instant;
+
 use axum::extract::ws::Utf8Bytes;
 
 use flowline_protocol::{ChannelId, Seq};
 
 use super::inbox::Inbox;
-use super::link::Link;
+use super::link::{Link, Transport};
 use crate::clock::now_ms;
 use crate::hub::Audience;
 use crate::members::MemberChange;
@@ -36,6 +38,9 @@ pub enum Body {
         /// What changed.
         member: MemberChange,
     },
+    /// `pubsub`: nothing else to publish for a while; "I am alive, and this is my number"
+    /// (see `origins.rs`).
+    Beacon,
 }
 
 /// One unit on the bus, serialized as JSON.
@@ -45,9 +50,17 @@ pub struct Envelope {
     pub origin: String,
     /// Unix ms when it was published (for `flowline_bus_lag_seconds`).
     pub sent_ms: u64,
+    /// `pubsub`: this origin's envelope number (1, 2, …; a number whose envelope was
+    /// dropped is not reused), so receivers notice what they lost. 0: unnumbered (`queue`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub n: u64,
     /// The content.
     #[serde(flatten)]
     pub body: Body,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Envelope {
@@ -63,7 +76,7 @@ impl Envelope {
                 audience: Audience::Channel(channel),
                 ..
             } => Some(*channel),
-            Body::Event { .. } | Body::Membership { .. } => None,
+            Body::Event { .. } | Body::Membership { .. } | Body::Beacon => None,
         }
     }
 }
@@ -81,6 +94,12 @@ pub(super) fn receive(link: &Link, inbox: &dyn Inbox, payload: &[u8]) {
     if env.origin == link.origin {
         return;
     }
+    if link.transport == Transport::Pubsub {
+        link.origins.heard(&env.origin, env.n, Instant::now());
+    }
+    if matches!(env.body, Body::Beacon) {
+        return;
+    }
     link.metrics.bus_received.increment(1);
     let lag_ms = now_ms().saturating_sub(env.sent_ms);
     link.metrics.bus_lag_seconds.record(lag_ms as f64 / 1000.0);
@@ -96,5 +115,6 @@ pub(super) fn receive(link: &Link, inbox: &dyn Inbox, payload: &[u8]) {
             inbox.emit_local(&audience, &Utf8Bytes::from(event));
         }
         Body::Membership { member } => inbox.forget_members(&member),
+        Body::Beacon => {}
     }
 }

@@ -18,6 +18,7 @@ use super::envelope::{Body, Envelope};
 use super::gaps::gap_loop;
 use super::inbox::Inbox;
 use super::link::{CONNECT_TIMEOUT, Link, RESPONSE_TIMEOUT, Transport};
+use super::origins::Origins;
 use super::presence::{self, PresenceOp};
 use super::publisher::publish_loop;
 use super::{pubsub, queue};
@@ -110,6 +111,7 @@ impl Bus {
             presence_ttl: config.presence_ttl,
             presence_resync: AtomicBool::new(false),
             start_ids,
+            origins: Origins::default(),
             metrics,
         };
         Ok(Arc::new(Bus {
@@ -195,6 +197,7 @@ impl Bus {
         let env = Envelope {
             origin: self.link.origin.clone(),
             sent_ms: now_ms(),
+            n: 0,
             body,
         };
         let is_message = env.is_message();

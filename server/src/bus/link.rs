@@ -9,6 +9,7 @@ use redis::AsyncConnectionConfig;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use tokio_util::sync::CancellationToken;
 
+use super::origins::Origins;
 use crate::metrics::Metrics;
 
 /// Time allowed to connect to Redis.
@@ -42,6 +43,8 @@ pub(super) struct Link {
     pub(super) presence_resync: AtomicBool,
     /// `queue`: the last entry id of every shard when the node started.
     pub(super) start_ids: Vec<String>,
+    /// `pubsub`: the other nodes' envelope numbers and liveness (late or lost?).
+    pub(super) origins: Origins,
     pub(super) metrics: Arc<Metrics>,
 }
 

@@ -11,15 +11,17 @@
 //!        │ skip own envelopes, lag histogram
 //!        ├─► Hub::accept(channel, seq, event)   (sequenced, see hub.rs)
 //!        └─► Hub::emit_local(audience, event)
-//!   gap task: every 50 ms, gaps open longer than 1 s are skipped and counted (pubsub),
-//!             gaps open longer than 500 ms are filled from Postgres (queue)
+//!   gap task: every 50 ms, gaps open longer than 500 ms are filled from Postgres
+//!             (queue); gaps open longer than 1 s are filled from Postgres if nothing
+//!             was lost on the bus, else skipped and counted (pubsub, `origins.rs`)
 //! ```
 //!
 //! The bus sees the node only through two small interfaces: it hands what it receives to
 //! an [`Inbox`] (the hub) and fills gaps through the `Storage` trait; the hub publishes
 //! through the bus as its `ClusterLink`. Files: `handle.rs` ([`Bus`]), `link.rs` (what
 //! the tasks share), `envelope.rs`, `publisher.rs`, `pubsub.rs` / `queue.rs` (receivers),
-//! `gaps.rs`, `presence.rs` (the registry), `inbox.rs`.
+//! `gaps.rs`, `origins.rs` (pubsub: late or lost?), `presence.rs` (the registry),
+//! `inbox.rs`.
 //!
 //! Every key and channel starts with `flowline:<cluster_id>:`, so clusters and tests
 //! share one Redis and are torn down with `DEL flowline:<cluster_id>:*`.
@@ -27,7 +29,9 @@
 //! Delivery semantics, per node:
 //! * `pubsub` — at most once. Envelopes published while the publisher cannot reach Redis
 //!   are dropped and counted (`flowline_bus_undelivered_total`); envelopes published while
-//!   a subscriber is cut off never reach it, and it counts the seq gaps it skips.
+//!   a subscriber is cut off never reach it, and it counts the seq gaps it skips. A gap
+//!   with no such loss behind it (a message whose publisher's append returned late) is
+//!   filled from Postgres, so a run without faults loses nothing.
 //! * `queue` — exactly once per node for messages. The publisher keeps what it could not
 //!   append in an in-memory outbox (bounded) and appends it after reconnecting; the
 //!   reader resumes each shard stream from the last entry id it read; a gap that stays
@@ -41,6 +45,7 @@ mod gaps;
 mod handle;
 mod inbox;
 mod link;
+mod origins;
 mod presence;
 mod publisher;
 mod pubsub;

@@ -1,7 +1,8 @@
 //! Phase `pubsub`: envelopes go through Redis PUBLISH/SUBSCRIBE on one channel,
 //! `flowline:<cluster>:bus`, which every node subscribes to (every node needs every
 //! envelope, so sharding the channel would not spare anyone traffic). At most once:
-//! what is published while a node's subscriber connection is down never reaches it.
+//! what is published while a node's subscriber connection is down never reaches it
+//! (reconnecting counts as a miss, see `origins.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,8 @@ pub(super) async fn receive_loop(
             }
         };
         if connected_before {
+            // Whatever was published while it was down never reaches this node.
+            link.origins.missed(std::time::Instant::now());
             link.metrics.bus_reconnects.increment(1);
             tracing::info!("bus subscriber reconnected to Redis");
         }

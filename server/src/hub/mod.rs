@@ -29,8 +29,9 @@
 //! drops `≤ last` (duplicates, e.g. a queue outbox re-sent after a gap fill), and holds
 //! anything above `last + 1` until the gap closes. Gaps arise because two nodes publish one
 //! channel's consecutive seqs over separate connections, or because an envelope was lost;
-//! the bus closes a gap that stays open ([`Hub::overdue_gaps`]): `pubsub` skips it and
-//! counts the missing seqs as undelivered, `queue` reads them from Postgres.
+//! the bus closes a gap that stays open ([`Hub::overdue_gaps`]): `queue` reads the missing
+//! seqs from Postgres, `pubsub` too unless they may have been lost on the bus (then it
+//! skips them and counts them as undelivered).
 //!
 //! Files: `fanout.rs` ([`Hub`]), `outbound.rs` (a session's queue items and handle),
 //! `sequence.rs` (cluster sequencing), `audience.rs` (who an event is for), `cluster.rs`

@@ -4,8 +4,8 @@
 //!
 //! Gaps arise because two nodes publish one channel's consecutive seqs over separate
 //! connections, or because an envelope was lost; the bus resolves a gap that stays open
-//! ([`Sequencer::overdue_gaps`]): `pubsub` skips it, `queue` reads the missing seqs from
-//! Postgres. Delivery itself is the caller's: every method takes a `deliver(seq, text)`
+//! ([`Sequencer::overdue_gaps`]): it reads the missing seqs from Postgres, or (`pubsub`,
+//! when they may have been lost on the bus) skips them. Delivery itself is the caller's: every method takes a `deliver(seq, text)`
 //! that queues one message to the local subscribers and returns how many it reached.
 
 use std::collections::BTreeMap;

@@ -231,6 +231,11 @@ impl Cluster {
         &self.nodes[i].node
     }
 
+    /// Sum of a metric's samples on node `i` (0-based).
+    pub(crate) async fn metric(&self, i: usize, name: &str) -> f64 {
+        self.nodes[i].metric(name).await
+    }
+
     /// A Redis connection straight to the server (not through a relay).
     async fn redis(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(format!("redis://{}", redis_addr()))
@@ -282,7 +287,7 @@ impl Cluster {
 }
 
 /// Users `names`, one space owned by the first with everyone in it, and one channel.
-async fn population(node: &Node, names: &[&str]) -> (Vec<Session>, i64) {
+pub(crate) async fn population(node: &Node, names: &[&str]) -> (Vec<Session>, i64) {
     let mut users = Vec::new();
     for n in names {
         users.push(node.user(n).await);
@@ -296,7 +301,7 @@ async fn population(node: &Node, names: &[&str]) -> (Vec<Session>, i64) {
 }
 
 /// Read `message` events until `n` arrived (acks skipped); returns their seqs.
-async fn read_n(ws: &mut Ws, n: usize) -> Vec<i64> {
+pub(crate) async fn read_n(ws: &mut Ws, n: usize) -> Vec<i64> {
     let mut seqs = Vec::new();
     while seqs.len() < n {
         match ws.next().await {
@@ -310,7 +315,7 @@ async fn read_n(ws: &mut Ws, n: usize) -> Vec<i64> {
 }
 
 /// Assert that no `message` event arrives for `quiet` (acks are skipped).
-async fn assert_no_more(ws: &mut Ws, quiet: Duration, who: &str) {
+pub(crate) async fn assert_no_more(ws: &mut Ws, quiet: Duration, who: &str) {
     let deadline = tokio::time::Instant::now() + quiet;
     loop {
         match tokio::time::timeout_at(deadline, ws.next()).await {
@@ -452,6 +457,25 @@ async fn redis_cut(phase: Phase) -> (Cluster, Vec<Vec<i64>>) {
         || async { node2.metric("flowline_bus_reconnects_total").await >= 2.0 },
     )
     .await;
+    if phase == Phase::Pubsub {
+        // The publisher and the presence registry may be back before the subscriber (the
+        // publisher's beacons reconnect it at once): seq 5 must not pass before it is.
+        let redis = cluster.redis().await;
+        let bus = format!("flowline:{}:bus", cluster.cluster_id);
+        eventually(Duration::from_secs(8), "node2 subscribed again", || {
+            let (mut redis, bus) = (redis.clone(), bus.clone());
+            async move {
+                let subs: Vec<(String, u64)> = redis::cmd("PUBSUB")
+                    .arg("NUMSUB")
+                    .arg(&bus)
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
+                subs.first().is_some_and(|(_, n)| *n == 3)
+            }
+        })
+        .await;
+    }
     ws[0].send(5, ch, "after").await;
     assert_eq!(acks(&mut ws[0], 1, &mut got[0]).await, [5]);
     for (w, seqs) in ws.iter_mut().zip(&mut got) {

@@ -12,6 +12,7 @@ mod hot_channel;
 mod http_actions;
 mod http_actions_limits;
 mod http_contract;
+mod late_append;
 mod leave_cluster;
 mod leaving;
 mod openapi_fuzz;
