@@ -1,6 +1,7 @@
 //! Starting the system under test when it is the reference cluster: Postgres/Redis
 //! ([`Services`]), one `flowline server` per node behind its `node<i>-postgres` /
-//! `node<i>-redis` links, a `client-node<i>` link in front of each (or an external
+//! `node<i>-redis` links (their Postgres pools sized to the server's connection limit,
+//! `pg_budget`), a `client-node<i>` link in front of each (or an external
 //! cluster's nodes behind their client links), then the population provisioned through
 //! node1's admin API.
 //!
@@ -22,6 +23,7 @@ use crate::isolation::Isolated;
 use crate::links::{LinkSet, host_port, via};
 use crate::metrics_targets::MetricsTargets;
 use crate::needs::Needs;
+use crate::pg_budget;
 use crate::services::Services;
 use crate::supervisor::{Spec, Supervisor, wait_announce};
 use crate::topology::Topology;
@@ -136,8 +138,27 @@ pub async fn start_cluster(
             eprintln!("flowline: {n}");
         }
         let db = services.database_url.clone();
+        let admin_db = services.admin_url.clone();
         let redis = services.redis_url.clone();
         state.services = Some(services);
+        // Pools that fit the server's connection limit (the defaults when they do).
+        let pools = match &admin_db {
+            Some(admin_db) => {
+                let nodes = topology
+                    .nodes
+                    .iter()
+                    .filter(|n| n.postgres.is_some())
+                    .count();
+                let nodes = u32::try_from(nodes).unwrap_or(u32::MAX);
+                let free = pg_budget::free_connections(admin_db).await?;
+                let pools = pg_budget::plan(free, nodes)?;
+                if let Some(note) = pg_budget::note(free, nodes, pools) {
+                    eprintln!("flowline: {note}");
+                }
+                pools
+            }
+            None => pg_budget::Pools::DEFAULT,
+        };
         for node in &topology.nodes {
             let node_id = node.id.clone();
             let listen = match net {
@@ -166,6 +187,9 @@ pub async fn start_cluster(
                     None => via(db, &links.create(name, &host_port(db)?).await?)?,
                 };
                 args.extend(["--database-url".into(), url]);
+                if pools != pg_budget::Pools::DEFAULT {
+                    args.extend(pools.args());
+                }
             }
             if let (Some(redis), Some(name)) = (&redis, &node.redis) {
                 let url = match net {

@@ -17,6 +17,7 @@
 //! | [`workers`] | the local loadgen worker processes (they report to the coordinator) |
 //! | [`metrics_targets`] | the run's Prometheus endpoints (metrics-targets.json) |
 //! | [`needs`] | which services (Postgres, Redis) a phase needs |
+//! | [`pg_budget`] | the nodes' Postgres pool sizes, within the server's connection limit |
 //! | [`faults`] | the scenario's fault schedule wired to the run's links and nodes |
 //! | [`console`] | `flowline run --console`: the live page, its stream, faults by hand |
 //! | [`revision`] | which Flowline made a run (summary.json `meta.revision`) |
@@ -42,6 +43,7 @@ pub mod links;
 pub mod metrics_targets;
 pub mod needs;
 pub mod node_errors;
+pub mod pg_budget;
 pub mod phases;
 pub mod preflight;
 pub mod replay;

@@ -54,6 +54,9 @@ pub struct Options {
 pub struct Services {
     /// URL of the run's own database (nodes connect here).
     pub database_url: Option<String>,
+    /// URL the harness itself reaches the Postgres server at (under `--isolation netns`
+    /// the nodes' URL is only reachable inside the run's namespaces).
+    pub admin_url: Option<String>,
     /// URL of the Redis server.
     pub redis_url: Option<String>,
     /// Key prefix of this run in Redis (the cluster id).
@@ -159,6 +162,7 @@ impl Services {
                 self.cleanup.drop_database = Some((admin_url.clone(), db.clone()));
             }
             self.database_url = Some(with_database(&node_url, &db)?);
+            self.admin_url = Some(admin_url);
         }
         if needs.redis {
             let node_url = match &opts.redis_url {

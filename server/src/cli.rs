@@ -110,11 +110,11 @@ pub struct Args {
     pub drain_timeout_ms: u64,
     /// Postgres connections for everything but message appends (sign-in, subscribe and
     /// resume reads, history, presence, bus gap fills, HTTP).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = crate::config::DEFAULT_DB_POOL_SIZE)]
     pub db_pool_size: u32,
     /// Postgres connections reserved for message appends: a send never waits behind the
     /// other pool's work (a connect storm) for a connection.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = crate::config::DEFAULT_DB_SEND_POOL_SIZE)]
     pub db_send_pool_size: u32,
     /// Longest wait for a Postgres pool connection, ms; a storage call that waits longer
     /// fails with `unavailable` instead of queueing behind a starved pool.

@@ -69,6 +69,11 @@ impl Default for Limits {
     }
 }
 
+/// Default [`Config::db_pool_size`]: Postgres connections for everything but appends.
+pub const DEFAULT_DB_POOL_SIZE: u32 = 16;
+/// Default [`Config::db_send_pool_size`]: Postgres connections reserved for appends.
+pub const DEFAULT_DB_SEND_POOL_SIZE: u32 = 8;
+
 /// Default time an `Idempotency-Key` is kept after its first answer (Stripe's 24 h).
 pub const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -203,8 +208,8 @@ impl Config {
             node_id: node_id.into(),
             phase,
             database_url: None,
-            db_pool_size: 16,
-            db_send_pool_size: 8,
+            db_pool_size: DEFAULT_DB_POOL_SIZE,
+            db_send_pool_size: DEFAULT_DB_SEND_POOL_SIZE,
             db_acquire_timeout: Duration::from_secs(5),
             admin_secret: None,
             argon2: Argon2Cost::default(),
