@@ -161,8 +161,9 @@ async fn room_fan_out_is_counted_exactly_across_shards() {
         (c.delivered, c.lost, c.duplicated, c.reordered),
         (c.expected, 0, 0, 0)
     );
-    assert_eq!(sum.latency_us["delivery"].count, t.delivered);
-    assert!(sum.latency_us["delivery"].p99 < 1_000_000);
+    let delivery = &sum.latency_us["delivery"];
+    assert_eq!(delivery.count, t.delivered, "{delivery:?}");
+    assert!(delivery.p99 < 1_000_000, "{delivery:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
