@@ -9,7 +9,9 @@
 //!
 //! Timeline columns are recognised by name: `<metric>_p50|p90|p99|p999|max[_ms|_us]` are
 //! latency percentiles (one chart per metric), `users`/`connected` the user count, columns
-//! about sends/acks/deliveries the rates, and errors/disconnects/reconnects the error chart.
+//! about sends/acks/deliveries the rates, and errors/disconnects/reconnects the error chart
+//! (with `rate_limited`, the refusals for a rate limit, as its own series when there were
+//! any).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -444,7 +446,7 @@ pub fn timeline_charts(run: &RunFolder) -> Vec<Chart> {
             .collect()
     };
     let users = pick(&|c| c.contains("users") || c.contains("connected") || c == "connections");
-    let errors = pick(&|c| {
+    let mut errors = pick(&|c| {
         c.contains("error")
             || c.contains("disconnect")
             || c.contains("reconnect")
@@ -452,6 +454,13 @@ pub fn timeline_charts(run: &RunFolder) -> Vec<Chart> {
             || c.contains("lost")
             || c.contains("fail")
     });
+    // Refusals for a rate limit: their own series, only in runs that had any (a flat zero
+    // line in every other run would say nothing).
+    errors.extend(
+        pick(&|c| c == "rate_limited")
+            .into_iter()
+            .filter(|&i| t.points(i).iter().any(|&(_, y)| y > 0.0)),
+    );
     let rates = pick(&|c| {
         (c.contains("sent")
             || c.contains("send")
@@ -812,6 +821,66 @@ mod tests {
         );
         assert_eq!(latency_column("p50"), Some(("latency".into(), "p50", 1.0)));
         assert_eq!(latency_column("users"), None);
+    }
+
+    /// A run with refusals for a rate limit shows them per second in the errors chart,
+    /// from timeline.csv as the real aggregator writes it; a run without has no such
+    /// series.
+    #[test]
+    fn rate_limited_answers_are_their_own_series_in_the_errors_chart() {
+        use flowline_loadgen::aggregate::{Aggregator, RunMeta};
+        use flowline_loadgen::wire::{Counters, Tick, WorkerLine};
+        let scenario = Scenario::parse(
+            "t",
+            "[run]\nname = \"refusals\"\nduration = \"4s\"\nseed = 1\n[population]\nusers = 3\n",
+        )
+        .unwrap();
+        let errors_chart = |refused: [u64; 4]| {
+            let mut agg = Aggregator::new(&scenario, 1);
+            for (t, n) in (1..).zip(refused) {
+                let tick = Tick {
+                    worker: 0,
+                    t,
+                    elapsed_ms: t * 1000,
+                    measuring: true,
+                    drain: false,
+                    users: 3,
+                    counters: Counters {
+                        rate_limited: n,
+                        errors: 1,
+                        ..Counters::default()
+                    },
+                    hist: Default::default(),
+                };
+                let line = serde_json::to_string(&WorkerLine::Tick(tick)).unwrap();
+                agg.ingest(0, &line).unwrap();
+            }
+            let dir = tempfile::tempdir().unwrap();
+            agg.finish(dir.path(), RunMeta::default()).unwrap();
+            let run = RunFolder::load(dir.path()).unwrap();
+            timeline_charts(&run)
+                .into_iter()
+                .find(|c| c.title == "Errors")
+                .expect("an errors chart")
+        };
+        let chart = errors_chart([0, 7, 12, 3]);
+        let names: Vec<&str> = chart.series.iter().map(|s| s.name.as_str()).collect();
+        assert!(names.contains(&"errors"), "{names:?}");
+        let rl = chart
+            .series
+            .iter()
+            .find(|s| s.name == "rate_limited")
+            .unwrap_or_else(|| panic!("no rate_limited series: {names:?}"));
+        let per_s: Vec<f64> = rl.points.iter().map(|&(_, y)| y).collect();
+        assert_eq!(per_s, [0.0, 7.0, 12.0, 3.0]);
+        assert!(chart.render().contains(">rate_limited</text>"));
+
+        let calm = errors_chart([0; 4]);
+        assert!(
+            calm.series.iter().all(|s| s.name != "rate_limited"),
+            "a run without refusals draws no rate_limited line"
+        );
+        assert!(calm.series.iter().any(|s| s.name == "errors"));
     }
 
     /// The report's per-second percentiles are those of the merged ticks: three shards'

@@ -85,6 +85,11 @@ pub struct Args {
     /// Largest HTTP request body, bytes (the admin API allows 64×).
     #[arg(long, default_value_t = Limits::default().max_http_body)]
     pub max_http_body: usize,
+    /// WebSocket read buffer per connection, bytes (at least 256). Clients' frames are
+    /// small; a larger one costs memory on every idle connection (the whole buffer is
+    /// zeroed, so resident), a frame larger than it grows that connection's buffer.
+    #[arg(long, default_value_t = crate::config::DEFAULT_WS_READ_BUFFER)]
+    pub ws_read_buffer: usize,
     /// Server ping interval, ms; a peer silent for twice this is dropped (4009).
     #[arg(long, default_value_t = 15_000)]
     pub heartbeat_ms: u64,
@@ -167,6 +172,7 @@ impl Args {
             ..Limits::default()
         };
         c.heartbeat = Duration::from_millis(self.heartbeat_ms);
+        c.ws_read_buffer = self.ws_read_buffer;
         c.auth_timeout = Duration::from_millis(self.auth_timeout_ms);
         c.drain_timeout = Duration::from_millis(self.drain_timeout_ms);
         c.header_read_timeout = Duration::from_millis(self.header_read_timeout_ms);
@@ -284,6 +290,8 @@ mod tests {
             "0",
             "--body-read-timeout-ms",
             "2500",
+            "--ws-read-buffer",
+            "512",
         ])
         .unwrap();
         let c = w.args.to_config().validate().unwrap();
@@ -293,6 +301,7 @@ mod tests {
         assert_eq!(c.limits.outbound_queue, 32);
         assert_eq!(c.heartbeat, Duration::from_millis(500));
         assert_eq!(c.auth_timeout, Duration::from_secs(5));
+        assert_eq!(c.ws_read_buffer, 512);
         assert_eq!(
             (c.rate.token, c.rate.channel.is_on()),
             (
@@ -327,6 +336,14 @@ mod tests {
         assert!(w.args.to_config().validate().is_err());
         let w = Wrapper::try_parse_from(["flowline", "--header-read-timeout-ms", "0"]).unwrap();
         assert!(w.args.to_config().validate().is_err());
+        let w = Wrapper::try_parse_from(["flowline", "--ws-read-buffer", "255"]).unwrap();
+        let err = w.args.to_config().validate().unwrap_err().to_string();
+        assert!(
+            err.contains("--ws-read-buffer must be at least 256"),
+            "{err}"
+        );
+        let w = Wrapper::try_parse_from(["flowline"]).unwrap();
+        assert_eq!(w.args.to_config().ws_read_buffer, 1024);
         assert!(Wrapper::try_parse_from(["flowline", "--phase", "mesh"]).is_err());
     }
 

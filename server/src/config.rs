@@ -166,7 +166,8 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Time given to sessions to close on shutdown.
     pub drain_timeout: Duration,
-    /// WebSocket read buffer per connection, bytes (dominates idle memory).
+    /// WebSocket read buffer per connection, bytes (at least 256; see
+    /// [`DEFAULT_WS_READ_BUFFER`]).
     pub ws_read_buffer: usize,
     /// Longest time from an HTTP request's first byte to the end of its headers; past it
     /// the connection is closed without an answer (slowloris).
@@ -190,6 +191,11 @@ pub struct Config {
     pub idempotency_ttl: Duration,
 }
 
+/// Default [`Config::ws_read_buffer`]: 1 KiB. Clients send small frames (a `send` with a
+/// 100-byte body is ~250 bytes); every idle connection holds its buffer, zeroed and so
+/// resident: at 4 KiB it was the largest single cost of a connected user (issue 17).
+pub const DEFAULT_WS_READ_BUFFER: usize = 1024;
+
 impl Config {
     /// A configuration with defaults for the given node and phase.
     pub fn new(node_id: impl Into<String>, phase: Phase) -> Self {
@@ -207,7 +213,7 @@ impl Config {
             auth_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(5),
-            ws_read_buffer: 4096,
+            ws_read_buffer: DEFAULT_WS_READ_BUFFER,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             features: crate::features::Features::default(),
@@ -281,8 +287,14 @@ impl Config {
         {
             return bad("timeouts must be positive");
         }
-        if self.db_pool_size == 0 || self.db_send_pool_size == 0 || self.ws_read_buffer < 256 {
-            return bad("pool size or read buffer out of range");
+        if self.db_pool_size == 0 || self.db_send_pool_size == 0 {
+            return bad("pool size out of range");
+        }
+        if self.ws_read_buffer < 256 {
+            return Err(Error::Config(format!(
+                "--ws-read-buffer must be at least 256 bytes, not {}",
+                self.ws_read_buffer
+            )));
         }
         for (what, b) in [("token", self.rate.token), ("channel", self.rate.channel)] {
             if b.is_on() && b.burst == 0 {

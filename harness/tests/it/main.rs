@@ -1,5 +1,6 @@
 //! Integration tests of the `flowline` harness, through the real binary.
 
+mod bots;
 mod client_links;
 mod compose;
 mod console;

@@ -92,19 +92,23 @@ impl Machine {
 
     /// Run `scripts/test ARGS` with nothing answering at the URLs it is given.
     fn scripts_test(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// `scripts/test ARGS` on this machine, to run (more environment may be added).
+    fn command(&self, args: &[&str]) -> Command {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let path = std::env::join_paths([self.root.join("fake"), self.root.join("bin")]).unwrap();
-        Command::new(repo.join("scripts/test"))
-            .args(args)
+        let mut c = Command::new(repo.join("scripts/test"));
+        c.args(args)
             .env("PATH", path)
             .env("FLOWLINE_PG_BINDIRS", self.root.join("pg/*/bin"))
             .env(
                 "DATABASE_URL",
                 format!("postgres://postgres@127.0.0.1:{}/test", dead_port()),
             )
-            .env("REDIS_URL", format!("redis://127.0.0.1:{}", dead_port()))
-            .output()
-            .unwrap()
+            .env("REDIS_URL", format!("redis://127.0.0.1:{}", dead_port()));
+        c
     }
 
     fn log(&self, name: &str) -> String {
@@ -240,4 +244,43 @@ fn the_harness_filter_sets_up_only_what_the_harness_needs() {
         cargo.contains("postgres-ready") && cargo.contains("PONG"),
         "{cargo}"
     );
+}
+
+#[test]
+fn setup_only_installs_and_then_stops_before_servers_and_cargo() {
+    if !is_root() {
+        return; // installing needs root; the unfiltered test covers the non-root message
+    }
+    let m = Machine::new(true);
+    let o = m
+        .command(&["-p", "flowline-server"])
+        .env("FLOWLINE_TEST_SETUP_ONLY", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    // What the crate needs is installed, but no server is started and no test runs.
+    let apt = m.log("apt.log");
+    assert!(apt.contains("postgresql redis-server"), "{apt}");
+    assert!(!err.contains("starting a throwaway"), "{err}");
+    assert_eq!(m.log("cargo.log"), "", "cargo test must not run");
+    assert!(err.contains("set-up done"), "{err}");
+}
+
+#[test]
+fn a_bad_setup_only_value_is_refused_before_anything_is_installed() {
+    let m = Machine::new(true);
+    let o = m
+        .command(&[])
+        .env("FLOWLINE_TEST_SETUP_ONLY", "yes")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("FLOWLINE_TEST_SETUP_ONLY must be 1 or 0"),
+        "{err}"
+    );
+    assert_eq!(m.log("apt.log"), "", "nothing may be installed");
+    assert_eq!(m.log("cargo.log"), "", "cargo test must not run");
 }

@@ -1,21 +1,23 @@
 //! Opening one connection: which node a user's attempt goes to ([`target_index`]), the TCP
-//! connect from a chosen source address and the WebSocket handshake with a small read
-//! buffer.
+//! connect from a chosen source address and the WebSocket handshake (`handshake.rs`) with
+//! a small read buffer.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
 use crate::error::{LoadgenError, Result};
+use crate::worker::handshake;
 
 /// WebSocket read buffer per connection: tungstenite's default (128 KiB, zeroed before
-/// every read) would cost ~135 KiB per connection.
+/// every read) would cost ~135 KiB per connection, and its own client handshake would
+/// leave a 4 KiB one (see `handshake.rs`).
 const READ_BUFFER: usize = 1024;
 /// Users per source address: user `i` connects from 127.0.0.(1 + i / this). One (source,
 /// destination) pair has ~28k ephemeral ports; a bound source takes its port at connect
@@ -132,14 +134,12 @@ pub(super) async fn connect(target: &Target, user: u32) -> std::result::Result<W
         let v = HeaderValue::from_str(p).map_err(|_| "bad_header")?;
         req.headers_mut().insert("sec-websocket-protocol", v);
     }
-    match timeout(
-        CONNECT_TIMEOUT,
-        client_async_with_config(req, tcp, Some(ws_config())),
-    )
-    .await
-    {
-        Ok(Ok((ws, _))) => Ok(ws),
-        Ok(Err(_)) => Err("handshake"),
+    match timeout(CONNECT_TIMEOUT, handshake::open(tcp, &req, ws_config())).await {
+        Ok(Ok(ws)) => Ok(ws),
+        Ok(Err(e)) => {
+            tracing::debug!(user, "WebSocket handshake: {e}");
+            Err("handshake")
+        }
         Err(_) => Err("handshake_timeout"),
     }
 }

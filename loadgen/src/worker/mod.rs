@@ -5,7 +5,8 @@
 //! shard.rs   run(): targets, threads, merge of their seconds ──▶ tick lines, done line
 //!   └─ thread.rs   one runtime per thread: ticker + user tasks ──▶ ThreadMsg
 //!        └─ chat.rs | generic.rs   a user (persona traffic, frames in and out)
-//!             └─ driver.rs   connect / session / reconnect with backoff (connect.rs)
+//!             └─ driver.rs   connect / session / reconnect with backoff (connect.rs,
+//!                  the WebSocket handshake in handshake.rs)
 //! context.rs  what a thread's users share (clock, targets, Recorder, History)
 //! history.rs  what they record for the checker (acked sends, receipts)
 //! ```
@@ -18,6 +19,7 @@ mod connect;
 mod context;
 mod driver;
 mod generic;
+mod handshake;
 mod history;
 mod shard;
 mod thread;
