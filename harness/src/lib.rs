@@ -20,6 +20,7 @@
 //! | [`pg_budget`] | the nodes' Postgres pool sizes, within the server's connection limit |
 //! | [`faults`] | the scenario's fault schedule wired to the run's links and nodes |
 //! | [`console`] | `flowline run --console`: the live page, its stream, faults by hand |
+//! | [`run_id`] | a run id (database, Redis prefix) claimed machine-wide so same-second runs never share it |
 //! | [`revision`] | which Flowline made a run (summary.json `meta.revision`) |
 //! | [`services`] | Postgres/Redis for a run: given, throwaway, or refused |
 //! | [`node_errors`] | the nodes' logged warnings and errors, grouped by cause (summary.json) |
@@ -51,6 +52,7 @@ pub mod report;
 pub mod report_workers;
 pub mod revision;
 pub mod run;
+pub mod run_id;
 pub mod runfolder;
 pub mod services;
 pub mod supervisor;

@@ -67,7 +67,8 @@ pub async fn run_phases(base: RunOptions, phases: &[Phase]) -> anyhow::Result<Ex
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let parent = create_run_dir(&base.out, &format!("{}-phases", scenario.name))?;
+    // The parent folder names no database or keys: its id need not stay claimed.
+    let (parent, _) = create_run_dir(&base.out, &format!("{}-phases", scenario.name))?;
     eprintln!("flowline: phase runs under {}", parent.display());
 
     let mut results: Vec<(Phase, PhaseResult)> = Vec::new();

@@ -51,6 +51,7 @@ use crate::isolation::{self, Isolated};
 use crate::links::LinkSet;
 use crate::metrics_targets::MetricsTargets;
 use crate::preflight::{self, ScenarioSource, load_scenario};
+use crate::run_id::RunIdClaim;
 use crate::supervisor::Supervisor;
 use crate::workers;
 
@@ -111,9 +112,20 @@ impl Outcome {
     }
 }
 
-/// Create `<out>/<timestamp>-<name>` (suffixed if it exists).
-pub fn create_run_dir(out: &Path, name: &str) -> anyhow::Result<PathBuf> {
-    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+/// Create `<out>/<timestamp>-<name>` (suffixed if it exists, or if another harness
+/// process of this machine holds that run id: see [`crate::run_id`]). The claim holds the
+/// id until it is dropped: keep it for as long as the run uses its database and keys.
+pub fn create_run_dir(out: &Path, name: &str) -> anyhow::Result<(PathBuf, RunIdClaim)> {
+    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string();
+    create_run_dir_in(out, name, &stamp, &crate::run_id::claims_dir())
+}
+
+fn create_run_dir_in(
+    out: &Path,
+    name: &str,
+    stamp: &str,
+    claims: &Path,
+) -> anyhow::Result<(PathBuf, RunIdClaim)> {
     let safe: String = name
         .chars()
         .map(|c| {
@@ -131,11 +143,18 @@ pub fn create_run_dir(out: &Path, name: &str) -> anyhow::Result<PathBuf> {
         } else {
             format!("{stamp}-{safe}-{n}")
         };
-        let dir = out.join(leaf);
+        let dir = out.join(&leaf);
         match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
+            Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+        }
+        match RunIdClaim::take(claims, &leaf) {
+            Some(claim) => return Ok((dir, claim)),
+            // A run elsewhere on this machine has this id: not ours to share.
+            None => {
+                let _ = std::fs::remove_dir(&dir);
+            }
         }
     }
     bail!("cannot find a free run folder name in {}", out.display())
@@ -184,7 +203,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Outcome> {
             "flowline: --phase and --nodes do not apply to a generic WebSocket target; ignored"
         );
     }
-    let dir = create_run_dir(&opts.out, &scenario.name)?;
+    // The claim keeps the run id (database, Redis prefix) this run's until it returns.
+    let (dir, _run_id) = create_run_dir(&opts.out, &scenario.name)?;
     std::fs::write(dir.join("scenario.toml"), scenario.to_toml())
         .with_context(|| format!("cannot write {}/scenario.toml", dir.display()))?;
     eprintln!("flowline: run folder {}", dir.display());
@@ -676,8 +696,8 @@ mod tests {
     #[test]
     fn run_dirs_are_unique() {
         let d = tempfile::tempdir().unwrap();
-        let a = create_run_dir(d.path(), "quick start").unwrap();
-        let b = create_run_dir(d.path(), "quick start").unwrap();
+        let (a, _a) = create_run_dir(d.path(), "quick start").unwrap();
+        let (b, _b) = create_run_dir(d.path(), "quick start").unwrap();
         assert_ne!(a, b);
         assert!(
             a.file_name()
@@ -686,5 +706,28 @@ mod tests {
                 .unwrap()
                 .ends_with("-quick-start")
         );
+    }
+
+    #[test]
+    fn run_ids_are_unique_across_out_folders() {
+        // Two runs of one scenario in the same second into different folders (parallel
+        // tests) must not share a run id: it names their database and Redis keys.
+        let d = tempfile::tempdir().unwrap();
+        let claims = d.path().join("claims");
+        let stamp = "20260101-120000";
+        let (a, claim) =
+            create_run_dir_in(&d.path().join("one"), "partition", stamp, &claims).unwrap();
+        let (b, _b) =
+            create_run_dir_in(&d.path().join("two"), "partition", stamp, &claims).unwrap();
+        let leaf = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(leaf(&a), "20260101-120000-partition");
+        assert_eq!(leaf(&b), "20260101-120000-partition-2");
+        // The id taken elsewhere left no empty folder behind.
+        assert_eq!(std::fs::read_dir(d.path().join("two")).unwrap().count(), 1);
+        // Released at the end of the first run: the id is free again.
+        drop(claim);
+        let (c, _c) =
+            create_run_dir_in(&d.path().join("three"), "partition", stamp, &claims).unwrap();
+        assert_eq!(leaf(&c), "20260101-120000-partition");
     }
 }

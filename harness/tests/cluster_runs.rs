@@ -75,10 +75,18 @@ fn run(scenario: &Path, out: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-/// The run folder written under `out`, and its summary.
-fn summary(out: &Path) -> (PathBuf, serde_json::Value) {
+/// The run folder written under `out`, and its summary (a run that wrote none fails the
+/// test with its exit status and stderr: the reason is there).
+fn summary(out: &Path, o: &Output) -> (PathBuf, serde_json::Value) {
     let dirs: Vec<PathBuf> = std::fs::read_dir(out)
-        .unwrap()
+        .unwrap_or_else(|e| {
+            panic!(
+                "no {} ({e}); the run exited with {}:\n{}",
+                out.display(),
+                o.status,
+                stderr(o)
+            )
+        })
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.is_dir())
@@ -86,10 +94,19 @@ fn summary(out: &Path) -> (PathBuf, serde_json::Value) {
     assert_eq!(
         dirs.len(),
         1,
-        "one run folder in {}: {dirs:?}",
-        out.display()
+        "one run folder in {}: {dirs:?}; the run exited with {}:\n{}",
+        out.display(),
+        o.status,
+        stderr(o)
     );
-    let text = std::fs::read_to_string(dirs[0].join("summary.json")).unwrap();
+    let text = std::fs::read_to_string(dirs[0].join("summary.json")).unwrap_or_else(|e| {
+        panic!(
+            "no summary.json in {} ({e}); the run exited with {}:\n{}",
+            dirs[0].display(),
+            o.status,
+            stderr(o)
+        )
+    });
     (dirs[0].clone(), serde_json::from_str(&text).unwrap())
 }
 
@@ -140,7 +157,7 @@ fn partition_redis(phase: &str) -> (Output, PathBuf, serde_json::Value) {
     });
     let out = tmp.path().join("runs");
     let o = run(&scenario, &out, &["--phase", phase]);
-    let (dir, s) = summary(&out);
+    let (dir, s) = summary(&out, &o);
     assert!(leftover_keys(&dir).is_empty(), "Redis keys left behind");
     (o, dir, s)
 }
@@ -186,7 +203,7 @@ fn node_crash_queue_loses_nothing() {
     });
     let out = tmp.path().join("runs");
     let o = run(&scenario, &out, &[]);
-    let (dir, s) = summary(&out);
+    let (dir, s) = summary(&out, &o);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(count(&s, "acked") > 100, "{s}");
     assert!(

@@ -74,7 +74,8 @@ pub async fn run(opts: RunOptions, kube: &KubeArgs) -> anyhow::Result<Outcome> {
     );
 
     let scenario = &c.scenario;
-    let dir = create_run_dir(&opts.out, &scenario.name)?;
+    // The claim keeps the run id (the names of its objects) this run's until it returns.
+    let (dir, _run_id) = create_run_dir(&opts.out, &scenario.name)?;
     let scenario_toml = scenario.to_toml();
     std::fs::write(dir.join("scenario.toml"), &scenario_toml)
         .with_context(|| format!("cannot write {}/scenario.toml", dir.display()))?;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::generic::Frames;
 use crate::histogram::Metric;
-use crate::recorder::Recorder;
+use crate::recorder::{Recorder, Seconds};
 use crate::scenario::{LoadModel, Scenario};
 use crate::schedule::{RateCurve, UserSchedule, closed_window};
 use crate::wire::Counters;
@@ -49,6 +49,12 @@ impl Clock {
     pub(super) fn secs(&self, t: Instant) -> f64 {
         t.saturating_duration_since(self.start).as_secs_f64()
     }
+
+    /// The tick whose second holds `t`: tick `n` covers `[n-1 s, n s)` of the run (before
+    /// the start: tick 1).
+    pub(super) fn tick(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.start).as_secs() + 1
+    }
 }
 
 /// Per-thread state: the recorder the user tasks write into, and what the checker needs.
@@ -59,7 +65,8 @@ pub(super) struct ThreadCtx {
     pub(super) curve: Option<RateCurve>,
     pub(super) cancel: CancellationToken,
     pub(super) heartbeat: Cell<Duration>,
-    pub(super) rec: RefCell<Recorder>,
+    /// The seconds not yet shipped; measurements go to the second they are taken in.
+    pub(super) rec: RefCell<Seconds>,
     pub(super) connected: Cell<u64>,
     pub(super) peak: Cell<u64>,
     /// What the users sent and received, for the checker.
@@ -71,16 +78,22 @@ pub(super) struct ThreadCtx {
 }
 
 impl ThreadCtx {
+    /// The recorder of the current second.
+    fn now_rec<R>(&self, f: impl FnOnce(&mut Recorder) -> R) -> R {
+        let t = self.clock.tick(Instant::now());
+        f(self.rec.borrow_mut().at(t))
+    }
+
     pub(super) fn error(&self, kind: &str) {
-        self.rec.borrow_mut().counters.error(kind);
+        self.now_rec(|r| r.counters.error(kind));
     }
 
     pub(super) fn count(&self, f: impl FnOnce(&mut Counters)) {
-        f(&mut self.rec.borrow_mut().counters);
+        self.now_rec(|r| f(&mut r.counters));
     }
 
     pub(super) fn record(&self, m: Metric, us: u64) {
-        self.rec.borrow_mut().record(m, us);
+        self.now_rec(|r| r.record(m, us));
     }
 
     pub(super) fn http_client(&self) -> reqwest::Client {

@@ -1,7 +1,7 @@
 //! One worker thread: a current-thread runtime with a `LocalSet` running its share of the
-//! users as tasks, and a ticker that swaps out the thread's recorder once a second and
-//! ships it to the shard loop, with the second's chat events when the history is streamed;
-//! at the end, the thread's (rest of its) history.
+//! users as tasks, and a ticker that, once a second, takes out the thread's recorder of
+//! the second that ended and ships it to the shard loop, with the second's chat events
+//! when the history is streamed; at the end, the thread's (rest of its) history.
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::generic::Frames;
 use crate::plan::PlanUser;
-use crate::recorder::Recorder;
+use crate::recorder::{Recorder, Seconds};
 use crate::scenario::{LoadModel, Scenario};
 use crate::schedule::RateCurve;
 use crate::worker::connect::Target;
@@ -81,7 +81,7 @@ pub(super) fn thread_main(
         curve,
         cancel,
         heartbeat: Cell::new(Duration::from_secs(15)),
-        rec: RefCell::new(Recorder::default()),
+        rec: RefCell::new(Seconds::default()),
         connected: Cell::new(0),
         peak: Cell::new(0),
     });
@@ -96,7 +96,8 @@ pub(super) fn thread_main(
                 let mut t = 1u64;
                 loop {
                     sleep_until((ctx.clock.start + Duration::from_secs(t)).into()).await;
-                    let rec = std::mem::take(&mut *ctx.rec.borrow_mut());
+                    // What was measured in second t, even if this wake-up is late.
+                    let rec = ctx.rec.borrow_mut().take(t);
                     let users = ctx.connected.get();
                     let events = stream.then(|| ctx.history.borrow_mut().take_events());
                     if tx
@@ -111,7 +112,9 @@ pub(super) fn thread_main(
                     {
                         return;
                     }
-                    if finished.get() {
+                    // Users that ended after this tick's second began measured into
+                    // the next one: it is shipped too.
+                    if finished.get() && !ctx.rec.borrow().any_after(t) {
                         return;
                     }
                     t += 1;

@@ -58,7 +58,9 @@ fn start_server(drop: &[u64]) -> Server {
 }
 
 /// A scenario of `users` users in rooms of `room_size`, each sending ~2 frames/s from
-/// 1 s to 3 s (open model, nothing sent while users connect), drain 1 s.
+/// 1 s to 3 s (open model, nothing sent while users connect), drain 3 s: how long the run
+/// waits for frames in flight (with 1 s, 433 of 4424 deliveries came after it on a 2-core
+/// machine at load ~13, and were rightly counted lost).
 fn scenario(url: &str, users: u32, room_size: u32, message: &str, expect: &str) -> Scenario {
     let text = format!(
         r#"
@@ -66,7 +68,7 @@ fn scenario(url: &str, users: u32, room_size: u32, message: &str, expect: &str) 
 name = "it-generic"
 duration = "2s"
 warmup = "1s"
-drain = "1s"
+drain = "3s"
 seed = 4
 
 [target]
@@ -161,8 +163,9 @@ async fn room_fan_out_is_counted_exactly_across_shards() {
         (c.delivered, c.lost, c.duplicated, c.reordered),
         (c.expected, 0, 0, 0)
     );
-    assert_eq!(sum.latency_us["delivery"].count, t.delivered);
-    assert!(sum.latency_us["delivery"].p99 < 1_000_000);
+    let delivery = &sum.latency_us["delivery"];
+    assert_eq!(delivery.count, t.delivered, "{delivery:?}");
+    assert!(delivery.p99 < 1_000_000, "{delivery:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,8 @@ use super::audience::Audience;
 /// The hub's side of a cluster bus (phases `pubsub`/`queue`). Every call returns at once;
 /// the bus queues the work for its own tasks.
 pub trait ClusterLink: Send + Sync + 'static {
-    /// Publish a committed message (called in seq order per channel).
+    /// Publish a committed message (concurrent appends of one channel may publish out of
+    /// seq order; receivers sequence).
     fn publish_message(&self, channel: ChannelId, seq: Seq, event: &Utf8Bytes);
     /// Publish a non-`message` event for `audience`.
     fn publish_event(&self, audience: &Audience, event: &Utf8Bytes);

@@ -168,27 +168,38 @@ impl Hub {
 
     /// Store a message and deliver it to the channel's subscribers, in seq order.
     /// Returns once the message is durable (and queued to local subscribers).
+    ///
+    /// Without a bus, the channel's lock orders append and delivery. With one, appends of
+    /// a channel run concurrently (storage orders them on the channel's row) and the
+    /// sequencer delivers in seq order, as it does for other nodes' messages: a hot
+    /// channel's sends no longer queue behind each other's round trips on this node.
     pub async fn post(&self, storage: &dyn Storage, msg: NewMessage) -> Result<Message, PostError> {
-        let lock = self.order.entry(msg.channel).or_default().clone();
-        let _ordered = lock.lock().await;
+        let Some(cluster) = self.cluster.get() else {
+            let lock = self.order.entry(msg.channel).or_default().clone();
+            let _ordered = lock.lock().await;
+            let (stored, text) = self.append(storage, msg).await?;
+            self.deliver(stored.channel, stored.seq, &text);
+            return Ok(stored);
+        };
+        let (stored, text) = self.append(storage, msg).await?;
+        self.accept(stored.channel, stored.seq, &text);
+        cluster.publish_message(stored.channel, stored.seq, &text);
+        Ok(stored)
+    }
+
+    /// Append `msg` (timed) and serialize its `message` event.
+    async fn append(
+        &self,
+        storage: &dyn Storage,
+        msg: NewMessage,
+    ) -> Result<(Message, Utf8Bytes), PostError> {
         let started = Instant::now();
         let stored = storage.append_message(msg).await?;
         self.metrics
             .storage_append_seconds
             .record(started.elapsed().as_secs_f64());
         let text: Utf8Bytes = serde_json::to_string(&ServerEvent::Message(stored.clone()))?.into();
-        match self.cluster.get() {
-            None => {
-                self.deliver(stored.channel, stored.seq, &text);
-            }
-            Some(cluster) => {
-                // Still under the channel lock: this node publishes a channel's messages
-                // in seq order.
-                self.accept(stored.channel, stored.seq, &text);
-                cluster.publish_message(stored.channel, stored.seq, &text);
-            }
-        }
-        Ok(stored)
+        Ok((stored, text))
     }
 
     /// Sequence one `message` event of `channel` (cluster phases): deliver it if it is

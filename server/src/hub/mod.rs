@@ -10,14 +10,16 @@
 //!                                       (queue full ⇒ kick with 4008, never block)
 //! ```
 //!
-//! Seq assignment and delivery happen under the channel's async mutex, so every
-//! subscriber's queue receives a channel's messages in seq order.
+//! Without a bus (phases `single`, `postgres`), seq assignment and delivery happen under
+//! the channel's async mutex, so every subscriber's queue receives a channel's messages in
+//! seq order. With one, this node's appends of a channel run concurrently (storage orders
+//! them on the channel row) and the sequencer below restores seq order.
 //!
 //! In the cluster phases (`pubsub`, `queue`) the bus is attached as a [`ClusterLink`]
 //! ([`Hub::attach_cluster`]):
 //!
 //! ```text
-//!  Hub::post ─► commit (seq n) ─► accept(n) ─► deliver to local subscribers
+//!  Hub::post (no lock) ─► commit (seq n) ─► accept(n) ─► deliver to local subscribers
 //!                                └─► Bus::publish(Message{channel, n, event}) ─► Redis
 //!  Redis ─► Bus receiver (envelopes of OTHER nodes only) ─► accept(n) ─► deliver
 //!  Hub::emit ─► emit_local  +  Bus::publish(Event{audience, event}) ─► Redis ─► emit_local

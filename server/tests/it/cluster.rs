@@ -193,7 +193,7 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    async fn start(phase: Phase, n: usize) -> Cluster {
+    pub(crate) async fn start(phase: Phase, n: usize) -> Cluster {
         Self::start_with(phase, n, |_| {}).await
     }
 

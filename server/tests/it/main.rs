@@ -5,6 +5,7 @@ mod admin;
 mod basic;
 mod bursts;
 mod cluster;
+mod concurrent_appends;
 mod delivery;
 mod features;
 mod heartbeat;
