@@ -10,7 +10,8 @@
 //! `-- 1 memory` keeps it in memory instead (the whole history at once, as before
 //! streaming). Prints the times and the process's peak RSS (VmHWM).
 //!
-//! Run: `CARGO_TARGET_DIR=/work/reltarget cargo bench -p flowline-loadgen --bench checker -- 4`
+//! Run: `cargo bench --workspace --bench checker -- 4` (the workspace's feature set: `-p`
+//! would rebuild dependencies with others)
 
 use std::time::Instant;
 
