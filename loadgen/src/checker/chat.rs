@@ -15,7 +15,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use flowline_protocol::{ChannelId, MessageId, Seq};
 
-use crate::checker::verdict::{ChannelReport, CorrectnessReport, MAX_OFFENDERS, Offence, Offender};
+use crate::checker::verdict::{
+    ChannelReport, CorrectnessReport, MAX_OFFENDERS, Offence, Offender, keep_offender,
+};
 use crate::receipts::contains;
 use crate::wire::{AckedMessage, RecipientRecord};
 
@@ -78,15 +80,13 @@ impl ChatCheck {
                         rep.delivered += 1;
                     } else {
                         ch.lost += 1;
-                        if lost_list.len() < MAX_OFFENDERS {
-                            lost_list.push(Offender {
-                                offence: Offence::Lost,
-                                channel: r.channel,
-                                seq: s,
-                                id: Some(id),
-                                recipient: r.user,
-                            });
-                        }
+                        keep_offender(lost_list, || Offender {
+                            offence: Offence::Lost,
+                            channel: r.channel,
+                            seq: s,
+                            id: Some(id),
+                            recipient: r.user,
+                        });
                     }
                 }
                 for w in r.received.windows(2) {
@@ -96,15 +96,13 @@ impl ChatCheck {
                             continue;
                         }
                         ch.gaps += 1;
-                        if other_list.len() < MAX_OFFENDERS {
-                            other_list.push(Offender {
-                                offence: Offence::Gap,
-                                channel: r.channel,
-                                seq: s,
-                                id: id_of(s).map(|x| x.0),
-                                recipient: r.user,
-                            });
-                        }
+                        keep_offender(other_list, || Offender {
+                            offence: Offence::Gap,
+                            channel: r.channel,
+                            seq: s,
+                            id: id_of(s).map(|x| x.0),
+                            recipient: r.user,
+                        });
                     }
                 }
             }
@@ -115,15 +113,13 @@ impl ChatCheck {
                 (Offence::Reordered, &r.reordered_seqs),
             ] {
                 for &s in seqs {
-                    if other_list.len() < MAX_OFFENDERS {
-                        other_list.push(Offender {
-                            offence,
-                            channel: r.channel,
-                            seq: s,
-                            id: id_of(s).map(|x| x.0),
-                            recipient: r.user,
-                        });
-                    }
+                    keep_offender(other_list, || Offender {
+                        offence,
+                        channel: r.channel,
+                        seq: s,
+                        id: id_of(s).map(|x| x.0),
+                        recipient: r.user,
+                    });
                 }
             }
         }

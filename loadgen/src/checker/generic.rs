@@ -8,7 +8,9 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
-use crate::checker::verdict::{ChannelReport, CorrectnessReport, MAX_OFFENDERS, Offence, Offender};
+use crate::checker::verdict::{
+    ChannelReport, CorrectnessReport, MAX_OFFENDERS, Offence, Offender, keep_offender,
+};
 use crate::error::Result;
 use crate::generic::template::{Template, msg_id, room_key};
 use crate::scenario::{Expect, WsTarget};
@@ -82,15 +84,13 @@ pub fn check(t: &WsTarget, h: &GenericDone, users: u32) -> Result<CorrectnessRep
                 rep.delivered += 1;
             } else {
                 ch.lost += 1;
-                if lost_list.len() < MAX_OFFENDERS {
-                    lost_list.push(Offender {
-                        offence: Offence::Lost,
-                        channel: room,
-                        seq,
-                        id: Some(msg_id(author, seq as u64) as i64),
-                        recipient: m,
-                    });
-                }
+                keep_offender(&mut lost_list, || Offender {
+                    offence: Offence::Lost,
+                    channel: room,
+                    seq,
+                    id: Some(msg_id(author, seq as u64) as i64),
+                    recipient: m,
+                });
             }
         }
     }
@@ -105,8 +105,8 @@ pub fn check(t: &WsTarget, h: &GenericDone, users: u32) -> Result<CorrectnessRep
         let ch = channels.entry(room_of(author)).or_default();
         ch.duplicated += duplicates;
         ch.reordered += reordered;
-        if (duplicates > 0 || reordered > 0) && other_list.len() < MAX_OFFENDERS {
-            other_list.push(Offender {
+        if duplicates > 0 || reordered > 0 {
+            keep_offender(&mut other_list, || Offender {
                 offence: if duplicates > 0 {
                     Offence::Duplicated
                 } else {

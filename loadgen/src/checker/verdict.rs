@@ -11,6 +11,14 @@ use crate::anomaly::Anomalies;
 /// Most offenders listed in the report.
 pub const MAX_OFFENDERS: usize = 100;
 
+/// List one more offender in `list` unless it already holds [`MAX_OFFENDERS`] (the offender
+/// is only built when it is kept).
+pub fn keep_offender(list: &mut Vec<Offender>, offender: impl FnOnce() -> Offender) {
+    if list.len() < MAX_OFFENDERS {
+        list.push(offender());
+    }
+}
+
 /// What went wrong with one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
