@@ -11,10 +11,9 @@
 //! Stage time starts at the beginning of the run (warm-up included).
 
 use rand::Rng;
-use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp1};
 
-use crate::plan::user_rng;
+use crate::plan::{UserRng, kept_user_rng};
 use crate::scenario::{Dist, LoadModel, Persona, Scenario, Stage};
 
 /// Resolution of the open model's rate curve, seconds.
@@ -114,7 +113,7 @@ pub fn closed_window(stages: &[Stage], user: u32, connect_rate: u32) -> Option<(
 /// The random choices of one user's traffic.
 #[derive(Debug, Clone)]
 pub struct UserSchedule {
-    rng: ChaCha8Rng,
+    rng: UserRng,
     mean_gap_s: f64,
     body: Dist,
     history_gap_s: Option<f64>,
@@ -130,7 +129,7 @@ impl UserSchedule {
             LoadModel::Closed { .. } => None,
         };
         UserSchedule {
-            rng: user_rng(s.seed, user, SCHEDULE),
+            rng: kept_user_rng(s.seed, user, SCHEDULE),
             mean_gap_s: if persona.messages_per_minute > 0.0 {
                 60.0 / persona.messages_per_minute
             } else {

@@ -10,7 +10,7 @@ use flowline_protocol::ChannelId;
 use flowline_protocol::ws::ClientOp;
 use tokio::time::timeout;
 
-use crate::plan::{PlanUser, user_rng};
+use crate::plan::{PlanUser, UserRng, kept_user_rng};
 use crate::scenario::{Persona, Scenario};
 use crate::upload::upload;
 use crate::worker::chat::frames::send_op;
@@ -20,7 +20,7 @@ use crate::worker::context::{ACK_TIMEOUT, ThreadCtx};
 /// Feature traffic state of one user (its own random stream, so personas without
 /// features keep exactly the schedule they had before).
 pub(super) struct Features {
-    rng: rand_chacha::ChaCha8Rng,
+    rng: UserRng,
     typing: bool,
     react_gap_s: Option<f64>,
     pub(super) presence_gap_s: Option<f64>,
@@ -52,7 +52,7 @@ impl Features {
     pub(super) fn new(s: &Scenario, user: u32, p: &Persona, http: String) -> Self {
         let gap = |per_min: f64| (per_min > 0.0).then(|| 60.0 / per_min);
         Features {
-            rng: user_rng(s.seed, user, FEATURES),
+            rng: kept_user_rng(s.seed, user, FEATURES),
             typing: p.typing,
             react_gap_s: gap(p.reactions_per_minute),
             presence_gap_s: gap(p.presence_per_minute),
