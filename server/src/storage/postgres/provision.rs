@@ -1,5 +1,5 @@
 //! Bulk provisioning in Postgres: ids reserved with `nextval`, every table filled with
-//! one `UNNEST` statement, all in one transaction.
+//! one `UNNEST` statement, all in one transaction, then the tables analyzed.
 
 use std::collections::HashMap;
 
@@ -13,6 +13,10 @@ use super::rows::conflict;
 use crate::auth::TokenHash;
 use crate::error::StorageError;
 use crate::storage::contract::{ProvisionedIds, Provisioning, Result, check_provision};
+
+/// Refreshes the planner's statistics of every table a provisioning fills.
+const ANALYZE_PROVISIONED: &str =
+    "ANALYZE users, tokens, spaces, space_members, channels, channel_members";
 
 /// Reserve `n` ids of a table's identity column.
 async fn reserve_ids(
@@ -163,6 +167,15 @@ impl Provisioning for PgStorage {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
+            // The tables just grew from nothing to the run's size in one statement each,
+            // and autovacuum analyzes them only a minute or more later: until then the
+            // planner believes them empty and joins users, members and channels by
+            // sequential scans. At 100k users one connect storm read 140 million user rows
+            // that way and starved every node's pool. Fresh statistics make every connect
+            // read an index lookup. The rows are committed: a failed ANALYZE is only slow.
+            if let Err(e) = sqlx::query(ANALYZE_PROVISIONED).execute(&mut *conn).await {
+                tracing::warn!(error = %e, "cannot analyze the provisioned tables; the first queries may scan them");
+            }
             Ok(out)
         }
         .boxed()
