@@ -82,6 +82,10 @@ const HELP: &[(&str, &str)] = &[
         "Wait for a Postgres pool connection by pool (send: message appends; other: everything else), seconds",
     ),
     (
+        "flowline_db_append_statements_total",
+        "Statements that committed message appends (group commit: appends per statement = flowline_messages_in_total / this)",
+    ),
+    (
         "flowline_bus_undelivered_total",
         "Messages this node could not publish, or missed",
     ),
@@ -134,6 +138,8 @@ pub struct Metrics {
     pub db_pool_wait_send: Histogram,
     /// Wait for a connection of the `other` pool (everything but appends), seconds.
     pub db_pool_wait_other: Histogram,
+    /// Statements that committed a batch of message appends (Postgres storage).
+    pub db_append_statements: Counter,
     /// Frames queued across every session's outbound queue, not yet taken by its writer.
     pub outbound_queued: Gauge,
     /// Envelopes (messages and events) this node put on the cluster bus.
@@ -203,6 +209,7 @@ impl Metrics {
             storage_messages_seconds: storage("messages"),
             db_pool_wait_send: pool_wait("send"),
             db_pool_wait_other: pool_wait("other"),
+            db_append_statements: counter("flowline_db_append_statements_total"),
             outbound_queued: gauge("flowline_outbound_queued"),
             bus_published: counter("flowline_bus_published_total"),
             bus_received: counter("flowline_bus_received_total"),

@@ -1,5 +1,4 @@
-//! Channel logs in Postgres: appends (one statement bumps the channel's seq and inserts
-//! the message), reads, edits, tombstones, reactions and threads.
+//! Channel logs in Postgres: appends (committed in batches by `appends.rs`), reads, edits, tombstones, reactions and threads.
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -8,7 +7,7 @@ use flowline_protocol::ws::{Message, ThreadSummary};
 use flowline_protocol::{ChannelId, MessageId, Seq, UserId};
 
 use super::pools::PgStorage;
-use super::rows::{MESSAGE_SELECT, MessageRow, message_kind_str, to_message};
+use super::rows::{MESSAGE_SELECT, MessageRow, to_message};
 use crate::error::StorageError;
 use crate::storage::contract::{Messages, NewMessage, ReactionChange, Result, ThreadLink};
 
@@ -33,38 +32,7 @@ impl Messages for PgStorage {
 
     fn append_message(&self, msg: NewMessage) -> BoxFuture<'_, Result<Message>> {
         async move {
-            let att_ids: Vec<i64> = msg.attachments.iter().map(|a| a.id).collect();
-            let fwd = msg.forwarded_from.as_ref();
-            let row: Option<(i64, i64)> = sqlx::query_as(
-                "WITH s AS (UPDATE channels SET last_seq = last_seq + 1, last_message_at = $5
-                            WHERE id = $1 RETURNING last_seq),
-                 ins AS (INSERT INTO messages (channel_id, seq, author_id, body, nonce, created_at,
-                            kind, reply_to, quote_id, quote_excerpt,
-                            fwd_channel, fwd_id, fwd_author, fwd_created)
-                         SELECT $1, s.last_seq, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM s
-                         RETURNING seq, id),
-                 att AS (INSERT INTO message_attachments (message_id, attachment_id, position)
-                         SELECT ins.id, a.id, a.pos::int
-                         FROM ins, UNNEST($14::bigint[]) WITH ORDINALITY AS a(id, pos))
-                 SELECT seq, id FROM ins",
-            )
-            .bind(msg.channel)
-            .bind(msg.author)
-            .bind(&msg.body)
-            .bind(&msg.nonce)
-            .bind(msg.created_at)
-            .bind(message_kind_str(msg.kind))
-            .bind(msg.reply_to)
-            .bind(msg.quote.as_ref().map(|q| q.id))
-            .bind(msg.quote.as_ref().map(|q| q.excerpt.as_str()))
-            .bind(fwd.map(|o| o.channel))
-            .bind(fwd.map(|o| o.id))
-            .bind(fwd.map(|o| o.author))
-            .bind(fwd.map(|o| o.created_at))
-            .bind(&att_ids)
-            .fetch_optional(&mut *self.send_conn().await?)
-            .await?;
-            let (seq, id) = row.ok_or(StorageError::NotFound("channel"))?;
+            let (msg, seq, id) = self.appends.append(msg).await?;
             Ok(Message {
                 channel: msg.channel,
                 seq,

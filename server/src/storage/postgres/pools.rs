@@ -1,7 +1,7 @@
 //! [`PgStorage`]: its two connection pools, migrations on connect, and the liveness ping.
 //!
-//! The message path has its own budget: message appends (`send`) draw from the `send`
-//! pool (and so does a write's membership recheck, `Spaces::recheck_read`), everything
+//! The message path has its own budget: message appends (`send`, committed in batches by
+//! [`Appends`]) draw from the `send` pool (and so does a write's membership recheck, `Spaces::recheck_read`), everything
 //! else (sign-in, subscribe and resume reads, history, presence audiences, gap fills,
 //! HTTP) from the `other` pool, so a connect storm's reads never make a send wait for a
 //! connection. Each wait for a connection is bounded (the acquire timeout: then the call
@@ -9,6 +9,7 @@
 //! connection idle under [`PING_IDLE`] is not pinged again before use (sqlx pinged it
 //! when it was released).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -18,6 +19,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres};
 
+use super::appends::Appends;
 use crate::error::{Error, StorageError};
 use crate::metrics::Metrics;
 use crate::storage::contract::{Result, Storage};
@@ -44,8 +46,10 @@ pub struct PoolSizes {
 pub struct PgStorage {
     /// Everything but message appends.
     other: PgPool,
-    /// Message appends.
+    /// Message appends (through [`Appends`], which commits them in batches).
     send: PgPool,
+    /// The group commit of appends over `send`.
+    pub(super) appends: Arc<Appends>,
     /// Wait histograms (`send`, `other`), when the node records metrics.
     waits: Option<(Histogram, Histogram)>,
 }
@@ -91,16 +95,26 @@ impl PgStorage {
         };
         let other = pool(sizes.other)?;
         let send = pool(sizes.send)?;
+        let waits = metrics.map(|m| (m.db_pool_wait_send.clone(), m.db_pool_wait_other.clone()));
+        let appends = Arc::new(Appends::new(
+            send.clone(),
+            sizes.acquire_timeout,
+            waits.as_ref().map(|w| w.0.clone()),
+            metrics.map(|m| m.db_append_statements.clone()),
+        ));
         Ok(Self {
             other,
             send,
-            waits: metrics.map(|m| (m.db_pool_wait_send.clone(), m.db_pool_wait_other.clone())),
+            appends,
+            waits,
         })
     }
 
     /// Use an existing pool (for both kinds of call) whose database is already migrated.
     pub fn from_pool(pool: PgPool) -> Self {
+        let max_wait = pool.options().get_acquire_timeout();
         Self {
+            appends: Arc::new(Appends::new(pool.clone(), max_wait, None, None)),
             other: pool.clone(),
             send: pool,
             waits: None,
