@@ -16,11 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use futures_util::FutureExt;
 
 use flowline_protocol::api::Space;
 use flowline_protocol::ws::ErrorCode;
 use flowline_protocol::{ChannelId, SpaceId, UserId};
 
+use crate::batch::Batcher;
 use crate::members::{MemberCache, MemberChange};
 use crate::refusal::Refusal;
 use crate::storage::{self, Storage};
@@ -71,15 +73,29 @@ pub struct Membership {
     cache: MemberCache,
     /// Per user, how many times they left a space through this node.
     leaves: DashMap<UserId, u64>,
+    /// The rechecks of [`Self::authorize`], batched: every session of a busy node
+    /// rechecks before nearly every write (a user writing less than once a second always
+    /// does), and one round trip per write was what bounded a node's sends per second.
+    rechecks: Batcher<(ChannelId, UserId), bool>,
 }
 
 impl Membership {
     /// Checks answered by `storage`.
     pub fn new(storage: Arc<dyn Storage>) -> Self {
+        let s = storage.clone();
+        let rechecks = Batcher::new(Arc::new(move |pairs: Vec<(ChannelId, UserId)>| {
+            let s = s.clone();
+            async move {
+                let answers = s.recheck_reads(&pairs).await?;
+                Ok(pairs.into_iter().zip(answers).collect())
+            }
+            .boxed()
+        }));
         Self {
             cache: MemberCache::new(storage.clone()),
             storage,
             leaves: DashMap::new(),
+            rechecks,
         }
     }
 
@@ -110,7 +126,12 @@ impl Membership {
         access.readable.remove(&channel);
         // On the message path's budget: a write's recheck must not queue behind a
         // connect storm's reads for a connection.
-        if !self.storage.recheck_read(channel, access.user).await? {
+        if !self
+            .rechecks
+            .get((channel, access.user))
+            .await?
+            .unwrap_or(false)
+        {
             self.refuse_channel(channel).await?;
         }
         access.readable.insert(channel, Instant::now());

@@ -199,6 +199,22 @@ pub trait Spaces: Send + Sync + 'static {
     fn recheck_read(&self, channel: ChannelId, user: UserId) -> BoxFuture<'_, Result<bool>> {
         self.can_read(channel, user)
     }
+    /// [`recheck_read`](Self::recheck_read) of several (channel, user) pairs in one call,
+    /// answers in the order asked. The default asks one by one; Postgres answers in one
+    /// query (the sessions of a busy node recheck together: see `membership.rs`).
+    fn recheck_reads<'a>(
+        &'a self,
+        pairs: &'a [(ChannelId, UserId)],
+    ) -> BoxFuture<'a, Result<Vec<bool>>> {
+        async move {
+            let mut out = Vec::with_capacity(pairs.len());
+            for &(c, u) in pairs {
+                out.push(self.recheck_read(c, u).await?);
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
     /// Every channel `user` can read, by id.
     fn readable_channels(&self, user: UserId) -> BoxFuture<'_, Result<Vec<ChannelId>>>;
     /// [`readable_channels`](Self::readable_channels) of several users in one call, as

@@ -254,6 +254,32 @@ impl Spaces for PgStorage {
         .boxed()
     }
 
+    fn recheck_reads<'a>(
+        &'a self,
+        pairs: &'a [(ChannelId, UserId)],
+    ) -> BoxFuture<'a, Result<Vec<bool>>> {
+        async move {
+            if pairs.is_empty() {
+                return Ok(Vec::new());
+            }
+            let channels: Vec<i64> = pairs.iter().map(|p| p.0).collect();
+            let users: Vec<i64> = pairs.iter().map(|p| p.1).collect();
+            let rows: Vec<(i64, bool)> = sqlx::query_as(RECHECK_READS_SQL.as_str())
+                .bind(&channels)
+                .bind(&users)
+                .fetch_all(&mut *self.send_conn().await?)
+                .await?;
+            let mut out = vec![false; pairs.len()];
+            for (ord, yes) in rows {
+                if let Some(slot) = usize::try_from(ord - 1).ok().and_then(|i| out.get_mut(i)) {
+                    *slot = yes;
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+
     fn readable_channels(&self, user: UserId) -> BoxFuture<'_, Result<Vec<ChannelId>>> {
         async move {
             let rows: Vec<(i64,)> = sqlx::query_as(
@@ -350,6 +376,16 @@ impl Spaces for PgStorage {
 /// `can_read`'s statement, built once.
 static CAN_READ_SQL: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT EXISTS (SELECT 1 FROM channels c WHERE c.id = $1 AND {CAN_READ})")
+});
+
+/// May each user read each channel? `$1` the channels, `$2` the users (pairwise); one row
+/// (position from 1, answer) per pair.
+static RECHECK_READS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT q.ord, EXISTS (SELECT 1 FROM channels c WHERE c.id = q.cid AND {})
+         FROM UNNEST($1::bigint[], $2::bigint[]) WITH ORDINALITY AS q(cid, uid, ord)",
+        CAN_READ.replace("$2", "q.uid")
+    )
 });
 
 /// May `user` read `channel`? (One row, one column.)
