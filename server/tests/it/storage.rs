@@ -420,3 +420,197 @@ async fn concurrent_reactions_count_once(phase: flowline_server::Phase) {
     .await;
 }
 crate::both_phases!(concurrent_reactions_count_once);
+
+/// A bulk provisioning leaves the planner fresh statistics: before, the first connect
+/// storm after it joined users and members by sequential scans (the tables looked empty
+/// to the planner), and at 100k users that starved every node's pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_analyzes_what_it_filled() {
+    use sqlx::Connection;
+    let db = TestDb::new().await;
+    let s = db.storage().await;
+    let req = Provision {
+        username_prefix: "a".into(),
+        users: 3,
+        spaces: vec![ProvisionSpace {
+            name: "s".into(),
+            members: vec![0, 1, 2],
+            channels: vec![ProvisionChannel {
+                name: "priv".into(),
+                members: Some(vec![0, 1]),
+            }],
+        }],
+        dms: vec![],
+    };
+    let tokens: Vec<[u8; 32]> = (0..3u8).map(|i| [i; 32]).collect();
+    s.provision(&req, &tokens).await.unwrap();
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    // `reltuples` is what the planner believes; -1 means "never analyzed" (Postgres 14+).
+    let rows: Vec<(String, f32)> = sqlx::query_as(
+        "SELECT relname::text, reltuples FROM pg_class
+         WHERE relname IN ('users', 'tokens', 'spaces', 'space_members', 'channels', 'channel_members')
+         ORDER BY relname",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("channel_members".into(), 2.0),
+            ("channels".into(), 1.0),
+            ("space_members".into(), 3.0),
+            ("spaces".into(), 1.0),
+            ("tokens".into(), 3.0),
+            ("users".into(), 3.0),
+        ],
+        "the planner's row counts after provisioning"
+    );
+}
+
+/// Appends arriving together are committed together (group commit) and stay exactly what
+/// one-by-one appends were: every channel's seqs gapless from 1 in one log, each append
+/// answered with its own seq, an append to a missing channel refused alone, and one whose
+/// statement fails (an attachment that does not exist) retried alone, failing alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_arriving_together_share_statements() {
+    let db = TestDb::new().await;
+    let metrics = flowline_server::metrics::Metrics::new("t");
+    let s = Arc::new(
+        flowline_server::storage::PgStorage::connect(
+            &db.url,
+            flowline_server::storage::PoolSizes {
+                send: 2,
+                other: 2,
+                acquire_timeout: std::time::Duration::from_secs(30),
+            },
+            Some(&metrics),
+        )
+        .await
+        .unwrap(),
+    );
+    let a = s.create_user("a", "h").await.unwrap().id;
+    let space = s.create_space(a, "g").await.unwrap();
+    let mut channels = Vec::new();
+    for name in ["c1", "c2", "c3"] {
+        channels.push(
+            s.create_channel(space.id, name, ChannelKind::Public, &[])
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let bad_attachment = {
+        let mut m = msg(channels[0], a, "with a missing file");
+        m.attachments.push(flowline_protocol::ws::Attachment {
+            id: 987_654,
+            filename: "x".into(),
+            content_type: "text/plain".into(),
+            size: 1,
+            sha256: String::new(),
+        });
+        m
+    };
+    let mut tasks = Vec::new();
+    for i in 0..300usize {
+        let s = s.clone();
+        let m = match i {
+            100 => bad_attachment.clone(),
+            200 => msg(999_999, a, "no such channel"),
+            _ => msg(channels[i % 3], a, &format!("m{i}")),
+        };
+        tasks.push(tokio::spawn(async move {
+            let r = s.append_message(m).await;
+            (i, r)
+        }));
+    }
+    let mut seqs: Vec<Vec<(i64, String)>> = vec![Vec::new(); 3];
+    for t in tasks {
+        let (i, r) = t.await.unwrap();
+        match i {
+            100 => assert!(
+                matches!(r, Err(StorageError::Database(_))),
+                "the append with a missing attachment fails: {r:?}"
+            ),
+            200 => assert!(matches!(r, Err(StorageError::NotFound("channel"))), "{r:?}"),
+            _ => {
+                let m = r.unwrap();
+                assert_eq!(m.body, format!("m{i}"), "each append gets its own answer");
+                seqs[i % 3].push((m.seq, m.body));
+            }
+        }
+    }
+    for (k, mut got) in seqs.into_iter().enumerate() {
+        got.sort_unstable();
+        let n = got.len() as i64;
+        assert_eq!(
+            got.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            (1..=n).collect::<Vec<_>>(),
+            "channel {k}: gapless"
+        );
+        // The stored log says the same.
+        let stored = s.messages(channels[k], None, Some(0), 1000).await.unwrap();
+        let stored: Vec<(i64, String)> = stored.into_iter().map(|m| (m.seq, m.body)).collect();
+        assert_eq!(
+            stored, got,
+            "channel {k}: what was answered is what was stored"
+        );
+    }
+    let rendered = metrics.render();
+    let statements: u64 = rendered
+        .lines()
+        .find(|l| l.starts_with("flowline_db_append_statements_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no append statement count in:\n{rendered}"));
+    // 298 appends stored; 300 queued at once over 2 connections share statements (the
+    // failed batch's retries one by one count too).
+    assert!(
+        (2..=100).contains(&statements),
+        "{statements} statements for 298 appends"
+    );
+}
+
+/// Rechecks of several (channel, user) pairs in one call answer each pair as `can_read`
+/// does, in the order asked (Postgres: one query; the node batches its sessions'
+/// rechecks into it).
+async fn rechecks_in_one_call(phase: flowline_server::Phase) {
+    with_storage(phase, |s| async move {
+        let a = s.create_user("a", "h").await.unwrap().id;
+        let b = s.create_user("b", "h").await.unwrap().id;
+        let c = s.create_user("c", "h").await.unwrap().id;
+        let space = s.create_space(a, "g").await.unwrap();
+        s.join_space(space.id, b).await.unwrap();
+        let public = s
+            .create_channel(space.id, "general", ChannelKind::Public, &[])
+            .await
+            .unwrap()
+            .id;
+        let private = s
+            .create_channel(space.id, "staff", ChannelKind::Private, &[a])
+            .await
+            .unwrap()
+            .id;
+        let (dm, _) = s.open_dm(b, c).await.unwrap();
+        let pairs = [
+            (public, a),
+            (public, c),
+            (private, b),
+            (private, a),
+            (dm.id, c),
+            (dm.id, a),
+            (424_242, a),
+            (public, b),
+        ];
+        let got = s.recheck_reads(&pairs).await.unwrap();
+        let mut want = Vec::new();
+        for &(ch, u) in &pairs {
+            want.push(s.can_read(ch, u).await.unwrap());
+        }
+        assert_eq!(want, [true, false, false, true, true, false, false, true]);
+        assert_eq!(got, want);
+        assert!(s.recheck_reads(&[]).await.unwrap().is_empty());
+    })
+    .await;
+}
+crate::both_phases!(rechecks_in_one_call);
