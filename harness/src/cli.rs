@@ -89,6 +89,13 @@ pub struct RunArgs {
     /// address; faults set through the chaos API reach them all.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub client_link_processes: Option<u16>,
+    /// Connect the workers straight to the nodes (or the generic target's URLs): no
+    /// client-node<i> / client-target<i> proxies, so no process carries them and a fault
+    /// on one is refused before anything starts. Links behind the nodes (node<i>-redis,
+    /// node<i>-postgres) and process faults stay. The baseline that shows what the
+    /// client-link proxies add (docs/harness.md, "Client links at any scale").
+    #[arg(long, conflicts_with = "client_link_processes")]
+    pub direct_clients: bool,
     /// Serve the run console: a live page of the run (users, rates, per-second latency
     /// percentiles, errors, faults shaded, CPU/memory, thresholds as they stand), updated
     /// every second, where faults can be injected and healed by hand (they are written to
@@ -162,6 +169,7 @@ impl RunArgs {
             metrics_host: self.metrics_host.clone().filter(|s| !s.is_empty()),
             workers_timeout: self.workers_timeout,
             client_link_processes: self.client_link_processes.map(usize::from),
+            direct_clients: self.direct_clients,
             console: match &self.console {
                 Some(addr) => {
                     // Refused before anything starts.

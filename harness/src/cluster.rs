@@ -43,7 +43,7 @@ pub struct Node {
     /// Prometheus endpoint.
     pub metrics: String,
     /// WebSocket URL the workers use: through the node's `client-node<i>` proxy, or the
-    /// node's own in an isolated run (no link proxies there).
+    /// node's own in an isolated run (no link proxies there) or with `--direct-clients`.
     pub ws_proxied: String,
 }
 
@@ -68,6 +68,8 @@ pub struct ClusterCtx<'a> {
     /// Processes carrying each client link (0: the harness process itself); see
     /// [`crate::capacity`].
     pub link_processes: usize,
+    /// Workers connect straight to the nodes (`--direct-clients`): no client links.
+    pub direct_clients: bool,
 }
 
 /// What the cluster start leaves for teardown, filled as it goes (a start that fails
@@ -98,9 +100,15 @@ pub async fn start_cluster(
         secret,
         net,
         link_processes,
+        direct_clients,
     } = ctx;
     let phase = scenario.cluster.phase.as_str();
-    let proxied = net.is_none();
+    // Client links: none in an isolated run (the hosts talk over its bridge) or with
+    // --direct-clients.
+    let proxied = net.is_none() && !direct_clients;
+    if direct_clients {
+        eprintln!("flowline: --direct-clients: the workers connect straight to the nodes");
+    }
     let topology = Topology::of(scenario);
     // Nodes, or an external cluster.
     let (http_base, admin_secret) = if let Some(ext) = &scenario.cluster.external {
@@ -243,7 +251,16 @@ pub async fn start_cluster(
                 let listen = links
                     .create_client(&node.client, &addr, link_processes)
                     .await?;
-                via(&ws, &listen)?
+                let proxied = via(&ws, &listen)?;
+                // What the run put in front of the node (a direct run records none).
+                let _ = events.record(
+                    "start",
+                    "link",
+                    vec![node.client.clone()],
+                    &node.client,
+                    json!({"upstream": addr, "listen": listen, "workers_use": proxied}),
+                );
+                proxied
             } else {
                 ws.clone()
             };

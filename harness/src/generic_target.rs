@@ -13,16 +13,22 @@ use crate::topology::{TargetLink, Topology};
 /// A generic WebSocket service (`[target] kind = "websocket"`): no nodes, no services,
 /// nothing provisioned. Each `ws://` URL gets a chaos link `client-target<i>` and the
 /// workers connect through it (path and query kept), carried by `link_processes`
-/// processes when the users need more than one; a `wss://` URL is used directly.
+/// processes when the users need more than one; a `wss://` URL is used directly, and so
+/// is every URL when `links` is `None` (`--direct-clients`).
 /// Returns the synthetic plan and the workers' URLs.
 pub async fn generic_target(
     scenario: &Scenario,
     urls: &[String],
-    links: &LinkSet,
+    links: Option<&LinkSet>,
     events: &EventLog,
     link_processes: usize,
 ) -> anyhow::Result<(flowline_loadgen::plan::Plan, Vec<String>)> {
     let mut targets = Vec::with_capacity(urls.len());
+    let Some(links) = links else {
+        eprintln!("flowline: --direct-clients: the workers connect straight to the target URLs");
+        targets.extend(urls.iter().cloned());
+        return Ok((synthetic_plan(scenario), targets));
+    };
     for TargetLink { url, link } in &Topology::of(scenario).target {
         let Some(name) = link else {
             eprintln!(
@@ -58,10 +64,15 @@ pub async fn generic_target(
         );
         targets.push(proxied);
     }
+    Ok((synthetic_plan(scenario), targets))
+}
+
+/// The generic target's population: users only, nothing provisioned.
+fn synthetic_plan(scenario: &Scenario) -> flowline_loadgen::plan::Plan {
     let plan = flowline_loadgen::plan::Plan::synthetic(scenario);
     eprintln!(
         "flowline: generic WebSocket target: {} users, nothing to provision",
         plan.users.len()
     );
-    Ok((plan, targets))
+    plan
 }

@@ -65,6 +65,34 @@ pub fn prepare(s: Scenario, o: &Overrides) -> anyhow::Result<Scenario> {
     Ok(s)
 }
 
+/// `--direct-clients`: the workers connect straight to the nodes (or the generic target's
+/// URLs), so no `client-node<i>` / `client-target<i>` link exists and a fault on one is
+/// refused, naming it, before anything starts. Links behind the nodes (`node<i>-redis`,
+/// ...) and process faults are kept.
+pub fn check_direct_clients(s: &Scenario) -> anyhow::Result<()> {
+    let topology = topology::Topology::of(s);
+    let clients: Vec<String> = topology
+        .nodes
+        .iter()
+        .map(|n| n.client.clone())
+        .chain(topology.target.iter().filter_map(|t| t.link.clone()))
+        .collect();
+    for (i, f) in s.faults.iter().enumerate() {
+        if let Some(hit) = clients.iter().find(|c| topology::glob_match(&f.target, c)) {
+            anyhow::bail!(
+                "fault #{} ({}) targets {:?}, which names the client link {hit}: with \
+                 --direct-clients the workers connect straight to the nodes, with no client \
+                 link to fault; drop --direct-clients, or remove the fault (a copy of the \
+                 scenario without it is the direct baseline of a proxied run)",
+                i + 1,
+                f.display_label(),
+                f.target,
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The topology checks of a loaded scenario: every fault hits a node or link the run will
 /// have, generic target URLs the workers can be given. `remote_proxy`: the links go on a
 /// Toxiproxy (`--toxiproxy-url`). What the run needs of this machine is [`need`].

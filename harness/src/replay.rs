@@ -48,6 +48,7 @@ pub async fn replay(
         metrics_host: None,
         workers_timeout: crate::run::WORKERS_TIMEOUT,
         client_link_processes: None,
+        direct_clients: false,
         console: None,
     };
     let outcome = crate::run::run(opts).await?;

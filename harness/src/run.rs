@@ -89,6 +89,8 @@ pub struct RunOptions {
     /// Processes carrying each client link on the embedded proxy (default: as many as
     /// the users need, see [`crate::capacity`]).
     pub client_link_processes: Option<usize>,
+    /// Workers connect straight to the nodes: no client links (`--direct-clients`).
+    pub direct_clients: bool,
     /// Serve the run console (`--console`).
     pub console: Option<crate::console::ConsoleOptions>,
 }
@@ -180,12 +182,16 @@ struct State {
 pub async fn run(opts: RunOptions) -> anyhow::Result<Outcome> {
     let scenario = load_scenario(&opts.scenario, &opts.overrides)?;
     preflight::check(&scenario, opts.toxiproxy_url.is_some()).context("bad scenario")?;
+    if opts.direct_clients {
+        preflight::check_direct_clients(&scenario).context("bad scenario")?;
+    }
     // What this machine must hold, before anything starts: refused here with the need.
+    // Direct clients need no process of the run to carry their links.
     let need = preflight::need(
         &scenario,
         opts.workers,
         opts.client_link_processes,
-        opts.toxiproxy_url.is_some(),
+        opts.toxiproxy_url.is_some() || opts.direct_clients,
     )?;
     if scenario.cluster.isolation == Isolation::Netns {
         isolation::check_privileges()?;
@@ -365,7 +371,10 @@ async fn drive(
     // The system under test: nodes the run starts, an external cluster, or a generic
     // WebSocket service; then the population plan.
     let (plan, targets) = match &scenario.target {
-        Some(t) => generic_target(scenario, &t.urls, &links, &events, need.link_processes).await?,
+        Some(t) => {
+            let links = (!opts.direct_clients).then_some(&links);
+            generic_target(scenario, &t.urls, links, &events, need.link_processes).await?
+        }
         None => {
             let ctx = ClusterCtx {
                 services: &opts.services,
@@ -377,6 +386,7 @@ async fn drive(
                 secret,
                 net: state.isolation.as_ref(),
                 link_processes: need.link_processes,
+                direct_clients: opts.direct_clients,
             };
             start_cluster(scenario, ctx, &mut state.cluster, &mut targets_file).await?
         }

@@ -261,3 +261,98 @@ fn users_beyond_the_machine_are_refused_before_anything_starts() {
     );
     assert!(!tmp.path().join("runs").exists(), "something was started");
 }
+
+/// `start` events of client links in a run folder's events.jsonl: (link, what the
+/// workers used).
+fn link_starts(run_dir: &std::path::Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(run_dir.join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["action"] == "start" && e["kind"] == "link")
+        .map(|e| {
+            (
+                e["label"].as_str().unwrap_or_default().to_string(),
+                e["params"]["workers_use"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `--direct-clients`: the same small run as a proxied one, but the workers connect
+/// straight to the node, so no client link is created (the proxied run records its
+/// client-node1 and the URL the workers used through it), and the run passes.
+#[test]
+fn direct_clients_connect_straight_to_the_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = scenario(tmp.path(), "direct", "3s", "");
+    let mut starts = Vec::new();
+    for (out, direct) in [("proxied", false), ("direct", true)] {
+        let mark = new_mark();
+        let mut cmd = flowline();
+        cmd.args(["run", path.to_str().unwrap(), "--out", out])
+            .args(["--users", "200"])
+            .env("FLOWLINE_TEST_MARK", &mark)
+            .current_dir(tmp.path());
+        if direct {
+            cmd.arg("--direct-clients");
+        }
+        let o = cmd.output().unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(0), "{out}: {err}");
+        assert_eq!(
+            err.contains("--direct-clients: the workers connect straight to the nodes"),
+            direct,
+            "{out}: {err}"
+        );
+        assert!(marked_processes(&mark).is_empty(), "{out}: left running");
+        let dir = only_run_dir(&tmp.path().join(out));
+        starts.push(link_starts(&dir));
+    }
+    let [proxied, direct] = &starts[..] else {
+        panic!("{starts:?}")
+    };
+    assert_eq!(proxied.len(), 1, "{proxied:?}");
+    assert_eq!(proxied[0].0, "client-node1");
+    assert!(proxied[0].1.starts_with("ws://127.0.0.1:"), "{proxied:?}");
+    assert!(
+        direct.is_empty(),
+        "a direct run created client links: {direct:?}"
+    );
+}
+
+/// A fault on a client link cannot act without the link: with `--direct-clients` it is
+/// refused, naming the fault and the link, before anything starts.
+#[test]
+fn direct_clients_refuse_a_client_link_fault_before_anything_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = scenario(
+        tmp.path(),
+        "direct-fault",
+        "3s",
+        "\n[[faults]]\nat = \"1s\"\nduration = \"1s\"\nkind = \"latency\"\ntarget = \"client-*\"\nlatency = \"50ms\"\nlabel = \"slow clients\"\n",
+    );
+    let o = flowline()
+        .args([
+            "run",
+            path.to_str().unwrap(),
+            "--out",
+            "runs",
+            "--direct-clients",
+        ])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("fault #1 (slow clients) targets \"client-*\"")
+            && err.contains("client link client-node1")
+            && err.contains("--direct-clients"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("runs").exists(), "something was started");
+}
