@@ -630,6 +630,23 @@ async fn drive(
             })
         })
         .collect();
+    summary.links_cost = controller
+        .data_plane_pids()
+        .into_iter()
+        .filter_map(|(link, i, pid)| {
+            let r = flowline_loadgen::wire::Resources::of_pid(pid)?;
+            Some(NodeCost {
+                node: format!("{link}.p{i}"),
+                cpu_s: r.cpu_s,
+                peak_rss_kib: r.peak_rss_kib,
+            })
+        })
+        .collect();
+    summary.harness_cost = flowline_loadgen::wire::Resources::of_self().map(|r| NodeCost {
+        node: "harness".into(),
+        cpu_s: r.cpu_s,
+        peak_rss_kib: r.peak_rss_kib,
+    });
     summary.node_errors = crate::node_errors::scan(
         &dir.join("logs"),
         state.cluster.nodes.iter().map(|n| n.id.as_str()),

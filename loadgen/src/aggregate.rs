@@ -613,6 +613,8 @@ impl Aggregator {
             ticks,
             problems,
             nodes_cost: Vec::new(),
+            links_cost: Vec::new(),
+            harness_cost: None,
             node_errors: None,
             coordinator: None,
         }

@@ -94,6 +94,14 @@ pub struct Summary {
     /// node restarted by a fault counts from its restart).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes_cost: Vec<NodeCost>,
+    /// What each data-plane process of the client links cost (`client-node<i>.p<j>`),
+    /// read at the end of the run; absent when the links lived in the harness.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links_cost: Vec<NodeCost>,
+    /// What the harness process itself cost (`node`: `harness`): its aggregator, chaos
+    /// API and, up to 8,000 users, the client links; absent for the standalone loadgen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness_cost: Option<NodeCost>,
     /// Warnings and errors the run's nodes logged (their logs in `logs/`), grouped by
     /// cause; absent when they logged none (and for the standalone loadgen).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -184,10 +192,10 @@ pub struct NodeLogMessage {
     pub example: String,
 }
 
-/// What one node process cost over the run.
+/// What one process (a node, a data-plane process, the harness) cost over the run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeCost {
-    /// `node<i>`.
+    /// `node<i>` (or the process's name: `client-node<i>.p<j>`, `harness`).
     pub node: String,
     /// CPU seconds (user + system).
     pub cpu_s: f64,
