@@ -29,6 +29,7 @@ fn every_catalog_scenario_is_valid_documented_and_targets_real_links() {
         "asymmetric-partition",
         "lossy-clients",
         "capacity-100k",
+        "capacity-100k-2cores",
     ] {
         assert!(
             files.iter().any(|f| f.file_stem().unwrap() == name),
