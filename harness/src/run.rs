@@ -642,11 +642,7 @@ async fn drive(
             })
         })
         .collect();
-    summary.harness_cost = flowline_loadgen::wire::Resources::of_self().map(|r| NodeCost {
-        node: "harness".into(),
-        cpu_s: r.cpu_s,
-        peak_rss_kib: r.peak_rss_kib,
-    });
+    summary.harness_cost = harness_cost();
     summary.node_errors = crate::node_errors::scan(
         &dir.join("logs"),
         state.cluster.nodes.iter().map(|n| n.id.as_str()),
@@ -655,6 +651,16 @@ async fn drive(
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("cannot write the run's results")?;
     Ok(summary)
+}
+
+/// What this harness process has cost so far (summary.json's `harness_cost`): its
+/// aggregator, chaos API and in-process links, whichever launcher ran the workers.
+pub fn harness_cost() -> Option<NodeCost> {
+    flowline_loadgen::wire::Resources::of_self().map(|r| NodeCost {
+        node: "harness".into(),
+        cpu_s: r.cpu_s,
+        peak_rss_kib: r.peak_rss_kib,
+    })
 }
 
 /// The coordinator's part of a summary: its report, and a problem naming each worker whose

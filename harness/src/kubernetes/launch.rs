@@ -320,6 +320,7 @@ async fn gather(
     };
     let mut summary = agg.summarize(meta);
     crate::run::add_coordinator(&mut summary, &coord, workers);
+    summary.harness_cost = crate::run::harness_cost();
     agg.write(dir, &summary)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("cannot write the run's results")?;

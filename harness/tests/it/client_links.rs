@@ -244,14 +244,17 @@ fn sigkill_of_the_harness_leaves_no_data_plane_process() {
 fn users_beyond_the_machine_are_refused_before_anything_starts() {
     let tmp = tempfile::tempdir().unwrap();
     let path = scenario(tmp.path(), "huge", "5s", "");
-    let o = flowline()
-        .args(["run", path.to_str().unwrap(), "--out", "runs"])
-        .args(["--users", "400000"])
-        .current_dir(tmp.path())
-        .output()
-        .unwrap();
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let err = refused_before_start(
+        tmp.path(),
+        &[
+            "run",
+            path.to_str().unwrap(),
+            "--out",
+            "runs",
+            "--users",
+            "400000",
+        ],
+    );
     assert!(
         err.contains("this machine cannot hold the run")
             && err.contains("Computed need: 400000 users: 1 node(s) of ≤ 400000 users")
@@ -259,7 +262,6 @@ fn users_beyond_the_machine_are_refused_before_anything_starts() {
             && err.contains("files per process (RLIMIT_NOFILE)"),
         "{err}"
     );
-    assert!(!tmp.path().join("runs").exists(), "something was started");
 }
 
 /// `start` events of client links in a run folder's events.jsonl: (link, what the
@@ -335,24 +337,30 @@ fn direct_clients_refuse_a_client_link_fault_before_anything_starts() {
         "3s",
         "\n[[faults]]\nat = \"1s\"\nduration = \"1s\"\nkind = \"latency\"\ntarget = \"client-*\"\nlatency = \"50ms\"\nlabel = \"slow clients\"\n",
     );
-    let o = flowline()
-        .args([
+    let err = refused_before_start(
+        tmp.path(),
+        &[
             "run",
             path.to_str().unwrap(),
             "--out",
             "runs",
             "--direct-clients",
-        ])
-        .current_dir(tmp.path())
-        .output()
-        .unwrap();
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+        ],
+    );
     assert!(
         err.contains("fault #1 (slow clients) targets \"client-*\"")
             && err.contains("client link client-node1")
             && err.contains("--direct-clients"),
         "{err}"
     );
-    assert!(!tmp.path().join("runs").exists(), "something was started");
+}
+
+/// Run `flowline args` in `dir`: it must exit 2 with nothing started (no `runs` folder);
+/// returns its stderr.
+fn refused_before_start(dir: &std::path::Path, args: &[&str]) -> String {
+    let o = flowline().args(args).current_dir(dir).output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(!dir.join("runs").exists(), "something was started: {err}");
+    err
 }
