@@ -72,6 +72,29 @@ pub struct ClusterCtx<'a> {
     pub direct_clients: bool,
 }
 
+/// Put client link `name` in front of the node serving `ws` (carried by `processes`
+/// data-plane processes when nonzero) and record it in events.jsonl (a direct run
+/// records none); returns the WebSocket URL the workers use.
+async fn client_link(
+    links: &LinkSet,
+    events: &EventLog,
+    name: &str,
+    ws: &str,
+    processes: usize,
+) -> anyhow::Result<String> {
+    let upstream = host_port(ws)?;
+    let listen = links.create_client(name, &upstream, processes).await?;
+    let workers_use = via(ws, &listen)?;
+    let _ = events.record(
+        "start",
+        "link",
+        vec![name.to_string()],
+        name,
+        json!({"upstream": upstream, "listen": listen, "workers_use": workers_use}),
+    );
+    Ok(workers_use)
+}
+
 /// What the cluster start leaves for teardown, filled as it goes (a start that fails
 /// half-way leaves what it had started).
 #[derive(Default)]
@@ -114,10 +137,7 @@ pub async fn start_cluster(
     let (http_base, admin_secret) = if let Some(ext) = &scenario.cluster.external {
         for (i, (ws, node)) in ext.ws.iter().zip(&topology.nodes).enumerate() {
             let ws_proxied = if proxied {
-                let listen = links
-                    .create_client(&node.client, &host_port(ws)?, link_processes)
-                    .await?;
-                via(ws, &listen)?
+                client_link(links, events, &node.client, ws, link_processes).await?
             } else {
                 ws.clone()
             };
@@ -248,19 +268,7 @@ pub async fn start_cluster(
             // Keep draining its stdout so it never blocks.
             tokio::spawn(async move { while spawned.lines.recv().await.is_some() {} });
             let ws_proxied = if proxied {
-                let listen = links
-                    .create_client(&node.client, &addr, link_processes)
-                    .await?;
-                let proxied = via(&ws, &listen)?;
-                // What the run put in front of the node (a direct run records none).
-                let _ = events.record(
-                    "start",
-                    "link",
-                    vec![node.client.clone()],
-                    &node.client,
-                    json!({"upstream": addr, "listen": listen, "workers_use": proxied}),
-                );
-                proxied
+                client_link(links, events, &node.client, &ws, link_processes).await?
             } else {
                 ws.clone()
             };

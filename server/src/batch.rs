@@ -84,25 +84,6 @@ fn gone() -> StorageError {
     StorageError::Database(sqlx::Error::PoolClosed)
 }
 
-/// A copy of a batch's error for each of its requests (`StorageError` is not `Clone`):
-/// the same variant, so callers retry and refuse exactly as for their own query.
-fn copy(e: &StorageError) -> StorageError {
-    match e {
-        StorageError::NotFound(what) => StorageError::NotFound(what),
-        StorageError::Conflict(s) => StorageError::Conflict(s.clone()),
-        StorageError::Invalid(s) => StorageError::Invalid(s.clone()),
-        StorageError::Database(sqlx::Error::PoolTimedOut) => {
-            StorageError::Database(sqlx::Error::PoolTimedOut)
-        }
-        StorageError::Database(sqlx::Error::PoolClosed) => {
-            StorageError::Database(sqlx::Error::PoolClosed)
-        }
-        StorageError::Database(other) => {
-            StorageError::Database(sqlx::Error::Protocol(other.to_string()))
-        }
-    }
-}
-
 async fn work<K, V>(fetch: Fetch<K, V>, mut rx: mpsc::UnboundedReceiver<Job<K, V>>)
 where
     K: Eq + Hash + Clone + Send + 'static,
@@ -145,7 +126,7 @@ where
                 }
                 Err(e) => {
                     for job in jobs {
-                        let _ = job.reply.send(Err(copy(&e)));
+                        let _ = job.reply.send(Err(e.copy()));
                     }
                 }
             }

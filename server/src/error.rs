@@ -37,3 +37,25 @@ pub enum StorageError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
+
+impl StorageError {
+    /// A copy for each caller of a batched query that failed (`StorageError` is not
+    /// `Clone`): the same variant, so callers retry and refuse exactly as for their own
+    /// query.
+    pub fn copy(&self) -> StorageError {
+        match self {
+            StorageError::NotFound(what) => StorageError::NotFound(what),
+            StorageError::Conflict(s) => StorageError::Conflict(s.clone()),
+            StorageError::Invalid(s) => StorageError::Invalid(s.clone()),
+            StorageError::Database(sqlx::Error::PoolTimedOut) => {
+                StorageError::Database(sqlx::Error::PoolTimedOut)
+            }
+            StorageError::Database(sqlx::Error::PoolClosed) => {
+                StorageError::Database(sqlx::Error::PoolClosed)
+            }
+            StorageError::Database(other) => {
+                StorageError::Database(sqlx::Error::Protocol(other.to_string()))
+            }
+        }
+    }
+}

@@ -244,17 +244,7 @@ fn sigkill_of_the_harness_leaves_no_data_plane_process() {
 fn users_beyond_the_machine_are_refused_before_anything_starts() {
     let tmp = tempfile::tempdir().unwrap();
     let path = scenario(tmp.path(), "huge", "5s", "");
-    let err = refused_before_start(
-        tmp.path(),
-        &[
-            "run",
-            path.to_str().unwrap(),
-            "--out",
-            "runs",
-            "--users",
-            "400000",
-        ],
-    );
+    let err = refused_before_start(tmp.path(), &path, &["--users", "400000"]);
     assert!(
         err.contains("this machine cannot hold the run")
             && err.contains("Computed need: 400000 users: 1 node(s) of ≤ 400000 users")
@@ -337,16 +327,7 @@ fn direct_clients_refuse_a_client_link_fault_before_anything_starts() {
         "3s",
         "\n[[faults]]\nat = \"1s\"\nduration = \"1s\"\nkind = \"latency\"\ntarget = \"client-*\"\nlatency = \"50ms\"\nlabel = \"slow clients\"\n",
     );
-    let err = refused_before_start(
-        tmp.path(),
-        &[
-            "run",
-            path.to_str().unwrap(),
-            "--out",
-            "runs",
-            "--direct-clients",
-        ],
-    );
+    let err = refused_before_start(tmp.path(), &path, &["--direct-clients"]);
     assert!(
         err.contains("fault #1 (slow clients) targets \"client-*\"")
             && err.contains("client link client-node1")
@@ -355,10 +336,21 @@ fn direct_clients_refuse_a_client_link_fault_before_anything_starts() {
     );
 }
 
-/// Run `flowline args` in `dir`: it must exit 2 with nothing started (no `runs` folder);
-/// returns its stderr.
-fn refused_before_start(dir: &std::path::Path, args: &[&str]) -> String {
-    let o = flowline().args(args).current_dir(dir).output().unwrap();
+/// Run `flowline run SCENARIO --out runs FLAGS` in `dir`: it must exit 2 with nothing
+/// started (no `runs` folder); returns its stderr.
+fn refused_before_start(
+    dir: &std::path::Path,
+    scenario: &std::path::Path,
+    flags: &[&str],
+) -> String {
+    let o = flowline()
+        .arg("run")
+        .arg(scenario)
+        .args(["--out", "runs"])
+        .args(flags)
+        .current_dir(dir)
+        .output()
+        .unwrap();
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(!dir.join("runs").exists(), "something was started: {err}");

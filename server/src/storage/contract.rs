@@ -192,16 +192,12 @@ pub trait Spaces: Send + Sync + 'static {
     fn channel(&self, id: ChannelId) -> BoxFuture<'_, Result<Option<Channel>>>;
     /// May `user` read (and so subscribe to and post in) `channel`? `false` if missing.
     fn can_read(&self, channel: ChannelId, user: UserId) -> BoxFuture<'_, Result<bool>>;
-    /// [`can_read`](Self::can_read) asked on the message path (a session re-checking the
-    /// access it remembered before a write, `membership::Membership::authorize`): the same
-    /// answer from the message path's own budget, so a send never waits behind a connect
-    /// storm's reads (Postgres: the `send` pool). The default is `can_read`.
-    fn recheck_read(&self, channel: ChannelId, user: UserId) -> BoxFuture<'_, Result<bool>> {
-        self.can_read(channel, user)
-    }
-    /// [`recheck_read`](Self::recheck_read) of several (channel, user) pairs in one call,
-    /// answers in the order asked. The default asks one by one; Postgres answers in one
-    /// query (the sessions of a busy node recheck together: see `membership.rs`).
+    /// [`can_read`](Self::can_read) of several (channel, user) pairs, asked on the message
+    /// path (sessions re-checking the access they remembered before a write,
+    /// `membership::Membership::authorize`, batched across the node's sessions): answers
+    /// in the order asked, from the message path's own budget, so a send never waits
+    /// behind a connect storm's reads (Postgres: one query on the `send` pool). The
+    /// default asks `can_read` one by one.
     fn recheck_reads<'a>(
         &'a self,
         pairs: &'a [(ChannelId, UserId)],
@@ -209,7 +205,7 @@ pub trait Spaces: Send + Sync + 'static {
         async move {
             let mut out = Vec::with_capacity(pairs.len());
             for &(c, u) in pairs {
-                out.push(self.recheck_read(c, u).await?);
+                out.push(self.can_read(c, u).await?);
             }
             Ok(out)
         }

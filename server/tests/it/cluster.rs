@@ -415,16 +415,7 @@ async fn fanout_reaches_every_node_in_seq_order(phase: Phase) {
     cluster.stop().await;
 }
 
-mod fanout {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn pubsub() {
-        super::fanout_reaches_every_node_in_seq_order(flowline_server::Phase::Pubsub).await;
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn queue() {
-        super::fanout_reaches_every_node_in_seq_order(flowline_server::Phase::Queue).await;
-    }
-}
+crate::cluster_phases!(fanout, fanout_reaches_every_node_in_seq_order);
 
 /// Cut node2 from Redis, send from node1 (seqs 1-3) and node2 (seq 4), heal, send again
 /// (seq 5). Returns what each member received.
@@ -579,16 +570,7 @@ async fn crashed_node_is_survived(phase: Phase) {
     cluster.stop().await;
 }
 
-mod crash {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn pubsub() {
-        super::crashed_node_is_survived(flowline_server::Phase::Pubsub).await;
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn queue() {
-        super::crashed_node_is_survived(flowline_server::Phase::Queue).await;
-    }
-}
+crate::cluster_phases!(crash, crashed_node_is_survived);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_redis_is_a_clear_startup_error() {

@@ -64,14 +64,4 @@ async fn concurrent_appends_stay_in_order(phase: Phase) {
     cluster.stop().await;
 }
 
-mod in_order {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn pubsub() {
-        super::concurrent_appends_stay_in_order(flowline_server::Phase::Pubsub).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn queue() {
-        super::concurrent_appends_stay_in_order(flowline_server::Phase::Queue).await;
-    }
-}
+crate::cluster_phases!(in_order, concurrent_appends_stay_in_order);

@@ -272,14 +272,4 @@ async fn storm(phase: Phase) {
     cluster.stop().await;
 }
 
-mod storm {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn pubsub() {
-        super::storm(flowline_server::Phase::Pubsub).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn queue() {
-        super::storm(flowline_server::Phase::Queue).await;
-    }
-}
+crate::cluster_phases!(storm, storm);

@@ -206,14 +206,4 @@ async fn late_append_is_not_lost(phase: Phase) {
     cluster.stop().await;
 }
 
-mod lossless {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn pubsub() {
-        super::late_append_is_not_lost(flowline_server::Phase::Pubsub).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn queue() {
-        super::late_append_is_not_lost(flowline_server::Phase::Queue).await;
-    }
-}
+crate::cluster_phases!(lossless, late_append_is_not_lost);

@@ -428,6 +428,24 @@ pub async fn start_with(phase: Phase, adjust: impl FnOnce(&mut Config)) -> (Node
     (Node::start(config).await, db)
 }
 
+/// Define `mod $module` with `pubsub` and `queue` tests running `$body(phase)`: a test of
+/// the cluster phases.
+#[macro_export]
+macro_rules! cluster_phases {
+    ($module:ident, $body:ident) => {
+        mod $module {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pubsub() {
+                super::$body(flowline_server::Phase::Pubsub).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn queue() {
+                super::$body(flowline_server::Phase::Queue).await;
+            }
+        }
+    };
+}
+
 /// Define `memory` and `postgres` tests running `$body(phase)`.
 #[macro_export]
 macro_rules! both_phases {

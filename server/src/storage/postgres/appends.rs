@@ -233,8 +233,9 @@ impl Worker {
         let mut conn = match conn {
             Ok(c) => c,
             Err(e) => {
+                let e = StorageError::Database(e);
                 for job in jobs {
-                    job.answer(Err(StorageError::Database(same_kind(&e))));
+                    job.answer(Err(e.copy()));
                 }
                 return;
             }
@@ -277,16 +278,6 @@ impl Worker {
             }
         }
         .boxed()
-    }
-}
-
-/// A copy of a pool error to hand to every append of a batch that could not get a
-/// connection (sqlx errors are not `Clone`).
-fn same_kind(e: &sqlx::Error) -> sqlx::Error {
-    match e {
-        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
-        sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
-        other => sqlx::Error::Protocol(format!("no connection for the append: {other}")),
     }
 }
 

@@ -1,7 +1,8 @@
 //! [`PgStorage`]: its two connection pools, migrations on connect, and the liveness ping.
 //!
 //! The message path has its own budget: message appends (`send`, committed in batches by
-//! [`Appends`]) draw from the `send` pool (and so does a write's membership recheck, `Spaces::recheck_read`), everything
+//! [`Appends`]) draw from the `send` pool (and so do the writes' membership rechecks,
+//! `Spaces::recheck_reads`), everything
 //! else (sign-in, subscribe and resume reads, history, presence audiences, gap fills,
 //! HTTP) from the `other` pool, so a connect storm's reads never make a send wait for a
 //! connection. Each wait for a connection is bounded (the acquire timeout: then the call

@@ -244,16 +244,6 @@ impl Spaces for PgStorage {
         .boxed()
     }
 
-    fn recheck_read(&self, channel: ChannelId, user: UserId) -> BoxFuture<'_, Result<bool>> {
-        async move {
-            let (yes,): (bool,) = can_read_query(channel, user)
-                .fetch_one(&mut *self.send_conn().await?)
-                .await?;
-            Ok(yes)
-        }
-        .boxed()
-    }
-
     fn recheck_reads<'a>(
         &'a self,
         pairs: &'a [(ChannelId, UserId)],
