@@ -7,7 +7,7 @@
 //!         ◄── writer: chain (…) ◄──[chunk queue]── reader ◄──
 //!            downstream direction (toxics with stream = "downstream")
 //!
-//!  reader:  read(4..256 KiB) → Chunk { data, due: arrival time } → queue (1024 chunks)
+//!  reader:  readable → read(4..256 KiB) → Chunk { data, due: arrival time } → queue (1024 chunks)
 //!           bulk stream, no toxic, queue empty → splice(2) socket → pipe → socket instead
 //!  writer:  chain.process(chunk) → pieces with later `due` → sleep until due → write
 //!           toxics changed (watch) → chain.refresh; a pending wait is cut short (flush)
@@ -25,7 +25,10 @@
 //! toxics the reader moves bytes kernel-side with `splice(2)` (no copy through user space);
 //! it only does so while its direction has no toxic and nothing is queued, so bytes are
 //! never reordered, and the pipe is created lazily on the first large read so the many
-//! small chat connections cost no extra descriptors. A downstream direction splices only
+//! small chat connections cost no extra descriptors. Reads go through tokio's `AsyncRead`
+//! on the socket's read half, which takes a short read as proof the socket is drained, so a
+//! chat message costs one `read` and one `write`, not a third `read` that finds nothing
+//! (a bare `try_read` keeps the socket marked readable until a read fails). A downstream direction splices only
 //! once its framer knows the connection is no WebSocket (`bypass`): frame boundaries must
 //! be followed from the first byte for a frame toxic added later to find them. Cutting the connection (proxy
 //! disabled or removed, `limit_data`, `timeout`, `reset_peer`) drops both sockets; a reset
@@ -39,8 +42,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use bytes::BytesMut;
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
 use nix::sys::socket::{Shutdown, shutdown};
-use tokio::io::Interest;
+use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::TcpStream;
+use tokio::net::tcp::ReadHalf;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -99,7 +103,7 @@ impl ConnCtl {
 /// Proxy one accepted client connection to `upstream` until either side closes or
 /// `cancel` fires (proxy disabled/removed).
 pub(crate) async fn run_connection(
-    client: TcpStream,
+    mut client: TcpStream,
     upstream: String,
     cfg: LinkConfig,
     cancel: CancellationToken,
@@ -113,7 +117,7 @@ pub(crate) async fn run_connection(
         () = cancel.cancelled() => return,
         r = TcpStream::connect(&upstream) => r,
     };
-    let server = match connect {
+    let mut server = match connect {
         Ok(s) => s,
         Err(e) => {
             // Debug, not warn: while a node is killed every reconnect attempt lands here.
@@ -129,17 +133,19 @@ pub(crate) async fn run_connection(
         reset: AtomicBool::new(false),
     };
     {
+        let (client_r, client_w) = client.split();
+        let (server_r, server_w) = server.split();
         let up = direction(
-            &client,
-            &server,
+            client_r,
+            server_w.as_ref(),
             cfg.up_toxics,
             &cfg.up_counters,
             &ctl,
             false,
         );
         let down = direction(
-            &server,
-            &client,
+            server_r,
+            client_w.as_ref(),
             cfg.down_toxics,
             &cfg.down_counters,
             &ctl,
@@ -159,7 +165,7 @@ pub(crate) async fn run_connection(
 
 /// One direction: a reader and a writer joined by a queue.
 async fn direction(
-    src: &TcpStream,
+    src: ReadHalf<'_>,
     dst: &TcpStream,
     toxics: watch::Receiver<Arc<Vec<ToxicSpec>>>,
     counters: &DirCounters,
@@ -207,16 +213,12 @@ async fn direction(
 
 /// Read what is there into a fresh buffer of `want` bytes. The buffer is allocated only
 /// once the socket is readable, so an idle connection holds no read buffer at all.
-async fn read_chunk(s: &TcpStream, want: usize) -> io::Result<BytesMut> {
-    loop {
-        s.readable().await?;
-        let mut buf = BytesMut::with_capacity(want);
-        match s.try_read_buf(&mut buf) {
-            Ok(_) => return Ok(buf),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    }
+async fn read_chunk(s: &mut ReadHalf<'_>, want: usize) -> io::Result<BytesMut> {
+    s.readable().await?;
+    let mut buf = BytesMut::with_capacity(want);
+    // Through `AsyncRead`: a read shorter than the buffer marks the socket drained.
+    s.read_buf(&mut buf).await?;
+    Ok(buf)
 }
 
 async fn write_all(s: &TcpStream, mut data: &[u8]) -> io::Result<()> {
@@ -251,7 +253,7 @@ impl Pipe {
 }
 
 struct Reader<'a> {
-    src: &'a TcpStream,
+    src: ReadHalf<'a>,
     dst: &'a TcpStream,
     toxics: watch::Receiver<Arc<Vec<ToxicSpec>>>,
     counters: &'a DirCounters,
@@ -300,7 +302,7 @@ impl Reader<'_> {
                     }
                 }
             }
-            match read_chunk(self.src, want).await {
+            match read_chunk(&mut self.src, want).await {
                 Ok(buf) if buf.is_empty() => return, // EOF: dropping `tx` tells the writer
                 Ok(buf) => {
                     let n = buf.len();
@@ -338,14 +340,15 @@ impl Reader<'_> {
             return Ok(Spliced::NotNow);
         };
         let flags = SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE;
+        let src: &TcpStream = self.src.as_ref();
         let n = loop {
-            self.src.readable().await?;
+            src.readable().await?;
             // A toxic may have been added while waiting: its bytes go the copy path.
             if !self.toxics.borrow().is_empty() {
                 return Ok(Spliced::NotNow);
             }
-            let r = self.src.try_io(Interest::READABLE, || {
-                splice(self.src, None, &pipe.write, None, PIPE_SIZE, flags).map_err(io::Error::from)
+            let r = src.try_io(Interest::READABLE, || {
+                splice(src, None, &pipe.write, None, PIPE_SIZE, flags).map_err(io::Error::from)
             });
             match r {
                 Ok(0) => return Ok(Spliced::Eof),

@@ -90,10 +90,21 @@ fn main() -> ExitCode {
         // Colour only on a terminal: children of `flowline run` log to files.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A data-plane process carries one share of a link that is already spread over
+    // processes: one thread does it without a multi-thread runtime's cross-thread wake-ups
+    // and work stealing on every forwarded message.
+    let data_plane = matches!(
+        &cli.command,
+        Command::Chaos(flowline_chaos::cli::Args {
+            command: flowline_chaos::cli::Command::DataPlane(_)
+        })
+    );
+    let mut builder = if data_plane {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("flowline: cannot start the async runtime: {e}");
