@@ -466,12 +466,16 @@ impl Aggregator {
                 }
             }
         }
-        let peak_users = peak_users.max(peak_done);
+        // When everybody was connected: the first second at the sampled peak. The peak
+        // workers tell in their done lines is a sum of each thread's own maximum, reached
+        // at different moments, so no single second need show it.
+        let sampled_peak = peak_users;
         let peak_users_at_s = self
             .intervals
             .iter()
-            .find(|(_, iv)| peak_users > 0 && iv.users >= peak_users)
+            .find(|(_, iv)| sampled_peak > 0 && iv.users >= sampled_peak)
             .map(|(&t, _)| t);
+        let peak_users = peak_users.max(peak_done);
         let loadgen = self.cost(&totals, peak_users);
         if self.dones.iter().all(Option::is_none) {
             totals = self

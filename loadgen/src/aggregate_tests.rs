@@ -125,6 +125,26 @@ fn workers_cost_is_summed_and_divided_by_users_and_deliveries() {
 }
 
 #[test]
+fn connect_time_is_the_first_second_at_the_sampled_peak() {
+    // Each worker's threads peaked at different moments: the done lines add up to more
+    // users than any one second saw, and the time everybody was connected is still known.
+    let mut a = Aggregator::new(&scenario(), 2);
+    for t in 1..=3 {
+        a.ingest(0, &tick_line(0, t, t > 1, &[])).unwrap();
+        a.ingest(1, &tick_line(1, t, t > 1, &[])).unwrap();
+    }
+    for w in 0..2 {
+        let mut d: WorkerLine = serde_json::from_str(&done_line(w, false)).unwrap();
+        if let WorkerLine::Done(d) = &mut d {
+            d.peak_users = 3;
+        }
+        a.ingest(w, &serde_json::to_string(&d).unwrap()).unwrap();
+    }
+    let s = a.summarize(RunMeta::default());
+    assert_eq!((s.peak_users, s.peak_users_at_s), (6, Some(1)));
+}
+
+#[test]
 fn hlog_round_trips_through_the_reader() {
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
     let mut a = Aggregator::new(&scenario(), 1);
