@@ -229,6 +229,9 @@ pub async fn compare_main(args: CompareArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Run a finished run again from its scenario.toml and seed, and say what differs.
+///
+/// The replay runs as the original did: same scenario, seed and phase, and with the users
+/// straight to the nodes if the original ran with `--direct-clients`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplayArgs {
     /// The run folder to replay.

@@ -34,9 +34,16 @@ pub async fn replay(
             .unwrap_or(Path::new("."))
             .to_path_buf(),
     };
+    // Run as the original ran: users straight to the nodes if it had no client links.
+    let direct_clients = original.direct_clients();
     eprintln!(
-        "flowline: replaying {} (same scenario and seed)",
-        run.display()
+        "flowline: replaying {} (same scenario and seed{})",
+        run.display(),
+        if direct_clients {
+            ", client links direct"
+        } else {
+            ""
+        }
     );
     let opts = RunOptions {
         scenario: ScenarioSource::Text(run.join("scenario.toml").display().to_string(), text),
@@ -48,7 +55,7 @@ pub async fn replay(
         metrics_host: None,
         workers_timeout: crate::run::WORKERS_TIMEOUT,
         client_link_processes: None,
-        direct_clients: false,
+        direct_clients,
         console: None,
     };
     let outcome = crate::run::run(opts).await?;
@@ -68,6 +75,23 @@ pub fn differences(a: &RunFolder, b: &RunFolder) -> String {
         "seed: {} {}",
         b.text(&["seed"]).unwrap_or_else(|| "?".into()),
         if same_seed { "(same)" } else { "(DIFFERENT)" }
+    );
+    let links = |r: &RunFolder| {
+        if r.direct_clients() {
+            "direct"
+        } else {
+            "proxied"
+        }
+    };
+    let _ = writeln!(
+        s,
+        "client links: {} {}",
+        links(b),
+        if links(a) == links(b) {
+            "(same)"
+        } else {
+            "(DIFFERENT)"
+        }
     );
     let _ = writeln!(s, "totals:");
     for k in [

@@ -603,6 +603,7 @@ async fn drive(
         // What only the harness knows; the standalone loadgen leaves them out.
         revision: Some(crate::revision::revision()),
         flowline_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        direct_clients: opts.direct_clients,
     };
     let mut summary = agg.summarize(meta);
     add_coordinator(&mut summary, &coord, workers);

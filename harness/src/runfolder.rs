@@ -329,6 +329,13 @@ impl RunFolder {
         })
     }
 
+    /// Whether the run's users connected straight to the nodes (`--direct-clients`).
+    pub fn direct_clients(&self) -> bool {
+        self.get("meta.direct_clients")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
     /// Whether the run passed (summary `passed`), if recorded.
     pub fn passed(&self) -> Option<bool> {
         ["passed", "pass", "ok"]

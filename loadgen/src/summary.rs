@@ -31,6 +31,10 @@ pub struct RunMeta {
     /// Flowline version of the harness that ran it, when one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flowline_version: Option<String>,
+    /// The users connected straight to the nodes (`flowline run --direct-clients`): no
+    /// client-link proxy in between. `flowline replay` runs the same way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub direct_clients: bool,
 }
 
 /// The run's result, written as `summary.json`.

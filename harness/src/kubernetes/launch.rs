@@ -317,6 +317,7 @@ async fn gather(
         )],
         revision: Some(crate::revision::revision()),
         flowline_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        direct_clients: false,
     };
     let mut summary = agg.summarize(meta);
     crate::run::add_coordinator(&mut summary, &coord, workers);

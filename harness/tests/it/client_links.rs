@@ -314,6 +314,30 @@ fn direct_clients_connect_straight_to_the_node() {
         direct.is_empty(),
         "a direct run created client links: {direct:?}"
     );
+    // A replay runs as the original ran: straight to the node, and says so.
+    let first = only_run_dir(&tmp.path().join("direct"));
+    let mark = new_mark();
+    let o = flowline()
+        .args(["replay", first.to_str().unwrap()])
+        .env("FLOWLINE_TEST_MARK", &mark)
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("client links: direct (same)"), "{out}");
+    assert!(marked_processes(&mark).is_empty(), "replay: left running");
+    let again = std::fs::read_dir(tmp.path().join("direct"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| *p != first)
+        .expect("the replay's run folder beside the original");
+    let links = link_starts(&again);
+    assert!(
+        links.is_empty(),
+        "the replay created client links: {links:?}"
+    );
 }
 
 /// A fault on a client link cannot act without the link: with `--direct-clients` it is
