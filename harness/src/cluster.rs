@@ -209,6 +209,9 @@ pub async fn start_cluster(
                 "--argon2-iterations".into(),
                 "1".into(),
             ];
+            if let Some(h) = scenario.cluster.heartbeat {
+                args.extend(["--heartbeat-ms".into(), h.as_millis().to_string()]);
+            }
             if let (Some(db), Some(name)) = (&db, &node.postgres) {
                 let url = match net {
                     Some(_) => db.clone(),
@@ -272,7 +275,11 @@ pub async fn start_cluster(
             } else {
                 ws.clone()
             };
-            let _ = events.node_event("start", &node_id, json!({"pid": pid, "addr": addr}));
+            let mut start = json!({"pid": pid, "addr": addr});
+            if let Some(h) = scenario.cluster.heartbeat {
+                start["heartbeat_ms"] = json!(h.as_millis() as u64);
+            }
+            let _ = events.node_event("start", &node_id, start);
             eprintln!("flowline: {node_id} pid {pid} on {addr}; metrics {metrics}");
             targets_file.add(&node_id, "flowline-node", &metrics);
             state.nodes.push(Node {

@@ -240,6 +240,39 @@ fn impossible_threshold_exits_1() {
     assert!(html.contains("delivery.p50 &lt; 1us"));
 }
 
+/// `[cluster] heartbeat`: every node the run starts pings at that interval (its start
+/// event says so, and a node refusing the flag would fail the run), the run passes, and
+/// the interval survives into the run folder's scenario.toml.
+#[test]
+fn cluster_heartbeat_reaches_every_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("hb.toml");
+    std::fs::write(
+        &path,
+        "[run]\nname = \"hb\"\nduration = \"3s\"\nwarmup = \"1s\"\ndrain = \"1s\"\nseed = 7\n\n\
+         [cluster]\nphase = \"pubsub\"\nnodes = 2\nheartbeat = \"2s\"\n\n[population]\nusers = 40\n",
+    )
+    .unwrap();
+    let o = run(
+        &["run", path.to_str().unwrap(), "--out", "runs"],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let dir = only_run_dir(&tmp.path().join("runs"));
+    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    let starts: Vec<serde_json::Value> = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["action"] == "start" && e["kind"] == "node")
+        .collect();
+    assert_eq!(starts.len(), 2, "{events}");
+    for s in &starts {
+        assert_eq!(s["params"]["heartbeat_ms"], 2000, "{s}");
+    }
+    let toml = std::fs::read_to_string(dir.join("scenario.toml")).unwrap();
+    assert!(toml.contains("heartbeat = \"2s\""), "{toml}");
+}
+
 #[test]
 fn replay_runs_the_same_scenario_and_seed_and_reports_differences() {
     let tmp = tempfile::tempdir().unwrap();

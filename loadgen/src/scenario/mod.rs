@@ -154,6 +154,7 @@ seed = 42
 [cluster]
 phase = "pubsub"
 nodes = 2
+heartbeat = "40s"
 
 [population]
 users = 300
@@ -325,11 +326,40 @@ users = 2
         let s = Scenario::parse("full.toml", FULL).unwrap();
         assert_eq!(s.seed, 42);
         assert_eq!(s.cluster.phase, Phase::Pubsub);
+        assert_eq!(s.cluster.heartbeat, Some(Duration::from_secs(40)));
         assert_eq!(s.personas.len(), 2);
         assert_eq!(s.personas[0].reconnect_every, Some(Duration::from_secs(30)));
         assert_eq!(s.thresholds.len(), 2);
         assert_eq!(s.faults.len(), 1);
         assert!(s.summary().contains("300 users"));
+    }
+
+    #[test]
+    fn heartbeat_out_of_range_or_for_an_external_cluster_is_refused() {
+        let base = "[run]\nname = \"x\"\nduration = \"1s\"\n[population]\nusers = 1\n[cluster]\n";
+        for (cluster, want) in [
+            (
+                "heartbeat = \"50ms\"\n",
+                "cluster.heartbeat must be between 100ms and 10m, got 50ms",
+            ),
+            (
+                "heartbeat = \"11m\"\n",
+                "cluster.heartbeat must be between 100ms and 10m, got 11m",
+            ),
+            (
+                "heartbeat = \"20s\"\nhttp = [\"http://127.0.0.1:1\"]\n",
+                "an external cluster (cluster.http) keeps its own",
+            ),
+        ] {
+            let err = Scenario::parse("hb.toml", &format!("{base}{cluster}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{cluster}: {err}");
+        }
+        let ok = Scenario::parse("hb.toml", &format!("{base}heartbeat = \"41250ms\"\n")).unwrap();
+        assert_eq!(ok.cluster.heartbeat, Some(Duration::from_millis(41_250)));
+        let again = Scenario::parse("again.toml", &ok.to_toml()).unwrap();
+        assert_eq!(again.cluster.heartbeat, ok.cluster.heartbeat);
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub struct Cluster {
     pub external: Option<External>,
     /// How the run's processes are separated on the network (`[cluster] isolation`).
     pub isolation: Isolation,
+    /// The nodes' ping interval (`[cluster] heartbeat`, `--heartbeat-ms` of each node the
+    /// run starts); `None`: the node's default, 15 s.
+    pub heartbeat: Option<Duration>,
 }
 
 /// An external cluster's addresses.

@@ -112,6 +112,12 @@ pub(super) struct RawCluster {
     pub(super) admin_secret: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) isolation: Option<crate::scenario::isolation::Isolation>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(super) heartbeat: Option<Duration>,
 }
 
 /// `[population]`.

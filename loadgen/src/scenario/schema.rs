@@ -37,7 +37,15 @@ fn schema(path: &str) -> Option<&'static [&'static str]> {
         // Header names are free-form.
         "target.headers" => return None,
         "run" => &["name", "description", "duration", "warmup", "drain", "seed"],
-        "cluster" => &["phase", "nodes", "http", "ws", "admin_secret", "isolation"],
+        "cluster" => &[
+            "phase",
+            "nodes",
+            "http",
+            "ws",
+            "admin_secret",
+            "isolation",
+            "heartbeat",
+        ],
         "population" => &[
             "users",
             "spaces",

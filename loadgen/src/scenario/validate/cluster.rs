@@ -1,5 +1,8 @@
 //! `[cluster]`: the phase and node count the harness starts, or an external cluster's
-//! addresses, and how the run's processes are isolated on the network.
+//! addresses, how the run's processes are isolated on the network, and the nodes' ping
+//! interval.
+
+use std::time::Duration;
 
 use flowline_protocol::Phase;
 
@@ -54,13 +57,38 @@ pub(super) fn cluster(raw: &RawCluster, p: &mut Vec<String>) -> Cluster {
                 .into(),
         );
     }
+    let heartbeat = raw.heartbeat;
+    if let Some(h) = heartbeat {
+        if external.is_some() {
+            p.push(
+                "cluster.heartbeat sets the ping interval of the nodes the run starts; an \
+                 external cluster (cluster.http) keeps its own"
+                    .into(),
+            );
+        }
+        if h < MIN_HEARTBEAT || h > MAX_HEARTBEAT {
+            p.push(format!(
+                "cluster.heartbeat must be between {} and {}, got {}",
+                humantime::format_duration(MIN_HEARTBEAT),
+                humantime::format_duration(MAX_HEARTBEAT),
+                humantime::format_duration(h)
+            ));
+        }
+    }
     Cluster {
         phase,
         nodes,
         external,
         isolation,
+        heartbeat,
     }
 }
+
+/// Shortest `cluster.heartbeat`: a node's ping timer works to the millisecond, and a
+/// peer is dropped after two silent intervals.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+/// Longest `cluster.heartbeat`: beyond it a dead peer holds its session for over 20 min.
+const MAX_HEARTBEAT: Duration = Duration::from_secs(600);
 
 fn ws_from_http(http: &str) -> String {
     let base = http.trim_end_matches('/');
