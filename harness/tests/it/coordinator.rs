@@ -290,7 +290,9 @@ async fn a_missing_worker_is_named_at_the_deadline_and_the_others_exit_2() {
     }
 }
 
-/// The real binary's deadline path: no worker process can say hello within 1 ms.
+/// The real binary's deadline path: a 1 ms deadline that (nearly) no worker process can
+/// meet. On a loaded machine the deadline may be noticed late and a worker get in first,
+/// so the check is that the run exits 2 naming exactly the shards that did not say hello.
 #[test]
 fn workers_timeout_exits_2_naming_the_missing_shards() {
     let tmp = tempfile::tempdir().unwrap();
@@ -310,6 +312,24 @@ fn workers_timeout_exits_2_naming_the_missing_shards() {
     );
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("did not say hello within 1ms"), "{err}");
-    assert!(err.contains("missing shard(s) 0, 1"), "{err}");
+    // "<n> of 2 worker(s) did not say hello within 1ms: missing shard(s) <list>"
+    let line = err
+        .lines()
+        .find(|l| l.contains("did not say hello within 1ms"))
+        .unwrap_or_else(|| panic!("no deadline message: {err}"));
+    let n: usize = line
+        .split(" of 2 worker(s)")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no missing count: {line}"));
+    let missing: Vec<&str> = line
+        .rsplit("missing shard(s) ")
+        .next()
+        .unwrap_or_default()
+        .split(", ")
+        .collect();
+    assert!((1..=2).contains(&n), "{line}");
+    assert_eq!(missing.len(), n, "{line}");
+    assert!(missing.iter().all(|s| ["0", "1"].contains(s)), "{line}");
 }
