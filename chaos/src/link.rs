@@ -20,19 +20,20 @@
 //!
 //! The reader stamps arrival times and keeps reading while the writer sleeps, so a latency
 //! toxic delays each chunk from its arrival, not from when the writer got to it. Both
-//! directions run inside the connection's one task (`join!`) on shared `&TcpStream`s,
-//! which keeps the no-toxic path free of cross-task hand-offs. For bulk transfers without
+//! directions run inside the connection's one task (`join!`) on the sockets' borrowed
+//! halves (`TcpStream::split`), which keeps the no-toxic path free of cross-task hand-offs. For bulk transfers without
 //! toxics the reader moves bytes kernel-side with `splice(2)` (no copy through user space);
 //! it only does so while its direction has no toxic and nothing is queued, so bytes are
 //! never reordered, and the pipe is created lazily on the first large read so the many
 //! small chat connections cost no extra descriptors. Reads go through tokio's `AsyncRead`
-//! on the socket's read half, which takes a short read as proof the socket is drained, so a
-//! chat message costs one `read` and one `write`, not a third `read` that finds nothing
-//! (a bare `try_read` keeps the socket marked readable until a read fails). A downstream direction splices only
-//! once its framer knows the connection is no WebSocket (`bypass`): frame boundaries must
-//! be followed from the first byte for a frame toxic added later to find them. Cutting the connection (proxy
-//! disabled or removed, `limit_data`, `timeout`, `reset_peer`) drops both sockets; a reset
-//! first sets `SO_LINGER` to zero so the kernel sends RST.
+//! on the socket's read half, which takes a short read as proof the socket is drained, so
+//! a chat message costs one `read` and one `write`, not a second `read` that finds nothing
+//! (a bare `try_read` keeps the socket marked readable until a read fails). A downstream
+//! direction splices only once its framer knows the connection is no WebSocket (`bypass`):
+//! frame boundaries must be followed from the first byte for a frame toxic added later to
+//! find them. Cutting the connection (proxy disabled or removed, `limit_data`, `timeout`,
+//! `reset_peer`) drops both sockets; a reset first sets `SO_LINGER` to zero so the kernel
+//! sends RST.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
