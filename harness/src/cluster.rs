@@ -133,6 +133,7 @@ pub async fn start_cluster(
         eprintln!("flowline: --direct-clients: the workers connect straight to the nodes");
     }
     let topology = Topology::of(scenario);
+    let heartbeat_ms = scenario.cluster.heartbeat.map(|h| h.as_millis() as u64);
     // Nodes, or an external cluster.
     let (http_base, admin_secret) = if let Some(ext) = &scenario.cluster.external {
         for (i, (ws, node)) in ext.ws.iter().zip(&topology.nodes).enumerate() {
@@ -209,8 +210,8 @@ pub async fn start_cluster(
                 "--argon2-iterations".into(),
                 "1".into(),
             ];
-            if let Some(h) = scenario.cluster.heartbeat {
-                args.extend(["--heartbeat-ms".into(), h.as_millis().to_string()]);
+            if let Some(ms) = heartbeat_ms {
+                args.extend(["--heartbeat-ms".into(), ms.to_string()]);
             }
             if let (Some(db), Some(name)) = (&db, &node.postgres) {
                 let url = match net {
@@ -276,8 +277,8 @@ pub async fn start_cluster(
                 ws.clone()
             };
             let mut start = json!({"pid": pid, "addr": addr});
-            if let Some(h) = scenario.cluster.heartbeat {
-                start["heartbeat_ms"] = json!(h.as_millis() as u64);
+            if let Some(ms) = heartbeat_ms {
+                start["heartbeat_ms"] = json!(ms);
             }
             let _ = events.node_event("start", &node_id, start);
             eprintln!("flowline: {node_id} pid {pid} on {addr}; metrics {metrics}");

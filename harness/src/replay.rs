@@ -74,7 +74,7 @@ pub fn differences(a: &RunFolder, b: &RunFolder) -> String {
         s,
         "seed: {} {}",
         b.text(&["seed"]).unwrap_or_else(|| "?".into()),
-        if same_seed { "(same)" } else { "(DIFFERENT)" }
+        same(same_seed)
     );
     let links = |r: &RunFolder| {
         if r.direct_clients() {
@@ -87,11 +87,7 @@ pub fn differences(a: &RunFolder, b: &RunFolder) -> String {
         s,
         "client links: {} {}",
         links(b),
-        if links(a) == links(b) {
-            "(same)"
-        } else {
-            "(DIFFERENT)"
-        }
+        same(links(a) == links(b))
     );
     let _ = writeln!(s, "totals:");
     for k in [
@@ -138,10 +134,10 @@ pub fn differences(a: &RunFolder, b: &RunFolder) -> String {
     let vb = b.passed();
     let _ = writeln!(
         s,
-        "verdict: {} → {}{}",
+        "verdict: {} → {} {}",
         verdict(va),
         verdict(vb),
-        if va == vb { " (same)" } else { " (DIFFERENT)" }
+        same(va == vb)
     );
     s
 }
@@ -162,6 +158,11 @@ fn line(label: &str, x: Option<f64>, y: Option<f64>, exact: bool) -> String {
         format!("{:+}", y - x)
     };
     format!("  {label:28} {x:>12.2} → {y:>12.2}  {verdict}\n")
+}
+
+/// The mark after a value the replay should have kept.
+fn same(equal: bool) -> &'static str {
+    if equal { "(same)" } else { "(DIFFERENT)" }
 }
 
 fn verdict(v: Option<bool>) -> &'static str {

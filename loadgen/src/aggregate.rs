@@ -447,9 +447,9 @@ impl Aggregator {
         let mut measured = Counters::default();
         let mut hists: [Histogram<u64>; 4] = std::array::from_fn(|_| histogram::new_histogram());
         let mut measured_s = 0.0;
-        let mut peak_users = 0;
+        let mut sampled_peak = 0;
         for iv in self.intervals.values() {
-            peak_users = peak_users.max(iv.users);
+            sampled_peak = sampled_peak.max(iv.users);
             if iv.measuring {
                 measured_s += 1.0;
                 measured.add(&iv.counters);
@@ -469,13 +469,12 @@ impl Aggregator {
         // When everybody was connected: the first second at the sampled peak. The peak
         // workers tell in their done lines is a sum of each thread's own maximum, reached
         // at different moments, so no single second need show it.
-        let sampled_peak = peak_users;
         let peak_users_at_s = self
             .intervals
             .iter()
             .find(|(_, iv)| sampled_peak > 0 && iv.users >= sampled_peak)
             .map(|(&t, _)| t);
-        let peak_users = peak_users.max(peak_done);
+        let peak_users = sampled_peak.max(peak_done);
         let loadgen = self.cost(&totals, peak_users);
         if self.dones.iter().all(Option::is_none) {
             totals = self
