@@ -27,10 +27,15 @@ pub enum Outbound {
     Live(Arc<Delivery>),
     /// Any other event (ack, error, ready, ...), written as is.
     Direct(Box<Utf8Bytes>),
-    /// Hold live messages of these channels until their `Replay` arrives.
+    /// Hold live messages of these channels until their `Replay` arrives, and close the
+    /// gate: nothing is written until `Open` (or a `Replay`) arrives.
     Hold(Box<[ChannelId]>),
+    /// Open the gate: write what queued up behind `Hold` (the announcement first), in
+    /// order. Queued once the hub delivers the held channels to this session, so a client
+    /// that reads `ready`/`subscribed` is already subscribed.
+    Open,
     /// For each channel: write its stored messages, then the held live ones with seq above
-    /// both `floor` and the replayed ones, then continue live.
+    /// both `floor` and the replayed ones, then continue live. Opens the gate first.
     Replay(Box<[Replay]>),
 }
 

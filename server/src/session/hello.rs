@@ -2,13 +2,15 @@
 //! find the channels, announce them (`ready`/`subscribed`), subscribe at the hub and
 //! replay what a resuming client missed.
 //!
-//! Resume without gap or duplicate: for each channel the reader first queues `Hold`, reads
-//! the latest seqs and queues the announcement (`ready`/`subscribed`), then subscribes at
-//! the hub (live messages are now held by the writer), then reads storage again (the
-//! latest seq, and every message after the client's seq, or after the announced one),
-//! then queues `Replay`; the writer writes the replayed messages and then the held live
-//! ones whose seq is higher, dropping the overlap. Announcing before subscribing keeps
-//! every other event of the channels after the announcement.
+//! Resume without gap or duplicate: the reader reads the latest seqs, queues `Hold` and
+//! the announcement (`ready`/`subscribed`), subscribes at the hub (live messages are now
+//! held by the writer) and queues `Open`, then reads storage again (the latest seq, and
+//! every message after the client's seq, or after the announced one), then queues
+//! `Replay`; the writer writes the replayed messages and then the held live ones whose
+//! seq is higher, dropping the overlap. Announcing before subscribing keeps every other
+//! event of the channels after the announcement; the writer's gate (closed by `Hold`,
+//! opened by `Open`) writes the announcement only once the session is subscribed, so a
+//! client that has read it misses no event emitted after that.
 
 use std::collections::BTreeMap;
 
@@ -31,6 +33,16 @@ const REPLAY_PAGE: Seq = 500;
 const READ_ATTEMPTS: u32 = 3;
 /// Pause before the second attempt (doubled before the third).
 const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether [`Session::attach`] also registers the session's user at the hub (for the
+/// events addressed to the user, e.g. presence), in the same gate as the subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Register {
+    /// `hello`: the session's first attach.
+    User,
+    /// `subscribe`: the user is registered already.
+    Already,
+}
 
 /// Why [`Session::attach`] failed.
 #[derive(Debug)]
@@ -129,14 +141,19 @@ impl Session {
         let node_id = node.config.node_id.clone();
         self.idle_at = tokio::time::Instant::now() + node.roster.idle_after();
         let (presence, change) = node.roster.connect(user.id, want_presence).await;
+        // The user is registered for their own events (presence...) inside the attach's
+        // gate: after `ready` is queued, so none precedes it, and before it is written, so
+        // a client that has read it misses none.
         let result = self
-            .attach(&channels, &resume, |seqs| ServerEvent::Ready {
-                v: PROTOCOL_VERSION,
-                user_id: user.id,
-                node_id,
-                channels: seqs,
-                heartbeat_ms,
-                presence,
+            .attach(&channels, &resume, Register::User, |seqs| {
+                ServerEvent::Ready {
+                    v: PROTOCOL_VERSION,
+                    user_id: user.id,
+                    node_id,
+                    channels: seqs,
+                    heartbeat_ms,
+                    presence,
+                }
             })
             .await;
         if let Err(e) = result {
@@ -145,8 +162,6 @@ impl Session {
             self.refuse(None, Refusal::from(&e.storage)).await;
             return Err(close::TRY_AGAIN);
         }
-        // Events for the user (presence) start after `ready` is queued, so none precedes it.
-        node.hub.register_user(user.id, self.id, &self.sub);
         if let Some(p) = change {
             node.roster.announce(p).await;
         }
@@ -181,45 +196,43 @@ impl Session {
         &mut self,
         channels: &[ChannelId],
         resume: &BTreeMap<ChannelId, Seq>,
+        register: Register,
         announce: impl FnOnce(BTreeMap<ChannelId, Seq>) -> ServerEvent,
     ) -> Result<(), AttachError> {
         let node = self.node.clone();
-        // One Hold and one Replay item whatever the number of channels, so a large
-        // subscription never looks like a full queue.
-        self.queue(Outbound::Hold(channels.into())).await;
-        // The announcement is queued before the hub subscription, so no event of these
-        // channels (typing, reactions, edits...) can reach the client before it; messages
-        // committed between the two seq reads are replayed from storage below.
-        let announced: BTreeMap<ChannelId, Seq> = match node.lookups.last_seqs(channels).await {
-            Ok(s) => s.into_iter().collect(),
-            Err(e) => {
-                // Release the holds so the session stays usable.
-                self.queue(Outbound::Replay(
-                    channels
-                        .iter()
-                        .map(|&channel| Replay {
-                            channel,
-                            floor: 0,
-                            frames: Vec::new(),
-                        })
-                        .collect(),
-                ))
-                .await;
-                return Err(AttachError {
-                    storage: e,
-                    announced: false,
-                });
-            }
-        };
+        let announced: BTreeMap<ChannelId, Seq> = node
+            .lookups
+            .last_seqs(channels)
+            .await
+            .map_err(|storage| AttachError {
+                storage,
+                announced: false,
+            })?
+            .into_iter()
+            .collect();
         // A baseline for the cluster sequencer before the hub delivers to this session: a
         // bus message that overtook its predecessor must open a gap (filled or waited
         // for), not become the channel's baseline and make the predecessor a duplicate.
         for (&channel, &seq) in &announced {
             node.hub.note_seq(channel, seq);
         }
+        // One Hold and one Replay item whatever the number of channels, so a large
+        // subscription never looks like a full queue. Hold closes the writer's gate: the
+        // announcement is queued before the hub subscription, so no event of these
+        // channels (typing, reactions, edits...) can reach the client before it, and is
+        // written only after it (`Open`), so every event emitted after the client read
+        // it reaches the client. Messages committed between the two seq reads are
+        // replayed from storage below.
+        self.queue(Outbound::Hold(channels.into())).await;
         self.event(&announce(announced.clone())).await;
         node.hub.subscribe(self.id, &self.sub, channels);
         self.subscribed.extend(channels.iter().copied());
+        if register == Register::User
+            && let Some(user) = &self.user
+        {
+            node.hub.register_user(user.id, self.id, &self.sub);
+        }
+        self.queue(Outbound::Open).await;
         match self.read_replays(channels, resume, &announced).await {
             Ok(replays) => {
                 self.queue(Outbound::Replay(replays.into())).await;

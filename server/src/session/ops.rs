@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::connection::{Flow, Session};
 use super::frame::{classify_bad_frame, json_depth_exceeds, op_req_id, probe_req_id};
+use super::hello::Register;
 use crate::chat::{Done, SendRequest};
 use crate::refusal::Refusal;
 
@@ -286,9 +287,11 @@ impl Session {
             .into_iter()
             .collect();
         let result = self
-            .attach(&fresh, &BTreeMap::new(), |seqs| ServerEvent::Subscribed {
-                req_id,
-                channels: seqs,
+            .attach(&fresh, &BTreeMap::new(), Register::Already, |seqs| {
+                ServerEvent::Subscribed {
+                    req_id,
+                    channels: seqs,
+                }
             })
             .await;
         if let Err(e) = result {

@@ -32,47 +32,69 @@ struct ChannelState {
     held: Option<Vec<(Seq, Utf8Bytes)>>,
 }
 
-/// Apply one queued item; push frames to write onto `out`. Returns false if a hold
-/// buffer overflowed (the client is too slow to be resumed).
-fn apply(
-    item: Outbound,
-    chans: &mut HashMap<ChannelId, ChannelState>,
-    out: &mut Vec<Utf8Bytes>,
-    max_held: usize,
-) -> bool {
+/// What the writer remembers between queue items.
+#[derive(Default)]
+struct WriterState {
+    chans: HashMap<ChannelId, ChannelState>,
+    /// Frames waiting behind a closed gate (`Hold` until `Open`/`Replay`), in order.
+    gated: Option<Vec<Utf8Bytes>>,
+}
+
+impl WriterState {
+    /// Move the frames waiting behind the gate to `out` and open it.
+    fn open(&mut self, out: &mut Vec<Utf8Bytes>) {
+        if let Some(gated) = self.gated.take() {
+            out.extend(gated);
+        }
+    }
+}
+
+/// Apply one queued item; push frames to write onto `out` (or behind the gate while it
+/// is closed). Returns false if a hold buffer or the gate overflowed (the client is too
+/// slow to be resumed).
+fn apply(item: Outbound, st: &mut WriterState, out: &mut Vec<Utf8Bytes>, max_held: usize) -> bool {
+    let chans = &mut st.chans;
+    let target = match &mut st.gated {
+        Some(gated) if gated.len() >= max_held => return false,
+        Some(gated) => gated,
+        None => &mut *out,
+    };
     match item {
-        Outbound::Direct(t) => out.push(*t),
+        Outbound::Direct(t) => target.push(*t),
         Outbound::Live(d) => {
             let (channel, seq, text) = (d.channel, d.seq, d.text.clone());
-            let st = chans.entry(channel).or_default();
-            if let Some(held) = &mut st.held {
+            let ch = chans.entry(channel).or_default();
+            if let Some(held) = &mut ch.held {
                 if held.len() >= max_held {
                     return false;
                 }
                 held.push((seq, text));
-            } else if seq > st.delivered {
-                st.delivered = seq;
-                out.push(text);
+            } else if seq > ch.delivered {
+                ch.delivered = seq;
+                target.push(text);
             }
         }
         Outbound::Hold(channels) => {
             for &channel in channels.iter() {
                 chans.entry(channel).or_default().held = Some(Vec::new());
             }
+            st.gated.get_or_insert_with(Vec::new);
         }
+        Outbound::Open => st.open(out),
         Outbound::Replay(replays) => {
+            st.open(out);
             for Replay {
                 channel,
                 floor,
                 frames,
             } in replays.into_vec()
             {
-                let st = chans.entry(channel).or_default();
-                st.delivered = floor;
-                let held = st.held.take().unwrap_or_default();
+                let ch = st.chans.entry(channel).or_default();
+                ch.delivered = floor;
+                let held = ch.held.take().unwrap_or_default();
                 for (seq, text) in frames.into_iter().chain(held) {
-                    if seq > st.delivered {
-                        st.delivered = seq;
+                    if seq > ch.delivered {
+                        ch.delivered = seq;
                         out.push(text);
                     }
                 }
@@ -147,7 +169,7 @@ pub(super) async fn write_loop<Si>(
     let heartbeat = cfg.heartbeat;
     let write_timeout = cfg.write_timeout;
     let max_held = cfg.max_held;
-    let mut chans: HashMap<ChannelId, ChannelState> = HashMap::new();
+    let mut st = WriterState::default();
     let mut out: Vec<Utf8Bytes> = Vec::new();
     // Both futures are created once per session, not per frame (each creation registers
     // a waiter under a lock; the shutdown one is shared by every session).
@@ -195,10 +217,10 @@ pub(super) async fn write_loop<Si>(
             }
             item = rx.recv() => {
                 let Some(item) = item else { break 0 };
-                let mut ok = apply(item, &mut chans, &mut out, max_held);
+                let mut ok = apply(item, &mut st, &mut out, max_held);
                 while ok && out.len() < WRITE_BATCH {
                     match rx.try_recv() {
-                        Ok(item) => ok = apply(item, &mut chans, &mut out, max_held),
+                        Ok(item) => ok = apply(item, &mut st, &mut out, max_held),
                         Err(_) => break,
                     }
                 }
@@ -219,7 +241,7 @@ pub(super) async fn write_loop<Si>(
     // explaining it) still go out; a slow consumer's backlog does not.
     if code != 0 && code != close::SLOW_CONSUMER {
         while let Ok(item) = rx.try_recv() {
-            apply(item, &mut chans, &mut out, max_held);
+            apply(item, &mut st, &mut out, max_held);
         }
         if !out.is_empty() {
             write_all(&mut sink, &mut out, write_timeout).await;
@@ -285,17 +307,12 @@ mod tests {
     #[test]
     fn writer_resume_drops_overlap_and_keeps_order() {
         let t = |s: &str| Utf8Bytes::from(s);
-        let mut chans = HashMap::new();
+        let mut st = WriterState::default();
         let mut out = Vec::new();
-        assert!(apply(
-            Outbound::Hold(vec![1].into()),
-            &mut chans,
-            &mut out,
-            10
-        ));
+        assert!(apply(Outbound::Hold(vec![1].into()), &mut st, &mut out, 10));
         // live 5 and 6 arrive while storage is read
         for s in [5, 6] {
-            apply(live(1, s, t(&s.to_string())), &mut chans, &mut out, 10);
+            apply(live(1, s, t(&s.to_string())), &mut st, &mut out, 10);
         }
         assert!(out.is_empty());
         let frames = vec![(4, t("4")), (5, t("5"))];
@@ -308,21 +325,72 @@ mod tests {
                 }]
                 .into(),
             ),
-            &mut chans,
+            &mut st,
             &mut out,
             10,
         );
-        apply(live(1, 6, t("6")), &mut chans, &mut out, 10);
-        apply(live(1, 7, t("7")), &mut chans, &mut out, 10);
+        apply(live(1, 6, t("6")), &mut st, &mut out, 10);
+        apply(live(1, 7, t("7")), &mut st, &mut out, 10);
         let got: Vec<&str> = out.iter().map(|u| u.as_str()).collect();
         assert_eq!(got, ["4", "5", "6", "7"]);
+        assert!(apply(Outbound::Hold(vec![2].into()), &mut st, &mut out, 1));
+        assert!(apply(live(2, 1, t("x")), &mut st, &mut out, 1));
+        assert!(!apply(live(2, 2, t("y")), &mut st, &mut out, 1));
+    }
+
+    #[test]
+    fn nothing_is_written_behind_a_closed_gate_and_order_is_kept() {
+        let t = |s: &str| Utf8Bytes::from(s);
+        let direct = |s: &str| Outbound::Direct(Box::new(t(s)));
+        let mut st = WriterState::default();
+        let mut out = Vec::new();
+        // Channel 1 is live already; channel 2 is being attached.
+        assert!(apply(live(1, 1, t("m1")), &mut st, &mut out, 10));
+        assert!(apply(Outbound::Hold(vec![2].into()), &mut st, &mut out, 10));
+        for item in [
+            direct("ready"),
+            live(1, 2, t("m2")),
+            live(2, 8, t("c8")),
+            direct("typing"),
+        ] {
+            assert!(apply(item, &mut st, &mut out, 10));
+        }
+        assert_eq!(
+            out,
+            [t("m1")],
+            "the announcement waits for the subscription"
+        );
+        assert!(apply(Outbound::Open, &mut st, &mut out, 10));
+        assert_eq!(out, [t("m1"), t("ready"), t("m2"), t("typing")]);
+        // Channel 2's live message still waits for its replay.
+        let replay = vec![Replay {
+            channel: 2,
+            floor: 6,
+            frames: vec![(7, t("c7")), (8, t("c8"))],
+        }];
         assert!(apply(
-            Outbound::Hold(vec![2].into()),
-            &mut chans,
+            Outbound::Replay(replay.into()),
+            &mut st,
             &mut out,
-            1
+            10
         ));
-        assert!(apply(live(2, 1, t("x")), &mut chans, &mut out, 1));
-        assert!(!apply(live(2, 2, t("y")), &mut chans, &mut out, 1));
+        assert_eq!(out[4..], [t("c7"), t("c8")]);
+        // A gate holds at most max_held frames: a client too slow to take them is cut off.
+        out.clear();
+        assert!(apply(Outbound::Hold(vec![3].into()), &mut st, &mut out, 2));
+        assert!(apply(direct("a"), &mut st, &mut out, 2));
+        assert!(apply(direct("b"), &mut st, &mut out, 2));
+        assert!(!apply(direct("c"), &mut st, &mut out, 2));
+        // A replay opens a gate left closed (an attach whose reads failed).
+        let mut st = WriterState::default();
+        assert!(apply(Outbound::Hold(vec![4].into()), &mut st, &mut out, 10));
+        assert!(apply(direct("error"), &mut st, &mut out, 10));
+        let empty = vec![Replay {
+            channel: 4,
+            floor: 0,
+            frames: Vec::new(),
+        }];
+        assert!(apply(Outbound::Replay(empty.into()), &mut st, &mut out, 10));
+        assert_eq!(out, [t("error")]);
     }
 }
