@@ -250,11 +250,20 @@ pub async fn start_cluster(
                 ws,
                 mut metrics,
                 pid,
+                heartbeat_ms: announced_heartbeat,
                 ..
             } = announce
             else {
                 bail!("{node_id} announced something other than `listening`");
             };
+            if let Some(asked) = heartbeat_ms
+                && announced_heartbeat != Some(asked)
+            {
+                bail!(
+                    "{node_id} was asked for a {asked} ms heartbeat but announced {}",
+                    announced_heartbeat.map_or("none".to_string(), |ms| format!("{ms} ms"))
+                );
+            }
             if let Some(net) = net {
                 // The harness is outside the network: admin API and metrics via a forward.
                 let fwd = net
@@ -276,8 +285,10 @@ pub async fn start_cluster(
             } else {
                 ws.clone()
             };
+            // The heartbeat the node itself announced (its default when the scenario
+            // sets none).
             let mut start = json!({"pid": pid, "addr": addr});
-            if let Some(ms) = heartbeat_ms {
+            if let Some(ms) = announced_heartbeat {
                 start["heartbeat_ms"] = json!(ms);
             }
             let _ = events.node_event("start", &node_id, start);

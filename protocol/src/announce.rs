@@ -25,6 +25,10 @@ pub enum Announce {
         metrics: String,
         /// Process id, so the supervisor can signal it.
         pid: u32,
+        /// The interval of the node's WebSocket pings in ms (`--heartbeat-ms`), as the
+        /// node applies it; absent from nodes older than this field.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        heartbeat_ms: Option<u64>,
     },
     /// A chaos controller is serving the Toxiproxy API.
     ChaosListening { api: String, pid: u32 },
@@ -60,10 +64,20 @@ mod tests {
             ws: "ws://127.0.0.1:1/ws".into(),
             metrics: "http://127.0.0.1:1/metrics".into(),
             pid: 7,
+            heartbeat_ms: Some(15_000),
         };
         let line = serde_json::to_string(&a).unwrap();
         assert!(line.contains(r#""event":"listening""#));
         assert_eq!(Announce::parse(&line), Some(a));
+        // A node older than `heartbeat_ms` still parses.
+        let old = r#"{"event":"listening","node_id":"n","addr":"a","http":"h","ws":"w","metrics":"m","pid":1}"#;
+        assert!(matches!(
+            Announce::parse(old),
+            Some(Announce::Listening {
+                heartbeat_ms: None,
+                ..
+            })
+        ));
         assert_eq!(Announce::parse("hello"), None);
         let w = Announce::LoadgenMetrics {
             worker: 1,

@@ -205,6 +205,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
     let node_id = config.node_id.clone();
+    let heartbeat_ms = u64::try_from(config.heartbeat.as_millis()).unwrap_or(u64::MAX);
     let result = crate::server::run_with_ready(config, listener, shutdown.clone(), move |addr| {
         let line = Announce::Listening {
             node_id,
@@ -213,6 +214,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
             ws: format!("ws://{addr}/ws"),
             metrics: format!("http://{addr}/metrics"),
             pid: std::process::id(),
+            heartbeat_ms: Some(heartbeat_ms),
         };
         match serde_json::to_string(&line) {
             Ok(text) => {

@@ -266,6 +266,7 @@ fn cluster_heartbeat_reaches_every_node() {
         .filter(|e| e["action"] == "start" && e["kind"] == "node")
         .collect();
     assert_eq!(starts.len(), 2, "{events}");
+    // What each node announced it applies (its `listening` line), not what was asked.
     for s in &starts {
         assert_eq!(s["params"]["heartbeat_ms"], 2000, "{s}");
     }
