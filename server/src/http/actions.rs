@@ -1,6 +1,6 @@
 //! What the chat-action routes share: the rate-limit check and its headers, the 429
-//! answer, answering a [`Done`] (emitting its events like the WebSocket does), the
-//! `Idempotency-Key` wrapper, and the routes themselves.
+//! answer, answering a [`Done`] (emitting its events like the WebSocket does), and the
+//! `Idempotency-Key` wrapper. The routes themselves are mounted in `api.rs`.
 //!
 //! The actions are the ones of [`crate::chat`], the very functions the WebSocket ops
 //! call: the HTTP side only parses, rates and answers (docs/protocol.md, "Bots: chat
@@ -12,8 +12,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use flowline_protocol::ChannelId;
 use flowline_protocol::actions::{
@@ -24,7 +22,6 @@ use flowline_protocol::ws::ErrorCode;
 
 use super::error::ApiError;
 use super::extract::Caller;
-use super::{messages, presence, reactions, threads};
 use crate::chat::Done;
 use crate::idempotency::Answer;
 use crate::node::Node;
@@ -36,17 +33,6 @@ use crate::refusal::Refusal;
 pub(super) const RATE_LIMIT_RESET_AFTER: &str = "x-ratelimit-reset-after";
 /// Response header: which bucket refused (`token` or `channel`).
 pub(super) const RATE_LIMIT_SCOPE: &str = "x-ratelimit-scope";
-
-/// The chat-action routes (mounted with the main group).
-pub(super) fn routes() -> OpenApiRouter<Arc<Node>> {
-    OpenApiRouter::new()
-        .routes(routes!(messages::message_post))
-        .routes(routes!(messages::message_edit, messages::message_delete))
-        .routes(routes!(reactions::reaction_add, reactions::reaction_remove))
-        .routes(routes!(threads::thread_start))
-        .routes(routes!(presence::typing_post))
-        .routes(routes!(presence::presence_set))
-}
 
 /// The caller's standing after a rate check: its headers go on every answer.
 pub(super) struct Rated(Option<Standing>);

@@ -15,7 +15,9 @@ use utoipa_axum::routes;
 
 use flowline_protocol::api::ADMIN_HEADER;
 
-use super::{accounts, admin, channels, contract, spaces, uploads};
+use super::{
+    accounts, admin, channels, contract, messages, presence, reactions, spaces, threads, uploads,
+};
 use crate::config::Config;
 use crate::node::Node;
 
@@ -83,7 +85,13 @@ fn api() -> Api {
         .routes(routes!(channels::dm_open))
         .routes(routes!(channels::channel_messages))
         .routes(routes!(uploads::upload_get))
-        .merge(super::actions::routes())
+        // The chat actions (the WebSocket ops over HTTP, `actions.rs`).
+        .routes(routes!(messages::message_post))
+        .routes(routes!(messages::message_edit, messages::message_delete))
+        .routes(routes!(reactions::reaction_add, reactions::reaction_remove))
+        .routes(routes!(threads::thread_start))
+        .routes(routes!(presence::typing_post))
+        .routes(routes!(presence::presence_set))
         .split_for_parts();
     let (upload, upload_doc) = OpenApiRouter::new()
         .routes(routes!(uploads::upload_create))

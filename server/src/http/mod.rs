@@ -10,7 +10,7 @@
 //! error statuses, name bounds, download types), `error.rs`
 //! ([`error::ApiError`]), `extract.rs` (bodies, path ids, the caller), one file per group
 //! of routes: `accounts.rs`, `spaces.rs`, `channels.rs`, `uploads.rs`, `admin.rs`; the
-//! chat actions (what bots use): `actions.rs` (rate limits, idempotency, their routes),
+//! chat actions (what bots use, mounted in `api.rs`): `actions.rs` (rate limits, idempotency),
 //! `messages.rs`, `reactions.rs`, `threads.rs`, `presence.rs`.
 
 mod accounts;
