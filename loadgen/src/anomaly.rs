@@ -102,6 +102,12 @@ pub struct AnomalyOffender {
     /// Milliseconds since the run's start: when it was received, or (for a missing
     /// message) when its send was answered or it was first seen.
     pub at_ms: u32,
+    /// `lost`, `poll_skip` and `resume_gap` only: when the subscription (or resume) the
+    /// message was missed in began, i.e. its `ready`/`subscribed` arrived, in ms since
+    /// the run's start. A resume just before the run's end whose replay was still on its
+    /// way stands apart from a subscription that missed messages for a long time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribed_at_ms: Option<u32>,
 }
 
 /// What the checker found of one kind.

@@ -48,6 +48,8 @@ struct Epoch {
     from: Seq,
     first: Option<Seq>,
     max: Seq,
+    /// When it began (ms since the run's start).
+    at_ms: u32,
 }
 
 /// One channel's index.
@@ -237,6 +239,7 @@ fn check_stream(
             message,
             receiver,
             at_ms: e.at_ms,
+            subscribed_at_ms: None,
         };
         match e.kind {
             RecvKind::Start | RecvKind::Resume => {
@@ -252,6 +255,7 @@ fn check_stream(
                     from: e.seq,
                     first: None,
                     max: e.seq,
+                    at_ms: e.at_ms,
                 });
                 epoch_got = Receipts::default();
             }
@@ -270,6 +274,7 @@ fn check_stream(
                     from: e.seq - 1,
                     first: None,
                     max: e.seq - 1,
+                    at_ms: e.at_ms,
                 });
                 if let Some(m) = ch.msgs.get(&e.seq)
                     && m.id != e.id
@@ -328,7 +333,7 @@ fn check_stream(
             } else {
                 Anomaly::PollSkip
             };
-            missing(ch, receiver, s, kind, &excused, tally);
+            missing(ch, receiver, s, kind, ep.at_ms, &excused, tally);
         }
     }
     // The tail of a subscription that lasted to the end.
@@ -342,19 +347,21 @@ fn check_stream(
         for i in lo..ch.seqs.len() {
             let s = ch.seqs[i];
             if !contains(&received.ranges, s) {
-                missing(ch, receiver, s, kind, &excused, tally);
+                missing(ch, receiver, s, kind, last.at_ms, &excused, tally);
             }
         }
     }
 }
 
 /// A message `receiver` was due and never got: name the anomaly (`kind` says where it
-/// was missed), unless it is not one.
+/// was missed; `epoch_at_ms` is when the subscription it was missed in began), unless it
+/// is not one.
 fn missing(
     ch: &mut Channel,
     receiver: u32,
     s: Seq,
     kind: Anomaly,
+    epoch_at_ms: u32,
     excused: &[Seq],
     tally: &mut Tally,
 ) {
@@ -373,6 +380,7 @@ fn missing(
         message: Some(m.id),
         receiver,
         at_ms: m.at_ms,
+        subscribed_at_ms: None,
     };
     if m.unknown {
         tally.note(Anomaly::UnknownDeliveredPartially, o);
@@ -382,7 +390,14 @@ fn missing(
             tally.note(Anomaly::Unseen, o);
         }
     } else {
-        tally.note(kind, o);
+        let subscribed_at_ms = Some(epoch_at_ms);
+        tally.note(
+            kind,
+            AnomalyOffender {
+                subscribed_at_ms,
+                ..o
+            },
+        );
     }
 }
 
@@ -509,6 +524,15 @@ mod tests {
                     .collect();
                 assert_eq!(got, want, "{kind:?}");
                 assert!(r.offenders.iter().all(|o| o.channel == CH));
+                // Only the kinds named by where they were missed say since when.
+                let since = matches!(kind, Anomaly::Lost | Anomaly::PollSkip | Anomaly::ResumeGap);
+                assert!(
+                    r.offenders
+                        .iter()
+                        .all(|o| o.subscribed_at_ms.is_some() == since),
+                    "{kind:?}: {:?}",
+                    r.offenders
+                );
                 assert_eq!(r.count, want.len() as u64, "{kind:?}");
             } else {
                 assert_eq!(r, &AnomalyReport::default(), "{k:?} besides {kind:?}");
@@ -624,6 +648,12 @@ mod tests {
             &a,
             Anomaly::PollSkip,
             &[(3, Some(1003), 2, 3000), (4, Some(1004), 2, 4000)],
+        );
+        // Missed in the subscription that started with receiver 2's first event.
+        let skip = &a[&Anomaly::PollSkip].offenders;
+        assert!(
+            skip.iter().all(|o| o.subscribed_at_ms == Some(100)),
+            "{skip:?}"
         );
     }
 
@@ -755,6 +785,29 @@ mod tests {
             &a,
             Anomaly::ResumeGap,
             &[(5, Some(1005), 2, 5000), (6, Some(1006), 2, 6000)],
+        );
+        // Each names when the receiver resumed (its 6th event, at 600 ms).
+        let gap = &a[&Anomaly::ResumeGap].offenders;
+        assert!(
+            gap.iter().all(|o| o.subscribed_at_ms == Some(600)),
+            "{gap:?}"
+        );
+        // A resume that got nothing up to the end: every later message, with the
+        // resume's time (the 4th event).
+        let a = run(
+            &acked(1..=10),
+            vec![
+                Stream::new(1).start(0).got(&all10()),
+                Stream::new(2).start(0).got(&[1, 2]).resume(2),
+            ],
+        );
+        let gap = &a[&Anomaly::ResumeGap];
+        assert_eq!(gap.count, 8, "3 to 10: {gap:?}");
+        assert!(
+            gap.offenders
+                .iter()
+                .all(|o| o.subscribed_at_ms == Some(400) && o.receiver == 2),
+            "{gap:?}"
         );
     }
 
