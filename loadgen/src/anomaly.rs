@@ -119,6 +119,12 @@ pub struct AnomalyReport {
     pub offenders: Vec<AnomalyOffender>,
     /// `[second since the run's start, count]`, seconds with none left out.
     pub timeline: Vec<(u32, u64)>,
+    /// `lost`, `poll_skip` and `resume_gap` only: `[second the subscription or resume it
+    /// was missed in began, count]` over every offender, not only the listed ones (e.g.
+    /// all of a collapsed run's `resume_gap` in its last seconds: resumes whose replay
+    /// the end overtook).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscribed_timeline: Vec<(u32, u64)>,
 }
 
 /// Every kind's report, keyed by kind (all kinds present, zero or not).
@@ -127,17 +133,30 @@ pub type Anomalies = BTreeMap<Anomaly, AnomalyReport>;
 /// Collects anomalies as the checker finds them.
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
-    reports: BTreeMap<Anomaly, (AnomalyReport, BTreeMap<u32, u64>)>,
+    reports: BTreeMap<Anomaly, Counting>,
+}
+
+/// One kind's report while it is being counted.
+#[derive(Debug, Default)]
+struct Counting {
+    report: AnomalyReport,
+    /// Per second of `at_ms`.
+    secs: BTreeMap<u32, u64>,
+    /// Per second of `subscribed_at_ms`.
+    subscribed: BTreeMap<u32, u64>,
 }
 
 impl Tally {
     /// Note one anomaly.
     pub(crate) fn note(&mut self, kind: Anomaly, o: AnomalyOffender) {
-        let (r, secs) = self.reports.entry(kind).or_default();
-        r.count += 1;
-        *secs.entry(o.at_ms / 1000).or_default() += 1;
-        if r.offenders.len() < MAX_ANOMALY_OFFENDERS {
-            r.offenders.push(o);
+        let c = self.reports.entry(kind).or_default();
+        c.report.count += 1;
+        *c.secs.entry(o.at_ms / 1000).or_default() += 1;
+        if let Some(ms) = o.subscribed_at_ms {
+            *c.subscribed.entry(ms / 1000).or_default() += 1;
+        }
+        if c.report.offenders.len() < MAX_ANOMALY_OFFENDERS {
+            c.report.offenders.push(o);
         }
     }
 
@@ -146,8 +165,10 @@ impl Tally {
         Anomaly::ALL
             .into_iter()
             .map(|k| {
-                let (mut r, secs) = self.reports.remove(&k).unwrap_or_default();
-                r.timeline = secs.into_iter().collect();
+                let c = self.reports.remove(&k).unwrap_or_default();
+                let mut r = c.report;
+                r.timeline = c.secs.into_iter().collect();
+                r.subscribed_timeline = c.subscribed.into_iter().collect();
                 (k, r)
             })
             .collect()

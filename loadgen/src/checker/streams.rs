@@ -533,6 +533,9 @@ mod tests {
                     "{kind:?}: {:?}",
                     r.offenders
                 );
+                // ... and count every offender (listed or not) by that second.
+                let by_start: u64 = r.subscribed_timeline.iter().map(|&(_, n)| n).sum();
+                assert_eq!(by_start, if since { r.count } else { 0 }, "{kind:?}");
                 assert_eq!(r.count, want.len() as u64, "{kind:?}");
             } else {
                 assert_eq!(r, &AnomalyReport::default(), "{k:?} besides {kind:?}");
@@ -803,6 +806,11 @@ mod tests {
         );
         let gap = &a[&Anomaly::ResumeGap];
         assert_eq!(gap.count, 8, "3 to 10: {gap:?}");
+        assert_eq!(
+            gap.subscribed_timeline,
+            [(0, 8)],
+            "all in the resume's second"
+        );
         assert!(
             gap.offenders
                 .iter()
