@@ -205,7 +205,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
     let node_id = config.node_id.clone();
-    let heartbeat_ms = u64::try_from(config.heartbeat.as_millis()).unwrap_or(u64::MAX);
+    let heartbeat_ms = config.heartbeat_ms();
     let result = crate::server::run_with_ready(config, listener, shutdown.clone(), move |addr| {
         let line = Announce::Listening {
             node_id,

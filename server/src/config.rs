@@ -230,6 +230,11 @@ impl Config {
         }
     }
 
+    /// [`heartbeat`](Self::heartbeat) in ms, as `ready` and the `listening` line state it.
+    pub fn heartbeat_ms(&self) -> u64 {
+        u64::try_from(self.heartbeat.as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Check the values for consistency.
     pub fn validate(self) -> Result<Self, Error> {
         let bad = |m: &str| Err(Error::Config(m.to_owned()));

@@ -137,7 +137,7 @@ impl Session {
         node.sessions
             .remember(hash, self.id, self.sub.shared.clone());
         node.metrics.sessions_authenticated.increment(1);
-        let heartbeat_ms = u64::try_from(node.config.heartbeat.as_millis()).unwrap_or(u64::MAX);
+        let heartbeat_ms = node.config.heartbeat_ms();
         let node_id = node.config.node_id.clone();
         self.idle_at = tokio::time::Instant::now() + node.roster.idle_after();
         let (presence, change) = node.roster.connect(user.id, want_presence).await;
