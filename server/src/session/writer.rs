@@ -54,11 +54,7 @@ impl WriterState {
 /// slow to be resumed).
 fn apply(item: Outbound, st: &mut WriterState, out: &mut Vec<Utf8Bytes>, max_held: usize) -> bool {
     let chans = &mut st.chans;
-    let target = match &mut st.gated {
-        Some(gated) if gated.len() >= max_held => return false,
-        Some(gated) => gated,
-        None => &mut *out,
-    };
+    let target = st.gated.as_mut().unwrap_or(&mut *out);
     match item {
         Outbound::Direct(t) => target.push(*t),
         Outbound::Live(d) => {
@@ -101,7 +97,11 @@ fn apply(item: Outbound, st: &mut WriterState, out: &mut Vec<Utf8Bytes>, max_hel
             }
         }
     }
-    true
+    // A closed gate holds at most `max_held` frames; an item that does not add one
+    // (`Open`, `Replay`, a held live message) is never refused for it.
+    st.gated
+        .as_ref()
+        .is_none_or(|gated| gated.len() <= max_held)
 }
 
 /// A session's outbound queue as its writer sees it: keeps `flowline_outbound_queued`
@@ -381,7 +381,17 @@ mod tests {
         assert!(apply(direct("a"), &mut st, &mut out, 2));
         assert!(apply(direct("b"), &mut st, &mut out, 2));
         assert!(!apply(direct("c"), &mut st, &mut out, 2));
-        // A replay opens a gate left closed (an attach whose reads failed).
+        // A full gate still opens.
+        let mut st = WriterState::default();
+        out.clear();
+        assert!(apply(Outbound::Hold(vec![3].into()), &mut st, &mut out, 2));
+        assert!(apply(direct("a"), &mut st, &mut out, 2));
+        assert!(apply(direct("b"), &mut st, &mut out, 2));
+        assert!(apply(Outbound::Open, &mut st, &mut out, 2));
+        assert_eq!(out, [t("a"), t("b")]);
+        out.clear();
+        // A replay opens a gate still closed too (attach always queues `Open` first; the
+        // writer does not rely on it).
         let mut st = WriterState::default();
         assert!(apply(Outbound::Hold(vec![4].into()), &mut st, &mut out, 10));
         assert!(apply(direct("error"), &mut st, &mut out, 10));
